@@ -1,0 +1,44 @@
+// StoreManifest: the small text file at the root of every store that says how
+// the store is laid out, so that a kvfs build never misreads a store written
+// by another build or another host.
+//
+// The file is a TOML subset: one `name = value` per line, strings quoted.
+// A store is refused when its manifest names a format, hash algorithm, seed
+// or layout this build does not use. Pure functions plus file I/O; the
+// functions are thread-safe, the file itself is written once at store
+// creation (temporary name, fsync, rename, fsync of the directory).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "adapters/status.h"
+
+namespace kvfs {
+
+inline constexpr const char* kManifestFileName = "kvfs-manifest.toml";
+inline constexpr uint32_t kStoreFormatVersion = 1;
+inline constexpr const char* kStoreLayout = "objects/xx/yy/<hash128>";
+
+struct StoreManifest {
+  uint32_t format = kStoreFormatVersion;
+  std::string hash = "";
+  uint64_t seed = 0;
+  std::string layout = "";
+
+  // The manifest this build writes for a new store.
+  static StoreManifest Current();
+  std::string Serialize() const;
+  // Parses the text of a manifest; EINVAL with the offending line on bad syntax.
+  static Result<StoreManifest> Parse(const std::string& text);
+  // OK when this build can use a store with this manifest; EPROTO otherwise,
+  // with a message naming the field that differs.
+  Status CheckCompatible() const;
+};
+
+// Reads DIR/kvfs-manifest.toml; ENOENT when there is none.
+Result<StoreManifest> ReadManifest(const std::string& dir);
+// Writes DIR/kvfs-manifest.toml durably and atomically.
+Status WriteManifest(const std::string& dir, const StoreManifest& manifest);
+
+}  // namespace kvfs

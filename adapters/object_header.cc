@@ -1,0 +1,101 @@
+#include "adapters/object_header.h"
+
+#include <xxhash.h>
+
+#include <cstring>
+
+namespace kvfs {
+namespace {
+
+constexpr char kMagic[8] = {'K', 'V', 'F', 'S', 'O', 'B', 'J', '1'};
+// Fixed fields: magic 8, format 4, kind 4, generation 8, size 8, checksum 8,
+// mode 4, uid 4, gid 4, pad 4, mtime 8, ctime 8, key_len 4 = 80 bytes.
+constexpr size_t kFixedBytes = 80;
+constexpr size_t kSlotChecksumOffset = kHeaderSlotSize - 8;
+static_assert(kFixedBytes + kMaxKeyLength <= kSlotChecksumOffset);
+
+void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+void Put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
+uint32_t Get32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
+uint64_t Get64(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
+
+struct SlotResult {
+  bool valid = false;
+  bool too_new = false;
+  std::string reason;
+  ObjectHeader header;
+};
+
+SlotResult DecodeSlot(const uint8_t* s, int slot) {
+  SlotResult r;
+  if (std::memcmp(s, kMagic, sizeof(kMagic)) != 0) { r.reason = "bad magic"; return r; }
+  if (XXH3_64bits(s, kSlotChecksumOffset) != Get64(s + kSlotChecksumOffset)) {
+    r.reason = "header checksum mismatch";
+    return r;
+  }
+  uint32_t format = Get32(s + 8);
+  if (format != kObjectFormatVersion) {
+    r.too_new = format > kObjectFormatVersion;
+    r.reason = "unknown object format " + std::to_string(format);
+    return r;
+  }
+  ObjectHeader& h = r.header;
+  uint32_t kind = Get32(s + 12);
+  if (kind != static_cast<uint32_t>(ObjectKind::kFile) &&
+      kind != static_cast<uint32_t>(ObjectKind::kDirectory)) {
+    r.reason = "unknown object kind";
+    return r;
+  }
+  h.kind = static_cast<ObjectKind>(kind);
+  h.generation = Get64(s + 16);
+  h.size = Get64(s + 24);
+  h.checksum = Get64(s + 32);
+  h.mode = Get32(s + 40);
+  h.uid = Get32(s + 44);
+  h.gid = Get32(s + 48);
+  h.mtime_ns = static_cast<int64_t>(Get64(s + 56));
+  h.ctime_ns = static_cast<int64_t>(Get64(s + 64));
+  uint32_t key_len = Get32(s + 72);
+  if (key_len > kMaxKeyLength) { r.reason = "key length out of range"; return r; }
+  h.key.assign(reinterpret_cast<const char*>(s + kFixedBytes), key_len);
+  h.slot = slot;
+  r.valid = true;
+  return r;
+}
+
+}  // namespace
+
+Status EncodeHeader(const ObjectHeader& h, uint8_t* block) {
+  if (h.key.size() > kMaxKeyLength) return Status::Error(ENAMETOOLONG, "key too long for header");
+  if (h.slot != 0 && h.slot != 1) return Status::Error(EINVAL, "bad header slot");
+  uint8_t* s = block + h.slot * kHeaderSlotSize;
+  std::memset(s, 0, kHeaderSlotSize);
+  std::memcpy(s, kMagic, sizeof(kMagic));
+  Put32(s + 8, kObjectFormatVersion);
+  Put32(s + 12, static_cast<uint32_t>(h.kind));
+  Put64(s + 16, h.generation);
+  Put64(s + 24, h.size);
+  Put64(s + 32, h.checksum);
+  Put32(s + 40, h.mode);
+  Put32(s + 44, h.uid);
+  Put32(s + 48, h.gid);
+  Put64(s + 56, static_cast<uint64_t>(h.mtime_ns));
+  Put64(s + 64, static_cast<uint64_t>(h.ctime_ns));
+  Put32(s + 72, static_cast<uint32_t>(h.key.size()));
+  std::memcpy(s + kFixedBytes, h.key.data(), h.key.size());
+  Put64(s + kSlotChecksumOffset, XXH3_64bits(s, kSlotChecksumOffset));
+  return Status::Ok();
+}
+
+Result<ObjectHeader> DecodeHeader(const uint8_t* block, size_t len) {
+  if (len < kHeaderSize) return Status::Error(EINVAL, "truncated header");
+  SlotResult a = DecodeSlot(block, 0);
+  SlotResult b = DecodeSlot(block + kHeaderSlotSize, 1);
+  if (a.valid && b.valid) return a.header.generation >= b.header.generation ? a.header : b.header;
+  if (a.valid) return a.header;
+  if (b.valid) return b.header;
+  if (a.too_new || b.too_new) return Status::Error(EPROTO, a.too_new ? a.reason : b.reason);
+  return Status::Error(EINVAL, a.reason);
+}
+
+}  // namespace kvfs

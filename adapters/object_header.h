@@ -1,0 +1,64 @@
+// ObjectHeader: the self-describing 4 KiB block at the start of every object
+// file on a store.
+//
+// An object file is [4 KiB header][data, padded to 4 KiB]. The data starts at
+// offset 4096 so O_DIRECT reads of it need no bounce buffer. Because every
+// header carries the key, size, checksum and metadata, a store can be rescanned
+// into the index with no separate database.
+//
+// The 4 KiB block holds two 2 KiB slots. A header update (rename, chmod,
+// utimens) writes the whole block with the new header in the slot that is not
+// current and the old one left as it was, so a torn write still leaves one
+// valid slot: Decode picks the valid slot with the highest generation. Each
+// slot ends with an XXH3-64 checksum of its bytes.
+//
+// Pure functions; thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "adapters/status.h"
+
+namespace kvfs {
+
+inline constexpr size_t kHeaderSize = 4096;
+inline constexpr size_t kHeaderSlotSize = 2048;
+inline constexpr uint32_t kObjectFormatVersion = 1;
+// Longest key (path relative to the mount root) a header can hold.
+inline constexpr size_t kMaxKeyLength = 1536;
+
+enum class ObjectKind : uint32_t { kFile = 1, kDirectory = 2 };
+
+struct ObjectHeader {
+  ObjectKind kind = ObjectKind::kFile;
+  uint64_t generation = 0;    // version number; higher wins
+  uint64_t size = 0;          // data bytes (without header or padding)
+  uint64_t checksum = 0;      // XXH3-64 of the data bytes
+  uint32_t mode = 0;          // full st_mode including type bits
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  std::string key;
+  // Which slot this header was decoded from / should be written to (0 or 1).
+  int slot = 0;
+};
+
+// Writes header into slot header.slot of block (kHeaderSize bytes), leaving
+// the other slot untouched. Fails with ENAMETOOLONG if the key is too long.
+Status EncodeHeader(const ObjectHeader& header, uint8_t* block);
+
+// Decodes the current header from a kHeaderSize block: the valid slot with
+// the highest generation. EINVAL (with a reason) when neither slot is valid,
+// EPROTO when the format version is newer than this build understands.
+Result<ObjectHeader> DecodeHeader(const uint8_t* block, size_t len);
+
+// Bytes an object with `data_size` data bytes occupies on a store:
+// the header plus the data rounded up to 4 KiB.
+inline uint64_t ObjectFootprint(uint64_t data_size) {
+  return kHeaderSize + ((data_size + 4095) / 4096) * 4096;
+}
+
+}  // namespace kvfs

@@ -1,0 +1,74 @@
+// Draft: the bytes of a version being written, held in aligned staging memory
+// until commit.
+//
+// libfuse hands WRITE payloads over at arbitrary addresses, so they are copied
+// into 1 MiB, 4 KiB-aligned chunks; at commit the chunks go to the store with
+// O_DIRECT writes unchanged. Chunks are allocated on first touch; a chunk
+// never written reads as zeros (a hole). Writes at any offset and truncation
+// are supported. A draft holds at most one object, so its size is bounded by
+// the object size limit the engine enforces.
+//
+// Thread-safety: all methods lock the draft's mutex; Lock() lets the commit
+// path hold it across the whole write-out so that no write slips in between.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "adapters/status.h"
+
+namespace kvfs {
+
+inline constexpr size_t kDraftChunkSize = 1 << 20;
+
+class Draft {
+ public:
+  Draft() = default;
+  ~Draft();
+  Draft(const Draft&) = delete;
+  Draft& operator=(const Draft&) = delete;
+
+  // Copies len bytes at off; grows the size when writing past the end.
+  Status Write(uint64_t off, const void* data, size_t len);
+  // As Write, for a caller that already holds lock().
+  Status WriteLocked(uint64_t off, const void* data, size_t len);
+  // Sets the size, discarding bytes past it (and zeroing them for later growth).
+  Status Truncate(uint64_t size);
+  // Copies up to len bytes at off into out; returns the count (0 at or past end).
+  size_t Read(uint64_t off, size_t len, uint8_t* out) const;
+  // Lock-free: safe to call while another thread holds lock().
+  uint64_t size() const { return size_.load(std::memory_order_acquire); }
+  // Bytes of staging memory held.
+  uint64_t memory_bytes() const;
+
+  // Whether the draft holds changes not yet committed.
+  bool dirty() const;
+  void set_dirty(bool d);
+
+  // For the commit path, which must hold lock() while using these.
+  std::unique_lock<std::mutex> lock() const { return std::unique_lock<std::mutex>(mu_); }
+  size_t chunk_count_locked() const { return chunks_.size(); }
+  // The chunk, or nullptr for a hole.
+  const uint8_t* chunk_locked(size_t i) const { return chunks_[i]; }
+  uint64_t size_locked() const { return size_.load(std::memory_order_relaxed); }
+  // Sets the dirty flag while lock() is held.
+  void set_dirty_locked(bool d) { dirty_ = d; }
+  bool dirty_locked() const { return dirty_; }
+
+ private:
+  uint8_t* ChunkFor(size_t index);  // allocates; caller holds mu_
+
+  mutable std::mutex mu_;
+  std::vector<uint8_t*> chunks_;
+  std::atomic<uint64_t> size_{0};
+  bool dirty_ = true;
+};
+
+// A 1 MiB aligned block of zeros, for writing holes with O_DIRECT.
+const uint8_t* ZeroChunk();
+
+}  // namespace kvfs

@@ -1,0 +1,1266 @@
+#include "core/engine.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <sstream>
+#include <thread>
+
+namespace kvfs {
+
+// An open file: the inode, the access mode and the lease on the version it
+// opened. Owned by the engine between Open/Create and Release.
+class FileHandle {
+ public:
+  Inode* inode = nullptr;  // alive while open_handles > 0
+  bool readable = false;
+  bool writable = false;
+  bool append = false;
+  Lease lease;
+};
+
+namespace {
+
+constexpr size_t kMaxNameLength = 255;
+
+int64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
+Status CheckName(std::string_view name) {
+  if (name.empty() || name == "." || name == "..") return Status::Error(EINVAL, "invalid name");
+  if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name longer than 255 bytes");
+  if (name.find('/') != std::string_view::npos || name.find('\0') != std::string_view::npos) {
+    return Status::Error(EINVAL, "invalid character in name");
+  }
+  return Status::Ok();
+}
+
+std::string JoinKey(const std::string& dir_key, std::string_view name) {
+  return dir_key.empty() ? std::string(name) : dir_key + "/" + std::string(name);
+}
+
+// A 4 KiB aligned block, freed on scope exit.
+struct AlignedBlock {
+  uint8_t* data;
+  AlignedBlock() : data(static_cast<uint8_t*>(std::aligned_alloc(4096, kHeaderSize))) { std::memset(data, 0, kHeaderSize); }
+  ~AlignedBlock() { std::free(data); }
+  AlignedBlock(const AlignedBlock&) = delete;
+  AlignedBlock& operator=(const AlignedBlock&) = delete;
+};
+
+std::string JsonEscape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+size_t ReadReply::bytes() const {
+  size_t n = 0;
+  for (const iovec& v : iov) n += v.iov_len;
+  return n;
+}
+
+std::string EngineStats::ToJson() const {
+  std::ostringstream o;
+  o << "{\"capacity_bytes\":" << capacity_bytes << ",\"used_bytes\":" << used_bytes
+    << ",\"leased_bytes\":" << leased_bytes << ",\"objects\":" << objects << ",\"inodes\":" << inodes
+    << ",\"open_handles\":" << open_handles << ",\"reads\":" << reads << ",\"read_bytes\":" << read_bytes
+    << ",\"writes\":" << writes << ",\"write_bytes\":" << write_bytes << ",\"commits\":" << commits
+    << ",\"commit_failures\":" << commit_failures << ",\"lookups\":" << lookups
+    << ",\"negative_lookups\":" << negative_lookups << ",\"pool_hits\":" << pool_hits
+    << ",\"pool_misses\":" << pool_misses << ",\"pool_buffers\":" << pool_buffers
+    << ",\"pool_buffer_bytes\":" << pool_buffer_bytes << ",\"io_in_flight\":" << io_in_flight
+    << ",\"io_uring\":" << (io_uring ? "true" : "false") << ",\"stores\":[";
+  for (size_t i = 0; i < stores.size(); ++i) {
+    const StoreStats& s = stores[i];
+    if (i) o << ",";
+    o << "{\"name\":\"" << JsonEscape(s.name) << "\",\"objects\":" << s.objects << ",\"used_bytes\":" << s.used_bytes
+      << ",\"leased_bytes\":" << s.leased_bytes << ",\"fs_total_bytes\":" << s.fs_total_bytes
+      << ",\"fs_free_bytes\":" << s.fs_free_bytes << ",\"direct_io\":" << (s.direct_io ? "true" : "false") << "}";
+  }
+  o << "]}";
+  return o.str();
+}
+
+Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>> stores)
+    : options_(options), stores_(std::move(stores)), account_(std::make_shared<SpaceAccount>()) {
+  for (size_t i = 0; i < stores_.size(); ++i) store_accounts_.push_back(std::make_shared<SpaceAccount>());
+  pool_ = std::make_unique<BufferPool>(options_.buffer_size, options_.buffer_count);
+  io_ = std::make_unique<IoExecutor>(pool_.get(), options_.use_io_uring);
+}
+
+Engine::~Engine() = default;
+
+Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::vector<std::unique_ptr<Store>> stores) {
+  if (stores.empty()) return Status::Error(EINVAL, "at least one store is required");
+  if (options.buffer_size == 0 || options.buffer_size % 4096 != 0) {
+    return Status::Error(EINVAL, "buffer size must be a positive multiple of 4096");
+  }
+  if (options.read_segment_bytes == 0 || options.read_segment_bytes % 4096 != 0) {
+    return Status::Error(EINVAL, "read segment size must be a positive multiple of 4096");
+  }
+  std::unique_ptr<Engine> engine(new Engine(options, std::move(stores)));
+  KVFS_RETURN_IF_ERROR(engine->Rebuild());
+  return engine;
+}
+
+std::shared_ptr<Version> Engine::MakeVersion(uint32_t store_index, std::string location, ObjectHeader header) {
+  return std::make_shared<Version>(stores_[store_index].get(), store_index, std::move(location), std::move(header),
+                                   account_, store_accounts_[store_index]);
+}
+
+uint32_t Engine::StoreIndexFor(const std::string& key) const {
+  return JumpConsistentHash(HashKey(key).low, static_cast<uint32_t>(stores_.size()));
+}
+
+// ---------------------------------------------------------------------------
+// Rebuild: the index is a function of what the stores hold.
+
+Status Engine::Rebuild() {
+  struct Found {
+    uint32_t store_index;
+    std::string location;
+    ObjectHeader header;
+  };
+  std::mutex found_mu;
+  std::map<std::string, Found> best;  // by key
+  std::vector<Found> losers;
+  uint64_t skipped = 0;
+  uint64_t max_generation = 0;
+  std::vector<Status> scan_status(stores_.size());
+  std::vector<std::thread> threads;
+  int64_t started = NowNs();
+  for (uint32_t si = 0; si < stores_.size(); ++si) {
+    threads.emplace_back([&, si] {
+      scan_status[si] = stores_[si]->Scan(
+          [&](const ScannedObject& obj) {
+            if (!obj.header.ok()) {
+              spdlog::warn("{}: skipping {}: {}", stores_[si]->Describe(), obj.location, obj.header.status().message());
+              std::lock_guard<std::mutex> g(found_mu);
+              ++skipped;
+              return;
+            }
+            const ObjectHeader& h = obj.header.value();
+            if (h.kind == ObjectKind::kFile && obj.file_bytes < ObjectFootprint(h.size)) {
+              spdlog::warn("{}: skipping {}: file holds {} bytes, header says {}", stores_[si]->Describe(),
+                           obj.location, obj.file_bytes, ObjectFootprint(h.size));
+              std::lock_guard<std::mutex> g(found_mu);
+              ++skipped;
+              return;
+            }
+            std::lock_guard<std::mutex> g(found_mu);
+            max_generation = std::max(max_generation, h.generation);
+            Found f{si, obj.location, h};
+            auto it = best.find(h.key);
+            if (it == best.end()) {
+              best.emplace(h.key, std::move(f));
+            } else if (it->second.header.generation < h.generation) {
+              losers.push_back(std::move(it->second));
+              it->second = std::move(f);
+            } else {
+              losers.push_back(std::move(f));
+            }
+          },
+          options_.scan_threads);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (uint32_t si = 0; si < stores_.size(); ++si) {
+    if (!scan_status[si].ok()) return Status::Error(scan_status[si].err(), stores_[si]->Describe() + ": scan failed: " + scan_status[si].message());
+  }
+  // Older copies of a key are leftovers of an interrupted rename: the newest wins.
+  for (const Found& f : losers) {
+    spdlog::info("{}: removing superseded copy {} of '{}'", stores_[f.store_index]->Describe(), f.location, f.header.key);
+    stores_[f.store_index]->Remove(f.location);
+  }
+
+  std::lock_guard<std::mutex> g(mu_);
+  next_generation_ = max_generation + 1;
+  Attributes implicit_dir;
+  implicit_dir.mode = S_IFDIR | 0755;
+  implicit_dir.atime_ns = implicit_dir.mtime_ns = implicit_dir.ctime_ns = NowNs();
+  ns_.root()->attr.atime_ns = ns_.root()->attr.mtime_ns = ns_.root()->attr.ctime_ns = implicit_dir.mtime_ns;
+  for (auto& [key, f] : best) {  // sorted: a directory's record precedes its children
+    const ObjectHeader& h = f.header;
+    Attributes attr;
+    attr.mode = h.mode;
+    attr.uid = h.uid;
+    attr.gid = h.gid;
+    attr.mtime_ns = attr.atime_ns = h.mtime_ns;
+    attr.ctime_ns = h.ctime_ns;
+    bool is_dir = h.kind == ObjectKind::kDirectory;
+    attr.mode = (attr.mode & 07777) | (is_dir ? S_IFDIR : S_IFREG);
+    if (key.empty()) {
+      if (is_dir) {
+        ns_.root()->attr = attr;
+        ns_.root()->committed = MakeVersion(f.store_index, f.location, h);
+      }
+      continue;
+    }
+    Inode* cur = ns_.root();
+    bool conflict = false;
+    size_t start = 0;
+    std::string name;
+    while (true) {
+      size_t slash = key.find('/', start);
+      name = key.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+      if (slash == std::string::npos) break;
+      Inode* next = ns_.Child(cur, name);
+      if (!next) {
+        next = ns_.NewInode(true, implicit_dir);
+        ns_.Attach(cur, next, name);
+      } else if (!next->is_dir) {
+        conflict = true;
+        break;
+      }
+      cur = next;
+      start = slash + 1;
+    }
+    if (!conflict && CheckName(name).ok()) {
+      Inode* existing = ns_.Child(cur, name);
+      if (!existing) {
+        Inode* inode = ns_.NewInode(is_dir, attr);
+        inode->committed = MakeVersion(f.store_index, f.location, h);
+        ns_.Attach(cur, inode, name);
+        continue;
+      }
+      if (existing->is_dir && is_dir && !existing->committed) {
+        existing->attr = attr;
+        existing->committed = MakeVersion(f.store_index, f.location, h);
+        continue;
+      }
+    }
+    spdlog::warn("{}: object '{}' conflicts with another entry; left on the store, not indexed",
+                 stores_[f.store_index]->Describe(), key);
+    ++skipped;
+  }
+  double secs = static_cast<double>(NowNs() - started) / 1e9;
+  spdlog::info("index rebuilt from {} store(s): {} objects, {} skipped, {:.2f}s", stores_.size(),
+               account_->objects.load(), skipped, secs);
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// Attributes and lookups.
+
+Attr Engine::AttrOfLocked(const Inode* inode, const FileHandle* handle) const {
+  Attr a;
+  a.ino = inode->ino;
+  a.mode = inode->attr.mode;
+  a.uid = inode->attr.uid;
+  a.gid = inode->attr.gid;
+  a.atime_ns = inode->attr.atime_ns;
+  a.mtime_ns = inode->attr.mtime_ns;
+  a.ctime_ns = inode->attr.ctime_ns;
+  if (inode->is_dir) {
+    a.nlink = 2;
+    a.size = 4096;
+    a.blocks = 8;
+    return a;
+  }
+  a.nlink = inode->linked() ? 1 : 0;
+  if (handle && handle->writable && inode->draft) {
+    a.size = inode->draft->size();
+  } else if (handle && handle->lease) {
+    a.size = handle->lease.version()->size();
+    a.mtime_ns = handle->lease.version()->header.mtime_ns;
+  } else if (inode->committed) {
+    a.size = inode->committed->size();
+  } else if (inode->draft) {
+    a.size = inode->draft->size();
+  }
+  a.blocks = ObjectFootprint(a.size) / 512;
+  return a;
+}
+
+Result<Attr> Engine::Lookup(uint64_t parent, std::string_view name) {
+  if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name too long");
+  lookups_.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> g(mu_);
+  Inode* dir = ns_.Get(parent);
+  if (!dir) return Status::Error(ENOENT, "no such directory");
+  if (!dir->is_dir) return Status::Error(ENOTDIR, "not a directory");
+  Inode* child = ns_.Child(dir, name);
+  if (!child || !child->visible()) {
+    negative_lookups_.fetch_add(1, std::memory_order_relaxed);
+    return Status::Error(ENOENT, "no such key");
+  }
+  child->nlookup++;
+  return AttrOfLocked(child, nullptr);
+}
+
+void Engine::Forget(uint64_t ino, uint64_t n) {
+  std::lock_guard<std::mutex> g(mu_);
+  Inode* inode = ns_.Get(ino);
+  if (!inode) return;
+  inode->nlookup -= std::min(n, inode->nlookup);
+  ns_.Reap(inode);
+}
+
+Result<Attr> Engine::GetAttr(uint64_t ino, FileHandle* handle) {
+  std::lock_guard<std::mutex> g(mu_);
+  Inode* inode = ns_.Get(ino);
+  if (!inode) return Status::Error(ENOENT, "stale inode");
+  return AttrOfLocked(inode, handle);
+}
+
+ObjectHeader Engine::HeaderFor(const Inode* inode, const std::string& key) const {
+  ObjectHeader h;
+  h.kind = inode->is_dir ? ObjectKind::kDirectory : ObjectKind::kFile;
+  h.mode = inode->attr.mode;
+  h.uid = inode->attr.uid;
+  h.gid = inode->attr.gid;
+  h.mtime_ns = inode->attr.mtime_ns;
+  h.ctime_ns = inode->attr.ctime_ns;
+  h.key = key;
+  return h;
+}
+
+Result<Inode*> Engine::ChildForChangeLocked(uint64_t parent, std::string_view name) {
+  Inode* dir = ns_.Get(parent);
+  if (!dir) return Status::Error(ENOENT, "no such directory");
+  if (!dir->is_dir) return Status::Error(ENOTDIR, "not a directory");
+  if (!dir->linked()) return Status::Error(ENOENT, "directory was removed");
+  return dir;
+}
+
+// ---------------------------------------------------------------------------
+// Store writes.
+
+Status Engine::WriteObject(Store* store, const ObjectHeader& header, const Draft* draft,
+                           std::unique_ptr<StagingFile>* out) {
+  Result<std::unique_ptr<StagingFile>> staging = store->CreateStaging();
+  if (!staging.ok()) return staging.status();
+  AlignedBlock block;
+  KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
+  std::vector<IoRequest> reqs;
+  int fd = (*staging)->fd();
+  reqs.push_back(IoRequest{fd, block.data, kHeaderSize, 0, true});
+  uint64_t size = draft ? draft->size_locked() : 0;
+  for (size_t i = 0; draft && i < draft->chunk_count_locked() && i * kDraftChunkSize < size; ++i) {
+    uint64_t start = i * kDraftChunkSize;
+    size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - start));
+    len = (len + 4095) / 4096 * 4096;
+    const uint8_t* chunk = draft->chunk_locked(i);
+    reqs.push_back(IoRequest{fd, const_cast<uint8_t*>(chunk ? chunk : ZeroChunk()), len, kHeaderSize + start, true});
+  }
+  // Chunks past the last allocated one are holes up to `size`.
+  for (size_t i = draft ? draft->chunk_count_locked() : 0; i * kDraftChunkSize < size; ++i) {
+    uint64_t start = i * kDraftChunkSize;
+    size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - start));
+    len = (len + 4095) / 4096 * 4096;
+    reqs.push_back(IoRequest{fd, const_cast<uint8_t*>(ZeroChunk()), len, kHeaderSize + start, true});
+  }
+  KVFS_RETURN_IF_ERROR(io_->Run(reqs));
+  *out = std::move(*staging);
+  return Status::Ok();
+}
+
+namespace {
+uint64_t ChecksumDraftLocked(const Draft& draft) {
+  XXH3_state_t* st = XXH3_createState();
+  XXH3_64bits_reset(st);
+  uint64_t size = draft.size_locked();
+  for (uint64_t pos = 0; pos < size; pos += kDraftChunkSize) {
+    size_t i = pos / kDraftChunkSize;
+    size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - pos));
+    const uint8_t* chunk = i < draft.chunk_count_locked() ? draft.chunk_locked(i) : nullptr;
+    XXH3_64bits_update(st, chunk ? chunk : ZeroChunk(), len);
+  }
+  uint64_t h = XXH3_64bits_digest(st);
+  XXH3_freeState(st);
+  return h;
+}
+}  // namespace
+
+bool Engine::ReserveSpace(uint64_t bytes) {
+  uint64_t cap = options_.capacity_bytes;
+  uint64_t reserved = reserved_bytes_.load();
+  while (true) {
+    uint64_t used = account_->used_bytes.load();
+    if (used + reserved + bytes > cap) return false;
+    if (reserved_bytes_.compare_exchange_weak(reserved, reserved + bytes)) return true;
+  }
+}
+
+void Engine::ReleaseReservation(uint64_t bytes) { reserved_bytes_.fetch_sub(bytes); }
+
+Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
+  std::unique_lock<std::mutex> lk(mu_);
+  commit_done_.wait(lk, [&] { return !inode->committing; });
+  if (!draft->dirty()) return Status::Ok();
+  if (!inode->linked()) {
+    // The name is gone: nothing to publish. The bytes vanish with the inode.
+    draft->set_dirty(false);
+    return Status::Ok();
+  }
+  inode->committing = true;
+  int64_t now = NowNs();
+  inode->attr.mtime_ns = inode->attr.ctime_ns = now;
+  std::string key = ns_.KeyOf(inode);
+  ObjectHeader header = HeaderFor(inode, key);
+  header.generation = next_generation_++;
+  uint32_t store_index = StoreIndexFor(key);
+  lk.unlock();
+
+  auto finish = [&](Status s) {
+    std::lock_guard<std::mutex> g(mu_);
+    inode->committing = false;
+    commit_done_.notify_all();
+    if (s.ok()) commits_.fetch_add(1, std::memory_order_relaxed);
+    else commit_failures_.fetch_add(1, std::memory_order_relaxed);
+    return s;
+  };
+
+  Store* store = stores_[store_index].get();
+  std::unique_ptr<StagingFile> staging;
+  uint64_t footprint;
+  {
+    auto dlk = draft->lock();
+    header.size = draft->size_locked();
+    footprint = ObjectFootprint(header.size);
+    if (header.size > options_.max_object_bytes) return finish(Status::Error(EFBIG, "object too large"));
+    if (!ReserveSpace(footprint)) {
+      return finish(Status::Error(ENOSPC, "no space: capacity " + std::to_string(options_.capacity_bytes)));
+    }
+    header.checksum = ChecksumDraftLocked(*draft);
+    Status s = WriteObject(store, header, draft.get(), &staging);
+    if (!s.ok()) {
+      ReleaseReservation(footprint);
+      spdlog::error("commit of '{}' failed: {}", key, s.message());
+      return finish(Status::Error(s.err() == ENOSPC ? ENOSPC : EIO, s.message()));
+    }
+    draft->set_dirty_locked(false);
+  }
+  if (::fdatasync(staging->fd()) != 0) {
+    Status s = Status::FromErrno("fdatasync " + staging->path());
+    ReleaseReservation(footprint);
+    draft->set_dirty(true);
+    spdlog::error("commit of '{}' failed: {}", key, s.message());
+    return finish(Status::Error(EIO, s.message()));
+  }
+
+  std::lock_guard<std::mutex> publish(publish_mu_);
+  std::string now_key;
+  bool linked;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    linked = inode->linked();
+    if (linked) now_key = ns_.KeyOf(inode);
+  }
+  if (!linked) {
+    ReleaseReservation(footprint);
+    return finish(Status::Ok());
+  }
+  if (now_key != key) {
+    // Renamed while its bytes were being written: fix the header (and the store).
+    header.key = now_key;
+    key = now_key;
+    uint32_t now_store = StoreIndexFor(now_key);
+    if (now_store != store_index) {
+      store_index = now_store;
+      store = stores_[store_index].get();
+      auto dlk = draft->lock();
+      Status s = WriteObject(store, header, draft.get(), &staging);
+      if (s.ok() && ::fdatasync(staging->fd()) != 0) s = Status::FromErrno("fdatasync");
+      if (!s.ok()) {
+        ReleaseReservation(footprint);
+        draft->set_dirty_locked(true);
+        return finish(Status::Error(EIO, s.message()));
+      }
+    } else {
+      AlignedBlock block;
+      KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
+      if (::pwrite(staging->fd(), block.data, kHeaderSize, 0) != static_cast<ssize_t>(kHeaderSize)) {
+        ReleaseReservation(footprint);
+        draft->set_dirty(true);
+        return finish(Status::FromErrno(EIO, "rewrite header"));
+      }
+    }
+  }
+  std::string location = store->LocationFor(HashKey(key));
+  Status s = store->Publish(*staging, location);
+  if (!s.ok()) {
+    ReleaseReservation(footprint);
+    draft->set_dirty(true);
+    spdlog::error("commit of '{}' failed: {}", key, s.message());
+    return finish(Status::Error(EIO, s.message()));
+  }
+  std::shared_ptr<Version> version = MakeVersion(store_index, location, header);
+  ReleaseReservation(footprint);
+  std::shared_ptr<Version> old;
+  uint64_t parent_ino = 0;
+  std::string name;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    bool was_visible = inode->visible();
+    old = std::move(inode->committed);
+    inode->committed = version;
+    ns_.SetVisible(inode, was_visible);
+    if (!was_visible && inode->parent) {
+      parent_ino = inode->parent->ino;
+      name = inode->name;
+    }
+  }
+  old.reset();
+  Status done = finish(Status::Ok());
+  if (parent_ino != 0 && observer_) observer_->EntryAppeared(parent_ino, name);
+  return done;
+}
+
+Result<std::shared_ptr<Version>> Engine::PublishRecord(uint32_t store_index, ObjectHeader header) {
+  Store* store = stores_[store_index].get();
+  std::unique_ptr<StagingFile> staging;
+  KVFS_RETURN_IF_ERROR(WriteObject(store, header, nullptr, &staging));
+  std::string location = store->LocationFor(HashKey(header.key));
+  KVFS_RETURN_IF_ERROR(store->Publish(*staging, location));
+  return MakeVersion(store_index, location, header);
+}
+
+Status Engine::RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header) {
+  ObjectHeader old;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    old = version->header;
+    header.generation = next_generation_++;
+  }
+  header.slot = 1 - old.slot;
+  AlignedBlock block;
+  KVFS_RETURN_IF_ERROR(EncodeHeader(old, block.data));
+  KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
+  KVFS_RETURN_IF_ERROR(version->store()->WriteHeaderBlock(version->location, block.data));
+  std::lock_guard<std::mutex> g(mu_);
+  version->header = header;
+  return Status::Ok();
+}
+
+Status Engine::EnsureDirRecord(Inode* dir) {
+  ObjectHeader header;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (dir->committed) return Status::Ok();
+    header = HeaderFor(dir, ns_.KeyOf(dir));
+    header.generation = next_generation_++;
+  }
+  Result<std::shared_ptr<Version>> v = PublishRecord(StoreIndexFor(header.key), header);
+  if (!v.ok()) return v.status();
+  std::lock_guard<std::mutex> g(mu_);
+  dir->committed = *v;
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// Reads.
+
+namespace {
+// Reads [offset, offset+size) of version through the pool; appends to out.
+Status ReadVersionRange(IoExecutor* io, BufferPool* pool, size_t segment, const Version& v, int fd, uint64_t offset,
+                        size_t size, ReadReply* out) {
+  uint64_t object_size = v.size();
+  if (offset >= object_size || size == 0) return Status::Ok();
+  uint64_t end = std::min<uint64_t>(offset + size, object_size);
+  uint64_t a0 = offset & ~uint64_t{4095};
+  uint64_t a1 = (end + 4095) & ~uint64_t{4095};
+  std::vector<IoRequest> reqs;
+  std::vector<uint64_t> req_start;  // data offset of each request
+  size_t first_buffer = out->buffers.size();
+  for (uint64_t pos = a0; pos < a1;) {
+    PooledBuffer buf = pool->Acquire();
+    size_t n = static_cast<size_t>(std::min<uint64_t>(pool->buffer_size(), a1 - pos));
+    for (size_t s = 0; s < n; s += segment) {
+      size_t len = std::min(segment, n - s);
+      reqs.push_back(IoRequest{fd, buf.data() + s, len, kHeaderSize + pos + s, false, buf.index()});
+      req_start.push_back(pos + s);
+    }
+    out->buffers.push_back(std::move(buf));
+    pos += n;
+  }
+  Status s = io->Run(reqs);
+  if (!s.ok()) return Status::Error(EIO, s.message());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    uint64_t needed = end > req_start[i] ? std::min<uint64_t>(reqs[i].len, end - req_start[i]) : 0;
+    if (reqs[i].done < needed) return Status::Error(EIO, "object is shorter on the store than its header says");
+  }
+  uint64_t skip = offset - a0;
+  uint64_t left = end - offset;
+  size_t bs = pool->buffer_size();
+  for (size_t b = first_buffer; b < out->buffers.size() && left > 0; ++b) {
+    uint8_t* base = out->buffers[b].data();
+    size_t avail = bs;
+    if (skip >= avail) {
+      skip -= avail;
+      continue;
+    }
+    size_t len = static_cast<size_t>(std::min<uint64_t>(avail - skip, left));
+    out->iov.push_back(iovec{base + skip, len});
+    left -= len;
+    skip = 0;
+  }
+  return Status::Ok();
+}
+}  // namespace
+
+Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply* out) {
+  if (!handle->readable) return Status::Error(EBADF, "handle not open for reading");
+  reads_.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<Draft> draft;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if ((handle->writable || !handle->lease) && handle->inode->draft) draft = handle->inode->draft;
+  }
+  if (draft) {
+    out->owned.resize(size);
+    size_t n = draft->Read(offset, size, out->owned.data());
+    out->owned.resize(n);
+    if (n) out->iov.push_back(iovec{out->owned.data(), n});
+    read_bytes_.fetch_add(n, std::memory_order_relaxed);
+    return Status::Ok();
+  }
+  if (!handle->lease) return Status::Ok();  // a pending key with nothing written
+  const Version& v = *handle->lease.version();
+  Status s = ReadVersionRange(io_.get(), pool_.get(), options_.read_segment_bytes, v, v.fd(), offset, size, out);
+  if (!s.ok()) {
+    spdlog::error("read of {} on {} failed: {}", v.location, v.store()->Describe(), s.message());
+    return s;
+  }
+  read_bytes_.fetch_add(out->bytes(), std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+Status Engine::LoadDraft(const std::shared_ptr<Version>& version, Draft* draft) {
+  Result<Lease> lease = Lease::Take(version);
+  if (!lease.ok()) return lease.status();
+  for (uint64_t off = 0; off < version->size(); off += kDraftChunkSize) {
+    ReadReply r;
+    KVFS_RETURN_IF_ERROR(ReadVersionRange(io_.get(), pool_.get(), options_.read_segment_bytes, *version,
+                                          version->fd(), off, kDraftChunkSize, &r));
+    uint64_t pos = off;
+    for (const iovec& v : r.iov) {
+      KVFS_RETURN_IF_ERROR(draft->WriteLocked(pos, v.iov_base, v.iov_len));
+      pos += v.iov_len;
+    }
+  }
+  if (version->size() == 0) draft->Truncate(0);
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// Open, write, commit, release.
+
+Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32_t mode, int flags, uint32_t uid,
+                                  uint32_t gid) {
+  KVFS_RETURN_IF_ERROR(CheckName(name));
+  std::unique_lock<std::mutex> lk(mu_);
+  Result<Inode*> dir = ChildForChangeLocked(parent, name);
+  if (!dir.ok()) return dir.status();
+  if (JoinKey(ns_.KeyOf(*dir), name).size() > kMaxKeyLength) return Status::Error(ENAMETOOLONG, "path too long");
+  Inode* inode = ns_.Child(*dir, name);
+  if (inode) {
+    if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
+    if (flags & O_EXCL) return Status::Error(EEXIST, "exists");
+  } else {
+    Attributes attr;
+    attr.mode = S_IFREG | (mode & 07777);
+    attr.uid = uid;
+    attr.gid = gid;
+    attr.atime_ns = attr.mtime_ns = attr.ctime_ns = NowNs();
+    inode = ns_.NewInode(false, attr);
+    ns_.Attach(*dir, inode, std::string(name));
+    inode->draft = std::make_shared<Draft>();
+  }
+  lk.unlock();
+  Result<OpenResult> r = Open(inode->ino, flags & ~O_EXCL);
+  lk.lock();
+  if (r.ok()) {
+    inode->nlookup++;
+  } else if (!inode->committed && inode->writers == 0 && inode->open_handles == 0) {
+    ns_.Detach(inode);
+    ns_.Reap(inode);
+  }
+  return r;
+}
+
+Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
+  std::unique_lock<std::mutex> lk(mu_);
+  Inode* inode = ns_.Get(ino);
+  if (!inode) return Status::Error(ENOENT, "stale inode");
+  if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
+  auto handle = std::make_unique<FileHandle>();
+  int acc = flags & O_ACCMODE;
+  handle->inode = inode;
+  handle->readable = acc != O_WRONLY;
+  handle->writable = acc != O_RDONLY;
+  handle->append = (flags & O_APPEND) != 0;
+  if (handle->writable && (flags & O_TRUNC)) {
+    if (inode->draft) {
+      KVFS_RETURN_IF_ERROR(inode->draft->Truncate(0));
+    } else {
+      inode->draft = std::make_shared<Draft>();
+    }
+  }
+  if (inode->committed && (handle->readable || !handle->writable)) {
+    Result<Lease> lease = Lease::Take(inode->committed);
+    if (!lease.ok()) {
+      spdlog::error("open of {} failed: {}", inode->committed->location, lease.status().message());
+      return Status::Error(lease.err() == ENOENT ? ENOENT : EIO, lease.status().message());
+    }
+    handle->lease = std::move(*lease);
+    inode->read_leases++;
+  }
+  if (handle->writable) inode->writers++;
+  inode->open_handles++;
+  open_handles_++;
+  OpenResult r;
+  r.attr = AttrOfLocked(inode, handle.get());
+  r.page_cache = !handle->writable && handle->lease && handle->lease.version() == inode->committed &&
+                 inode->committed->leases() == inode->read_leases;
+  r.handle = handle.release();
+  return r;
+}
+
+Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* data, size_t size) {
+  if (!handle->writable) return Status::Error(EBADF, "handle not open for writing");
+  std::unique_lock<std::mutex> lk(mu_);
+  Inode* inode = handle->inode;
+  std::shared_ptr<Draft> draft = inode->draft;
+  if (!draft) {
+    // First write into a committed object: copy on write into a new draft.
+    draft = std::make_shared<Draft>();
+    inode->draft = draft;
+    std::shared_ptr<Version> base = inode->committed;
+    auto dlk = draft->lock();
+    lk.unlock();
+    if (base) {
+      Status s = LoadDraft(base, draft.get());
+      if (!s.ok()) {
+        dlk.unlock();
+        lk.lock();
+        if (inode->draft == draft) inode->draft.reset();
+        return Status::Error(EIO, s.message());
+      }
+    }
+  } else {
+    lk.unlock();
+  }
+  if (handle->append) offset = draft->size();
+  if (offset + size > options_.max_object_bytes) return Status::Error(EFBIG, "object too large");
+  if (offset + size > options_.capacity_bytes) return Status::Error(ENOSPC, "object larger than the capacity");
+  KVFS_RETURN_IF_ERROR(draft->Write(offset, data, size));
+  writes_.fetch_add(1, std::memory_order_relaxed);
+  write_bytes_.fetch_add(size, std::memory_order_relaxed);
+  return size;
+}
+
+Status Engine::Flush(FileHandle* handle) {
+  if (!handle->writable) return Status::Ok();
+  std::shared_ptr<Draft> draft;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    Inode* inode = handle->inode;
+    if (!inode->draft || inode->writers > 1) return Status::Ok();
+    draft = inode->draft;
+  }
+  return CommitDraft(handle->inode, draft);
+}
+
+Status Engine::Fsync(FileHandle* handle) {
+  if (!handle->writable) return Status::Ok();
+  std::shared_ptr<Draft> draft;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    draft = handle->inode->draft;
+  }
+  if (!draft) return Status::Ok();
+  return CommitDraft(handle->inode, draft);
+}
+
+void Engine::Release(FileHandle* handle) {
+  std::unique_ptr<FileHandle> owned(handle);
+  Inode* inode = handle->inode;
+  std::shared_ptr<Draft> to_commit;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (handle->writable && inode->writers == 1 && inode->draft && inode->draft->dirty()) to_commit = inode->draft;
+  }
+  if (to_commit) {
+    // Released without a successful flush: commit now (best effort).
+    Status s = CommitDraft(inode, to_commit);
+    if (!s.ok()) spdlog::warn("commit at release of inode {} failed: {}", inode->ino, s.message());
+  }
+  Lease lease = std::move(handle->lease);
+  std::lock_guard<std::mutex> g(mu_);
+  if (handle->writable) {
+    inode->writers--;
+    if (inode->writers == 0 && !inode->committing) {
+      inode->draft.reset();
+      if (!inode->committed && inode->linked()) {
+        // A new key whose writers all left without a commit: it never existed.
+        ns_.Detach(inode);
+      }
+    }
+  }
+  if (lease) inode->read_leases--;
+  lease.Reset();
+  inode->open_handles--;
+  open_handles_--;
+  ns_.Reap(inode);
+}
+
+// ---------------------------------------------------------------------------
+// Namespace changes.
+
+Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle* handle) {
+  if (req.size) {
+    std::shared_ptr<Draft> draft;
+    bool own_draft = false;
+    Inode* inode;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      inode = ns_.Get(ino);
+      if (!inode) return Status::Error(ENOENT, "stale inode");
+      if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
+      if (*req.size > options_.max_object_bytes) return Status::Error(EFBIG, "object too large");
+      if (*req.size > options_.capacity_bytes) return Status::Error(ENOSPC, "larger than the capacity");
+      draft = inode->draft;
+      if (!draft) {
+        draft = std::make_shared<Draft>();
+        inode->draft = draft;
+        own_draft = inode->writers == 0;
+        std::shared_ptr<Version> base = inode->committed;
+        auto dlk = draft->lock();
+        lk.unlock();
+        if (base) {
+          Status s = LoadDraft(base, draft.get());
+          if (!s.ok()) {
+            dlk.unlock();
+            std::lock_guard<std::mutex> g(mu_);
+            if (inode->draft == draft) inode->draft.reset();
+            return Status::Error(EIO, s.message());
+          }
+        }
+      }
+    }
+    KVFS_RETURN_IF_ERROR(draft->Truncate(*req.size));
+    bool commit_now = own_draft || !handle || !handle->writable;
+    if (commit_now) {
+      Status s = CommitDraft(inode, draft);
+      std::lock_guard<std::mutex> g(mu_);
+      if (own_draft && inode->writers == 0 && inode->draft == draft) inode->draft.reset();
+      if (!s.ok()) return s;
+    }
+  }
+  bool meta = req.mode || req.uid || req.gid || req.atime_ns || req.mtime_ns;
+  if (meta) {
+    std::lock_guard<std::mutex> publish(publish_mu_);
+    std::shared_ptr<Version> record;
+    ObjectHeader header;
+    Inode* inode;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      inode = ns_.Get(ino);
+      if (!inode) return Status::Error(ENOENT, "stale inode");
+      Attributes& a = inode->attr;
+      if (req.mode) a.mode = (a.mode & S_IFMT) | (*req.mode & 07777);
+      if (req.uid) a.uid = *req.uid;
+      if (req.gid) a.gid = *req.gid;
+      if (req.atime_ns) a.atime_ns = *req.atime_ns;
+      if (req.mtime_ns) a.mtime_ns = *req.mtime_ns;
+      a.ctime_ns = NowNs();
+      if (inode->linked()) {
+        record = inode->committed;
+        header = HeaderFor(inode, ns_.KeyOf(inode));
+        if (record) {
+          header.size = record->header.size;
+          header.checksum = record->header.checksum;
+        }
+      }
+    }
+    if (inode->linked()) {
+      if (record) {
+        KVFS_RETURN_IF_ERROR(RewriteHeader(record, header));
+      } else if (inode->is_dir) {
+        KVFS_RETURN_IF_ERROR(EnsureDirRecord(inode));
+      }
+      // A pending file gets its attributes at commit.
+    }
+  }
+  std::lock_guard<std::mutex> g(mu_);
+  Inode* inode = ns_.Get(ino);
+  if (!inode) return Status::Error(ENOENT, "stale inode");
+  return AttrOfLocked(inode, handle);
+}
+
+Result<Attr> Engine::Mkdir(uint64_t parent, std::string_view name, uint32_t mode, uint32_t uid, uint32_t gid) {
+  KVFS_RETURN_IF_ERROR(CheckName(name));
+  std::lock_guard<std::mutex> publish(publish_mu_);
+  ObjectHeader header;
+  Attributes attr;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    Result<Inode*> dir = ChildForChangeLocked(parent, name);
+    if (!dir.ok()) return dir.status();
+    if (ns_.Child(*dir, name)) return Status::Error(EEXIST, "exists");
+    std::string key = JoinKey(ns_.KeyOf(*dir), name);
+    if (key.size() > kMaxKeyLength) return Status::Error(ENAMETOOLONG, "path too long");
+    attr.mode = S_IFDIR | (mode & 07777);
+    attr.uid = uid;
+    attr.gid = gid;
+    attr.atime_ns = attr.mtime_ns = attr.ctime_ns = NowNs();
+    header.kind = ObjectKind::kDirectory;
+    header.mode = attr.mode;
+    header.uid = uid;
+    header.gid = gid;
+    header.mtime_ns = attr.mtime_ns;
+    header.ctime_ns = attr.ctime_ns;
+    header.key = key;
+    header.generation = next_generation_++;
+  }
+  uint32_t store_index = StoreIndexFor(header.key);
+  Result<std::shared_ptr<Version>> record = PublishRecord(store_index, header);
+  if (!record.ok()) return Status::Error(record.err() == ENOSPC ? ENOSPC : EIO, record.status().message());
+  std::lock_guard<std::mutex> g(mu_);
+  Inode* dir = ns_.Get(parent);
+  if (!dir || !dir->linked() || ns_.Child(dir, name)) {
+    // A file of that name was created meanwhile: the directory loses.
+    stores_[store_index]->Remove((*record)->location);
+    return Status::Error(dir ? EEXIST : ENOENT, "exists");
+  }
+  Inode* inode = ns_.NewInode(true, attr);
+  inode->committed = *record;
+  ns_.Attach(dir, inode, std::string(name));
+  inode->nlookup++;
+  return AttrOfLocked(inode, nullptr);
+}
+
+Status Engine::Rmdir(uint64_t parent, std::string_view name) {
+  if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name too long");
+  std::lock_guard<std::mutex> publish(publish_mu_);
+  std::shared_ptr<Version> record;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    Result<Inode*> dir = ChildForChangeLocked(parent, name);
+    if (!dir.ok()) return dir.status();
+    Inode* child = ns_.Child(*dir, name);
+    if (!child || !child->visible()) return Status::Error(ENOENT, "no such directory");
+    if (!child->is_dir) return Status::Error(ENOTDIR, "not a directory");
+    if (!child->dir->by_name.empty()) return Status::Error(ENOTEMPTY, "directory not empty");
+    record = child->committed;
+  }
+  if (record) {
+    Status s = record->store()->Remove(record->location);
+    if (!s.ok() && s.err() != ENOENT) return Status::Error(EIO, s.message());
+  }
+  std::lock_guard<std::mutex> g(mu_);
+  Inode* child = ns_.Child(ns_.Get(parent), name);
+  if (!child) return Status::Ok();
+  if (!child->dir->by_name.empty()) {
+    // A pending file appeared meanwhile; the record is gone but the directory stays (implicit).
+    child->committed.reset();
+    return Status::Error(ENOTEMPTY, "directory not empty");
+  }
+  ns_.Detach(child);
+  child->committed.reset();
+  ns_.Reap(child);
+  return Status::Ok();
+}
+
+Status Engine::Unlink(uint64_t parent, std::string_view name) {
+  if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name too long");
+  std::lock_guard<std::mutex> publish(publish_mu_);
+  std::shared_ptr<Version> version;
+  Inode* child;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    Result<Inode*> dir = ChildForChangeLocked(parent, name);
+    if (!dir.ok()) return dir.status();
+    child = ns_.Child(*dir, name);
+    // A pending key can be unlinked by name: its writer holds the name.
+    if (!child) return Status::Error(ENOENT, "no such key");
+    if (child->is_dir) return Status::Error(EISDIR, "is a directory");
+    version = child->committed;
+  }
+  if (version) {
+    Status s = version->store()->Remove(version->location);
+    if (!s.ok() && s.err() != ENOENT) return Status::Error(EIO, s.message());
+  }
+  std::lock_guard<std::mutex> g(mu_);
+  ns_.Detach(child);
+  child->committed.reset();
+  ns_.Reap(child);
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<Version>> Engine::CopyToStore(const std::shared_ptr<Version>& version, uint32_t store_index,
+                                                     ObjectHeader header) {
+  Draft draft;
+  {
+    auto dlk = draft.lock();
+    KVFS_RETURN_IF_ERROR(LoadDraft(version, &draft));
+  }
+  Store* store = stores_[store_index].get();
+  std::unique_ptr<StagingFile> staging;
+  {
+    auto dlk = draft.lock();
+    KVFS_RETURN_IF_ERROR(WriteObject(store, header, &draft, &staging));
+  }
+  std::string location = store->LocationFor(HashKey(header.key));
+  KVFS_RETURN_IF_ERROR(store->Publish(*staging, location));
+  return MakeVersion(store_index, location, header);
+}
+
+Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
+  std::shared_ptr<Version> v;
+  ObjectHeader header;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    v = inode->committed;
+    if (!v) return Status::Ok();
+    header = v->header;
+    header.key = new_key;
+    header.generation = next_generation_++;
+  }
+  uint32_t new_store = StoreIndexFor(new_key);
+  if (new_store == v->store_index()) {
+    ObjectHeader old;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      old = v->header;
+    }
+    header.slot = 1 - old.slot;
+    AlignedBlock block;
+    KVFS_RETURN_IF_ERROR(EncodeHeader(old, block.data));
+    KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
+    KVFS_RETURN_IF_ERROR(v->store()->WriteHeaderBlock(v->location, block.data));
+    std::string new_location = v->store()->LocationFor(HashKey(new_key));
+    // Under mu_ so that no open looks for the object between the rename and
+    // the index update.
+    std::lock_guard<std::mutex> g(mu_);
+    KVFS_RETURN_IF_ERROR(v->store()->Move(v->location, new_location));
+    v->location = new_location;
+    v->header = header;
+    return Status::Ok();
+  }
+  header.slot = 0;
+  Result<std::shared_ptr<Version>> copy = CopyToStore(v, new_store, header);
+  if (!copy.ok()) return copy.status();
+  Status s = v->store()->Remove(v->location);
+  if (!s.ok()) spdlog::warn("rename: old copy {} not removed: {}", v->location, s.message());
+  std::lock_guard<std::mutex> g(mu_);
+  inode->committed = *copy;
+  return Status::Ok();
+}
+
+Status Engine::MoveTree(Inode* inode, const std::string& new_key) {
+  KVFS_RETURN_IF_ERROR(MoveObject(inode, new_key));
+  if (!inode->is_dir) return Status::Ok();
+  std::vector<std::pair<Inode*, std::string>> children;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    for (auto& [seq, child] : inode->dir->by_seq) children.emplace_back(child, child->name);
+  }
+  for (auto& [child, name] : children) KVFS_RETURN_IF_ERROR(MoveTree(child, new_key + "/" + name));
+  return Status::Ok();
+}
+
+Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
+                      unsigned flags) {
+  constexpr unsigned kNoReplace = 1;  // RENAME_NOREPLACE
+  if (flags & ~kNoReplace) return Status::Error(EINVAL, "unsupported rename flags");
+  KVFS_RETURN_IF_ERROR(CheckName(name));
+  KVFS_RETURN_IF_ERROR(CheckName(new_name));
+  std::lock_guard<std::mutex> publish(publish_mu_);
+  Inode* src;
+  Inode* dst;
+  std::string new_key;
+  std::shared_ptr<Version> dst_version;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    Result<Inode*> dir = ChildForChangeLocked(parent, name);
+    if (!dir.ok()) return dir.status();
+    Result<Inode*> new_dir = ChildForChangeLocked(new_parent, new_name);
+    if (!new_dir.ok()) return new_dir.status();
+    src = ns_.Child(*dir, name);
+    if (!src) return Status::Error(ENOENT, "no such key");
+    dst = ns_.Child(*new_dir, new_name);
+    if (dst == src) return Status::Ok();
+    if (dst && (flags & kNoReplace)) return Status::Error(EEXIST, "target exists");
+    if (src->is_dir) {
+      if (ns_.IsAncestor(src, *new_dir)) return Status::Error(EINVAL, "cannot move a directory into itself");
+      if (dst && !dst->is_dir) return Status::Error(ENOTDIR, "target is not a directory");
+      if (dst && !dst->dir->by_name.empty()) return Status::Error(ENOTEMPTY, "target directory not empty");
+    } else if (dst && dst->is_dir) {
+      return Status::Error(EISDIR, "target is a directory");
+    }
+    new_key = JoinKey(ns_.KeyOf(*new_dir), new_name);
+    if (new_key.size() > kMaxKeyLength) return Status::Error(ENAMETOOLONG, "path too long");
+    if (dst) dst_version = dst->committed;
+  }
+  KVFS_RETURN_IF_ERROR(MoveTree(src, new_key));
+  bool src_has_object;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    src_has_object = src->committed != nullptr;
+  }
+  if (dst_version && !src_has_object) {
+    // Nothing was moved onto the target's location: remove its object explicitly.
+    Status s = dst_version->store()->Remove(dst_version->location);
+    if (!s.ok() && s.err() != ENOENT) return Status::Error(EIO, s.message());
+  }
+  std::lock_guard<std::mutex> g(mu_);
+  if (dst) {
+    ns_.Detach(dst);
+    dst->committed.reset();
+    ns_.Reap(dst);
+  }
+  ns_.Detach(src);
+  ns_.Attach(ns_.Get(new_parent), src, std::string(new_name));
+  src->attr.ctime_ns = NowNs();
+  return Status::Ok();
+}
+
+Status Engine::ReadDir(uint64_t ino, uint64_t offset, bool plus, const std::function<bool(const DirEntry&)>& emit) {
+  std::lock_guard<std::mutex> g(mu_);
+  Inode* dir = ns_.Get(ino);
+  if (!dir) return Status::Error(ENOENT, "stale inode");
+  if (!dir->is_dir) return Status::Error(ENOTDIR, "not a directory");
+  if (offset < 1) {
+    DirEntry e{".", AttrOfLocked(dir, nullptr), 1};
+    if (!emit(e)) return Status::Ok();
+  }
+  if (offset < 2) {
+    Inode* parent = dir->parent ? dir->parent : dir;
+    DirEntry e{"..", AttrOfLocked(parent, nullptr), 2};
+    if (!emit(e)) return Status::Ok();
+  }
+  for (auto it = dir->dir->by_seq.upper_bound(std::max<uint64_t>(offset, 2)); it != dir->dir->by_seq.end(); ++it) {
+    Inode* child = it->second;
+    if (!child->visible()) continue;
+    DirEntry e{child->name, AttrOfLocked(child, nullptr), it->first};
+    if (!emit(e)) break;
+    if (plus) child->nlookup++;
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// Debugging surface.
+
+Result<std::string> Engine::GetXattr(uint64_t ino, const std::string& name) {
+  if (ino == kRootIno && name == "user.kvfs.stats") return Stats().ToJson();
+  if (ino == kRootIno && name == "user.kvfs.pid") return std::to_string(::getpid());
+  std::lock_guard<std::mutex> g(mu_);
+  Inode* inode = ns_.Get(ino);
+  if (!inode) return Status::Error(ENOENT, "stale inode");
+  std::string key = ns_.KeyOf(inode);
+  const Version* v = inode->committed.get();
+  char hex[32];
+  if (name == "user.kvfs.key") return key;
+  if (name == "user.kvfs.key_hash") return HashKey(key).Hex();
+  if (name == "user.kvfs.open_handles") return std::to_string(inode->open_handles);
+  if (name == "user.kvfs.state") {
+    if (inode->is_dir) return std::string("directory");
+    if (inode->draft && inode->draft->dirty()) return std::string(v ? "committed+writing" : "writing");
+    return std::string("committed");
+  }
+  if (v) {
+    if (name == "user.kvfs.store") return v->store()->Describe();
+    if (name == "user.kvfs.location") return v->location;
+    if (name == "user.kvfs.version") return std::to_string(v->header.generation);
+    if (name == "user.kvfs.size") return std::to_string(v->size());
+    if (name == "user.kvfs.footprint") return std::to_string(v->footprint());
+    if (name == "user.kvfs.leases") return std::to_string(v->leases());
+    if (name == "user.kvfs.checksum" && !inode->is_dir) {
+      std::snprintf(hex, sizeof(hex), "xxh3:%016" PRIx64, v->header.checksum);
+      return std::string(hex);
+    }
+  }
+  return Status::Error(ENODATA, "no such attribute");
+}
+
+Result<std::vector<std::string>> Engine::ListXattr(uint64_t ino) {
+  std::lock_guard<std::mutex> g(mu_);
+  Inode* inode = ns_.Get(ino);
+  if (!inode) return Status::Error(ENOENT, "stale inode");
+  std::vector<std::string> names = {"user.kvfs.key", "user.kvfs.key_hash", "user.kvfs.open_handles", "user.kvfs.state"};
+  if (inode->committed) {
+    for (const char* n : {"user.kvfs.store", "user.kvfs.location", "user.kvfs.version", "user.kvfs.size",
+                          "user.kvfs.footprint", "user.kvfs.leases"}) {
+      names.emplace_back(n);
+    }
+    if (!inode->is_dir) names.emplace_back("user.kvfs.checksum");
+  }
+  if (ino == kRootIno) {
+    names.emplace_back("user.kvfs.stats");
+    names.emplace_back("user.kvfs.pid");
+  }
+  return names;
+}
+
+EngineStats Engine::Stats() const {
+  EngineStats s;
+  s.capacity_bytes = options_.capacity_bytes;
+  s.used_bytes = account_->used_bytes.load();
+  s.leased_bytes = account_->leased_bytes.load();
+  s.objects = account_->objects.load();
+  s.reads = reads_.load();
+  s.read_bytes = read_bytes_.load();
+  s.writes = writes_.load();
+  s.write_bytes = write_bytes_.load();
+  s.commits = commits_.load();
+  s.commit_failures = commit_failures_.load();
+  s.lookups = lookups_.load();
+  s.negative_lookups = negative_lookups_.load();
+  s.pool_hits = pool_->hits();
+  s.pool_misses = pool_->misses();
+  s.pool_buffers = pool_->count();
+  s.pool_buffer_bytes = pool_->buffer_size();
+  s.io_in_flight = io_->in_flight();
+  s.io_uring = io_->using_io_uring();
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    s.open_handles = open_handles_;
+    s.inodes = ns_.inode_count();
+  }
+  for (size_t i = 0; i < stores_.size(); ++i) {
+    StoreStats st;
+    st.name = stores_[i]->Describe();
+    st.objects = store_accounts_[i]->objects.load();
+    st.used_bytes = store_accounts_[i]->used_bytes.load();
+    st.leased_bytes = store_accounts_[i]->leased_bytes.load();
+    st.direct_io = stores_[i]->DirectIo();
+    Result<StoreSpace> space = stores_[i]->Space();
+    if (space.ok()) {
+      st.fs_total_bytes = space->total_bytes;
+      st.fs_free_bytes = space->free_bytes;
+    }
+    s.stores.push_back(std::move(st));
+  }
+  return s;
+}
+
+}  // namespace kvfs

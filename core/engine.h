@@ -1,0 +1,245 @@
+// Engine: kvfs as a library. It owns the stores, the index (Namespace), the
+// buffer pool and the I/O executor, and implements every file operation in
+// terms of inode numbers and names, the way the FUSE low-level API asks for
+// them, without depending on FUSE. Tests and benchmarks drive it directly.
+//
+// Contract (see docs/contract.md for the user-visible version):
+//  - A created or O_TRUNC-opened file starts a new version in a Draft.
+//    Writes go to the draft. The version is committed when the last writer
+//    flushes (or at fsync): data and header are written with O_DIRECT to a
+//    staging file, fdatasync'ed, then atomically renamed into place and the
+//    index swapped. Until then other handles see the previous version, and a
+//    new key is invisible (Lookup gives ENOENT, ReadDir skips it).
+//  - Opening a file takes a Lease on its current version. Unlink or
+//    replacement removes the name at once; leased bytes stay readable through
+//    the handle until it is released, then their space is returned.
+//  - Directories are persisted as header-only records, so empty directories
+//    survive restarts. The index is rebuilt from the stores at Open.
+//
+// Thread-safety: every public method may be called from any thread at any
+// time. Lock order: publish_mu_ (namespace changes that touch a store) before
+// mu_ (the index). Store I/O for reads and draft write-out happens with no
+// engine lock held; directory fsyncs of a publish happen under publish_mu_
+// only, never under mu_.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "adapters/store.h"
+#include "core/buffer_pool.h"
+#include "core/io_ring.h"
+#include "core/namespace.h"
+
+namespace kvfs {
+
+struct EngineOptions {
+  // Bytes the mount may use across all stores (object footprints).
+  uint64_t capacity_bytes = 0;
+  // Read buffers: count x size bytes, registered with io_uring.
+  size_t buffer_size = 1 << 20;
+  size_t buffer_count = 64;
+  // One large read is split into segments of this size, all in flight at once.
+  size_t read_segment_bytes = 256 << 10;
+  bool use_io_uring = true;
+  int scan_threads = 4;
+  // Largest single object (a write past it fails with EFBIG).
+  uint64_t max_object_bytes = 64ULL << 30;
+};
+
+struct Attr {
+  uint64_t ino = 0;
+  uint32_t mode = 0;
+  uint32_t nlink = 1;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t size = 0;
+  uint64_t blocks = 0;  // 512-byte units actually used on the store
+  int64_t atime_ns = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+};
+
+struct SetAttrRequest {
+  std::optional<uint32_t> mode;  // permission bits only
+  std::optional<uint32_t> uid;
+  std::optional<uint32_t> gid;
+  std::optional<uint64_t> size;
+  std::optional<int64_t> atime_ns;
+  std::optional<int64_t> mtime_ns;
+};
+
+class FileHandle;
+
+struct OpenResult {
+  FileHandle* handle = nullptr;  // owned by the engine until Release
+  Attr attr;
+  // True when the kernel may cache this handle's pages: a read-only handle on
+  // the current version while no handle is open on another version.
+  bool page_cache = false;
+};
+
+struct DirEntry {
+  std::string name;
+  Attr attr;
+  uint64_t next_offset = 0;
+};
+
+// Bytes of a read, ready to send: slices of pool buffers (or of an owned
+// copy for reads of a draft). Holds the buffers until destroyed.
+struct ReadReply {
+  std::vector<iovec> iov;
+  std::vector<PooledBuffer> buffers;
+  std::vector<uint8_t> owned;
+  size_t bytes() const;
+};
+
+struct StoreStats {
+  std::string name;
+  uint64_t objects = 0;
+  uint64_t used_bytes = 0;
+  uint64_t leased_bytes = 0;
+  uint64_t fs_total_bytes = 0;
+  uint64_t fs_free_bytes = 0;
+  bool direct_io = false;
+};
+
+struct EngineStats {
+  uint64_t capacity_bytes = 0;
+  uint64_t used_bytes = 0;
+  uint64_t leased_bytes = 0;
+  uint64_t objects = 0;
+  uint64_t inodes = 0;  // files and directories in the index
+  uint64_t open_handles = 0;
+  uint64_t reads = 0;
+  uint64_t read_bytes = 0;
+  uint64_t writes = 0;
+  uint64_t write_bytes = 0;
+  uint64_t commits = 0;
+  uint64_t commit_failures = 0;
+  uint64_t lookups = 0;
+  uint64_t negative_lookups = 0;
+  uint64_t pool_hits = 0;
+  uint64_t pool_misses = 0;
+  uint64_t pool_buffers = 0;
+  uint64_t pool_buffer_bytes = 0;
+  uint64_t io_in_flight = 0;
+  bool io_uring = false;
+  std::vector<StoreStats> stores;
+  std::string ToJson() const;
+};
+
+// Receives namespace changes the kernel cannot know about, so that the
+// FUSE layer can invalidate its caches. Called with no engine lock held.
+class EngineObserver {
+ public:
+  virtual ~EngineObserver() = default;
+  // A key became visible for the first time (its first commit).
+  virtual void EntryAppeared(uint64_t parent_ino, const std::string& name) = 0;
+};
+
+class Engine {
+ public:
+  // Takes ownership of the stores (at least one), rebuilds the index from
+  // them, and returns a ready engine.
+  static Result<std::unique_ptr<Engine>> Open(const EngineOptions& options,
+                                              std::vector<std::unique_ptr<Store>> stores);
+  ~Engine();
+
+  void SetObserver(EngineObserver* observer) { observer_ = observer; }
+
+  // Namespace. Lookup, Mkdir and Create add one kernel lookup reference to
+  // the inode they return; Forget drops n of them.
+  Result<Attr> Lookup(uint64_t parent, std::string_view name);
+  void Forget(uint64_t ino, uint64_t n);
+  // With a handle, attributes as that handle sees them (its draft or leased
+  // version); without, the committed state.
+  Result<Attr> GetAttr(uint64_t ino, FileHandle* handle);
+  Result<Attr> SetAttr(uint64_t ino, const SetAttrRequest& request, FileHandle* handle);
+  Result<Attr> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, uint32_t uid, uint32_t gid);
+  Status Rmdir(uint64_t parent, std::string_view name);
+  Status Unlink(uint64_t parent, std::string_view name);
+  // flags: RENAME_NOREPLACE is honoured; RENAME_EXCHANGE gives EINVAL.
+  Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
+                unsigned flags);
+
+  // Files. flags are open(2) flags.
+  Result<OpenResult> Create(uint64_t parent, std::string_view name, uint32_t mode, int flags, uint32_t uid,
+                            uint32_t gid);
+  Result<OpenResult> Open(uint64_t ino, int flags);
+  Status Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply* out);
+  Result<size_t> Write(FileHandle* handle, uint64_t offset, const void* data, size_t size);
+  // Commits the draft when this handle is its last writer.
+  Status Flush(FileHandle* handle);
+  // Commits the draft now (other writers keep writing into a new version).
+  Status Fsync(FileHandle* handle);
+  void Release(FileHandle* handle);
+
+  // Directories: calls emit for entries with offset > `offset` in listing
+  // order until it returns false. With plus, each emitted entry gains a
+  // lookup reference (only when emit returns true).
+  Status ReadDir(uint64_t ino, uint64_t offset, bool plus, const std::function<bool(const DirEntry&)>& emit);
+
+  // Debugging surface: user.kvfs.* attributes.
+  Result<std::string> GetXattr(uint64_t ino, const std::string& name);
+  Result<std::vector<std::string>> ListXattr(uint64_t ino);
+
+  EngineStats Stats() const;
+  const EngineOptions& options() const { return options_; }
+  size_t store_count() const { return stores_.size(); }
+
+ private:
+  Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>> stores);
+  Status Rebuild();
+
+  // Helpers below document which locks they expect.
+  Attr AttrOfLocked(const Inode* inode, const FileHandle* handle) const;               // mu_
+  Result<Inode*> ChildForChangeLocked(uint64_t parent, std::string_view name);       // mu_
+  uint32_t StoreIndexFor(const std::string& key) const;
+  Status CommitDraft(Inode* inode, std::shared_ptr<Draft> draft);                    // no locks
+  Status WriteObject(Store* store, const ObjectHeader& header, const Draft* draft,
+                     std::unique_ptr<StagingFile>* out);                              // draft locked
+  Result<std::shared_ptr<Version>> PublishRecord(uint32_t store_index, ObjectHeader header);  // publish_mu_
+  Status RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header);  // publish_mu_
+  Status LoadDraft(const std::shared_ptr<Version>& version, Draft* draft);            // no locks
+  Status MoveObject(Inode* inode, const std::string& new_key);                        // publish_mu_
+  Status MoveTree(Inode* inode, const std::string& new_key);                          // publish_mu_
+  Result<std::shared_ptr<Version>> CopyToStore(const std::shared_ptr<Version>& version, uint32_t store_index,
+                                               ObjectHeader header);                  // publish_mu_
+  std::shared_ptr<Version> MakeVersion(uint32_t store_index, std::string location, ObjectHeader header);
+  ObjectHeader HeaderFor(const Inode* inode, const std::string& key) const;            // mu_
+  Status EnsureDirRecord(Inode* dir);                                                 // publish_mu_
+  bool ReserveSpace(uint64_t bytes);
+  void ReleaseReservation(uint64_t bytes);
+
+  EngineOptions options_;
+  std::vector<std::unique_ptr<Store>> stores_;
+  std::vector<std::shared_ptr<SpaceAccount>> store_accounts_;
+  std::shared_ptr<SpaceAccount> account_;
+  std::atomic<uint64_t> reserved_bytes_{0};
+  std::unique_ptr<BufferPool> pool_;
+  std::unique_ptr<IoExecutor> io_;
+  EngineObserver* observer_ = nullptr;
+
+  std::mutex publish_mu_;
+  mutable std::mutex mu_;
+  std::condition_variable commit_done_;  // with mu_: an inode's `committing` went false
+  Namespace ns_;                         // guarded by mu_
+  uint64_t next_generation_ = 1;         // guarded by mu_
+  uint64_t open_handles_ = 0;            // guarded by mu_
+
+  std::atomic<uint64_t> reads_{0}, read_bytes_{0}, writes_{0}, write_bytes_{0};
+  std::atomic<uint64_t> commits_{0}, commit_failures_{0}, lookups_{0}, negative_lookups_{0};
+};
+
+}  // namespace kvfs

@@ -1,0 +1,104 @@
+// Namespace: the in-memory index of kvfs: inodes, directories and the
+// current version of every key.
+//
+// Every name under the mount is an Inode. A file inode points at its
+// committed Version (null while a new key is still being written: such an
+// inode is "pending" and invisible to lookup and readdir) and at the Draft its
+// writers are filling. A directory inode owns a Directory: its children by
+// name, and by a per-directory sequence number that serves as the readdir
+// offset, so that paging stays correct while entries come and go (entries
+// added during a listing get larger numbers; removed ones are simply absent).
+//
+// Inode lifetime: an inode lives while it is linked into a directory, or the
+// kernel still holds lookups on it (nlookup > 0), or a file handle is open on
+// it. Reap() frees it when none of these holds. The root is never freed.
+//
+// Thread-safety: none. The Engine guards a Namespace with its index mutex.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "core/draft.h"
+#include "core/version.h"
+
+namespace kvfs {
+
+inline constexpr uint64_t kRootIno = 1;
+
+struct Attributes {
+  uint32_t mode = 0;  // including S_IFREG / S_IFDIR
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int64_t atime_ns = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+};
+
+struct Inode;
+
+struct Directory {
+  std::unordered_map<std::string, Inode*> by_name;
+  std::map<uint64_t, Inode*> by_seq;
+  uint64_t next_seq = 3;  // offsets 1 and 2 are "." and ".."
+  size_t visible_entries = 0;
+};
+
+struct Inode {
+  uint64_t ino = 0;
+  bool is_dir = false;
+  Inode* parent = nullptr;  // null for the root and for unlinked inodes
+  std::string name;
+  uint64_t dir_seq = 0;
+  Attributes attr;
+
+  uint64_t nlookup = 0;
+  uint32_t open_handles = 0;
+  uint32_t read_leases = 0;  // handles holding a lease on some version
+
+  // Files: the committed version (null while pending) and the draft.
+  // Directories: `committed` is the directory's record on its store, if any.
+  std::shared_ptr<Version> committed;
+  std::shared_ptr<Draft> draft;
+  uint32_t writers = 0;     // open handles with write access
+  bool committing = false;  // a commit is writing this inode's draft out
+
+  std::unique_ptr<Directory> dir;
+
+  bool linked() const { return parent != nullptr || ino == kRootIno; }
+  bool visible() const { return is_dir || committed != nullptr; }
+};
+
+class Namespace {
+ public:
+  Namespace();
+
+  Inode* root() { return root_; }
+  Inode* Get(uint64_t ino) const;
+  // The child called name, pending or not; null if none.
+  Inode* Child(const Inode* dir, std::string_view name) const;
+  Inode* NewInode(bool is_dir, const Attributes& attr);
+  // Links child into dir under name, at the end of the listing order.
+  void Attach(Inode* dir, Inode* child, std::string name);
+  // Unlinks child from its directory (it stays alive, see Reap).
+  void Detach(Inode* child);
+  // Marks a pending file visible (after its first commit) or back.
+  void SetVisible(Inode* child, bool was_visible);
+  // Frees inode if it is unlinked, unreferenced and unopened.
+  void Reap(Inode* inode);
+  // The key of an inode: its path from the root without a leading '/'.
+  std::string KeyOf(const Inode* inode) const;
+  bool IsAncestor(const Inode* maybe_ancestor, const Inode* inode) const;
+  size_t inode_count() const { return inodes_.size(); }
+
+ private:
+  std::unordered_map<uint64_t, std::unique_ptr<Inode>> inodes_;
+  Inode* root_ = nullptr;
+  uint64_t next_ino_ = kRootIno + 1;
+};
+
+}  // namespace kvfs

@@ -1,0 +1,82 @@
+#include "core/version.h"
+
+#include <unistd.h>
+
+namespace kvfs {
+
+Version::Version(Store* store, uint32_t store_index, std::string loc, ObjectHeader hdr,
+                 std::shared_ptr<SpaceAccount> account, std::shared_ptr<SpaceAccount> store_account)
+    : location(std::move(loc)),
+      header(std::move(hdr)),
+      store_(store),
+      store_index_(store_index),
+      size_(header.size),
+      footprint_(ObjectFootprint(header.kind == ObjectKind::kFile ? header.size : 0)),
+      account_(std::move(account)),
+      store_account_(std::move(store_account)) {
+  for (SpaceAccount* a : {account_.get(), store_account_.get()}) {
+    if (!a) continue;
+    a->used_bytes.fetch_add(footprint_);
+    if (header.kind == ObjectKind::kFile) a->objects.fetch_add(1);
+  }
+}
+
+Version::~Version() {
+  if (fd_ >= 0) ::close(fd_);
+  for (SpaceAccount* a : {account_.get(), store_account_.get()}) {
+    if (!a) continue;
+    a->used_bytes.fetch_sub(footprint_);
+    if (header.kind == ObjectKind::kFile) a->objects.fetch_sub(1);
+  }
+}
+
+Status Version::AddLease() {
+  std::lock_guard<std::mutex> g(mu_);
+  if (leases_ == 0) {
+    Result<int> fd = store_->OpenForRead(location);
+    if (!fd.ok()) return fd.status();
+    fd_ = *fd;
+    if (account_) account_->leased_bytes.fetch_add(footprint_);
+    if (store_account_) store_account_->leased_bytes.fetch_add(footprint_);
+  }
+  ++leases_;
+  return Status::Ok();
+}
+
+void Version::DropLease() {
+  std::lock_guard<std::mutex> g(mu_);
+  if (leases_ == 0) return;
+  if (--leases_ == 0) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    if (account_) account_->leased_bytes.fetch_sub(footprint_);
+    if (store_account_) store_account_->leased_bytes.fetch_sub(footprint_);
+  }
+}
+
+uint32_t Version::leases() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return leases_;
+}
+
+Result<Lease> Lease::Take(std::shared_ptr<Version> v) {
+  KVFS_RETURN_IF_ERROR(v->AddLease());
+  Lease l;
+  l.version_ = std::move(v);
+  return l;
+}
+
+Lease& Lease::operator=(Lease&& o) noexcept {
+  if (this != &o) {
+    Reset();
+    version_ = std::move(o.version_);
+  }
+  return *this;
+}
+
+void Lease::Reset() {
+  if (version_) version_->DropLease();
+  version_.reset();
+}
+
+}  // namespace kvfs

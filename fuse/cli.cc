@@ -1,0 +1,89 @@
+#include "fuse/cli.h"
+
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "core/size_parse.h"
+#include "fuse/daemon.h"
+
+namespace kvfs {
+namespace {
+
+int Misuse(const std::string& message) {
+  std::cerr << "kvfs: " << message << " (see kvfs --help)" << std::endl;
+  return 2;
+}
+
+}  // namespace
+
+int RunCli(int argc, char** argv) {
+  CLI::App app{"kvfs: a KV-cache offload tier as a FUSE filesystem"};
+  app.require_subcommand(1);
+
+  MountOptions mo;
+  std::string capacity_text, buffer_size_text = "1M";
+  CLI::App* mount = app.add_subcommand("mount", "mount kvfs on MOUNTPOINT");
+  mount->add_option("mountpoint", mo.mountpoint, "directory to mount on")->required();
+  mount->add_option("--store", mo.stores,
+                    std::string("store directory; repeat to spread keys over several drives (default ") +
+                        kDefaultStoreDir + ")");
+  mount->add_option("--capacity", capacity_text, "bytes the mount may use, e.g. 200G (default: half of each store's filesystem)");
+  mount->add_flag("--foreground,-f", mo.foreground, "stay in the foreground and log to stderr");
+  mount->add_option("-o", mo.fuse_options, "FUSE mount options, e.g. allow_other")->delimiter(',');
+  mount->add_option("--log-file", mo.log_file, "log file (default: <first store>/kvfs.log; stderr in the foreground)");
+  mount->add_option("--log-level", mo.log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  mount->add_option("--read-ahead-kb", mo.read_ahead_kb, "kernel readahead for the mount, KiB (0: leave as is)");
+  mount->add_option("--buffers", mo.buffer_count, "number of registered read buffers")->check(CLI::Range(1, 65536));
+  mount->add_option("--buffer-size", buffer_size_text, "size of each read buffer, a multiple of 4K (default 1M)");
+  mount->add_option("--io-uring", mo.io_uring, "use io_uring for store I/O (true/false)");
+  mount->add_option("--direct-io", mo.direct_io, "use O_DIRECT on the stores (true/false)");
+  mount->add_option("--entry-timeout", mo.entry_timeout, "seconds the kernel may cache a name")->check(CLI::Range(0.0, 3600.0));
+  mount->add_option("--negative-timeout", mo.negative_timeout, "seconds the kernel may cache a missing name")
+      ->check(CLI::Range(0.0, 3600.0));
+  mount->set_config("--config", "", "TOML file with any of these options (command-line flags win)");
+
+  std::string umount_point;
+  CLI::App* umount = app.add_subcommand("umount", "unmount kvfs from MOUNTPOINT and wait for the daemon to exit");
+  umount->add_option("mountpoint", umount_point, "mounted directory")->required();
+
+  std::string stats_point;
+  bool stats_json = false;
+  CLI::App* stats = app.add_subcommand("stats", "print live figures of a mounted kvfs");
+  stats->add_option("mountpoint", stats_point, "mounted directory")->required();
+  stats->add_flag("--json", stats_json, "print JSON");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string what = e.what();
+    if (what.empty()) what = "invalid command line";
+    return Misuse(what);
+  }
+
+  if (mount->parsed()) {
+    if (!capacity_text.empty()) {
+      Result<uint64_t> cap = ParseSize(capacity_text);
+      if (!cap.ok()) return Misuse("--capacity: " + cap.status().message());
+      if (*cap < (1 << 20)) return Misuse("--capacity must be at least 1M");
+      mo.capacity = *cap;
+    }
+    Result<uint64_t> bs = ParseSize(buffer_size_text);
+    if (!bs.ok()) return Misuse("--buffer-size: " + bs.status().message());
+    if (*bs == 0 || *bs % 4096 != 0 || *bs > (64 << 20)) return Misuse("--buffer-size must be a multiple of 4K, at most 64M");
+    mo.buffer_size = *bs;
+    return RunMount(mo);
+  }
+  if (umount->parsed()) return RunUmount(umount_point);
+  if (stats->parsed()) return RunStats(stats_point, stats_json);
+  return Misuse("unknown command");
+}
+
+}  // namespace kvfs

@@ -1,0 +1,10 @@
+// The `kvfs` command line: subcommands mount, umount and stats, parsed with
+// CLI11. Every mount flag can also come from a TOML config file (--config).
+// Misuse prints one line to stderr and returns a non-zero exit code.
+#pragma once
+
+namespace kvfs {
+
+int RunCli(int argc, char** argv);
+
+}  // namespace kvfs

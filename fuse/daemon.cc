@@ -1,0 +1,360 @@
+#include "fuse/daemon.h"
+
+#include <fcntl.h>
+#include <fuse_log.h>
+#include <fuse_lowlevel.h>
+#include <poll.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include "adapters/local_store.h"
+#include "core/engine.h"
+#include "core/size_parse.h"
+#include "fuse/fuse_ops.h"
+
+namespace kvfs {
+namespace {
+
+void PrintError(const std::string& message) { std::cerr << "kvfs: " << message << std::endl; }
+
+// The last message libfuse logged, so start-up failures can be reported in one line.
+std::string last_fuse_message;
+
+void FuseLogToSpdlog(enum fuse_log_level level, const char* fmt, va_list ap) {
+  char buf[1024];
+  std::vsnprintf(buf, sizeof(buf), fmt, ap);
+  std::string msg(buf);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\r')) msg.pop_back();
+  if (level <= FUSE_LOG_ERR) {
+    if (!last_fuse_message.empty()) last_fuse_message += " ";
+    last_fuse_message += msg;
+    spdlog::error("libfuse: {}", msg);
+  } else if (level <= FUSE_LOG_NOTICE) {
+    spdlog::info("libfuse: {}", msg);
+  } else {
+    spdlog::debug("libfuse: {}", msg);
+  }
+}
+
+// Mount point (as in /proc/self/mountinfo) -> "major:minor", or "" if not mounted.
+std::string MountedDevice(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  std::string found;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, mnt;
+    fields >> id >> parent >> dev >> root >> mnt;
+    if (mnt == path) found = dev;  // the last one is on top
+  }
+  return found;
+}
+
+Result<std::string> CheckMountpoint(const std::string& mountpoint) {
+  char resolved[PATH_MAX];
+  if (!::realpath(mountpoint.c_str(), resolved)) {
+    return Status::FromErrno("mountpoint " + mountpoint);
+  }
+  struct stat st;
+  if (::stat(resolved, &st) != 0) return Status::FromErrno("mountpoint " + mountpoint);
+  if (!S_ISDIR(st.st_mode)) return Status::Error(ENOTDIR, "mountpoint " + mountpoint + " is not a directory");
+  if (!MountedDevice(resolved).empty()) {
+    return Status::Error(EBUSY, "mountpoint " + mountpoint + " is already mounted (busy)");
+  }
+  return std::string(resolved);
+}
+
+void SetupLogging(const MountOptions& o, const std::string& first_store) {
+  std::shared_ptr<spdlog::logger> logger;
+  try {
+    if (o.foreground && o.log_file.empty()) {
+      logger = spdlog::stderr_color_mt("kvfs");
+    } else {
+      std::string path = o.log_file.empty() ? first_store + "/kvfs.log" : o.log_file;
+      logger = spdlog::basic_logger_mt("kvfs", path);
+    }
+  } catch (const spdlog::spdlog_ex&) {
+    logger = spdlog::stderr_color_mt("kvfs-stderr");
+  }
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(o.log_level));
+  spdlog::flush_on(spdlog::level::info);
+}
+
+// Raises the kernel's readahead for the mount's backing device; libfuse can
+// only lower it.
+void RaiseReadAhead(const std::string& mountpoint, unsigned kb) {
+  if (kb == 0) return;
+  std::string dev = MountedDevice(mountpoint);
+  if (dev.empty()) return;
+  std::string path = "/sys/class/bdi/" + dev + "/read_ahead_kb";
+  std::ofstream out(path);
+  if (out) out << kb;
+  if (!out) spdlog::warn("could not set {} to {}", path, kb);
+}
+
+// Start-up report from the daemon to `kvfs mount`: "OK ..." or an error line.
+void Report(int fd, const std::string& line) {
+  if (fd < 0) return;
+  std::string l = line + "\n";
+  ssize_t n = ::write(fd, l.data(), l.size());
+  (void)n;
+  ::close(fd);
+}
+
+int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
+  std::vector<std::string> dirs = o.stores.empty() ? std::vector<std::string>{kDefaultStoreDir} : o.stores;
+  // Until the stores are open there is no log file (its default place is the
+  // first store): start-up errors travel through `fail`.
+  if (ready_fd >= 0) spdlog::set_level(spdlog::level::off);
+  fuse_set_log_func(FuseLogToSpdlog);
+  auto fail = [&](const std::string& msg) {
+    spdlog::error("{}", msg);
+    if (ready_fd >= 0) Report(ready_fd, msg);
+    else PrintError(msg);
+    return 1;
+  };
+
+  std::vector<std::unique_ptr<Store>> stores;
+  uint64_t default_capacity = 0;
+  LocalStoreOptions so;
+  so.direct_io = o.direct_io;
+  so.create_if_missing = o.stores.empty();  // only the default store is created on demand
+  for (const std::string& d : dirs) {
+    Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(d, so);
+    if (!s.ok()) return fail(s.status().message());
+    Result<StoreSpace> space = (*s)->Space();
+    if (space.ok()) default_capacity += space->total_bytes / 2;
+    stores.push_back(std::move(*s));
+  }
+  SetupLogging(o, dirs[0]);
+  EngineOptions eo;
+  eo.capacity_bytes = o.capacity ? *o.capacity : default_capacity;
+  eo.buffer_count = o.buffer_count;
+  eo.buffer_size = o.buffer_size;
+  eo.use_io_uring = o.io_uring;
+  Result<std::unique_ptr<Engine>> engine = Engine::Open(eo, std::move(stores));
+  if (!engine.ok()) return fail(engine.status().message());
+
+  FuseContext ctx;
+  ctx.engine = engine->get();
+  ctx.entry_timeout = o.entry_timeout;
+  ctx.negative_timeout = o.negative_timeout;
+  KernelNotifier notifier(&ctx);
+
+  std::string opts = "fsname=kvfs,subtype=kvfs,default_permissions";
+  for (const std::string& f : o.fuse_options) opts += "," + f;
+  std::vector<std::string> argv_s = {"kvfs", "-o", opts};
+  std::vector<char*> argv;
+  for (std::string& a : argv_s) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  fuse_session* se = fuse_session_new(&args, &KvfsOperations(), sizeof(fuse_lowlevel_ops), &ctx);
+  if (!se) return fail("cannot start FUSE session" + (last_fuse_message.empty() ? "" : ": " + last_fuse_message));
+  if (fuse_set_signal_handlers(se) != 0) {
+    fuse_session_destroy(se);
+    return fail("cannot install signal handlers");
+  }
+  if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return fail("cannot mount on " + mountpoint + (last_fuse_message.empty() ? "" : ": " + last_fuse_message));
+  }
+  ctx.session = se;
+  (*engine)->SetObserver(&notifier);
+  RaiseReadAhead(mountpoint, o.read_ahead_kb);
+  EngineStats st = (*engine)->Stats();
+  spdlog::info("mounted {} on {} store(s), capacity {}, {} objects", mountpoint, st.stores.size(),
+               FormatSize(st.capacity_bytes), st.objects);
+  if (ready_fd >= 0) {
+    Report(ready_fd, "OK mounted " + mountpoint + " (" + std::to_string(st.stores.size()) + " store(s), capacity " +
+                         FormatSize(st.capacity_bytes) + ", " + std::to_string(st.objects) + " objects)");
+    int null_fd = ::open("/dev/null", O_RDWR);
+    if (null_fd >= 0) {
+      ::dup2(null_fd, 0);
+      ::dup2(null_fd, 1);
+      ::dup2(null_fd, 2);
+      if (null_fd > 2) ::close(null_fd);
+    }
+  } else {
+    std::cout << "kvfs: mounted " << mountpoint << "; serving in the foreground" << std::endl;
+  }
+
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_clone_fd(cfg, 0);
+  fuse_loop_cfg_set_idle_threads(cfg, 16);
+  int rc = fuse_session_loop_mt(se, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  (*engine)->SetObserver(nullptr);
+  ctx.session = nullptr;
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  spdlog::info("unmounted {}", mountpoint);
+  engine->reset();
+  spdlog::shutdown();
+  return rc == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int RunMount(const MountOptions& given) {
+  // The daemon runs in "/": make every path absolute first.
+  MountOptions o = given;
+  for (std::string& s : o.stores) s = std::filesystem::absolute(s).lexically_normal().string();
+  if (!o.log_file.empty()) o.log_file = std::filesystem::absolute(o.log_file).lexically_normal().string();
+  Result<std::string> mnt = CheckMountpoint(o.mountpoint);
+  if (!mnt.ok()) {
+    PrintError(mnt.status().message());
+    return 1;
+  }
+  if (o.foreground) return Serve(o, *mnt, -1);
+
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    PrintError(std::string("pipe: ") + std::strerror(errno));
+    return 1;
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    PrintError(std::string("fork: ") + std::strerror(errno));
+    return 1;
+  }
+  if (pid == 0) {
+    ::close(fds[0]);
+    ::setsid();
+    if (::chdir("/") != 0) {
+      // Not fatal: paths are absolute.
+    }
+    ::_exit(Serve(o, *mnt, fds[1]));
+  }
+  ::close(fds[1]);
+  std::string report;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(fds[0], buf, sizeof(buf))) != 0) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    report.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  while (!report.empty() && report.back() == '\n') report.pop_back();
+  if (report.rfind("OK ", 0) == 0) {
+    std::cout << "kvfs: " << report.substr(3) << std::endl;
+    return 0;
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  PrintError(report.empty() ? "the daemon exited during start-up (see its log)" : report);
+  return 1;
+}
+
+namespace {
+
+Result<std::string> ReadRootXattr(const std::string& mountpoint, const char* name) {
+  std::vector<char> buf(1 << 16);
+  while (true) {
+    ssize_t n = ::getxattr(mountpoint.c_str(), name, buf.data(), buf.size());
+    if (n >= 0) return std::string(buf.data(), static_cast<size_t>(n));
+    if (errno == ERANGE && buf.size() < (1u << 24)) {
+      buf.resize(buf.size() * 4);
+      continue;
+    }
+    int err = errno;
+    if (err == ENODATA || err == ENOTSUP) return Status::Error(err, mountpoint + " is not a kvfs mount");
+    if (err == ENOTCONN) return Status::Error(err, mountpoint + ": the kvfs daemon is gone (transport endpoint not connected)");
+    return Status::FromErrno(err, mountpoint);
+  }
+}
+
+// Waits for a process to exit without polling: pidfd becomes readable at exit.
+bool WaitForExit(pid_t pid, int timeout_ms) {
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) return errno == ESRCH;
+  pollfd p{pidfd, POLLIN, 0};
+  int rc;
+  do {
+    rc = ::poll(&p, 1, timeout_ms);
+  } while (rc < 0 && errno == EINTR);
+  ::close(pidfd);
+  return rc > 0;
+}
+
+}  // namespace
+
+int RunUmount(const std::string& mountpoint) {
+  char resolved[PATH_MAX];
+  if (!::realpath(mountpoint.c_str(), resolved)) {
+    PrintError("mountpoint " + mountpoint + ": " + std::strerror(errno));
+    return 1;
+  }
+  std::string mnt = resolved;
+  if (MountedDevice(mnt).empty()) {
+    PrintError(mountpoint + " is not mounted");
+    return 1;
+  }
+  Result<std::string> pid_text = ReadRootXattr(mnt, "user.kvfs.pid");
+  if (!pid_text.ok()) {
+    if (pid_text.err() == ENOTCONN) {
+      // The daemon died: detach the dead mount so the mountpoint is usable again.
+      if (::umount2(mnt.c_str(), MNT_DETACH) != 0) {
+        PrintError("cannot detach dead mount " + mnt + ": " + std::strerror(errno));
+        return 1;
+      }
+      return 0;
+    }
+    PrintError(pid_text.status().message());
+    return 1;
+  }
+  pid_t pid = static_cast<pid_t>(std::atoi(pid_text->c_str()));
+  if (::umount2(mnt.c_str(), 0) != 0) {
+    int err = errno;
+    if (err == EPERM) {
+      std::string cmd = "fusermount3 -u '" + mnt + "'";
+      if (std::system(cmd.c_str()) != 0) {
+        PrintError("cannot unmount " + mnt + ": permission denied");
+        return 1;
+      }
+    } else {
+      PrintError("cannot unmount " + mnt + ": " + std::strerror(err) + (err == EBUSY ? " (files are open on it)" : ""));
+      return 1;
+    }
+  }
+  if (pid > 0 && !WaitForExit(pid, 60000)) {
+    PrintError("unmounted " + mnt + ", but the daemon (pid " + std::to_string(pid) + ") has not exited after 60s");
+    return 1;
+  }
+  return 0;
+}
+
+int RunStats(const std::string& mountpoint, bool json) {
+  Result<std::string> text = ReadRootXattr(mountpoint, json ? "user.kvfs.stats" : "user.kvfs.stats.text");
+  if (!text.ok()) {
+    PrintError(text.status().message());
+    return 1;
+  }
+  std::cout << *text;
+  if (text->empty() || text->back() != '\n') std::cout << "\n";
+  return 0;
+}
+
+}  // namespace kvfs

@@ -1,0 +1,47 @@
+// The kvfs daemon and the CLI actions that talk to a running one.
+//
+// RunMount opens the stores, rebuilds the index, mounts and serves until
+// unmounted. Without `foreground` it forks: the parent returns 0 only once
+// the child has mounted (or prints the child's one-line error and returns 1),
+// so a script can use the mount as soon as `kvfs mount` exits. Nothing is
+// left mounted when start-up fails.
+//
+// RunUmount unmounts and waits until the daemon has exited (so its stores can
+// be opened again at once). RunStats reads live figures from the daemon via
+// the mount root's user.kvfs.stats attributes.
+//
+// These functions print their own one-line errors to stderr and return a
+// process exit code. Not thread-safe (they own the process).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kvfs {
+
+inline constexpr const char* kDefaultStoreDir = "/var/lib/kvfs/store";
+
+struct MountOptions {
+  std::string mountpoint;
+  std::vector<std::string> stores;      // empty: kDefaultStoreDir
+  std::optional<uint64_t> capacity;     // empty: half of each store's filesystem
+  bool foreground = false;
+  std::vector<std::string> fuse_options;
+  std::string log_file;                 // empty: stderr (foreground) or <first store>/kvfs.log
+  std::string log_level = "info";
+  unsigned read_ahead_kb = 1024;
+  size_t buffer_count = 64;
+  uint64_t buffer_size = 1 << 20;
+  bool io_uring = true;
+  bool direct_io = true;
+  double entry_timeout = 1.0;
+  double negative_timeout = 1.0;
+};
+
+int RunMount(const MountOptions& options);
+int RunUmount(const std::string& mountpoint);
+int RunStats(const std::string& mountpoint, bool json);
+
+}  // namespace kvfs

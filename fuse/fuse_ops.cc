@@ -1,0 +1,334 @@
+#include "fuse/fuse_ops.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "fuse/stats_format.h"
+
+namespace kvfs {
+namespace {
+
+FuseContext* Ctx(fuse_req_t req) { return static_cast<FuseContext*>(fuse_req_userdata(req)); }
+Engine* Eng(fuse_req_t req) { return Ctx(req)->engine; }
+FileHandle* Handle(fuse_file_info* fi) { return fi ? reinterpret_cast<FileHandle*>(fi->fh) : nullptr; }
+
+timespec ToTimespec(int64_t ns) {
+  timespec ts;
+  ts.tv_sec = ns / 1000000000LL;
+  ts.tv_nsec = ns % 1000000000LL;
+  return ts;
+}
+
+int64_t FromTimespec(const timespec& ts) { return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec; }
+
+struct stat ToStat(const Attr& a) {
+  struct stat st;
+  std::memset(&st, 0, sizeof(st));
+  st.st_ino = a.ino;
+  st.st_mode = a.mode;
+  st.st_nlink = a.nlink;
+  st.st_uid = a.uid;
+  st.st_gid = a.gid;
+  st.st_size = static_cast<off_t>(a.size);
+  st.st_blocks = static_cast<blkcnt_t>(a.blocks);
+  st.st_blksize = 1 << 20;
+  st.st_atim = ToTimespec(a.atime_ns);
+  st.st_mtim = ToTimespec(a.mtime_ns);
+  st.st_ctim = ToTimespec(a.ctime_ns);
+  return st;
+}
+
+double AttrTimeout(fuse_req_t req, const Attr& a) { return S_ISDIR(a.mode) ? Ctx(req)->dir_attr_timeout : 0.0; }
+
+fuse_entry_param ToEntry(fuse_req_t req, const Attr& a) {
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof(e));
+  e.ino = a.ino;
+  e.generation = 1;
+  e.attr = ToStat(a);
+  e.attr_timeout = AttrTimeout(req, a);
+  e.entry_timeout = Ctx(req)->entry_timeout;
+  return e;
+}
+
+void ReplyStatus(fuse_req_t req, const Status& s) { fuse_reply_err(req, s.ok() ? 0 : s.err()); }
+
+void OnInit(void* userdata, fuse_conn_info* conn) {
+  auto* ctx = static_cast<FuseContext*>(userdata);
+  if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  conn->max_write = ctx->max_write;
+  conn->max_read = 0;
+  conn->max_background = ctx->max_background;
+  conn->congestion_threshold = ctx->max_background * 3 / 4;
+}
+
+void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Result<Attr> a = Eng(req)->Lookup(parent, name);
+  if (a.ok()) {
+    fuse_entry_param e = ToEntry(req, *a);
+    fuse_reply_entry(req, &e);
+  } else if (a.err() == ENOENT) {
+    // Negative entry: the kernel remembers the miss for negative_timeout.
+    fuse_entry_param e;
+    std::memset(&e, 0, sizeof(e));
+    e.ino = 0;
+    e.entry_timeout = Ctx(req)->negative_timeout;
+    fuse_reply_entry(req, &e);
+  } else {
+    fuse_reply_err(req, a.err());
+  }
+}
+
+void OnForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  Eng(req)->Forget(ino, nlookup);
+  fuse_reply_none(req);
+}
+
+void OnForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  for (size_t i = 0; i < count; ++i) Eng(req)->Forget(forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Result<Attr> a = Eng(req)->GetAttr(ino, Handle(fi));
+  if (!a.ok()) return ReplyStatus(req, a.status());
+  struct stat st = ToStat(*a);
+  fuse_reply_attr(req, &st, AttrTimeout(req, *a));
+}
+
+void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+  SetAttrRequest r;
+  if (to_set & FUSE_SET_ATTR_MODE) r.mode = attr->st_mode;
+  if (to_set & FUSE_SET_ATTR_UID) r.uid = attr->st_uid;
+  if (to_set & FUSE_SET_ATTR_GID) r.gid = attr->st_gid;
+  if (to_set & FUSE_SET_ATTR_SIZE) r.size = static_cast<uint64_t>(attr->st_size);
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  if (to_set & FUSE_SET_ATTR_ATIME_NOW) r.atime_ns = FromTimespec(now);
+  else if (to_set & FUSE_SET_ATTR_ATIME) r.atime_ns = FromTimespec(attr->st_atim);
+  if (to_set & FUSE_SET_ATTR_MTIME_NOW) r.mtime_ns = FromTimespec(now);
+  else if (to_set & FUSE_SET_ATTR_MTIME) r.mtime_ns = FromTimespec(attr->st_mtim);
+  Result<Attr> a = Eng(req)->SetAttr(ino, r, Handle(fi));
+  if (!a.ok()) return ReplyStatus(req, a.status());
+  struct stat st = ToStat(*a);
+  fuse_reply_attr(req, &st, AttrTimeout(req, *a));
+}
+
+void OnMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  Result<Attr> a = Eng(req)->Mkdir(parent, name, mode, c->uid, c->gid);
+  if (!a.ok()) return ReplyStatus(req, a.status());
+  fuse_entry_param e = ToEntry(req, *a);
+  fuse_reply_entry(req, &e);
+}
+
+void OnRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) { ReplyStatus(req, Eng(req)->Rmdir(parent, name)); }
+
+void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) { ReplyStatus(req, Eng(req)->Unlink(parent, name)); }
+
+void OnRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
+              unsigned int flags) {
+  ReplyStatus(req, Eng(req)->Rename(parent, name, newparent, newname, flags));
+}
+
+void OnRefuse(fuse_req_t req) { fuse_reply_err(req, EPERM); }
+void OnLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { OnRefuse(req); }
+void OnSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { OnRefuse(req); }
+void OnMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { OnRefuse(req); }
+
+void FillOpenReply(fuse_file_info* fi, const OpenResult& r) {
+  fi->fh = reinterpret_cast<uint64_t>(r.handle);
+  fi->direct_io = r.page_cache ? 0 : 1;
+  fi->keep_cache = 0;
+}
+
+void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  Result<OpenResult> r = Eng(req)->Create(parent, name, mode, fi->flags, c->uid, c->gid);
+  if (!r.ok()) return ReplyStatus(req, r.status());
+  FillOpenReply(fi, *r);
+  fuse_entry_param e = ToEntry(req, r->attr);
+  // The new key is not committed yet: do not let the kernel keep the name.
+  e.entry_timeout = 0;
+  e.attr_timeout = 0;
+  if (fuse_reply_create(req, &e, fi) != 0) {
+    // The kernel dropped the request (the caller was interrupted): undo.
+    Eng(req)->Release(r->handle);
+    Eng(req)->Forget(r->attr.ino, 1);
+  }
+}
+
+void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Result<OpenResult> r = Eng(req)->Open(ino, fi->flags);
+  if (!r.ok()) return ReplyStatus(req, r.status());
+  FillOpenReply(fi, *r);
+  if (fuse_reply_open(req, fi) != 0) Eng(req)->Release(r->handle);
+}
+
+void OnRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  ReadReply reply;
+  Status s = Eng(req)->Read(Handle(fi), static_cast<uint64_t>(off), size, &reply);
+  if (!s.ok()) return ReplyStatus(req, s);
+  if (reply.iov.empty()) {
+    fuse_reply_buf(req, nullptr, 0);
+  } else {
+    fuse_reply_iov(req, reply.iov.data(), static_cast<int>(reply.iov.size()));
+  }
+}
+
+void OnWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
+  Result<size_t> n = Eng(req)->Write(Handle(fi), static_cast<uint64_t>(off), buf, size);
+  if (!n.ok()) return ReplyStatus(req, n.status());
+  fuse_reply_write(req, *n);
+}
+
+void OnFlush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) { ReplyStatus(req, Eng(req)->Flush(Handle(fi))); }
+
+void OnFsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) { ReplyStatus(req, Eng(req)->Fsync(Handle(fi))); }
+
+void OnRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  Eng(req)->Release(Handle(fi));
+  fuse_reply_err(req, 0);
+}
+
+void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  std::vector<char> buf(size);
+  size_t used = 0;
+  Status s = Eng(req)->ReadDir(ino, static_cast<uint64_t>(off), plus, [&](const DirEntry& d) {
+    size_t need;
+    if (plus) {
+      fuse_entry_param e = ToEntry(req, d.attr);
+      if (d.name == "." || d.name == "..") {
+        // The kernel does not take references on these.
+        e.ino = 0;
+      }
+      need = fuse_add_direntry_plus(req, buf.data() + used, size - used, d.name.c_str(), &e,
+                                    static_cast<off_t>(d.next_offset));
+    } else {
+      struct stat st = ToStat(d.attr);
+      need = fuse_add_direntry(req, buf.data() + used, size - used, d.name.c_str(), &st,
+                               static_cast<off_t>(d.next_offset));
+    }
+    if (need > size - used) return false;
+    used += need;
+    return true;
+  });
+  if (!s.ok()) return ReplyStatus(req, s);
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void OnReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  ReadDirCommon(req, ino, size, off, false);
+}
+
+void OnReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  ReadDirCommon(req, ino, size, off, true);
+}
+
+void OnStatfs(fuse_req_t req, fuse_ino_t) {
+  EngineStats s = Eng(req)->Stats();
+  struct statvfs sv;
+  std::memset(&sv, 0, sizeof(sv));
+  const uint64_t bs = 4096;
+  uint64_t free_bytes = s.capacity_bytes > s.used_bytes ? s.capacity_bytes - s.used_bytes : 0;
+  uint64_t fs_free = 0;
+  for (const StoreStats& st : s.stores) fs_free += st.fs_free_bytes;
+  free_bytes = std::min(free_bytes, fs_free);
+  sv.f_bsize = bs;
+  sv.f_frsize = bs;
+  sv.f_blocks = s.capacity_bytes / bs;
+  sv.f_bfree = free_bytes / bs;
+  sv.f_bavail = free_bytes / bs;
+  sv.f_files = s.inodes + free_bytes / bs;
+  sv.f_ffree = free_bytes / bs;
+  sv.f_favail = sv.f_ffree;
+  sv.f_namemax = 255;
+  fuse_reply_statfs(req, &sv);
+}
+
+void ReplyXattr(fuse_req_t req, const std::string& value, size_t size) {
+  if (size == 0) fuse_reply_xattr(req, value.size());
+  else if (size < value.size()) fuse_reply_err(req, ERANGE);
+  else fuse_reply_buf(req, value.data(), value.size());
+}
+
+void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  std::string n(name);
+  if (ino == kRootIno && n == "user.kvfs.stats.text") return ReplyXattr(req, FormatStatsText(Eng(req)->Stats()), size);
+  Result<std::string> v = Eng(req)->GetXattr(ino, n);
+  if (!v.ok()) return ReplyStatus(req, v.status());
+  ReplyXattr(req, *v, size);
+}
+
+void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  Result<std::vector<std::string>> names = Eng(req)->ListXattr(ino);
+  if (!names.ok()) return ReplyStatus(req, names.status());
+  std::string list;
+  for (const std::string& n : *names) {
+    list += n;
+    list.push_back('\0');
+  }
+  ReplyXattr(req, list, size);
+}
+
+void OnSetxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) { fuse_reply_err(req, ENOTSUP); }
+void OnRemovexattr(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, ENOTSUP); }
+
+fuse_lowlevel_ops MakeOps() {
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof(ops));
+  ops.init = OnInit;
+  ops.lookup = OnLookup;
+  ops.forget = OnForget;
+  ops.forget_multi = OnForgetMulti;
+  ops.getattr = OnGetattr;
+  ops.setattr = OnSetattr;
+  ops.mkdir = OnMkdir;
+  ops.rmdir = OnRmdir;
+  ops.unlink = OnUnlink;
+  ops.rename = OnRename;
+  ops.link = OnLink;
+  ops.symlink = OnSymlink;
+  ops.mknod = OnMknod;
+  ops.create = OnCreate;
+  ops.open = OnOpen;
+  ops.read = OnRead;
+  ops.write = OnWrite;
+  ops.flush = OnFlush;
+  ops.fsync = OnFsync;
+  ops.release = OnRelease;
+  ops.readdir = OnReaddir;
+  ops.readdirplus = OnReaddirplus;
+  ops.statfs = OnStatfs;
+  ops.getxattr = OnGetxattr;
+  ops.listxattr = OnListxattr;
+  ops.setxattr = OnSetxattr;
+  ops.removexattr = OnRemovexattr;
+  return ops;
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops& KvfsOperations() {
+  static const fuse_lowlevel_ops ops = MakeOps();
+  return ops;
+}
+
+void KernelNotifier::EntryAppeared(uint64_t parent_ino, const std::string& name) {
+  if (!ctx_->session) return;
+  int rc = fuse_lowlevel_notify_inval_entry(ctx_->session, parent_ino, name.c_str(), name.size());
+  if (rc != 0 && rc != -ENOENT) spdlog::debug("inval_entry {}/{}: {}", parent_ino, name, std::strerror(-rc));
+}
+
+}  // namespace kvfs

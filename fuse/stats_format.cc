@@ -1,0 +1,40 @@
+#include "fuse/stats_format.h"
+
+#include <cstdio>
+#include <sstream>
+
+#include "core/size_parse.h"
+
+namespace kvfs {
+
+std::string FormatStatsText(const EngineStats& s) {
+  std::ostringstream o;
+  auto pct = [](uint64_t a, uint64_t b) {
+    char buf[16];
+    std::snprintf(buf, sizeof(buf), "%.1f%%", b ? 100.0 * static_cast<double>(a) / static_cast<double>(b) : 0.0);
+    return std::string(buf);
+  };
+  o << "capacity      " << FormatSize(s.capacity_bytes) << "\n";
+  o << "used          " << FormatSize(s.used_bytes) << " (" << pct(s.used_bytes, s.capacity_bytes) << ")\n";
+  o << "leased        " << FormatSize(s.leased_bytes) << "\n";
+  o << "objects       " << s.objects << "\n";
+  o << "open handles  " << s.open_handles << "\n";
+  o << "reads         " << s.reads << " (" << FormatSize(s.read_bytes) << ")\n";
+  o << "writes        " << s.writes << " (" << FormatSize(s.write_bytes) << ")\n";
+  o << "commits       " << s.commits << " (" << s.commit_failures << " failed)\n";
+  o << "lookups       " << s.lookups << " (" << s.negative_lookups << " misses)\n";
+  o << "buffer pool   " << s.pool_buffers << " x " << FormatSize(s.pool_buffer_bytes) << ", hits " << s.pool_hits
+    << ", misses " << s.pool_misses << " (" << pct(s.pool_hits, s.pool_hits + s.pool_misses) << " hit)\n";
+  o << "io            " << (s.io_uring ? "io_uring" : "pread/pwrite") << ", in flight " << s.io_in_flight << "\n";
+  for (const StoreStats& st : s.stores) {
+    o << "store " << st.name << "\n";
+    o << "  objects     " << st.objects << "\n";
+    o << "  used        " << FormatSize(st.used_bytes) << "\n";
+    o << "  leased      " << FormatSize(st.leased_bytes) << "\n";
+    o << "  filesystem  " << FormatSize(st.fs_free_bytes) << " free of " << FormatSize(st.fs_total_bytes) << "\n";
+    o << "  direct io   " << (st.direct_io ? "yes" : "no") << "\n";
+  }
+  return o.str();
+}
+
+}  // namespace kvfs

@@ -1,0 +1,298 @@
+#include "core/io_ring.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "tests/unit/test_util.h"
+
+namespace kvfs {
+namespace {
+
+using testing::AlignedBuffer;
+using testing::TempDir;
+
+// Opens path for read/write, with O_DIRECT when asked and supported.
+int OpenFile(const std::string& path, bool direct) {
+  int flags = O_RDWR | O_CREAT | O_CLOEXEC;
+  if (direct) {
+    int fd = ::open(path.c_str(), flags | O_DIRECT, 0644);
+    if (fd >= 0) return fd;
+  }
+  return ::open(path.c_str(), flags, 0644);
+}
+
+struct Mode {
+  bool io_uring;
+  bool fixed_buffers;
+  bool direct;
+};
+
+std::string ModeName(const ::testing::TestParamInfo<Mode>& info) {
+  return std::string(info.param.io_uring ? "Uring" : "Syscalls") + (info.param.fixed_buffers ? "Fixed" : "Plain") +
+         (info.param.direct ? "Direct" : "Buffered");
+}
+
+class IoExecutorTest : public ::testing::TestWithParam<Mode> {
+ protected:
+  void SetUp() override { ASSERT_TRUE(dir_.ok()); }
+  TempDir dir_;
+};
+
+TEST_P(IoExecutorTest, WriteThenReadBackManyRequests) {
+  const Mode mode = GetParam();
+  constexpr size_t kBuf = 256 << 10;
+  constexpr size_t kFile = 6 * (1 << 20) + 3 * kBuf;  // several MiB, not a power of two
+  constexpr size_t kRequests = kFile / kBuf;
+  BufferPool pool(kBuf, 8);
+  IoExecutor io(mode.fixed_buffers ? &pool : nullptr, mode.io_uring, 16);
+  std::string path = dir_.Sub("data");
+  int fd = OpenFile(path, mode.direct);
+  ASSERT_GE(fd, 0);
+
+  // Write: batches of pool buffers (fixed) or one batch of many plain requests.
+  if (mode.fixed_buffers) {
+    for (size_t first = 0; first < kRequests; first += pool.count()) {
+      std::vector<PooledBuffer> bufs;
+      std::vector<IoRequest> reqs;
+      for (size_t i = first; i < std::min(kRequests, first + pool.count()); ++i) {
+        bufs.push_back(pool.Acquire());
+        ASSERT_GE(bufs.back().index(), 0);
+        testing::FillPattern(bufs.back().data(), kBuf, 42, i * kBuf);
+        IoRequest r;
+        r.fd = fd;
+        r.buf = bufs.back().data();
+        r.len = kBuf;
+        r.offset = i * kBuf;
+        r.write = true;
+        r.buf_index = bufs.back().index();
+        reqs.push_back(r);
+      }
+      Status s = io.Run(reqs);
+      ASSERT_TRUE(s.ok()) << s.ToString();
+      for (const IoRequest& r : reqs) EXPECT_EQ(r.done, kBuf);
+    }
+  } else {
+    AlignedBuffer src(kFile);
+    testing::FillPattern(src.data(), kFile, 42);
+    // Many small requests: more than the queue depth.
+    constexpr size_t kSmall = 16 << 10;
+    std::vector<IoRequest> reqs;
+    for (size_t off = 0; off < kFile; off += kSmall) {
+      IoRequest r;
+      r.fd = fd;
+      r.buf = src.data() + off;
+      r.len = kSmall;
+      r.offset = off;
+      r.write = true;
+      reqs.push_back(r);
+    }
+    ASSERT_GT(reqs.size(), 16u);
+    Status s = io.Run(reqs);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    for (const IoRequest& r : reqs) EXPECT_EQ(r.done, kSmall);
+  }
+  struct stat st;
+  ASSERT_EQ(::fstat(fd, &st), 0);
+  EXPECT_EQ(static_cast<size_t>(st.st_size), kFile);
+
+  // Read back in segments into separate buffers, then compare every byte.
+  AlignedBuffer dst(kFile);
+  std::memset(dst.data(), 0xEE, kFile);
+  if (mode.fixed_buffers) {
+    for (size_t first = 0; first < kRequests; first += pool.count()) {
+      std::vector<PooledBuffer> bufs;
+      std::vector<IoRequest> reqs;
+      for (size_t i = first; i < std::min(kRequests, first + pool.count()); ++i) {
+        bufs.push_back(pool.Acquire());
+        std::memset(bufs.back().data(), 0xEE, kBuf);
+        IoRequest r;
+        r.fd = fd;
+        r.buf = bufs.back().data();
+        r.len = kBuf;
+        r.offset = i * kBuf;
+        r.buf_index = bufs.back().index();
+        reqs.push_back(r);
+      }
+      Status s = io.Run(reqs);
+      ASSERT_TRUE(s.ok()) << s.ToString();
+      for (size_t j = 0; j < reqs.size(); ++j) {
+        ASSERT_EQ(reqs[j].done, kBuf);
+        std::memcpy(dst.data() + reqs[j].offset, bufs[j].data(), kBuf);
+      }
+    }
+  } else {
+    constexpr size_t kSeg = 64 << 10;
+    std::vector<IoRequest> reqs;
+    for (size_t off = 0; off < kFile; off += kSeg) {
+      IoRequest r;
+      r.fd = fd;
+      r.buf = dst.data() + off;
+      r.len = kSeg;
+      r.offset = off;
+      r.done = 12345;  // must be reset by Run
+      reqs.push_back(r);
+    }
+    Status s = io.Run(reqs);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    for (const IoRequest& r : reqs) ASSERT_EQ(r.done, kSeg);
+  }
+  ::close(fd);
+  std::vector<uint8_t> want = testing::Pattern(42, kFile);
+  for (size_t i = 0; i < kFile; ++i) {
+    ASSERT_EQ(dst.data()[i], want[i]) << "first wrong byte at " << i;
+  }
+  EXPECT_EQ(io.in_flight(), 0u);
+  if (mode.io_uring) {
+    EXPECT_TRUE(io.using_io_uring()) << "io_uring fell back to syscalls on a kernel that supports it";
+  } else {
+    EXPECT_FALSE(io.using_io_uring());
+  }
+}
+
+TEST_P(IoExecutorTest, ReadSpanningEofReturnsBytesAvailable) {
+  const Mode mode = GetParam();
+  std::string path = dir_.Sub("short");
+  std::vector<uint8_t> content = testing::Pattern(7, 10000);
+  ASSERT_TRUE(testing::WriteFile(path, content.data(), content.size()));
+  int fd = mode.direct ? ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC) : -1;
+  if (fd < 0) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  BufferPool pool(16384, 4);
+  IoExecutor io(mode.fixed_buffers ? &pool : nullptr, mode.io_uring);
+
+  PooledBuffer a = pool.Acquire(), b = pool.Acquire(), c = pool.Acquire();
+  std::memset(a.data(), 0xEE, 16384);
+  std::vector<IoRequest> reqs(3);
+  reqs[0] = IoRequest{fd, a.data(), 16384, 0, false, mode.fixed_buffers ? a.index() : -1, 0};
+  reqs[1] = IoRequest{fd, b.data(), 8192, 8192, false, mode.fixed_buffers ? b.index() : -1, 0};
+  reqs[2] = IoRequest{fd, c.data(), 4096, 12288, false, mode.fixed_buffers ? c.index() : -1, 0};
+  Status s = io.Run(reqs);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(reqs[0].done, 10000u);
+  EXPECT_EQ(reqs[1].done, 10000u - 8192u);
+  EXPECT_EQ(reqs[2].done, 0u) << "a read wholly past EOF transfers nothing";
+  EXPECT_TRUE(std::equal(content.begin(), content.end(), a.data()));
+  EXPECT_TRUE(std::equal(content.begin() + 8192, content.end(), b.data()));
+  ::close(fd);
+}
+
+TEST_P(IoExecutorTest, BadFdIsAnErrorNotAHang) {
+  const Mode mode = GetParam();
+  BufferPool pool(4096, 2);
+  IoExecutor io(mode.fixed_buffers ? &pool : nullptr, mode.io_uring);
+  PooledBuffer buf = pool.Acquire();
+  int idx = mode.fixed_buffers ? buf.index() : -1;
+
+  // A descriptor number that is not open.
+  int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  std::vector<IoRequest> reqs(1);
+  reqs[0] = IoRequest{fd, buf.data(), 4096, 0, false, idx, 0};
+  Status s = io.Run(reqs);
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.err(), EBADF) << s.ToString();
+
+  // Negative fd.
+  reqs[0] = IoRequest{-1, buf.data(), 4096, 0, false, idx, 0};
+  s = io.Run(reqs);
+  EXPECT_FALSE(s.ok());
+
+  // Writing through a read-only descriptor, mixed with good reads.
+  std::string path = dir_.Sub("ro");
+  std::vector<uint8_t> content = testing::Pattern(3, 8192);
+  ASSERT_TRUE(testing::WriteFile(path, content.data(), content.size()));
+  int ro = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(ro, 0);
+  AlignedBuffer other(8192);
+  std::vector<IoRequest> mixed(3);
+  mixed[0] = IoRequest{ro, other.data(), 4096, 0, false, -1, 0};
+  mixed[1] = IoRequest{ro, buf.data(), 4096, 0, true, idx, 0};
+  mixed[2] = IoRequest{ro, other.data() + 4096, 4096, 4096, false, -1, 0};
+  s = io.Run(mixed);
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.err(), EBADF) << s.ToString();
+  EXPECT_EQ(mixed[1].done, 0u);
+  ::close(ro);
+  // The file was not modified by the refused write.
+  std::vector<uint8_t> after(8192);
+  int rfd = ::open(path.c_str(), O_RDONLY);
+  ASSERT_EQ(::pread(rfd, after.data(), 8192, 0), 8192);
+  ::close(rfd);
+  EXPECT_EQ(after, content);
+
+  // The executor still works after errors.
+  int wfd = ::open(dir_.Sub("after").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(wfd, 0);
+  std::memset(buf.data(), 0x5C, 4096);
+  reqs[0] = IoRequest{wfd, buf.data(), 4096, 4096, true, idx, 0};
+  ASSERT_TRUE(io.Run(reqs).ok());
+  EXPECT_EQ(reqs[0].done, 4096u);
+  struct stat st;
+  ASSERT_EQ(::fstat(wfd, &st), 0);
+  EXPECT_EQ(st.st_size, 8192);
+  ::close(wfd);
+  EXPECT_EQ(io.in_flight(), 0u);
+}
+
+TEST_P(IoExecutorTest, EmptyBatchIsOk) {
+  IoExecutor io(nullptr, GetParam().io_uring);
+  std::vector<IoRequest> none;
+  EXPECT_TRUE(io.Run(none).ok());
+}
+
+TEST_P(IoExecutorTest, ConcurrentThreadsEachGetTheirOwnRing) {
+  const Mode mode = GetParam();
+  BufferPool pool(64 << 10, 32);
+  IoExecutor io(mode.fixed_buffers ? &pool : nullptr, mode.io_uring, 8);
+  constexpr int kThreads = 4;
+  constexpr size_t kSize = 1 << 20;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::string path = dir_.Sub("thread-" + std::to_string(t));
+      int fd = OpenFile(path, mode.direct);
+      if (fd < 0) {
+        failures++;
+        return;
+      }
+      for (int round = 0; round < 5; ++round) {
+        std::vector<PooledBuffer> bufs;
+        std::vector<IoRequest> reqs;
+        for (size_t off = 0; off < kSize; off += pool.buffer_size()) {
+          bufs.push_back(pool.Acquire());  // may be a miss: then index -1
+          testing::FillPattern(bufs.back().data(), pool.buffer_size(), t * 10 + round, off);
+          reqs.push_back(IoRequest{fd, bufs.back().data(), pool.buffer_size(), off, true,
+                                   mode.fixed_buffers ? bufs.back().index() : -1, 0});
+        }
+        if (!io.Run(reqs).ok()) failures++;
+        for (auto& b : bufs) std::memset(b.data(), 0, pool.buffer_size());
+        for (auto& r : reqs) r.write = false;
+        if (!io.Run(reqs).ok()) failures++;
+        for (size_t i = 0; i < bufs.size(); ++i) {
+          if (reqs[i].done != pool.buffer_size()) failures++;
+          std::vector<uint8_t> want = testing::Pattern(t * 10 + round, pool.buffer_size(), reqs[i].offset);
+          if (std::memcmp(bufs[i].data(), want.data(), want.size()) != 0) failures++;
+        }
+      }
+      ::close(fd);
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, IoExecutorTest,
+                         ::testing::Values(Mode{true, true, true}, Mode{true, false, true}, Mode{true, true, false},
+                                           Mode{false, true, true}, Mode{false, false, false}),
+                         ModeName);
+
+}  // namespace
+}  // namespace kvfs
