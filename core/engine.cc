@@ -26,6 +26,8 @@ class FileHandle {
   bool writable = false;
   bool append = false;
   Lease lease;
+  // Owners (FUSE lock_owner) that wrote through this handle; 0 = unknown.
+  std::vector<uint64_t> writer_owners;  // guarded by Engine::mu_
 };
 
 namespace {
@@ -743,10 +745,12 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
   return r;
 }
 
-Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* data, size_t size) {
+Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* data, size_t size, uint64_t owner) {
   if (!handle->writable) return Status::Error(EBADF, "handle not open for writing");
   std::unique_lock<std::mutex> lk(mu_);
   Inode* inode = handle->inode;
+  auto& owners = handle->writer_owners;
+  if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
   std::shared_ptr<Draft> draft = inode->draft;
   if (!draft) {
     // First write into a committed object: copy on write into a new draft.
@@ -776,13 +780,18 @@ Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* da
   return size;
 }
 
-Status Engine::Flush(FileHandle* handle) {
+Status Engine::Flush(FileHandle* handle, uint64_t owner) {
   if (!handle->writable) return Status::Ok();
   std::shared_ptr<Draft> draft;
   {
     std::lock_guard<std::mutex> g(mu_);
     Inode* inode = handle->inode;
     if (!inode->draft || inode->writers > 1) return Status::Ok();
+    const auto& owners = handle->writer_owners;
+    bool closer_wrote = owners.empty() || owner == 0 ||
+                        std::find(owners.begin(), owners.end(), owner) != owners.end() ||
+                        std::find(owners.begin(), owners.end(), uint64_t{0}) != owners.end();
+    if (!closer_wrote) return Status::Ok();
     draft = inode->draft;
   }
   return CommitDraft(handle->inode, draft);

@@ -178,9 +178,14 @@ class Engine {
                             uint32_t gid);
   Result<OpenResult> Open(uint64_t ino, int flags);
   Status Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply* out);
-  Result<size_t> Write(FileHandle* handle, uint64_t offset, const void* data, size_t size);
-  // Commits the draft when this handle is its last writer.
-  Status Flush(FileHandle* handle);
+  // owner identifies the writing process (FUSE lock_owner: one value per
+  // file table, shared by threads, different in a forked child); 0 = unknown.
+  Result<size_t> Write(FileHandle* handle, uint64_t offset, const void* data, size_t size, uint64_t owner = 0);
+  // Commits the draft when this handle is its last writer. A flush from an
+  // owner that never wrote through the handle (a forked child closing its
+  // inherited copy) does not commit; a handle with no writes yet commits at
+  // any flush (an empty or truncated version).
+  Status Flush(FileHandle* handle, uint64_t owner = 0);
   // Commits the draft now (other writers keep writing into a new version).
   Status Fsync(FileHandle* handle);
   void Release(FileHandle* handle);

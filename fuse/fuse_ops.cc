@@ -188,12 +188,14 @@ void OnRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
 }
 
 void OnWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
-  Result<size_t> n = Eng(req)->Write(Handle(fi), static_cast<uint64_t>(off), buf, size);
+  Result<size_t> n = Eng(req)->Write(Handle(fi), static_cast<uint64_t>(off), buf, size, fi->lock_owner);
   if (!n.ok()) return ReplyStatus(req, n.status());
   fuse_reply_write(req, *n);
 }
 
-void OnFlush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) { ReplyStatus(req, Eng(req)->Flush(Handle(fi))); }
+void OnFlush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  ReplyStatus(req, Eng(req)->Flush(Handle(fi), fi->lock_owner));
+}
 
 void OnFsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) { ReplyStatus(req, Eng(req)->Fsync(Handle(fi))); }
 
