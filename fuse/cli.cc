@@ -42,7 +42,12 @@ int RunCli(int argc, char** argv) {
   mount->add_option("--entry-timeout", mo.entry_timeout, "seconds the kernel may cache a name")->check(CLI::Range(0.0, 3600.0));
   mount->add_option("--negative-timeout", mo.negative_timeout, "seconds the kernel may cache a missing name")
       ->check(CLI::Range(0.0, 3600.0));
-  mount->set_config("--config", "", "TOML file with any of these options (command-line flags win)");
+  // The config file belongs to the top-level app (CLI11 reads config files
+  // there) and is accepted after `mount` through fallthrough. Its keys are
+  // the long flag names, at top level or under [mount].
+  app.set_config("--config", "", "TOML file with any mount option (command-line flags win)");
+  app.allow_config_extras(CLI::config_extras_mode::error);
+  mount->fallthrough();
 
   std::string umount_point;
   CLI::App* umount = app.add_subcommand("umount", "unmount kvfs from MOUNTPOINT and wait for the daemon to exit");
@@ -65,6 +70,8 @@ int RunCli(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::string what = e.what();
     if (what.empty()) what = "invalid command line";
+    const std::string ini = "INI was not able to parse ";
+    if (what.rfind(ini, 0) == 0) what = "config file: unknown key '" + what.substr(ini.size()) + "' (mount keys go under [mount])";
     return Misuse(what);
   }
 
