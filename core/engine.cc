@@ -87,10 +87,19 @@ size_t ReadReply::bytes() const {
   return n;
 }
 
+namespace {
+void EvictionsJson(std::ostringstream& o, const EvictionCounts& e) {
+  o << "\"evictions\":{\"total\":" << e.total() << ",\"capacity\":" << e.capacity << ",\"watermark\":" << e.watermark
+    << ",\"floor\":" << e.floor << ",\"bytes\":" << e.bytes << "}";
+}
+}  // namespace
+
 std::string EngineStats::ToJson() const {
   std::ostringstream o;
   o << "{\"capacity_bytes\":" << capacity_bytes << ",\"used_bytes\":" << used_bytes
-    << ",\"leased_bytes\":" << leased_bytes << ",\"objects\":" << objects << ",\"inodes\":" << inodes
+    << ",\"leased_bytes\":" << leased_bytes << ",\"pinned_bytes\":" << pinned_bytes << ",";
+  EvictionsJson(o, evictions);
+  o << ",\"enospc\":" << enospc << ",\"eviction_policy\":\"" << eviction_policy << "\"" << ",\"objects\":" << objects << ",\"inodes\":" << inodes
     << ",\"open_handles\":" << open_handles << ",\"reads\":" << reads << ",\"read_bytes\":" << read_bytes
     << ",\"writes\":" << writes << ",\"write_bytes\":" << write_bytes << ",\"commits\":" << commits
     << ",\"commit_failures\":" << commit_failures << ",\"lookups\":" << lookups
@@ -101,8 +110,11 @@ std::string EngineStats::ToJson() const {
   for (size_t i = 0; i < stores.size(); ++i) {
     const StoreStats& s = stores[i];
     if (i) o << ",";
-    o << "{\"name\":\"" << JsonEscape(s.name) << "\",\"objects\":" << s.objects << ",\"used_bytes\":" << s.used_bytes
-      << ",\"leased_bytes\":" << s.leased_bytes << ",\"fs_total_bytes\":" << s.fs_total_bytes
+    o << "{\"name\":\"" << JsonEscape(s.name) << "\",\"capacity_bytes\":" << s.capacity_bytes
+      << ",\"floor_bytes\":" << s.floor_bytes << ",\"objects\":" << s.objects << ",\"used_bytes\":" << s.used_bytes
+      << ",\"leased_bytes\":" << s.leased_bytes << ",\"pinned_bytes\":" << s.pinned_bytes << ",";
+    EvictionsJson(o, s.evictions);
+    o << ",\"enospc\":" << s.enospc << ",\"fs_total_bytes\":" << s.fs_total_bytes
       << ",\"fs_free_bytes\":" << s.fs_free_bytes << ",\"direct_io\":" << (s.direct_io ? "true" : "false") << "}";
   }
   o << "]}";
@@ -111,12 +123,34 @@ std::string EngineStats::ToJson() const {
 
 Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>> stores)
     : options_(options), stores_(std::move(stores)), account_(std::make_shared<SpaceAccount>()) {
-  for (size_t i = 0; i < stores_.size(); ++i) store_accounts_.push_back(std::make_shared<SpaceAccount>());
+  uint64_t total = 0;
+  for (size_t i = 0; i < stores_.size(); ++i) {
+    store_accounts_.push_back(std::make_shared<SpaceAccount>());
+    auto rt = std::make_unique<StoreRuntime>();
+    if (options_.store_limits.size() == stores_.size()) {
+      rt->limits = options_.store_limits[i];
+    } else {
+      rt->limits.capacity_bytes = options_.capacity_bytes / stores_.size();
+    }
+    total += rt->limits.capacity_bytes;
+    Result<StoreSpace> space = stores_[i]->Space();
+    if (space.ok()) rt->fs_total_bytes = space->total_bytes;
+    rt->policy = std::move(*MakeEvictionPolicy(options_.eviction_policy));
+    runtime_.push_back(std::move(rt));
+  }
+  options_.capacity_bytes = total;
   pool_ = std::make_unique<BufferPool>(options_.buffer_size, options_.buffer_count);
   io_ = std::make_unique<IoExecutor>(pool_.get(), options_.use_io_uring);
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    stop_evictor_ = true;
+  }
+  evictor_wake_.notify_all();
+  if (evictor_.joinable()) evictor_.join();
+}
 
 Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::vector<std::unique_ptr<Store>> stores) {
   if (stores.empty()) return Status::Error(EINVAL, "at least one store is required");
@@ -126,8 +160,17 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::
   if (options.read_segment_bytes == 0 || options.read_segment_bytes % 4096 != 0) {
     return Status::Error(EINVAL, "read segment size must be a positive multiple of 4096");
   }
+  if (!options.store_limits.empty() && options.store_limits.size() != stores.size()) {
+    return Status::Error(EINVAL, "store_limits must have one entry per store");
+  }
+  Result<std::unique_ptr<EvictionPolicy>> policy = MakeEvictionPolicy(options.eviction_policy);
+  if (!policy.ok()) return policy.status();
+  if (!(options.low_watermark > 0 && options.low_watermark <= options.high_watermark && options.high_watermark <= 1)) {
+    return Status::Error(EINVAL, "watermarks must satisfy 0 < low <= high <= 1");
+  }
   std::unique_ptr<Engine> engine(new Engine(options, std::move(stores)));
   KVFS_RETURN_IF_ERROR(engine->Rebuild());
+  if (options.background_eviction) engine->evictor_ = std::thread([e = engine.get()] { e->EvictorLoop(); });
   return engine;
 }
 
@@ -249,6 +292,7 @@ Status Engine::Rebuild() {
         Inode* inode = ns_.NewInode(is_dir, attr);
         inode->committed = MakeVersion(f.store_index, f.location, h);
         ns_.Attach(cur, inode, name);
+        if (!is_dir) TrackCommitted(inode, nullptr);
         continue;
       }
       if (existing->is_dir && is_dir && !existing->committed) {
@@ -293,6 +337,8 @@ Attr Engine::AttrOfLocked(const Inode* inode, const FileHandle* handle) const {
     a.mtime_ns = handle->lease.version()->header.mtime_ns;
   } else if (inode->committed) {
     a.size = inode->committed->size();
+  } else if (std::shared_ptr<Version> last = inode->last_version.lock()) {
+    a.size = last->size();
   } else if (inode->draft) {
     a.size = inode->draft->size();
   }
@@ -328,6 +374,7 @@ Result<Attr> Engine::GetAttr(uint64_t ino, FileHandle* handle) {
   std::lock_guard<std::mutex> g(mu_);
   Inode* inode = ns_.Get(ino);
   if (!inode) return Status::Error(ENOENT, "stale inode");
+  if (inode->evicted && !handle) return Status::Error(ENOENT, "evicted");
   return AttrOfLocked(inode, handle);
 }
 
@@ -400,17 +447,137 @@ uint64_t ChecksumDraftLocked(const Draft& draft) {
 }
 }  // namespace
 
-bool Engine::ReserveSpace(uint64_t bytes) {
-  uint64_t cap = options_.capacity_bytes;
-  uint64_t reserved = reserved_bytes_.load();
+// ---------------------------------------------------------------------------
+// Space: reservations, eviction, the background evictor.
+
+uint64_t Engine::FloorBytes(uint32_t si) const {
+  const StoreRuntime& rt = *runtime_[si];
+  auto by_fraction = static_cast<uint64_t>(rt.limits.min_free_fraction * static_cast<double>(rt.fs_total_bytes));
+  return std::max(rt.limits.min_free_bytes, by_fraction);
+}
+
+std::optional<Engine::EvictionCause> Engine::TryReserve(uint32_t si, uint64_t bytes) {
+  StoreRuntime& rt = *runtime_[si];
+  uint64_t floor = FloorBytes(si);
+  uint64_t fs_free = UINT64_MAX;
+  if (floor > 0) {
+    Result<StoreSpace> space = stores_[si]->Space();
+    if (space.ok()) fs_free = space->free_bytes;
+  }
+  uint64_t reserved = rt.reserved.load();
   while (true) {
-    uint64_t used = account_->used_bytes.load();
-    if (used + reserved + bytes > cap) return false;
-    if (reserved_bytes_.compare_exchange_weak(reserved, reserved + bytes)) return true;
+    uint64_t used = store_accounts_[si]->used_bytes.load();
+    if (used + reserved + bytes > rt.limits.capacity_bytes) return EvictionCause::kCapacity;
+    // Reserved bytes may already be on the disk; counting them again errs on the safe side.
+    if (floor > 0 && (fs_free < floor || fs_free - floor < reserved + bytes)) return EvictionCause::kFloor;
+    if (rt.reserved.compare_exchange_weak(reserved, reserved + bytes)) return std::nullopt;
   }
 }
 
-void Engine::ReleaseReservation(uint64_t bytes) { reserved_bytes_.fetch_sub(bytes); }
+Status Engine::ReserveSpace(uint32_t si, uint64_t bytes) {
+  for (int attempt = 0;; ++attempt) {
+    std::optional<EvictionCause> why = TryReserve(si, bytes);
+    if (!why) return Status::Ok();
+    if (attempt >= options_.max_sync_evictions || !EvictOne(si, *why)) {
+      runtime_[si]->enospc.fetch_add(1, std::memory_order_relaxed);
+      return Status::Error(ENOSPC, *why == EvictionCause::kFloor
+                                       ? "no space: the store's filesystem is at its free-space floor"
+                                       : "no space: capacity reached and everything left is in use");
+    }
+  }
+}
+
+void Engine::ReleaseReservation(uint32_t si, uint64_t bytes) { runtime_[si]->reserved.fetch_sub(bytes); }
+
+void Engine::TrackCommitted(Inode* inode, const Version* old_version) {
+  if (old_version) runtime_[old_version->store_index()]->policy->Remove(inode->ino);
+  if (inode->committed && !inode->is_dir) {
+    runtime_[inode->committed->store_index()]->policy->Insert(inode->ino, inode->committed->footprint());
+  }
+}
+
+void Engine::UntrackCommitted(Inode* inode) {
+  if (inode->committed && !inode->is_dir) runtime_[inode->committed->store_index()]->policy->Remove(inode->ino);
+}
+
+bool Engine::EvictOne(uint32_t si, EvictionCause cause) {
+  // publish_mu_ keeps a new version of the same key from being renamed into
+  // the location between our index update and the file removal.
+  std::lock_guard<std::mutex> publish(publish_mu_);
+  std::shared_ptr<Version> victim;
+  uint64_t parent_ino = 0, ino = 0;
+  std::string name;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    std::optional<uint64_t> id = runtime_[si]->policy->Evict([&](uint64_t candidate) {
+      Inode* i = ns_.Get(candidate);
+      return i && !i->is_dir && i->linked() && i->committed && i->committed->store_index() == si &&
+             !i->committing && i->writers == 0 && i->committed->leases() == 0;
+    });
+    if (!id) return false;
+    Inode* inode = ns_.Get(*id);
+    victim = std::move(inode->committed);
+    parent_ino = inode->parent->ino;
+    name = inode->name;
+    ino = inode->ino;
+    inode->evicted = true;
+    // SetVisible needs the old state: the inode was visible while it had a version.
+    inode->committed = victim;
+    ns_.Detach(inode);
+    inode->committed.reset();
+    ns_.Reap(inode);
+  }
+  Status s = victim->store()->Remove(victim->location);
+  if (!s.ok() && s.err() != ENOENT) spdlog::warn("evict {}: {}", victim->location, s.message());
+  StoreRuntime& rt = *runtime_[si];
+  rt.evicted_bytes.fetch_add(victim->footprint(), std::memory_order_relaxed);
+  switch (cause) {
+    case EvictionCause::kCapacity: rt.evicted_capacity.fetch_add(1, std::memory_order_relaxed); break;
+    case EvictionCause::kWatermark: rt.evicted_watermark.fetch_add(1, std::memory_order_relaxed); break;
+    case EvictionCause::kFloor: rt.evicted_floor.fetch_add(1, std::memory_order_relaxed); break;
+  }
+  victim.reset();  // the space is back once no lease refers to it (none does)
+  if (EngineObserver* o = observer_.load()) o->EntryEvicted(parent_ino, name, ino);
+  return true;
+}
+
+size_t Engine::BackgroundPass() {
+  size_t evicted = 0;
+  for (uint32_t si = 0; si < stores_.size(); ++si) {
+    StoreRuntime& rt = *runtime_[si];
+    auto cap = static_cast<double>(rt.limits.capacity_bytes);
+    auto used = [&] { return static_cast<double>(store_accounts_[si]->used_bytes.load() + rt.reserved.load()); };
+    if (used() > cap * options_.high_watermark) {
+      for (int n = 0; n < 4096 && used() > cap * options_.low_watermark; ++n) {
+        if (!EvictOne(si, EvictionCause::kWatermark)) break;
+        ++evicted;
+      }
+    }
+    uint64_t floor = FloorBytes(si);
+    if (floor > 0) {
+      for (int n = 0; n < 4096; ++n) {
+        Result<StoreSpace> space = stores_[si]->Space();
+        if (!space.ok() || space->free_bytes >= floor) break;
+        if (!EvictOne(si, EvictionCause::kFloor)) break;
+        ++evicted;
+      }
+    }
+  }
+  return evicted;
+}
+
+size_t Engine::EvictNow() { return BackgroundPass(); }
+
+void Engine::EvictorLoop() {
+  std::unique_lock<std::mutex> lk(mu_);
+  while (!stop_evictor_) {
+    evictor_wake_.wait_for(lk, std::chrono::milliseconds(100));
+    if (stop_evictor_) break;
+    lk.unlock();
+    BackgroundPass();
+    lk.lock();
+  }
+}
 
 Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   std::unique_lock<std::mutex> lk(mu_);
@@ -447,13 +614,12 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     header.size = draft->size_locked();
     footprint = ObjectFootprint(header.size);
     if (header.size > options_.max_object_bytes) return finish(Status::Error(EFBIG, "object too large"));
-    if (!ReserveSpace(footprint)) {
-      return finish(Status::Error(ENOSPC, "no space: capacity " + std::to_string(options_.capacity_bytes)));
-    }
+    Status reserved = ReserveSpace(store_index, footprint);
+    if (!reserved.ok()) return finish(reserved);
     header.checksum = ChecksumDraftLocked(*draft);
     Status s = WriteObject(store, header, draft.get(), &staging);
     if (!s.ok()) {
-      ReleaseReservation(footprint);
+      ReleaseReservation(store_index, footprint);
       spdlog::error("commit of '{}' failed: {}", key, s.message());
       return finish(Status::Error(s.err() == ENOSPC ? ENOSPC : EIO, s.message()));
     }
@@ -461,7 +627,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   }
   if (::fdatasync(staging->fd()) != 0) {
     Status s = Status::FromErrno("fdatasync " + staging->path());
-    ReleaseReservation(footprint);
+    ReleaseReservation(store_index, footprint);
     draft->set_dirty(true);
     spdlog::error("commit of '{}' failed: {}", key, s.message());
     return finish(Status::Error(EIO, s.message()));
@@ -476,7 +642,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     if (linked) now_key = ns_.KeyOf(inode);
   }
   if (!linked) {
-    ReleaseReservation(footprint);
+    ReleaseReservation(store_index, footprint);
     return finish(Status::Ok());
   }
   if (now_key != key) {
@@ -485,13 +651,17 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     key = now_key;
     uint32_t now_store = StoreIndexFor(now_key);
     if (now_store != store_index) {
+      // Moving the reservation cannot evict here (publish_mu_ is held): the
+      // new store may briefly go over by this one object.
+      ReleaseReservation(store_index, footprint);
+      runtime_[now_store]->reserved.fetch_add(footprint);
       store_index = now_store;
       store = stores_[store_index].get();
       auto dlk = draft->lock();
       Status s = WriteObject(store, header, draft.get(), &staging);
       if (s.ok() && ::fdatasync(staging->fd()) != 0) s = Status::FromErrno("fdatasync");
       if (!s.ok()) {
-        ReleaseReservation(footprint);
+        ReleaseReservation(store_index, footprint);
         draft->set_dirty_locked(true);
         return finish(Status::Error(EIO, s.message()));
       }
@@ -499,7 +669,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
       AlignedBlock block;
       KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
       if (::pwrite(staging->fd(), block.data, kHeaderSize, 0) != static_cast<ssize_t>(kHeaderSize)) {
-        ReleaseReservation(footprint);
+        ReleaseReservation(store_index, footprint);
         draft->set_dirty(true);
         return finish(Status::FromErrno(EIO, "rewrite header"));
       }
@@ -508,13 +678,13 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   std::string location = store->LocationFor(HashKey(key));
   Status s = store->Publish(*staging, location);
   if (!s.ok()) {
-    ReleaseReservation(footprint);
+    ReleaseReservation(store_index, footprint);
     draft->set_dirty(true);
     spdlog::error("commit of '{}' failed: {}", key, s.message());
     return finish(Status::Error(EIO, s.message()));
   }
   std::shared_ptr<Version> version = MakeVersion(store_index, location, header);
-  ReleaseReservation(footprint);
+  ReleaseReservation(store_index, footprint);
   std::shared_ptr<Version> old;
   uint64_t parent_ino = 0;
   std::string name;
@@ -524,6 +694,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     old = std::move(inode->committed);
     inode->committed = version;
     ns_.SetVisible(inode, was_visible);
+    TrackCommitted(inode, old.get());
     if (!was_visible && inode->parent) {
       parent_ino = inode->parent->ino;
       name = inode->name;
@@ -531,7 +702,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   }
   old.reset();
   Status done = finish(Status::Ok());
-  if (parent_ino != 0 && observer_) observer_->EntryAppeared(parent_ino, name);
+  if (EngineObserver* o = observer_.load(); o && parent_ino != 0) o->EntryAppeared(parent_ino, name);
   return done;
 }
 
@@ -733,6 +904,7 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
     }
     handle->lease = std::move(*lease);
     inode->read_leases++;
+    runtime_[inode->committed->store_index()]->policy->Access(inode->ino);
   }
   if (handle->writable) inode->writers++;
   inode->open_handles++;
@@ -1019,6 +1191,8 @@ Status Engine::Unlink(uint64_t parent, std::string_view name) {
   }
   std::lock_guard<std::mutex> g(mu_);
   ns_.Detach(child);
+  UntrackCommitted(child);
+  child->last_version = child->committed;
   child->committed.reset();
   ns_.Reap(child);
   return Status::Ok();
@@ -1080,7 +1254,9 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
   Status s = v->store()->Remove(v->location);
   if (!s.ok()) spdlog::warn("rename: old copy {} not removed: {}", v->location, s.message());
   std::lock_guard<std::mutex> g(mu_);
+  std::shared_ptr<Version> old = std::move(inode->committed);
   inode->committed = *copy;
+  if (!inode->is_dir) TrackCommitted(inode, old.get());
   return Status::Ok();
 }
 
@@ -1143,6 +1319,8 @@ Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
   std::lock_guard<std::mutex> g(mu_);
   if (dst) {
     ns_.Detach(dst);
+    UntrackCommitted(dst);
+    dst->last_version = dst->committed;
     dst->committed.reset();
     ns_.Reap(dst);
   }
@@ -1182,6 +1360,15 @@ Status Engine::ReadDir(uint64_t ino, uint64_t offset, bool plus, const std::func
 Result<std::string> Engine::GetXattr(uint64_t ino, const std::string& name) {
   if (ino == kRootIno && name == "user.kvfs.stats") return Stats().ToJson();
   if (ino == kRootIno && name == "user.kvfs.pid") return std::to_string(::getpid());
+  if (ino == kRootIno && (name == "user.kvfs.capacity" || name == "user.kvfs.used" || name == "user.kvfs.pinned" ||
+                          name == "user.kvfs.evictions")) {
+    EngineStats st = Stats();
+    if (name == "user.kvfs.capacity") return std::to_string(st.capacity_bytes);
+    if (name == "user.kvfs.used") return std::to_string(st.used_bytes);
+    if (name == "user.kvfs.pinned") return std::to_string(st.pinned_bytes);
+    return "capacity=" + std::to_string(st.evictions.capacity) + " watermark=" + std::to_string(st.evictions.watermark) +
+           " floor=" + std::to_string(st.evictions.floor);
+  }
   std::lock_guard<std::mutex> g(mu_);
   Inode* inode = ns_.Get(ino);
   if (!inode) return Status::Error(ENOENT, "stale inode");
@@ -1224,8 +1411,10 @@ Result<std::vector<std::string>> Engine::ListXattr(uint64_t ino) {
     if (!inode->is_dir) names.emplace_back("user.kvfs.checksum");
   }
   if (ino == kRootIno) {
-    names.emplace_back("user.kvfs.stats");
-    names.emplace_back("user.kvfs.pid");
+    for (const char* n : {"user.kvfs.stats", "user.kvfs.pid", "user.kvfs.capacity", "user.kvfs.used",
+                          "user.kvfs.pinned", "user.kvfs.evictions"}) {
+      names.emplace_back(n);
+    }
   }
   return names;
 }
@@ -1255,12 +1444,28 @@ EngineStats Engine::Stats() const {
     s.open_handles = open_handles_;
     s.inodes = ns_.inode_count();
   }
+  s.eviction_policy = options_.eviction_policy;
   for (size_t i = 0; i < stores_.size(); ++i) {
     StoreStats st;
+    const StoreRuntime& rt = *runtime_[i];
     st.name = stores_[i]->Describe();
+    st.capacity_bytes = rt.limits.capacity_bytes;
+    st.floor_bytes = FloorBytes(static_cast<uint32_t>(i));
     st.objects = store_accounts_[i]->objects.load();
     st.used_bytes = store_accounts_[i]->used_bytes.load();
     st.leased_bytes = store_accounts_[i]->leased_bytes.load();
+    st.pinned_bytes = st.leased_bytes + rt.reserved.load();
+    st.evictions.capacity = rt.evicted_capacity.load();
+    st.evictions.watermark = rt.evicted_watermark.load();
+    st.evictions.floor = rt.evicted_floor.load();
+    st.evictions.bytes = rt.evicted_bytes.load();
+    st.enospc = rt.enospc.load();
+    s.pinned_bytes += st.pinned_bytes;
+    s.evictions.capacity += st.evictions.capacity;
+    s.evictions.watermark += st.evictions.watermark;
+    s.evictions.floor += st.evictions.floor;
+    s.evictions.bytes += st.evictions.bytes;
+    s.enospc += st.enospc;
     st.direct_io = stores_[i]->DirectIo();
     Result<StoreSpace> space = stores_[i]->Space();
     if (space.ok()) {

@@ -34,18 +34,44 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "adapters/store.h"
 #include "core/buffer_pool.h"
+#include "core/eviction_policy.h"
 #include "core/io_ring.h"
 #include "core/namespace.h"
 
 namespace kvfs {
 
-struct EngineOptions {
-  // Bytes the mount may use across all stores (object footprints).
+// Space rules for one store.
+struct StoreLimits {
+  // Bytes kvfs may use on this store (object footprints, see ObjectFootprint).
   uint64_t capacity_bytes = 0;
+  // Free-space floor on the store's filesystem: kvfs never lets the free
+  // space drop below max(min_free_bytes, min_free_fraction x filesystem size)
+  // by writing, and evicts its own objects when something else pushes the
+  // free space below it.
+  uint64_t min_free_bytes = 0;
+  double min_free_fraction = 0.0;
+};
+
+struct EngineOptions {
+  // Bytes the mount may use across all stores. Split evenly over the stores
+  // unless `store_limits` gives each store its own figure.
+  uint64_t capacity_bytes = 0;
+  // One entry per store, or empty (then: capacity_bytes / n, no floor).
+  std::vector<StoreLimits> store_limits;
+  // "lru", "s3fifo" or "sieve" (see core/eviction_policy.h).
+  std::string eviction_policy = "s3fifo";
+  // The background evictor starts above high x capacity and stops below
+  // low x capacity; it also restores the free-space floor.
+  double high_watermark = 0.95;
+  double low_watermark = 0.90;
+  bool background_eviction = true;
+  // Objects a writer may evict synchronously to make room for one commit.
+  int max_sync_evictions = 256;
   // Read buffers: count x size bytes, registered with io_uring.
   size_t buffer_size = 1 << 20;
   size_t buffer_count = 64;
@@ -104,11 +130,24 @@ struct ReadReply {
   size_t bytes() const;
 };
 
+struct EvictionCounts {
+  uint64_t capacity = 0;   // synchronous, to make room for a commit
+  uint64_t watermark = 0;  // background, above the high watermark
+  uint64_t floor = 0;      // the filesystem's free space fell below the floor
+  uint64_t bytes = 0;      // footprint evicted, all causes
+  uint64_t total() const { return capacity + watermark + floor; }
+};
+
 struct StoreStats {
   std::string name;
+  uint64_t capacity_bytes = 0;
+  uint64_t floor_bytes = 0;
   uint64_t objects = 0;
   uint64_t used_bytes = 0;
   uint64_t leased_bytes = 0;
+  uint64_t pinned_bytes = 0;  // leased + reserved for commits in progress
+  EvictionCounts evictions;
+  uint64_t enospc = 0;
   uint64_t fs_total_bytes = 0;
   uint64_t fs_free_bytes = 0;
   bool direct_io = false;
@@ -118,6 +157,10 @@ struct EngineStats {
   uint64_t capacity_bytes = 0;
   uint64_t used_bytes = 0;
   uint64_t leased_bytes = 0;
+  uint64_t pinned_bytes = 0;
+  EvictionCounts evictions;
+  uint64_t enospc = 0;
+  std::string eviction_policy;
   uint64_t objects = 0;
   uint64_t inodes = 0;  // files and directories in the index
   uint64_t open_handles = 0;
@@ -146,6 +189,8 @@ class EngineObserver {
   virtual ~EngineObserver() = default;
   // A key became visible for the first time (its first commit).
   virtual void EntryAppeared(uint64_t parent_ino, const std::string& name) = 0;
+  // A key was evicted: its name is gone.
+  virtual void EntryEvicted(uint64_t parent_ino, const std::string& name, uint64_t ino) = 0;
 };
 
 class Engine {
@@ -156,7 +201,7 @@ class Engine {
                                               std::vector<std::unique_ptr<Store>> stores);
   ~Engine();
 
-  void SetObserver(EngineObserver* observer) { observer_ = observer; }
+  void SetObserver(EngineObserver* observer) { observer_.store(observer); }
 
   // Namespace. Lookup, Mkdir and Create add one kernel lookup reference to
   // the inode they return; Forget drops n of them.
@@ -201,6 +246,9 @@ class Engine {
 
   EngineStats Stats() const;
   const EngineOptions& options() const { return options_; }
+  // Runs one pass of the background evictor now (tests use it instead of
+  // waiting for the evictor thread). Returns the number of objects evicted.
+  size_t EvictNow();
   size_t store_count() const { return stores_.size(); }
 
  private:
@@ -224,17 +272,41 @@ class Engine {
   std::shared_ptr<Version> MakeVersion(uint32_t store_index, std::string location, ObjectHeader header);
   ObjectHeader HeaderFor(const Inode* inode, const std::string& key) const;            // mu_
   Status EnsureDirRecord(Inode* dir);                                                 // publish_mu_
-  bool ReserveSpace(uint64_t bytes);
-  void ReleaseReservation(uint64_t bytes);
+  // Reserves bytes on a store for a commit, evicting synchronously (bounded)
+  // when needed. ENOSPC when even that cannot make room. No locks held.
+  Status ReserveSpace(uint32_t store_index, uint64_t bytes);
+  void ReleaseReservation(uint32_t store_index, uint64_t bytes);
+  enum class EvictionCause { kCapacity, kWatermark, kFloor };
+  // Why a reservation of bytes does not fit now, or nullopt if it does.
+  std::optional<EvictionCause> TryReserve(uint32_t store_index, uint64_t bytes);
+  // Evicts one unpinned object of the store. False when none can go.
+  bool EvictOne(uint32_t store_index, EvictionCause cause);          // no locks
+  size_t BackgroundPass();                                           // no locks
+  void EvictorLoop();
+  uint64_t FloorBytes(uint32_t store_index) const;
+  void TrackCommitted(Inode* inode, const Version* old_version);   // mu_
+  void UntrackCommitted(Inode* inode);                              // mu_
 
   EngineOptions options_;
   std::vector<std::unique_ptr<Store>> stores_;
   std::vector<std::shared_ptr<SpaceAccount>> store_accounts_;
   std::shared_ptr<SpaceAccount> account_;
-  std::atomic<uint64_t> reserved_bytes_{0};
+  // Per-store space state. `policy` is guarded by mu_.
+  struct StoreRuntime {
+    StoreLimits limits;
+    uint64_t fs_total_bytes = 0;
+    std::atomic<uint64_t> reserved{0};
+    std::unique_ptr<EvictionPolicy> policy;
+    std::atomic<uint64_t> evicted_capacity{0}, evicted_watermark{0}, evicted_floor{0}, evicted_bytes{0};
+    std::atomic<uint64_t> enospc{0};
+  };
+  std::vector<std::unique_ptr<StoreRuntime>> runtime_;
+  std::thread evictor_;
+  bool stop_evictor_ = false;               // guarded by mu_
+  std::condition_variable evictor_wake_;    // with mu_
   std::unique_ptr<BufferPool> pool_;
   std::unique_ptr<IoExecutor> io_;
-  EngineObserver* observer_ = nullptr;
+  std::atomic<EngineObserver*> observer_{nullptr};
 
   std::mutex publish_mu_;
   mutable std::mutex mu_;

@@ -66,6 +66,10 @@ struct Inode {
   std::shared_ptr<Draft> draft;
   uint32_t writers = 0;     // open handles with write access
   bool committing = false;  // a commit is writing this inode's draft out
+  bool evicted = false;     // removed by the evictor (stat by inode gives ENOENT)
+  // The last committed version of an unlinked file, for fstat through a
+  // descriptor that outlives the name (the kernel asks without a handle).
+  std::weak_ptr<Version> last_version;
 
   std::unique_ptr<Directory> dir;
 

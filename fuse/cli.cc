@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cctype>
 #include <iostream>
 
 #include "core/size_parse.h"
@@ -26,9 +27,18 @@ int RunCli(int argc, char** argv) {
   CLI::App* mount = app.add_subcommand("mount", "mount kvfs on MOUNTPOINT");
   mount->add_option("mountpoint", mo.mountpoint, "directory to mount on")->required();
   mount->add_option("--store", mo.stores,
-                    std::string("store directory; repeat to spread keys over several drives (default ") +
-                        kDefaultStoreDir + ")");
+                    std::string("store directory, optionally DIR:SIZE; repeat to spread keys over several drives "
+                                "(default ") + kDefaultStoreDir + ")");
   mount->add_option("--capacity", capacity_text, "bytes the mount may use, e.g. 200G (default: half of each store's filesystem)");
+  std::string min_free_text = "2%";
+  mount->add_option("--min-free", min_free_text,
+                    "free-space floor on each store's filesystem: SIZE or PERCENT% of the filesystem (default 2%)");
+  mount->add_option("--eviction", mo.eviction_policy, "eviction policy: s3fifo (default), lru, sieve")
+      ->check(CLI::IsMember({"s3fifo", "lru", "sieve"}));
+  mount->add_option("--high-watermark", mo.high_watermark, "background eviction starts above this fraction of capacity")
+      ->check(CLI::Range(0.01, 1.0));
+  mount->add_option("--low-watermark", mo.low_watermark, "background eviction stops below this fraction of capacity")
+      ->check(CLI::Range(0.01, 1.0));
   mount->add_flag("--foreground,-f", mo.foreground, "stay in the foreground and log to stderr");
   mount->add_option("-o", mo.fuse_options, "FUSE mount options, e.g. allow_other")->delimiter(',');
   mount->add_option("--log-file", mo.log_file, "log file (default: <first store>/kvfs.log; stderr in the foreground)");
@@ -81,6 +91,30 @@ int RunCli(int argc, char** argv) {
       if (!cap.ok()) return Misuse("--capacity: " + cap.status().message());
       if (*cap < (1 << 20)) return Misuse("--capacity must be at least 1M");
       mo.capacity = *cap;
+    }
+    if (!min_free_text.empty() && min_free_text.back() == '%') {
+      try {
+        size_t used = 0;
+        double pct = std::stod(min_free_text.substr(0, min_free_text.size() - 1), &used);
+        if (used != min_free_text.size() - 1 || pct < 0 || pct > 90) throw std::invalid_argument("pct");
+        mo.min_free_fraction = pct / 100.0;
+        mo.min_free_bytes = 0;
+      } catch (const std::exception&) {
+        return Misuse("--min-free: '" + min_free_text + "' is not a percentage between 0% and 90%");
+      }
+    } else {
+      Result<uint64_t> floor = ParseSize(min_free_text);
+      if (!floor.ok()) return Misuse("--min-free: " + floor.status().message());
+      mo.min_free_bytes = *floor;
+      mo.min_free_fraction = 0;
+    }
+    if (mo.low_watermark > mo.high_watermark) return Misuse("--low-watermark must not exceed --high-watermark");
+    for (const std::string& s : mo.stores) {
+      size_t colon = s.rfind(':');
+      if (colon != std::string::npos && colon + 1 < s.size() && !ParseStoreSpec(s).capacity &&
+          std::isdigit(static_cast<unsigned char>(s[colon + 1]))) {
+        return Misuse("--store " + s + ": '" + s.substr(colon + 1) + "' is not a size");
+      }
     }
     Result<uint64_t> bs = ParseSize(buffer_size_text);
     if (!bs.ok()) return Misuse("--buffer-size: " + bs.status().message());

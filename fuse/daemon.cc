@@ -29,6 +29,7 @@
 #include "core/engine.h"
 #include "core/size_parse.h"
 #include "fuse/fuse_ops.h"
+#include "fuse/kernel_notifier.h"
 
 namespace kvfs {
 namespace {
@@ -134,20 +135,46 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   };
 
   std::vector<std::unique_ptr<Store>> stores;
-  uint64_t default_capacity = 0;
+  std::vector<StoreLimits> limits;
+  std::vector<bool> explicit_size;
   LocalStoreOptions so;
   so.direct_io = o.direct_io;
   so.create_if_missing = o.stores.empty();  // only the default store is created on demand
-  for (const std::string& d : dirs) {
-    Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(d, so);
+  for (const std::string& spec : dirs) {
+    StoreSpec parsed = ParseStoreSpec(spec);
+    Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(parsed.dir, so);
     if (!s.ok()) return fail(s.status().message());
-    Result<StoreSpace> space = (*s)->Space();
-    if (space.ok()) default_capacity += space->total_bytes / 2;
+    StoreLimits l;
+    l.min_free_bytes = o.min_free_bytes;
+    l.min_free_fraction = o.min_free_fraction;
+    if (parsed.capacity) {
+      l.capacity_bytes = *parsed.capacity;
+    } else if (!o.capacity) {
+      Result<StoreSpace> space = (*s)->Space();
+      l.capacity_bytes = space.ok() ? space->total_bytes / 2 : 0;
+    }
+    explicit_size.push_back(parsed.capacity.has_value());
+    limits.push_back(l);
     stores.push_back(std::move(*s));
   }
-  SetupLogging(o, dirs[0]);
+  if (o.capacity) {
+    uint64_t fixed = 0;
+    size_t shared = 0;
+    for (size_t i = 0; i < limits.size(); ++i) {
+      if (explicit_size[i]) fixed += limits[i].capacity_bytes;
+      else ++shared;
+    }
+    if (fixed > *o.capacity) return fail("the stores' own capacities add up to more than --capacity");
+    for (size_t i = 0; i < limits.size(); ++i) {
+      if (!explicit_size[i]) limits[i].capacity_bytes = (*o.capacity - fixed) / shared;
+    }
+  }
+  SetupLogging(o, ParseStoreSpec(dirs[0]).dir);
   EngineOptions eo;
-  eo.capacity_bytes = o.capacity ? *o.capacity : default_capacity;
+  eo.store_limits = limits;
+  eo.eviction_policy = o.eviction_policy;
+  eo.high_watermark = o.high_watermark;
+  eo.low_watermark = o.low_watermark;
   eo.buffer_count = o.buffer_count;
   eo.buffer_size = o.buffer_size;
   eo.use_io_uring = o.io_uring;
@@ -178,6 +205,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
     return fail("cannot mount on " + mountpoint + (last_fuse_message.empty() ? "" : ": " + last_fuse_message));
   }
   ctx.session = se;
+  notifier.Start();
   (*engine)->SetObserver(&notifier);
   RaiseReadAhead(mountpoint, o.read_ahead_kb);
   EngineStats st = (*engine)->Stats();
@@ -203,6 +231,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);
   (*engine)->SetObserver(nullptr);
+  notifier.Stop();
   ctx.session = nullptr;
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
@@ -215,10 +244,23 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
 
 }  // namespace
 
+StoreSpec ParseStoreSpec(const std::string& spec) {
+  size_t colon = spec.rfind(':');
+  if (colon != std::string::npos && colon + 1 < spec.size()) {
+    Result<uint64_t> size = ParseSize(spec.substr(colon + 1));
+    if (size.ok()) return StoreSpec{spec.substr(0, colon), *size};
+  }
+  return StoreSpec{spec, std::nullopt};
+}
+
 int RunMount(const MountOptions& given) {
   // The daemon runs in "/": make every path absolute first.
   MountOptions o = given;
-  for (std::string& s : o.stores) s = std::filesystem::absolute(s).lexically_normal().string();
+  for (std::string& s : o.stores) {
+    StoreSpec spec = ParseStoreSpec(s);
+    s = std::filesystem::absolute(spec.dir).lexically_normal().string();
+    if (spec.capacity) s += ":" + std::to_string(*spec.capacity);
+  }
   if (!o.log_file.empty()) o.log_file = std::filesystem::absolute(o.log_file).lexically_normal().string();
   Result<std::string> mnt = CheckMountpoint(o.mountpoint);
   if (!mnt.ok()) {

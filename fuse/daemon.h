@@ -25,8 +25,18 @@ inline constexpr const char* kDefaultStoreDir = "/var/lib/kvfs/store";
 
 struct MountOptions {
   std::string mountpoint;
-  std::vector<std::string> stores;      // empty: kDefaultStoreDir
-  std::optional<uint64_t> capacity;     // empty: half of each store's filesystem
+  // "DIR" or "DIR:SIZE" (a capacity for that store); empty: kDefaultStoreDir.
+  std::vector<std::string> stores;
+  // The mount's capacity, shared evenly by the stores without their own
+  // SIZE; empty: each such store gets half of its filesystem.
+  std::optional<uint64_t> capacity;
+  // Free-space floor on each store's filesystem: bytes, or a fraction of the
+  // filesystem's size when min_free_fraction is set.
+  uint64_t min_free_bytes = 0;
+  double min_free_fraction = 0.02;
+  std::string eviction_policy = "s3fifo";
+  double high_watermark = 0.95;
+  double low_watermark = 0.90;
   bool foreground = false;
   std::vector<std::string> fuse_options;
   std::string log_file;                 // empty: stderr (foreground) or <first store>/kvfs.log
@@ -39,6 +49,13 @@ struct MountOptions {
   double entry_timeout = 1.0;
   double negative_timeout = 1.0;
 };
+
+// "DIR" or "DIR:SIZE" as given to --store.
+struct StoreSpec {
+  std::string dir;
+  std::optional<uint64_t> capacity;
+};
+StoreSpec ParseStoreSpec(const std::string& spec);
 
 int RunMount(const MountOptions& options);
 int RunUmount(const std::string& mountpoint);

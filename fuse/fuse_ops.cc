@@ -327,10 +327,4 @@ const fuse_lowlevel_ops& KvfsOperations() {
   return ops;
 }
 
-void KernelNotifier::EntryAppeared(uint64_t parent_ino, const std::string& name) {
-  if (!ctx_->session) return;
-  int rc = fuse_lowlevel_notify_inval_entry(ctx_->session, parent_ino, name.c_str(), name.size());
-  if (rc != 0 && rc != -ENOENT) spdlog::debug("inval_entry {}/{}: {}", parent_ino, name, std::strerror(-rc));
-}
-
 }  // namespace kvfs

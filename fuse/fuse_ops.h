@@ -34,14 +34,4 @@ struct FuseContext {
 // The operations table; pass a FuseContext* as userdata to fuse_session_new.
 const fuse_lowlevel_ops& KvfsOperations();
 
-// Forwards engine events to the kernel (cache invalidation).
-class KernelNotifier final : public EngineObserver {
- public:
-  explicit KernelNotifier(FuseContext* ctx) : ctx_(ctx) {}
-  void EntryAppeared(uint64_t parent_ino, const std::string& name) override;
-
- private:
-  FuseContext* ctx_;
-};
-
 }  // namespace kvfs

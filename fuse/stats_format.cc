@@ -17,6 +17,11 @@ std::string FormatStatsText(const EngineStats& s) {
   o << "capacity      " << FormatSize(s.capacity_bytes) << "\n";
   o << "used          " << FormatSize(s.used_bytes) << " (" << pct(s.used_bytes, s.capacity_bytes) << ")\n";
   o << "leased        " << FormatSize(s.leased_bytes) << "\n";
+  o << "pinned        " << FormatSize(s.pinned_bytes) << "\n";
+  o << "evictions     " << s.evictions.total() << " (capacity " << s.evictions.capacity << ", watermark "
+    << s.evictions.watermark << ", floor " << s.evictions.floor << "; " << FormatSize(s.evictions.bytes) << "), policy "
+    << s.eviction_policy << "\n";
+  o << "enospc        " << s.enospc << "\n";
   o << "objects       " << s.objects << "\n";
   o << "open handles  " << s.open_handles << "\n";
   o << "reads         " << s.reads << " (" << FormatSize(s.read_bytes) << ")\n";
@@ -28,9 +33,12 @@ std::string FormatStatsText(const EngineStats& s) {
   o << "io            " << (s.io_uring ? "io_uring" : "pread/pwrite") << ", in flight " << s.io_in_flight << "\n";
   for (const StoreStats& st : s.stores) {
     o << "store " << st.name << "\n";
+    o << "  capacity    " << FormatSize(st.capacity_bytes) << " (free-space floor " << FormatSize(st.floor_bytes) << ")\n";
     o << "  objects     " << st.objects << "\n";
     o << "  used        " << FormatSize(st.used_bytes) << "\n";
-    o << "  leased      " << FormatSize(st.leased_bytes) << "\n";
+    o << "  leased      " << FormatSize(st.leased_bytes) << ", pinned " << FormatSize(st.pinned_bytes) << "\n";
+    o << "  evictions   " << st.evictions.total() << " (capacity " << st.evictions.capacity << ", watermark "
+      << st.evictions.watermark << ", floor " << st.evictions.floor << "), enospc " << st.enospc << "\n";
     o << "  filesystem  " << FormatSize(st.fs_free_bytes) << " free of " << FormatSize(st.fs_total_bytes) << "\n";
     o << "  direct io   " << (st.direct_io ? "yes" : "no") << "\n";
   }
