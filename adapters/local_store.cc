@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <ctime>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -22,6 +23,7 @@ namespace {
 
 constexpr const char* kObjectsDir = "objects";
 constexpr const char* kStagingDir = "staging";
+constexpr const char* kQuarantineDir = "quarantine";
 
 Status MakeDir(const std::string& path) {
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) return Status::FromErrno("mkdir " + path);
@@ -118,7 +120,7 @@ Result<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& root_in,
     Status c = manifest->CheckCompatible();
     if (!c.ok()) return fail(Status::Error(c.err(), "store " + root + ": " + c.message()));
   }
-  for (const char* sub : {kObjectsDir, kStagingDir}) {
+  for (const char* sub : {kObjectsDir, kStagingDir, kQuarantineDir}) {
     Status s = MakeDir(root + "/" + sub);
     if (!s.ok()) return fail(s);
   }
@@ -220,10 +222,19 @@ Status LocalStore::Move(const std::string& from, const std::string& to) {
   return Status::Ok();
 }
 
-Status LocalStore::Remove(const std::string& location) {
+Status LocalStore::Remove(const std::string& location, bool sync) {
   std::string path = Abs(location);
   if (::unlink(path.c_str()) != 0) return Status::FromErrno("unlink " + path);
-  return SyncDirectory(path.substr(0, path.rfind('/')));
+  return sync ? SyncDirectory(path.substr(0, path.rfind('/'))) : Status::Ok();
+}
+
+Status LocalStore::Quarantine(const std::string& location) {
+  std::string src = Abs(location);
+  std::string base = location.substr(location.rfind('/') + 1);
+  std::string dst = root_ + "/" + kQuarantineDir + "/" + base + "." + std::to_string(::time(nullptr));
+  if (::rename(src.c_str(), dst.c_str()) != 0) return Status::FromErrno("quarantine " + src);
+  KVFS_RETURN_IF_ERROR(SyncDirectory(root_ + "/" + kQuarantineDir));
+  return SyncDirectory(src.substr(0, src.rfind('/')));
 }
 
 Status LocalStore::Scan(const std::function<void(const ScannedObject&)>& fn, int threads) {

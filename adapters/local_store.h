@@ -7,6 +7,7 @@
 //                           the key hash (65,536 leaf directories at most, so
 //                           no directory holds millions of entries)
 //   staging/<pid>-<n>.tmp   versions being written; swept at open
+//   quarantine/<hash>.<t>   objects that failed a checksum or header check
 //
 // Files are opened with O_DIRECT where the filesystem supports it (checked
 // once at open; otherwise buffered I/O with one logged warning).
@@ -46,7 +47,8 @@ class LocalStore final : public Store {
   Result<int> OpenForRead(const std::string& location) override;
   Status WriteHeaderBlock(const std::string& location, const uint8_t* block) override;
   Status Move(const std::string& from, const std::string& to) override;
-  Status Remove(const std::string& location) override;
+  Status Remove(const std::string& location, bool sync = true) override;
+  Status Quarantine(const std::string& location) override;
   Status Scan(const std::function<void(const ScannedObject&)>& fn, int threads) override;
   Result<StoreSpace> Space() const override;
 

@@ -9,7 +9,7 @@ namespace {
 
 constexpr char kMagic[8] = {'K', 'V', 'F', 'S', 'O', 'B', 'J', '1'};
 // Fixed fields: magic 8, format 4, kind 4, generation 8, size 8, checksum 8,
-// mode 4, uid 4, gid 4, pad 4, mtime 8, ctime 8, key_len 4 = 80 bytes.
+// mode 4, uid 4, gid 4, chunk_shift 4, mtime 8, ctime 8, key_len 4 = 80 bytes.
 constexpr size_t kFixedBytes = 80;
 constexpr size_t kSlotChecksumOffset = kHeaderSlotSize - 8;
 static_assert(kFixedBytes + kMaxKeyLength <= kSlotChecksumOffset);
@@ -53,6 +53,8 @@ SlotResult DecodeSlot(const uint8_t* s, int slot) {
   h.mode = Get32(s + 40);
   h.uid = Get32(s + 44);
   h.gid = Get32(s + 48);
+  h.chunk_shift = Get32(s + 52);
+  if (h.chunk_shift != kChunkShift) { r.reason = "unsupported chunk size"; return r; }
   h.mtime_ns = static_cast<int64_t>(Get64(s + 56));
   h.ctime_ns = static_cast<int64_t>(Get64(s + 64));
   uint32_t key_len = Get32(s + 72);
@@ -79,6 +81,7 @@ Status EncodeHeader(const ObjectHeader& h, uint8_t* block) {
   Put32(s + 40, h.mode);
   Put32(s + 44, h.uid);
   Put32(s + 48, h.gid);
+  Put32(s + 52, h.chunk_shift);
   Put64(s + 56, static_cast<uint64_t>(h.mtime_ns));
   Put64(s + 64, static_cast<uint64_t>(h.ctime_ns));
   Put32(s + 72, static_cast<uint32_t>(h.key.size()));

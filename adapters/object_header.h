@@ -1,10 +1,14 @@
 // ObjectHeader: the self-describing 4 KiB block at the start of every object
 // file on a store.
 //
-// An object file is [4 KiB header][data, padded to 4 KiB]. The data starts at
-// offset 4096 so O_DIRECT reads of it need no bounce buffer. Because every
-// header carries the key, size, checksum and metadata, a store can be rescanned
-// into the index with no separate database.
+// An object file is
+//   [4 KiB header][data, padded to 4 KiB][chunk checksum table, padded to 4 KiB]
+// The data starts at offset 4096 so O_DIRECT reads of it need no bounce
+// buffer. The table holds one XXH3-64 per 256 KiB chunk of data (little
+// endian), so a read can verify exactly the chunks it touches; the header's
+// checksum is XXH3-64 of all data bytes. Because every header carries the key,
+// size, checksums and metadata, a store can be rescanned into the index with
+// no separate database.
 //
 // The 4 KiB block holds two 2 KiB slots. A header update (rename, chmod,
 // utimens) writes the whole block with the new header in the slot that is not
@@ -36,6 +40,7 @@ struct ObjectHeader {
   uint64_t generation = 0;    // version number; higher wins
   uint64_t size = 0;          // data bytes (without header or padding)
   uint64_t checksum = 0;      // XXH3-64 of the data bytes
+  uint32_t chunk_shift = 18;  // log2 of the checksum chunk size
   uint32_t mode = 0;          // full st_mode including type bits
   uint32_t uid = 0;
   uint32_t gid = 0;
@@ -55,10 +60,20 @@ Status EncodeHeader(const ObjectHeader& header, uint8_t* block);
 // EPROTO when the format version is newer than this build understands.
 Result<ObjectHeader> DecodeHeader(const uint8_t* block, size_t len);
 
-// Bytes an object with `data_size` data bytes occupies on a store:
-// the header plus the data rounded up to 4 KiB.
+inline constexpr uint32_t kChunkShift = 18;
+inline constexpr uint64_t kChunkSize = uint64_t{1} << kChunkShift;  // 256 KiB
+
+inline uint64_t RoundUp4K(uint64_t n) { return (n + 4095) / 4096 * 4096; }
+// Number of checksummed chunks of an object with data_size bytes.
+inline uint64_t ChunkCount(uint64_t data_size) { return (data_size + kChunkSize - 1) / kChunkSize; }
+// Where the chunk checksum table starts in the object file, and its padded size.
+inline uint64_t ChecksumTableOffset(uint64_t data_size) { return kHeaderSize + RoundUp4K(data_size); }
+inline uint64_t ChecksumTableBytes(uint64_t data_size) { return RoundUp4K(ChunkCount(data_size) * 8); }
+
+// Bytes an object with `data_size` data bytes occupies on a store: header,
+// data and checksum table, each rounded up to 4 KiB.
 inline uint64_t ObjectFootprint(uint64_t data_size) {
-  return kHeaderSize + ((data_size + 4095) / 4096) * 4096;
+  return kHeaderSize + RoundUp4K(data_size) + ChecksumTableBytes(data_size);
 }
 
 }  // namespace kvfs

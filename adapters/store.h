@@ -87,8 +87,12 @@ class Store {
   virtual Status WriteHeaderBlock(const std::string& location, const uint8_t* block) = 0;
   // Atomically and durably renames an object to a new location (replacing).
   virtual Status Move(const std::string& from, const std::string& to) = 0;
-  // Durably removes an object. ENOENT when it does not exist.
-  virtual Status Remove(const std::string& location) = 0;
+  // Removes an object; with sync, durably (the directory is fsync'ed).
+  // ENOENT when it does not exist.
+  virtual Status Remove(const std::string& location, bool sync = true) = 0;
+  // Moves a damaged object out of the namespace into the store's quarantine
+  // area, where fsck and operators can look at it; it is never served again.
+  virtual Status Quarantine(const std::string& location) = 0;
 
   // Calls fn for every object file, from up to `threads` threads at once
   // (fn must be thread-safe). Unreadable headers are reported through

@@ -49,6 +49,9 @@ class Draft {
   bool dirty() const;
   void set_dirty(bool d);
 
+  // Open handles writing this version; guarded by the Engine's index mutex.
+  uint32_t writers = 0;
+
   // For the commit path, which must hold lock() while using these.
   std::unique_lock<std::mutex> lock() const { return std::unique_lock<std::mutex>(mu_); }
   size_t chunk_count_locked() const { return chunks_.size(); }

@@ -28,6 +28,11 @@ class FileHandle {
   Lease lease;
   // Owners (FUSE lock_owner) that wrote through this handle; 0 = unknown.
   std::vector<uint64_t> writer_owners;  // guarded by Engine::mu_
+  // The version this handle writes (shared with writers that joined it).
+  std::shared_ptr<Draft> draft;  // guarded by Engine::mu_
+  // The chunks of the last read, for the next sequential read.
+  std::mutex cache_mu;
+  std::shared_ptr<const ChunkSpan> cache;  // guarded by cache_mu
 };
 
 namespace {
@@ -154,8 +159,8 @@ Engine::~Engine() {
 
 Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::vector<std::unique_ptr<Store>> stores) {
   if (stores.empty()) return Status::Error(EINVAL, "at least one store is required");
-  if (options.buffer_size == 0 || options.buffer_size % 4096 != 0) {
-    return Status::Error(EINVAL, "buffer size must be a positive multiple of 4096");
+  if (options.buffer_size == 0 || options.buffer_size % kChunkSize != 0) {
+    return Status::Error(EINVAL, "buffer size must be a positive multiple of 256 KiB");
   }
   if (options.read_segment_bytes == 0 || options.read_segment_bytes % 4096 != 0) {
     return Status::Error(EINVAL, "read segment size must be a positive multiple of 4096");
@@ -330,8 +335,8 @@ Attr Engine::AttrOfLocked(const Inode* inode, const FileHandle* handle) const {
     return a;
   }
   a.nlink = inode->linked() ? 1 : 0;
-  if (handle && handle->writable && inode->draft) {
-    a.size = inode->draft->size();
+  if (handle && handle->draft) {
+    a.size = handle->draft->size();
   } else if (handle && handle->lease) {
     a.size = handle->lease.version()->size();
     a.mtime_ns = handle->lease.version()->header.mtime_ns;
@@ -424,6 +429,22 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, const Draft
     size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - start));
     len = (len + 4095) / 4096 * 4096;
     reqs.push_back(IoRequest{fd, const_cast<uint8_t*>(ZeroChunk()), len, kHeaderSize + start, true});
+  }
+  // The chunk checksum table, after the data.
+  uint64_t table_bytes = ChecksumTableBytes(size);
+  std::unique_ptr<uint8_t, decltype(&std::free)> table(
+      table_bytes ? static_cast<uint8_t*>(std::aligned_alloc(4096, table_bytes)) : nullptr, &std::free);
+  if (table_bytes) {
+    std::memset(table.get(), 0, table_bytes);
+    for (uint64_t c = 0; c < ChunkCount(size); ++c) {
+      uint64_t start = c * kChunkSize;
+      size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, size - start));
+      size_t di = start / kDraftChunkSize;
+      const uint8_t* chunk = di < draft->chunk_count_locked() ? draft->chunk_locked(di) : nullptr;
+      uint64_t h = XXH3_64bits((chunk ? chunk : ZeroChunk()) + start % kDraftChunkSize, len);
+      std::memcpy(table.get() + c * 8, &h, 8);
+    }
+    reqs.push_back(IoRequest{fd, table.get(), table_bytes, ChecksumTableOffset(size), true});
   }
   KVFS_RETURN_IF_ERROR(io_->Run(reqs));
   *out = std::move(*staging);
@@ -750,53 +771,98 @@ Status Engine::EnsureDirRecord(Inode* dir) {
 // ---------------------------------------------------------------------------
 // Reads.
 
+// A chunk-aligned range [start, end) of an object's data, read into
+// consecutive pool buffers and verified against the chunk checksums.
+struct ChunkSpan {
+  uint64_t start = 0;
+  uint64_t end = 0;
+  size_t buffer_size = 0;
+  std::vector<PooledBuffer> buffers;
+};
+
 namespace {
-// Reads [offset, offset+size) of version through the pool; appends to out.
-Status ReadVersionRange(IoExecutor* io, BufferPool* pool, size_t segment, const Version& v, int fd, uint64_t offset,
-                        size_t size, ReadReply* out) {
-  uint64_t object_size = v.size();
-  if (offset >= object_size || size == 0) return Status::Ok();
-  uint64_t end = std::min<uint64_t>(offset + size, object_size);
-  uint64_t a0 = offset & ~uint64_t{4095};
-  uint64_t a1 = (end + 4095) & ~uint64_t{4095};
-  std::vector<IoRequest> reqs;
-  std::vector<uint64_t> req_start;  // data offset of each request
-  size_t first_buffer = out->buffers.size();
-  for (uint64_t pos = a0; pos < a1;) {
-    PooledBuffer buf = pool->Acquire();
-    size_t n = static_cast<size_t>(std::min<uint64_t>(pool->buffer_size(), a1 - pos));
-    for (size_t s = 0; s < n; s += segment) {
-      size_t len = std::min(segment, n - s);
-      reqs.push_back(IoRequest{fd, buf.data() + s, len, kHeaderSize + pos + s, false, buf.index()});
-      req_start.push_back(pos + s);
-    }
-    out->buffers.push_back(std::move(buf));
-    pos += n;
+// Appends the slices of span that hold data bytes [offset, end) to out.
+void AppendSlices(const std::shared_ptr<const ChunkSpan>& span, uint64_t offset, uint64_t end, ReadReply* out) {
+  uint64_t pos = offset;
+  while (pos < end) {
+    uint64_t rel = pos - span->start;
+    size_t b = static_cast<size_t>(rel / span->buffer_size);
+    size_t in = static_cast<size_t>(rel % span->buffer_size);
+    size_t len = static_cast<size_t>(std::min<uint64_t>(span->buffer_size - in, end - pos));
+    out->iov.push_back(iovec{span->buffers[b].data() + in, len});
+    pos += len;
   }
-  Status s = io->Run(reqs);
-  if (!s.ok()) return Status::Error(EIO, s.message());
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    uint64_t needed = end > req_start[i] ? std::min<uint64_t>(reqs[i].len, end - req_start[i]) : 0;
-    if (reqs[i].done < needed) return Status::Error(EIO, "object is shorter on the store than its header says");
-  }
-  uint64_t skip = offset - a0;
-  uint64_t left = end - offset;
-  size_t bs = pool->buffer_size();
-  for (size_t b = first_buffer; b < out->buffers.size() && left > 0; ++b) {
-    uint8_t* base = out->buffers[b].data();
-    size_t avail = bs;
-    if (skip >= avail) {
-      skip -= avail;
-      continue;
-    }
-    size_t len = static_cast<size_t>(std::min<uint64_t>(avail - skip, left));
-    out->iov.push_back(iovec{base + skip, len});
-    left -= len;
-    skip = 0;
-  }
-  return Status::Ok();
+  out->span = span;
 }
 }  // namespace
+
+Result<std::shared_ptr<ChunkSpan>> Engine::ReadChunks(Version* v, uint64_t offset, uint64_t end) {
+  uint64_t object_size = v->size();
+  auto span = std::make_shared<ChunkSpan>();
+  span->buffer_size = pool_->buffer_size();
+  span->start = offset / kChunkSize * kChunkSize;
+  span->end = std::min((end + kChunkSize - 1) / kChunkSize * kChunkSize, RoundUp4K(object_size));
+  const size_t segment = options_.read_segment_bytes;
+  std::vector<IoRequest> reqs;
+  std::vector<uint64_t> req_start;  // data offset of each request
+  for (uint64_t pos = span->start; pos < span->end;) {
+    PooledBuffer buf = pool_->Acquire();
+    size_t n = static_cast<size_t>(std::min<uint64_t>(span->buffer_size, span->end - pos));
+    for (size_t s = 0; s < n; s += segment) {
+      size_t len = std::min(segment, n - s);
+      reqs.push_back(IoRequest{v->fd(), buf.data() + s, len, kHeaderSize + pos + s, false, buf.index()});
+      req_start.push_back(pos + s);
+    }
+    span->buffers.push_back(std::move(buf));
+    pos += n;
+  }
+  Status s = io_->Run(reqs);
+  if (!s.ok()) return Status::Error(EIO, s.message());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    uint64_t needed = object_size > req_start[i] ? std::min<uint64_t>(reqs[i].len, object_size - req_start[i]) : 0;
+    if (reqs[i].done < needed) return Status::Error(EIO, "object is shorter on the store than its header says");
+  }
+  uint32_t one_in = options_.verify_one_in;
+  if (one_in == 0) return span;
+  Result<std::shared_ptr<const std::vector<uint64_t>>> sums = v->ChunkChecksums();
+  if (!sums.ok()) return Status::Error(EIO, sums.status().message());
+  for (uint64_t c = span->start / kChunkSize; c * kChunkSize < std::min(span->end, object_size); ++c) {
+    if (one_in > 1 && verify_counter_.fetch_add(1, std::memory_order_relaxed) % one_in != 0) continue;
+    uint64_t rel = c * kChunkSize - span->start;
+    const uint8_t* p = span->buffers[rel / span->buffer_size].data() + rel % span->buffer_size;
+    size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, object_size - c * kChunkSize));
+    if (c >= (*sums)->size() || XXH3_64bits(p, len) != (**sums)[c]) {
+      runtime_[v->store_index()]->checksum_failures.fetch_add(1, std::memory_order_relaxed);
+      return Status::Error(EIO, "checksum mismatch in chunk " + std::to_string(c) + " of " + v->location);
+    }
+  }
+  return span;
+}
+
+void Engine::QuarantineVersion(Inode* inode, const std::shared_ptr<Version>& v, const std::string& why) {
+  if (!v->MarkCorrupt()) return;  // already handled
+  spdlog::error("{} on {}: {}; quarantining it", v->location, v->store()->Describe(), why);
+  uint64_t parent_ino = 0;
+  std::string name;
+  {
+    std::lock_guard<std::mutex> publish(publish_mu_);
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (inode->committed != v || !inode->linked()) return;  // replaced or gone meanwhile
+      UntrackCommitted(inode);
+      parent_ino = inode->parent->ino;
+      name = inode->name;
+      ns_.Detach(inode);
+      inode->last_version = inode->committed;
+      inode->committed.reset();
+      inode->evicted = true;
+    }
+    Status s = v->store()->Quarantine(v->location);
+    if (!s.ok()) spdlog::error("quarantine of {} failed: {}", v->location, s.message());
+    runtime_[v->store_index()]->quarantined.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (EngineObserver* o = observer_.load()) o->EntryEvicted(parent_ino, name, inode->ino);
+}
 
 Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply* out) {
   if (!handle->readable) return Status::Error(EBADF, "handle not open for reading");
@@ -804,7 +870,8 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
   std::shared_ptr<Draft> draft;
   {
     std::lock_guard<std::mutex> g(mu_);
-    if ((handle->writable || !handle->lease) && handle->inode->draft) draft = handle->inode->draft;
+    if (handle->draft) draft = handle->draft;
+    else if (!handle->lease && handle->inode->draft) draft = handle->inode->draft;
   }
   if (draft) {
     out->owned.resize(size);
@@ -815,13 +882,31 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
     return Status::Ok();
   }
   if (!handle->lease) return Status::Ok();  // a pending key with nothing written
-  const Version& v = *handle->lease.version();
-  Status s = ReadVersionRange(io_.get(), pool_.get(), options_.read_segment_bytes, v, v.fd(), offset, size, out);
-  if (!s.ok()) {
-    spdlog::error("read of {} on {} failed: {}", v.location, v.store()->Describe(), s.message());
-    return s;
+  const std::shared_ptr<Version>& v = handle->lease.version();
+  if (offset >= v->size() || size == 0) return Status::Ok();
+  uint64_t end = std::min<uint64_t>(offset + size, v->size());
+  std::shared_ptr<const ChunkSpan> span;
+  {
+    // Sequential reads smaller than a chunk are served from the chunks the
+    // previous read of this handle already fetched and verified.
+    std::lock_guard<std::mutex> g(handle->cache_mu);
+    if (handle->cache && offset >= handle->cache->start && end <= handle->cache->end) span = handle->cache;
   }
-  read_bytes_.fetch_add(out->bytes(), std::memory_order_relaxed);
+  if (!span) {
+    Result<std::shared_ptr<ChunkSpan>> r = ReadChunks(v.get(), offset, end);
+    if (!r.ok()) {
+      spdlog::error("read of {} on {} failed: {}", v->location, v->store()->Describe(), r.status().message());
+      if (r.status().message().rfind("checksum", 0) == 0 || r.status().message().find("shorter") != std::string::npos) {
+        QuarantineVersion(handle->inode, v, r.status().message());
+      }
+      return r.status();
+    }
+    span = *r;
+    std::lock_guard<std::mutex> g(handle->cache_mu);
+    handle->cache = span;
+  }
+  AppendSlices(span, offset, end, out);
+  read_bytes_.fetch_add(end - offset, std::memory_order_relaxed);
   return Status::Ok();
 }
 
@@ -829,16 +914,17 @@ Status Engine::LoadDraft(const std::shared_ptr<Version>& version, Draft* draft) 
   Result<Lease> lease = Lease::Take(version);
   if (!lease.ok()) return lease.status();
   for (uint64_t off = 0; off < version->size(); off += kDraftChunkSize) {
+    uint64_t end = std::min<uint64_t>(off + kDraftChunkSize, version->size());
+    Result<std::shared_ptr<ChunkSpan>> span = ReadChunks(version.get(), off, end);
+    if (!span.ok()) return span.status();
     ReadReply r;
-    KVFS_RETURN_IF_ERROR(ReadVersionRange(io_.get(), pool_.get(), options_.read_segment_bytes, *version,
-                                          version->fd(), off, kDraftChunkSize, &r));
+    AppendSlices(*span, off, end, &r);
     uint64_t pos = off;
     for (const iovec& v : r.iov) {
       KVFS_RETURN_IF_ERROR(draft->WriteLocked(pos, v.iov_base, v.iov_len));
       pos += v.iov_len;
     }
   }
-  if (version->size() == 0) draft->Truncate(0);
   return Status::Ok();
 }
 
@@ -853,6 +939,7 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
   if (!dir.ok()) return dir.status();
   if (JoinKey(ns_.KeyOf(*dir), name).size() > kMaxKeyLength) return Status::Error(ENAMETOOLONG, "path too long");
   Inode* inode = ns_.Child(*dir, name);
+  bool created = false;
   if (inode) {
     if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
     if (flags & O_EXCL) return Status::Error(EEXIST, "exists");
@@ -864,14 +951,13 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
     attr.atime_ns = attr.mtime_ns = attr.ctime_ns = NowNs();
     inode = ns_.NewInode(false, attr);
     ns_.Attach(*dir, inode, std::string(name));
-    inode->draft = std::make_shared<Draft>();
+    created = true;
   }
-  lk.unlock();
-  Result<OpenResult> r = Open(inode->ino, flags & ~O_EXCL);
-  lk.lock();
+  // A new key starts a new (empty) version, as O_TRUNC does.
+  Result<OpenResult> r = OpenLocked(inode, (flags & ~O_EXCL) | (created ? O_TRUNC : 0));
   if (r.ok()) {
     inode->nlookup++;
-  } else if (!inode->committed && inode->writers == 0 && inode->open_handles == 0) {
+  } else if (created) {
     ns_.Detach(inode);
     ns_.Reap(inode);
   }
@@ -879,9 +965,13 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
 }
 
 Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
-  std::unique_lock<std::mutex> lk(mu_);
+  std::lock_guard<std::mutex> g(mu_);
   Inode* inode = ns_.Get(ino);
   if (!inode) return Status::Error(ENOENT, "stale inode");
+  return OpenLocked(inode, flags);
+}
+
+Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags) {
   if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
   auto handle = std::make_unique<FileHandle>();
   int acc = flags & O_ACCMODE;
@@ -889,64 +979,90 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
   handle->readable = acc != O_WRONLY;
   handle->writable = acc != O_RDONLY;
   handle->append = (flags & O_APPEND) != 0;
-  if (handle->writable && (flags & O_TRUNC)) {
-    if (inode->draft) {
-      KVFS_RETURN_IF_ERROR(inode->draft->Truncate(0));
-    } else {
-      inode->draft = std::make_shared<Draft>();
-    }
+  std::shared_ptr<Version> version = inode->committed;
+  if (!inode->linked() && !version) {
+    // The name was replaced or removed between the kernel's lookup and this
+    // open. If another handle still reads that version, open it too (POSIX);
+    // otherwise ESTALE makes the kernel look the name up again.
+    version = inode->last_version.lock();
+    if (!version && !inode->draft) return Status::Error(ESTALE, "replaced while opening");
   }
-  if (inode->committed && (handle->readable || !handle->writable)) {
-    Result<Lease> lease = Lease::Take(inode->committed);
+  if (version && (handle->readable || !handle->writable)) {
+    Result<Lease> lease = Lease::Take(version);
     if (!lease.ok()) {
-      spdlog::error("open of {} failed: {}", inode->committed->location, lease.status().message());
-      return Status::Error(lease.err() == ENOENT ? ENOENT : EIO, lease.status().message());
+      spdlog::error("open of {} failed: {}", version->location, lease.status().message());
+      return Status::Error(lease.err() == ENOENT ? ESTALE : EIO, lease.status().message());
     }
     handle->lease = std::move(*lease);
     inode->read_leases++;
-    runtime_[inode->committed->store_index()]->policy->Access(inode->ino);
+    if (version == inode->committed) runtime_[version->store_index()]->policy->Access(inode->ino);
   }
-  if (handle->writable) inode->writers++;
+  if (handle->writable) {
+    if (flags & O_TRUNC) {
+      // A new version of its own; writers opened without O_TRUNC join it.
+      inode->draft = std::make_shared<Draft>();
+      handle->draft = inode->draft;
+    } else if (inode->draft) {
+      handle->draft = inode->draft;
+    }
+    if (handle->draft) handle->draft->writers++;
+    inode->writers++;
+  }
   inode->open_handles++;
   open_handles_++;
   OpenResult r;
   r.attr = AttrOfLocked(inode, handle.get());
-  r.page_cache = !handle->writable && handle->lease && handle->lease.version() == inode->committed &&
-                 inode->committed->leases() == inode->read_leases;
+  r.page_cache = !handle->writable && inode->writers == 0 && handle->lease &&
+                 handle->lease.version() == inode->committed && inode->committed->leases() == inode->read_leases;
   r.handle = handle.release();
   return r;
 }
 
+// Gives a writable handle without a draft its own copy-on-write draft of the
+// committed version (or joins the inode's current draft).
+Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (handle->draft) return handle->draft;
+  Inode* inode = handle->inode;
+  if (inode->draft) {
+    handle->draft = inode->draft;
+    handle->draft->writers++;
+    return handle->draft;
+  }
+  auto draft = std::make_shared<Draft>();
+  inode->draft = draft;
+  handle->draft = draft;
+  draft->writers++;
+  std::shared_ptr<Version> base = inode->committed;
+  auto dlk = draft->lock();
+  lk.unlock();
+  if (base) {
+    Status s = LoadDraft(base, draft.get());
+    if (!s.ok()) {
+      dlk.unlock();
+      lk.lock();
+      draft->writers--;
+      handle->draft.reset();
+      if (inode->draft == draft) inode->draft.reset();
+      return Status::Error(EIO, s.message());
+    }
+  }
+  return draft;
+}
+
 Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* data, size_t size, uint64_t owner) {
   if (!handle->writable) return Status::Error(EBADF, "handle not open for writing");
-  std::unique_lock<std::mutex> lk(mu_);
-  Inode* inode = handle->inode;
-  auto& owners = handle->writer_owners;
-  if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
-  std::shared_ptr<Draft> draft = inode->draft;
-  if (!draft) {
-    // First write into a committed object: copy on write into a new draft.
-    draft = std::make_shared<Draft>();
-    inode->draft = draft;
-    std::shared_ptr<Version> base = inode->committed;
-    auto dlk = draft->lock();
-    lk.unlock();
-    if (base) {
-      Status s = LoadDraft(base, draft.get());
-      if (!s.ok()) {
-        dlk.unlock();
-        lk.lock();
-        if (inode->draft == draft) inode->draft.reset();
-        return Status::Error(EIO, s.message());
-      }
-    }
-  } else {
-    lk.unlock();
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto& owners = handle->writer_owners;
+    if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
   }
-  if (handle->append) offset = draft->size();
+  Result<std::shared_ptr<Draft>> draft = DraftForWrite(handle);
+  if (!draft.ok()) return draft.status();
+  if (handle->append) offset = (*draft)->size();
   if (offset + size > options_.max_object_bytes) return Status::Error(EFBIG, "object too large");
   if (offset + size > options_.capacity_bytes) return Status::Error(ENOSPC, "object larger than the capacity");
-  KVFS_RETURN_IF_ERROR(draft->Write(offset, data, size));
+  KVFS_RETURN_IF_ERROR((*draft)->Write(offset, data, size));
   writes_.fetch_add(1, std::memory_order_relaxed);
   write_bytes_.fetch_add(size, std::memory_order_relaxed);
   return size;
@@ -957,14 +1073,14 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner) {
   std::shared_ptr<Draft> draft;
   {
     std::lock_guard<std::mutex> g(mu_);
-    Inode* inode = handle->inode;
-    if (!inode->draft || inode->writers > 1) return Status::Ok();
+    draft = handle->draft;
+    // Other writers of the same version: the last of them commits.
+    if (!draft || draft->writers > 1) return Status::Ok();
     const auto& owners = handle->writer_owners;
     bool closer_wrote = owners.empty() || owner == 0 ||
                         std::find(owners.begin(), owners.end(), owner) != owners.end() ||
                         std::find(owners.begin(), owners.end(), uint64_t{0}) != owners.end();
     if (!closer_wrote) return Status::Ok();
-    draft = inode->draft;
   }
   return CommitDraft(handle->inode, draft);
 }
@@ -974,7 +1090,7 @@ Status Engine::Fsync(FileHandle* handle) {
   std::shared_ptr<Draft> draft;
   {
     std::lock_guard<std::mutex> g(mu_);
-    draft = handle->inode->draft;
+    draft = handle->draft;
   }
   if (!draft) return Status::Ok();
   return CommitDraft(handle->inode, draft);
@@ -986,7 +1102,7 @@ void Engine::Release(FileHandle* handle) {
   std::shared_ptr<Draft> to_commit;
   {
     std::lock_guard<std::mutex> g(mu_);
-    if (handle->writable && inode->writers == 1 && inode->draft && inode->draft->dirty()) to_commit = inode->draft;
+    if (handle->draft && handle->draft->writers == 1 && handle->draft->dirty()) to_commit = handle->draft;
   }
   if (to_commit) {
     // Released without a successful flush: commit now (best effort).
@@ -995,14 +1111,16 @@ void Engine::Release(FileHandle* handle) {
   }
   Lease lease = std::move(handle->lease);
   std::lock_guard<std::mutex> g(mu_);
+  if (handle->draft) {
+    handle->draft->writers--;
+    if (handle->draft->writers == 0 && inode->draft == handle->draft) inode->draft.reset();
+    handle->draft.reset();
+  }
   if (handle->writable) {
     inode->writers--;
-    if (inode->writers == 0 && !inode->committing) {
-      inode->draft.reset();
-      if (!inode->committed && inode->linked()) {
-        // A new key whose writers all left without a commit: it never existed.
-        ns_.Detach(inode);
-      }
+    if (inode->writers == 0 && !inode->committed && !inode->committing && inode->linked()) {
+      // A new key whose writers all left without a commit: it never existed.
+      ns_.Detach(inode);
     }
   }
   if (lease) inode->read_leases--;
@@ -1017,43 +1135,52 @@ void Engine::Release(FileHandle* handle) {
 
 Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle* handle) {
   if (req.size) {
-    std::shared_ptr<Draft> draft;
-    bool own_draft = false;
     Inode* inode;
+    std::shared_ptr<Draft> draft;
+    bool temporary = false;
     {
-      std::unique_lock<std::mutex> lk(mu_);
+      std::lock_guard<std::mutex> g(mu_);
       inode = ns_.Get(ino);
       if (!inode) return Status::Error(ENOENT, "stale inode");
       if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
       if (*req.size > options_.max_object_bytes) return Status::Error(EFBIG, "object too large");
       if (*req.size > options_.capacity_bytes) return Status::Error(ENOSPC, "larger than the capacity");
-      draft = inode->draft;
-      if (!draft) {
-        draft = std::make_shared<Draft>();
-        inode->draft = draft;
-        own_draft = inode->writers == 0;
-        std::shared_ptr<Version> base = inode->committed;
-        auto dlk = draft->lock();
-        lk.unlock();
-        if (base) {
-          Status s = LoadDraft(base, draft.get());
-          if (!s.ok()) {
-            dlk.unlock();
-            std::lock_guard<std::mutex> g(mu_);
-            if (inode->draft == draft) inode->draft.reset();
-            return Status::Error(EIO, s.message());
-          }
-        }
+    }
+    if (handle && handle->writable) {
+      // ftruncate: part of the handle's version, committed with it.
+      Result<std::shared_ptr<Draft>> d = DraftForWrite(handle);
+      if (!d.ok()) return d.status();
+      draft = *d;
+    } else {
+      // truncate(path, n): a new version of its own, committed now.
+      FileHandle tmp;
+      tmp.inode = inode;
+      tmp.writable = true;
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        inode->open_handles++;
+        inode->writers++;
+      }
+      Result<std::shared_ptr<Draft>> d = DraftForWrite(&tmp);
+      if (d.ok()) {
+        draft = *d;
+        temporary = true;
+        KVFS_RETURN_IF_ERROR(draft->Truncate(*req.size));
+        Status s = draft->writers == 1 ? CommitDraft(inode, draft) : Status::Ok();
+        std::lock_guard<std::mutex> g(mu_);
+        draft->writers--;
+        if (draft->writers == 0 && inode->draft == draft) inode->draft.reset();
+        inode->writers--;
+        inode->open_handles--;
+        if (!s.ok()) return s;
+      } else {
+        std::lock_guard<std::mutex> g(mu_);
+        inode->writers--;
+        inode->open_handles--;
+        return d.status();
       }
     }
-    KVFS_RETURN_IF_ERROR(draft->Truncate(*req.size));
-    bool commit_now = own_draft || !handle || !handle->writable;
-    if (commit_now) {
-      Status s = CommitDraft(inode, draft);
-      std::lock_guard<std::mutex> g(mu_);
-      if (own_draft && inode->writers == 0 && inode->draft == draft) inode->draft.reset();
-      if (!s.ok()) return s;
-    }
+    if (!temporary) KVFS_RETURN_IF_ERROR(draft->Truncate(*req.size));
   }
   bool meta = req.mode || req.uid || req.gid || req.atime_ns || req.mtime_ns;
   if (meta) {

@@ -78,6 +78,10 @@ struct EngineOptions {
   // One large read is split into segments of this size, all in flight at once.
   size_t read_segment_bytes = 256 << 10;
   bool use_io_uring = true;
+  // Verify the checksum of one in N chunks read from the stores (1: every
+  // chunk, the default; 0: never). A mismatch gives EIO and quarantines the
+  // object.
+  uint32_t verify_one_in = 1;
   int scan_threads = 4;
   // Largest single object (a write past it fails with EFBIG).
   uint64_t max_object_bytes = 64ULL << 30;
@@ -121,11 +125,14 @@ struct DirEntry {
   uint64_t next_offset = 0;
 };
 
+// A verified, chunk-aligned range of an object's data in pool buffers.
+struct ChunkSpan;
+
 // Bytes of a read, ready to send: slices of pool buffers (or of an owned
-// copy for reads of a draft). Holds the buffers until destroyed.
+// copy for reads of a draft). Keeps what the slices point into alive.
 struct ReadReply {
   std::vector<iovec> iov;
-  std::vector<PooledBuffer> buffers;
+  std::shared_ptr<const ChunkSpan> span;
   std::vector<uint8_t> owned;
   size_t bytes() const;
 };
@@ -148,6 +155,8 @@ struct StoreStats {
   uint64_t pinned_bytes = 0;  // leased + reserved for commits in progress
   EvictionCounts evictions;
   uint64_t enospc = 0;
+  uint64_t checksum_failures = 0;
+  uint64_t quarantined = 0;
   uint64_t fs_total_bytes = 0;
   uint64_t fs_free_bytes = 0;
   bool direct_io = false;
@@ -160,6 +169,8 @@ struct EngineStats {
   uint64_t pinned_bytes = 0;
   EvictionCounts evictions;
   uint64_t enospc = 0;
+  uint64_t checksum_failures = 0;
+  uint64_t quarantined = 0;
   std::string eviction_policy;
   uint64_t objects = 0;
   uint64_t inodes = 0;  // files and directories in the index
@@ -258,6 +269,8 @@ class Engine {
   // Helpers below document which locks they expect.
   Attr AttrOfLocked(const Inode* inode, const FileHandle* handle) const;               // mu_
   Result<Inode*> ChildForChangeLocked(uint64_t parent, std::string_view name);       // mu_
+  Result<OpenResult> OpenLocked(Inode* inode, int flags);                             // mu_
+  Result<std::shared_ptr<Draft>> DraftForWrite(FileHandle* handle);                  // no locks
   uint32_t StoreIndexFor(const std::string& key) const;
   Status CommitDraft(Inode* inode, std::shared_ptr<Draft> draft);                    // no locks
   Status WriteObject(Store* store, const ObjectHeader& header, const Draft* draft,
@@ -265,6 +278,11 @@ class Engine {
   Result<std::shared_ptr<Version>> PublishRecord(uint32_t store_index, ObjectHeader header);  // publish_mu_
   Status RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header);  // publish_mu_
   Status LoadDraft(const std::shared_ptr<Version>& version, Draft* draft);            // no locks
+  // Reads and verifies the chunks covering [offset, end) of a leased version.
+  Result<std::shared_ptr<ChunkSpan>> ReadChunks(Version* version, uint64_t offset, uint64_t end);  // no locks
+  // Takes a corrupt version out of service: EIO was returned, now the name
+  // goes and the file moves to the store's quarantine.
+  void QuarantineVersion(Inode* inode, const std::shared_ptr<Version>& version, const std::string& why);  // no locks
   Status MoveObject(Inode* inode, const std::string& new_key);                        // publish_mu_
   Status MoveTree(Inode* inode, const std::string& new_key);                          // publish_mu_
   Result<std::shared_ptr<Version>> CopyToStore(const std::shared_ptr<Version>& version, uint32_t store_index,
@@ -299,7 +317,9 @@ class Engine {
     std::unique_ptr<EvictionPolicy> policy;
     std::atomic<uint64_t> evicted_capacity{0}, evicted_watermark{0}, evicted_floor{0}, evicted_bytes{0};
     std::atomic<uint64_t> enospc{0};
+    std::atomic<uint64_t> checksum_failures{0}, quarantined{0};
   };
+  std::atomic<uint64_t> verify_counter_{0};
   std::vector<std::unique_ptr<StoreRuntime>> runtime_;
   std::thread evictor_;
   bool stop_evictor_ = false;               // guarded by mu_

@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
+#include <cstring>
+
 namespace kvfs {
 
 Version::Version(Store* store, uint32_t store_index, std::string loc, ObjectHeader hdr,
@@ -49,9 +52,39 @@ void Version::DropLease() {
   if (--leases_ == 0) {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
+    checksums_.reset();
     if (account_) account_->leased_bytes.fetch_sub(footprint_);
     if (store_account_) store_account_->leased_bytes.fetch_sub(footprint_);
   }
+}
+
+Result<std::shared_ptr<const std::vector<uint64_t>>> Version::ChunkChecksums() {
+  std::lock_guard<std::mutex> g(mu_);
+  if (checksums_) return checksums_;
+  if (fd_ < 0) return Status::Error(EBADF, "no lease");
+  uint64_t count = ChunkCount(size_);
+  uint64_t bytes = ChecksumTableBytes(size_);
+  auto table = std::make_shared<std::vector<uint64_t>>(count);
+  if (count > 0) {
+    void* buf = nullptr;
+    if (::posix_memalign(&buf, 4096, bytes) != 0) return Status::Error(ENOMEM, "checksum table");
+    uint64_t done = 0;
+    while (done < bytes) {
+      ssize_t n = ::pread(fd_, static_cast<uint8_t*>(buf) + done, bytes - done,
+                          static_cast<off_t>(ChecksumTableOffset(size_) + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        int err = n < 0 ? errno : EIO;
+        std::free(buf);
+        return Status::FromErrno(err, "read checksum table of " + location);
+      }
+      done += static_cast<uint64_t>(n);
+    }
+    std::memcpy(table->data(), buf, count * 8);
+    std::free(buf);
+  }
+  checksums_ = std::move(table);
+  return checksums_;
 }
 
 uint32_t Version::leases() const {

@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "adapters/object_header.h"
 #include "adapters/store.h"
@@ -57,6 +58,11 @@ class Version {
   uint32_t leases() const;
   // The shared read descriptor; valid while the caller holds a lease.
   int fd() const { return fd_; }
+  // The per-chunk checksums of the data (ObjectHeader), read from the store
+  // on first use and kept while leased. The caller holds a lease.
+  Result<std::shared_ptr<const std::vector<uint64_t>>> ChunkChecksums();
+  // True the first time it is called: so a corruption is logged once.
+  bool MarkCorrupt() { return !corrupt_.exchange(true); }
 
  private:
   Store* store_;
@@ -68,6 +74,8 @@ class Version {
   mutable std::mutex mu_;
   uint32_t leases_ = 0;  // guarded by mu_
   int fd_ = -1;          // guarded by mu_ for open/close
+  std::shared_ptr<const std::vector<uint64_t>> checksums_;  // guarded by mu_
+  std::atomic<bool> corrupt_{false};
 };
 
 // A lease on a Version: RAII, move-only. Holding one guarantees the bytes

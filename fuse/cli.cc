@@ -46,9 +46,11 @@ int RunCli(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   mount->add_option("--read-ahead-kb", mo.read_ahead_kb, "kernel readahead for the mount, KiB (0: leave as is)");
   mount->add_option("--buffers", mo.buffer_count, "number of registered read buffers")->check(CLI::Range(1, 65536));
-  mount->add_option("--buffer-size", buffer_size_text, "size of each read buffer, a multiple of 4K (default 1M)");
+  mount->add_option("--buffer-size", buffer_size_text, "size of each read buffer, a multiple of 256K (default 1M)");
   mount->add_option("--io-uring", mo.io_uring, "use io_uring for store I/O (true/false)");
   mount->add_option("--direct-io", mo.direct_io, "use O_DIRECT on the stores (true/false)");
+  mount->add_option("--page-cache", mo.page_cache,
+                    "let readers use the kernel page cache while nobody writes the key (true/false, default false)");
   mount->add_option("--entry-timeout", mo.entry_timeout, "seconds the kernel may cache a name")->check(CLI::Range(0.0, 3600.0));
   mount->add_option("--negative-timeout", mo.negative_timeout, "seconds the kernel may cache a missing name")
       ->check(CLI::Range(0.0, 3600.0));
@@ -118,7 +120,9 @@ int RunCli(int argc, char** argv) {
     }
     Result<uint64_t> bs = ParseSize(buffer_size_text);
     if (!bs.ok()) return Misuse("--buffer-size: " + bs.status().message());
-    if (*bs == 0 || *bs % 4096 != 0 || *bs > (64 << 20)) return Misuse("--buffer-size must be a multiple of 4K, at most 64M");
+    if (*bs == 0 || *bs % (256 << 10) != 0 || *bs > (64 << 20)) {
+      return Misuse("--buffer-size must be a multiple of 256K, at most 64M");
+    }
     mo.buffer_size = *bs;
     return RunMount(mo);
   }

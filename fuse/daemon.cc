@@ -28,6 +28,7 @@
 #include "adapters/local_store.h"
 #include "core/engine.h"
 #include "core/size_parse.h"
+#include "fuse/device_io.h"
 #include "fuse/fuse_ops.h"
 #include "fuse/kernel_notifier.h"
 
@@ -184,6 +185,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   FuseContext ctx;
   ctx.engine = engine->get();
   ctx.entry_timeout = o.entry_timeout;
+  ctx.page_cache = o.page_cache;
   ctx.negative_timeout = o.negative_timeout;
   KernelNotifier notifier(&ctx);
 
@@ -204,6 +206,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
     fuse_session_destroy(se);
     return fail("cannot mount on " + mountpoint + (last_fuse_message.empty() ? "" : ": " + last_fuse_message));
   }
+  if (!InstallDeviceIo(se)) spdlog::warn("could not install the /dev/fuse hook; shared mmap of files will fail");
   ctx.session = se;
   notifier.Start();
   (*engine)->SetObserver(&notifier);

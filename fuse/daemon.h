@@ -46,6 +46,9 @@ struct MountOptions {
   uint64_t buffer_size = 1 << 20;
   bool io_uring = true;
   bool direct_io = true;
+  // Let read-only handles use the kernel page cache when no other version of
+  // the file is open and nobody writes it (see docs/contract.md).
+  bool page_cache = false;
   double entry_timeout = 1.0;
   double negative_timeout = 1.0;
 };

@@ -147,9 +147,9 @@ void OnLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { OnRefuse(req)
 void OnSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { OnRefuse(req); }
 void OnMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { OnRefuse(req); }
 
-void FillOpenReply(fuse_file_info* fi, const OpenResult& r) {
+void FillOpenReply(fuse_req_t req, fuse_file_info* fi, const OpenResult& r) {
   fi->fh = reinterpret_cast<uint64_t>(r.handle);
-  fi->direct_io = r.page_cache ? 0 : 1;
+  fi->direct_io = Ctx(req)->page_cache && r.page_cache ? 0 : 1;
   fi->keep_cache = 0;
 }
 
@@ -157,7 +157,7 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
   const fuse_ctx* c = fuse_req_ctx(req);
   Result<OpenResult> r = Eng(req)->Create(parent, name, mode, fi->flags, c->uid, c->gid);
   if (!r.ok()) return ReplyStatus(req, r.status());
-  FillOpenReply(fi, *r);
+  FillOpenReply(req, fi, *r);
   fuse_entry_param e = ToEntry(req, r->attr);
   // The new key is not committed yet: do not let the kernel keep the name.
   e.entry_timeout = 0;
@@ -172,7 +172,7 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
 void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Result<OpenResult> r = Eng(req)->Open(ino, fi->flags);
   if (!r.ok()) return ReplyStatus(req, r.status());
-  FillOpenReply(fi, *r);
+  FillOpenReply(req, fi, *r);
   if (fuse_reply_open(req, fi) != 0) Eng(req)->Release(r->handle);
 }
 

@@ -29,6 +29,7 @@ struct FuseContext {
   double dir_attr_timeout = 1.0;
   unsigned max_write = 1 << 20;
   unsigned max_background = 64;
+  bool page_cache = false;
 };
 
 // The operations table; pass a FuseContext* as userdata to fuse_session_new.

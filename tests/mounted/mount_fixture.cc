@@ -253,7 +253,7 @@ AlignedBuffer::~AlignedBuffer() { free(data_); }
 std::string WriteFile(const std::string& path, const std::vector<uint8_t>& data, size_t chunk, mode_t mode,
                       int extra_flags) {
   Fd fd(open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC | extra_flags, mode));
-  if (!fd.valid()) return ErrnoMessage("open(" + path + ")");
+  if (!fd.valid()) return ErrnoMessage("open(" + path + ", O_CREAT|O_WRONLY|O_TRUNC)");
   size_t off = 0;
   while (off < data.size()) {
     size_t n = std::min(chunk, data.size() - off);
@@ -273,7 +273,7 @@ std::string WriteFileDirect(const std::string& path, const std::vector<uint8_t>&
   constexpr size_t kBlock = 4096;
   chunk = std::max(kBlock, chunk / kBlock * kBlock);
   Fd fd(open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_DIRECT | O_CLOEXEC, 0644));
-  if (!fd.valid()) return ErrnoMessage("open(" + path + ", O_DIRECT)");
+  if (!fd.valid()) return ErrnoMessage("open(" + path + ", O_CREAT|O_WRONLY|O_TRUNC|O_DIRECT)");
   AlignedBuffer buf(chunk);
   size_t off = 0;
   while (off < data.size()) {
@@ -305,7 +305,7 @@ std::string WriteFileDirect(const std::string& path, const std::vector<uint8_t>&
 std::string ReadFile(const std::string& path, std::vector<uint8_t>* out, size_t chunk) {
   out->clear();
   Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoMessage("open(" + path + ")");
+  if (!fd.valid()) return ErrnoMessage("open(" + path + ", O_RDONLY)");
   std::vector<uint8_t> buf(chunk);
   for (;;) {
     ssize_t n = read(fd.get(), buf.data(), buf.size());
@@ -324,7 +324,7 @@ std::string ReadFileDirect(const std::string& path, std::vector<uint8_t>* out, s
   out->clear();
   chunk = std::max<size_t>(4096, chunk / 4096 * 4096);
   Fd fd(open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoMessage("open(" + path + ", O_DIRECT)");
+  if (!fd.valid()) return ErrnoMessage("open(" + path + ", O_RDONLY|O_DIRECT)");
   AlignedBuffer buf(chunk);
   for (;;) {
     ssize_t n = read(fd.get(), buf.data(), chunk);
@@ -816,6 +816,8 @@ std::vector<std::string> MountedTest::MountCommand() const {
 }
 
 void MountedTest::SetUp() {
+  // A child that died early must fail a Send, not kill the test with SIGPIPE.
+  signal(SIGPIPE, SIG_IGN);
   const char* tmpdir = getenv("TMPDIR");
   std::string base = (tmpdir != nullptr && *tmpdir != '\0') ? tmpdir : "/tmp";
   std::string templ = base + "/kvfs-test-XXXXXX";

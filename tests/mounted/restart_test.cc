@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,12 @@
 
 namespace kvfs::mounted_test {
 namespace {
+
+std::string Octal(unsigned mode) {
+  char buf[16];
+  snprintf(buf, sizeof buf, "%04o", mode);
+  return buf;
+}
 
 class RestartTest : public MountedTest {};
 
@@ -162,8 +169,8 @@ TEST_F(RestartTest, ChmodChownUtimensPersist) {
     if (stat(P("file").c_str(), &f) != 0) return ErrnoMessage("stat file");
     if (stat(P("dir").c_str(), &d) != 0) return ErrnoMessage("stat dir");
     std::string err;
-    if ((f.st_mode & 07777) != 0640) err += "file mode " + std::to_string(f.st_mode & 07777) + "; ";
-    if ((d.st_mode & 07777) != 0710) err += "dir mode " + std::to_string(d.st_mode & 07777) + "; ";
+    if ((f.st_mode & 07777) != 0640) err += "file mode " + Octal(f.st_mode & 07777) + "; ";
+    if ((d.st_mode & 07777) != 0710) err += "dir mode " + Octal(d.st_mode & 07777) + "; ";
     if (f.st_uid != 1234 || f.st_gid != 5678) {
       err += "file owner " + std::to_string(f.st_uid) + ":" + std::to_string(f.st_gid) + "; ";
     }

@@ -391,9 +391,9 @@ TEST_F(LeaseTest, InPlaceRewriteIsCopyOnWrite) {
 TEST_F(RenameTest, RenameOverExistingKeyIsAtomic) {
   // SGLang's pattern: write key.tmp, rename over key. Readers loop over the
   // key the whole time and must only ever see one complete version.
-  constexpr int kVersions = 8;
+  constexpr int kVersions = 32;
   std::vector<std::vector<uint8_t>> versions;
-  for (int v = 0; v < kVersions; ++v) versions.push_back(MakeData(100 + v, kMiB + 4096 * v + v));
+  for (int v = 0; v < kVersions; ++v) versions.push_back(MakeData(100 + v, 256 * 1024 + 4096 * v + v));
   const std::string key = P("kv/key");
   const std::string tmp = P("kv/key.tmp");
   ASSERT_EQ(mkdir(P("kv").c_str(), 0755), 0);
@@ -419,11 +419,19 @@ TEST_F(RenameTest, RenameOverExistingKeyIsAtomic) {
       if (!err.empty()) return "read #" + std::to_string(reads) + ": " + err;
       int v = identify(got);
       if (v < 0) {
-        std::string why = "torn or unknown content in read #" + std::to_string(reads) + ", size " +
-                          std::to_string(got.size());
+        struct stat st {};
+        int stat_err = StatErrno(key) == 0 && stat(key.c_str(), &st) == 0 ? 0 : errno;
+        std::string why = "torn or unknown content in " + std::string(reads % 2 == 0 ? "buffered" : "O_DIRECT") +
+                          " read #" + std::to_string(reads) + " (previous version seen: " + std::to_string(last) +
+                          "), size " + std::to_string(got.size()) + "; stat now: " +
+                          (stat_err == 0 ? "size " + std::to_string(st.st_size) : ErrnoName(stat_err));
         for (int c = 0; c < kVersions; ++c) {
-          if (got.size() == versions[c].size()) why += "; vs version " + std::to_string(c) + ": " +
-                                                       CompareBytes(got, versions[c]);
+          if (!got.empty() && got.size() <= versions[c].size() &&
+              std::equal(got.begin(), got.end(), versions[c].begin())) {
+            why += "; it is a truncated prefix of version " + std::to_string(c);
+          } else if (got.size() == versions[c].size()) {
+            why += "; vs version " + std::to_string(c) + ": " + CompareBytes(got, versions[c]);
+          }
         }
         return why;
       }
@@ -465,7 +473,7 @@ TEST_F(RenameTest, RenameOverExistingKeyIsAtomic) {
   EXPECT_EQ(r1.Summary().substr(0, 2), "ok") << r1.Summary();
   EXPECT_EQ(r2.Summary().substr(0, 2), "ok") << r2.Summary();
 
-  // The holder still reads version 0 even though it was renamed over 7 times.
+  // The holder still reads version 0 even though it was renamed over many times.
   holder.channel().Send("check");
   EXPECT_EQ(holder.channel().Recv().value_or("timeout"), "same");
   holder.channel().Send("done");
