@@ -262,7 +262,10 @@ Status LocalStore::Scan(const std::function<void(const ScannedObject&)>& fn, int
             obj.header = Status::FromErrno("open " + Abs(obj.location));
           } else {
             struct stat st;
-            if (::fstat(fd, &st) == 0) obj.file_bytes = static_cast<uint64_t>(st.st_size);
+            if (::fstat(fd, &st) == 0) {
+              obj.file_bytes = static_cast<uint64_t>(st.st_size);
+              obj.file_id = static_cast<uint64_t>(st.st_ino);
+            }
             ssize_t n = ::pread(fd, block, kHeaderSize, 0);
             if (n < 0) obj.header = Status::FromErrno("read header " + Abs(obj.location));
             else obj.header = DecodeHeader(static_cast<uint8_t*>(block), static_cast<size_t>(n));

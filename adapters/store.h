@@ -59,6 +59,7 @@ struct StoreSpace {
 struct ScannedObject {
   std::string location;
   uint64_t file_bytes = 0;     // st_size of the object file
+  uint64_t file_id = 0;        // st_ino of the object file
   Result<ObjectHeader> header = Status::Error(EINVAL, "unread");
 };
 

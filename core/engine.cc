@@ -39,6 +39,12 @@ namespace {
 
 constexpr size_t kMaxNameLength = 255;
 
+// st_ino of an open file, or 0.
+uint64_t FileId(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+}
+
 int64_t NowNs() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -179,9 +185,12 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::
   return engine;
 }
 
-std::shared_ptr<Version> Engine::MakeVersion(uint32_t store_index, std::string location, ObjectHeader header) {
-  return std::make_shared<Version>(stores_[store_index].get(), store_index, std::move(location), std::move(header),
-                                   account_, store_accounts_[store_index]);
+std::shared_ptr<Version> Engine::MakeVersion(uint32_t store_index, std::string location, ObjectHeader header,
+                                             uint64_t file_id) {
+  auto v = std::make_shared<Version>(stores_[store_index].get(), store_index, std::move(location), std::move(header),
+                                     account_, store_accounts_[store_index]);
+  v->file_id = file_id;
+  return v;
 }
 
 uint32_t Engine::StoreIndexFor(const std::string& key) const {
@@ -196,6 +205,7 @@ Status Engine::Rebuild() {
     uint32_t store_index;
     std::string location;
     ObjectHeader header;
+    uint64_t file_id;
   };
   std::mutex found_mu;
   std::map<std::string, Found> best;  // by key
@@ -225,7 +235,7 @@ Status Engine::Rebuild() {
             }
             std::lock_guard<std::mutex> g(found_mu);
             max_generation = std::max(max_generation, h.generation);
-            Found f{si, obj.location, h};
+            Found f{si, obj.location, h, obj.file_id};
             auto it = best.find(h.key);
             if (it == best.end()) {
               best.emplace(h.key, std::move(f));
@@ -268,7 +278,7 @@ Status Engine::Rebuild() {
     if (key.empty()) {
       if (is_dir) {
         ns_.root()->attr = attr;
-        ns_.root()->committed = MakeVersion(f.store_index, f.location, h);
+        ns_.root()->committed = MakeVersion(f.store_index, f.location, h, f.file_id);
       }
       continue;
     }
@@ -295,14 +305,14 @@ Status Engine::Rebuild() {
       Inode* existing = ns_.Child(cur, name);
       if (!existing) {
         Inode* inode = ns_.NewInode(is_dir, attr);
-        inode->committed = MakeVersion(f.store_index, f.location, h);
+        inode->committed = MakeVersion(f.store_index, f.location, h, f.file_id);
         ns_.Attach(cur, inode, name);
         if (!is_dir) TrackCommitted(inode, nullptr);
         continue;
       }
       if (existing->is_dir && is_dir && !existing->committed) {
         existing->attr = attr;
-        existing->committed = MakeVersion(f.store_index, f.location, h);
+        existing->committed = MakeVersion(f.store_index, f.location, h, f.file_id);
         continue;
       }
     }
@@ -697,6 +707,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     }
   }
   std::string location = store->LocationFor(HashKey(key));
+  uint64_t file_id = FileId(staging->fd());
   Status s = store->Publish(*staging, location);
   if (!s.ok()) {
     ReleaseReservation(store_index, footprint);
@@ -704,7 +715,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     spdlog::error("commit of '{}' failed: {}", key, s.message());
     return finish(Status::Error(EIO, s.message()));
   }
-  std::shared_ptr<Version> version = MakeVersion(store_index, location, header);
+  std::shared_ptr<Version> version = MakeVersion(store_index, location, header, file_id);
   ReleaseReservation(store_index, footprint);
   std::shared_ptr<Version> old;
   uint64_t parent_ino = 0;
@@ -732,8 +743,9 @@ Result<std::shared_ptr<Version>> Engine::PublishRecord(uint32_t store_index, Obj
   std::unique_ptr<StagingFile> staging;
   KVFS_RETURN_IF_ERROR(WriteObject(store, header, nullptr, &staging));
   std::string location = store->LocationFor(HashKey(header.key));
+  uint64_t file_id = FileId(staging->fd());
   KVFS_RETURN_IF_ERROR(store->Publish(*staging, location));
-  return MakeVersion(store_index, location, header);
+  return MakeVersion(store_index, location, header, file_id);
 }
 
 Status Engine::RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header) {
@@ -955,6 +967,17 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
   }
   // A new key starts a new (empty) version, as O_TRUNC does.
   Result<OpenResult> r = OpenLocked(inode, (flags & ~O_EXCL) | (created ? O_TRUNC : 0));
+  if (!r.ok() && r.err() == ESTALE && !created) {
+    // As in Open: let the publish in progress finish, then try once more.
+    uint64_t ino = inode->ino;
+    inode->nlookup++;  // keep it alive while unlocked
+    lk.unlock();
+    { std::lock_guard<std::mutex> wait(publish_mu_); }
+    lk.lock();
+    inode = ns_.Get(ino);
+    inode->nlookup--;
+    r = OpenLocked(inode, flags & ~O_EXCL);
+  }
   if (r.ok()) {
     inode->nlookup++;
   } else if (created) {
@@ -965,10 +988,18 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
 }
 
 Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
-  std::lock_guard<std::mutex> g(mu_);
-  Inode* inode = ns_.Get(ino);
-  if (!inode) return Status::Error(ENOENT, "stale inode");
-  return OpenLocked(inode, flags);
+  for (int attempt = 0;; ++attempt) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      Inode* inode = ns_.Get(ino);
+      if (!inode) return Status::Error(ENOENT, "stale inode");
+      Result<OpenResult> r = OpenLocked(inode, flags);
+      if (r.ok() || r.err() != ESTALE || attempt > 0) return r;
+    }
+    // The object file was replaced under the index (a commit or rename is
+    // publishing): wait for that publish to finish, then look again.
+    std::lock_guard<std::mutex> wait(publish_mu_);
+  }
 }
 
 Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags) {
@@ -991,7 +1022,7 @@ Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags) {
     Result<Lease> lease = Lease::Take(version);
     if (!lease.ok()) {
       spdlog::error("open of {} failed: {}", version->location, lease.status().message());
-      return Status::Error(lease.err() == ENOENT ? ESTALE : EIO, lease.status().message());
+      return Status::Error(lease.err() == ENOENT || lease.err() == ESTALE ? ESTALE : EIO, lease.status().message());
     }
     handle->lease = std::move(*lease);
     inode->read_leases++;
@@ -1339,8 +1370,9 @@ Result<std::shared_ptr<Version>> Engine::CopyToStore(const std::shared_ptr<Versi
     KVFS_RETURN_IF_ERROR(WriteObject(store, header, &draft, &staging));
   }
   std::string location = store->LocationFor(HashKey(header.key));
+  uint64_t file_id = FileId(staging->fd());
   KVFS_RETURN_IF_ERROR(store->Publish(*staging, location));
-  return MakeVersion(store_index, location, header);
+  return MakeVersion(store_index, location, header, file_id);
 }
 
 Status Engine::MoveObject(Inode* inode, const std::string& new_key) {

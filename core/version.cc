@@ -1,5 +1,6 @@
 #include "core/version.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -38,6 +39,12 @@ Status Version::AddLease() {
   if (leases_ == 0) {
     Result<int> fd = store_->OpenForRead(location);
     if (!fd.ok()) return fd.status();
+    struct stat st;
+    if (file_id != 0 && (::fstat(*fd, &st) != 0 || static_cast<uint64_t>(st.st_ino) != file_id)) {
+      // The location already holds another version (a replace is under way).
+      ::close(*fd);
+      return Status::Error(ESTALE, location + " holds another version");
+    }
     fd_ = *fd;
     if (account_) account_->leased_bytes.fetch_add(footprint_);
     if (store_account_) store_account_->leased_bytes.fetch_add(footprint_);

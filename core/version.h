@@ -51,6 +51,9 @@ class Version {
   // Guarded by the Engine's index mutex.
   std::string location;
   ObjectHeader header;
+  // Identity of the object file (st_ino) when known, else 0. A lease that
+  // opens `location` and finds another file fails with ESTALE.
+  uint64_t file_id = 0;
 
   // Takes a lease: opens the store descriptor if this is the first one.
   Status AddLease();

@@ -374,6 +374,57 @@ TEST_F(LocalStoreTest, RemoveDeletesAndSecondRemoveIsEnoent) {
   EXPECT_EQ(rb.data, testing::Pattern(3, 100));
 }
 
+TEST_F(LocalStoreTest, RemoveWithoutSyncAlsoRemoves) {
+  auto store = OpenStore(Root());
+  ASSERT_TRUE(store);
+  std::string loc;
+  ASSERT_TRUE(PublishObject(*store, "to/remove/nosync", testing::Pattern(4, 10), 1, &loc).ok());
+  ASSERT_TRUE(store->Remove(loc, /*sync=*/false).ok());
+  EXPECT_EQ(store->OpenForRead(loc).err(), ENOENT);
+  EXPECT_EQ(store->Remove(loc, false).err(), ENOENT);
+}
+
+TEST_F(LocalStoreTest, QuarantineMovesTheObjectOutOfTheNamespace) {
+  auto store = OpenStore(Root());
+  ASSERT_TRUE(store);
+  std::vector<uint8_t> data = testing::Pattern(5, 6000);
+  std::string loc, keep_loc;
+  ASSERT_TRUE(PublishObject(*store, "bad/object", data, 1, &loc).ok());
+  ASSERT_TRUE(PublishObject(*store, "good/object", data, 1, &keep_loc).ok());
+  Status q = store->Quarantine(loc);
+  ASSERT_TRUE(q.ok()) << q.ToString();
+  EXPECT_EQ(store->OpenForRead(loc).err(), ENOENT);
+  // It is kept for operators under quarantine/, named after the object.
+  std::string hex = HashKey("bad/object").Hex();
+  size_t found = 0;
+  ASSERT_TRUE(std::filesystem::is_directory(Root() + "/quarantine"));
+  for (const auto& e : std::filesystem::directory_iterator(Root() + "/quarantine")) {
+    if (e.path().filename().string().rfind(hex, 0) == 0) {
+      ++found;
+      EXPECT_EQ(e.file_size(), kHeaderSize + Padded(data.size()));
+    }
+  }
+  EXPECT_EQ(found, 1u);
+  // A rescan no longer sees it; the other object is untouched.
+  std::set<std::string> scanned;
+  std::mutex mu;
+  ASSERT_TRUE(store->Scan([&](const ScannedObject& o) {
+    std::lock_guard<std::mutex> g(mu);
+    scanned.insert(o.location);
+  }, 2).ok());
+  EXPECT_EQ(scanned, std::set<std::string>{keep_loc});
+  EXPECT_EQ(store->Quarantine(loc).err(), ENOENT);
+  // It survives a reopen (quarantine is not swept like staging).
+  store.reset();
+  store = OpenStore(Root());
+  ASSERT_TRUE(store);
+  size_t after = 0;
+  for (const auto& e : std::filesystem::directory_iterator(Root() + "/quarantine")) {
+    after += e.path().filename().string().rfind(hex, 0) == 0;
+  }
+  EXPECT_EQ(after, 1u);
+}
+
 TEST_F(LocalStoreTest, WriteHeaderBlockUpdatesHeaderAndKeepsData) {
   auto store = OpenStore(Root());
   ASSERT_TRUE(store);
@@ -467,6 +518,9 @@ TEST_F(LocalStoreTest, ScanFindsEveryObjectWithHeadersUsingThreads) {
       EXPECT_EQ(o.header->size, data.size());
       EXPECT_EQ(o.header->checksum, XXH3_64bits(data.data(), data.size()));
       EXPECT_EQ(o.file_bytes, kHeaderSize + Padded(data.size()));
+      struct stat st;
+      ASSERT_EQ(::stat((Root() + "/" + loc).c_str(), &st), 0);
+      EXPECT_EQ(o.file_id, static_cast<uint64_t>(st.st_ino)) << loc;
     }
     for (const std::string& bad : {garbage_loc, short_loc}) {
       auto it = seen.find(bad);

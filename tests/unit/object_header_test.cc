@@ -21,6 +21,7 @@ ObjectHeader SampleHeader() {
   h.gid = 2002;
   h.mtime_ns = 1700000000123456789LL;
   h.ctime_ns = -42;  // signed values survive too
+  h.chunk_shift = kChunkShift;
   h.key = "model/layer-3/chunk-17";
   h.slot = 0;
   return h;
@@ -31,6 +32,7 @@ void ExpectSameFields(const ObjectHeader& got, const ObjectHeader& want) {
   EXPECT_EQ(got.generation, want.generation);
   EXPECT_EQ(got.size, want.size);
   EXPECT_EQ(got.checksum, want.checksum);
+  EXPECT_EQ(got.chunk_shift, want.chunk_shift);
   EXPECT_EQ(got.mode, want.mode);
   EXPECT_EQ(got.uid, want.uid);
   EXPECT_EQ(got.gid, want.gid);
@@ -226,12 +228,35 @@ TEST(ObjectHeaderTest, ValidOlderSlotWinsOverFutureFormatSlot) {
 }
 
 TEST(ObjectHeaderTest, ObjectFootprint) {
+  // [4 KiB header][data rounded up to 4 KiB][one 8-byte checksum per 256 KiB
+  // chunk, rounded up to 4 KiB].
+  EXPECT_EQ(kChunkSize, 256u * 1024);
   EXPECT_EQ(ObjectFootprint(0), 4096u);
-  EXPECT_EQ(ObjectFootprint(1), 8192u);
-  EXPECT_EQ(ObjectFootprint(4095), 8192u);
-  EXPECT_EQ(ObjectFootprint(4096), 8192u);
-  EXPECT_EQ(ObjectFootprint(4097), 12288u);
-  EXPECT_EQ(ObjectFootprint(3 * 1024 * 1024 + 7), 4096u + 3 * 1024 * 1024 + 4096u);
+  EXPECT_EQ(ObjectFootprint(1), 4096u + 4096u + 4096u);
+  EXPECT_EQ(ObjectFootprint(4095), 4096u + 4096u + 4096u);
+  EXPECT_EQ(ObjectFootprint(4096), 4096u + 4096u + 4096u);
+  EXPECT_EQ(ObjectFootprint(4097), 4096u + 8192u + 4096u);
+  EXPECT_EQ(ObjectFootprint(kChunkSize), 4096u + kChunkSize + 4096u);
+  // 512 chunks = 4096 bytes of table: still one page; 513 need two.
+  EXPECT_EQ(ObjectFootprint(512 * kChunkSize), 4096u + 512 * kChunkSize + 4096u);
+  EXPECT_EQ(ObjectFootprint(512 * kChunkSize + 1), 4096u + 512 * kChunkSize + 4096u + 8192u);
+  EXPECT_EQ(ObjectFootprint(3 * 1024 * 1024 + 7), 4096u + 3 * 1024 * 1024 + 4096u + 4096u);
+}
+
+TEST(ObjectHeaderTest, ChecksumTableGeometry) {
+  EXPECT_EQ(ChunkCount(0), 0u);
+  EXPECT_EQ(ChunkCount(1), 1u);
+  EXPECT_EQ(ChunkCount(kChunkSize), 1u);
+  EXPECT_EQ(ChunkCount(kChunkSize + 1), 2u);
+  EXPECT_EQ(ChecksumTableOffset(0), kHeaderSize);
+  EXPECT_EQ(ChecksumTableOffset(1), kHeaderSize + 4096u);
+  EXPECT_EQ(ChecksumTableOffset(10000), kHeaderSize + 12288u);
+  EXPECT_EQ(ChecksumTableBytes(0), 0u);
+  EXPECT_EQ(ChecksumTableBytes(1), 4096u);
+  EXPECT_EQ(ChecksumTableBytes(600 * kChunkSize), 8192u);
+  for (uint64_t n : {0ULL, 1ULL, 4096ULL, 5000000ULL}) {
+    EXPECT_EQ(ObjectFootprint(n), ChecksumTableOffset(n) + ChecksumTableBytes(n)) << n;
+  }
 }
 
 }  // namespace
