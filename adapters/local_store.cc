@@ -132,7 +132,8 @@ Result<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& root_in,
   // Sweep staging leftovers: versions that were being written when a previous
   // process stopped. We hold the lock, so none of them is in use.
   bool ok = false;
-  for (const std::string& name : ListDir(root + "/" + kStagingDir, &ok)) {
+  for (const std::string& name : options.sweep_staging ? ListDir(root + "/" + kStagingDir, &ok)
+                                                       : std::vector<std::string>{}) {
     if (::unlink((root + "/" + kStagingDir + "/" + name).c_str()) == 0) store->swept_++;
   }
   if (store->swept_ > 0) spdlog::info("store {}: removed {} unfinished staging files", root, store->swept_);
@@ -287,6 +288,20 @@ Status LocalStore::Scan(const std::function<void(const ScannedObject&)>& fn, int
   worker();
   for (auto& t : pool) t.join();
   return first_error;
+}
+
+Result<std::vector<std::string>> LocalStore::ListStaging() const {
+  bool ok = false;
+  std::vector<std::string> names = ListDir(root_ + "/" + kStagingDir, &ok);
+  if (!ok) return Status::FromErrno("list " + root_ + "/" + kStagingDir);
+  return names;
+}
+
+Status LocalStore::RemoveStaging(const std::string& name) {
+  if (name.find('/') != std::string::npos) return Status::Error(EINVAL, "bad staging name");
+  std::string path = root_ + "/" + kStagingDir + "/" + name;
+  if (::unlink(path.c_str()) != 0) return Status::FromErrno("unlink " + path);
+  return Status::Ok();
 }
 
 Result<StoreSpace> LocalStore::Space() const {

@@ -27,6 +27,8 @@ struct LocalStoreOptions {
   bool create_if_missing = true;
   // Use O_DIRECT when the filesystem supports it.
   bool direct_io = true;
+  // Remove leftover staging files at open (a mount does; fsck reports them).
+  bool sweep_staging = true;
 };
 
 class LocalStore final : public Store {
@@ -51,6 +53,8 @@ class LocalStore final : public Store {
   Status Quarantine(const std::string& location) override;
   Status Scan(const std::function<void(const ScannedObject&)>& fn, int threads) override;
   Result<StoreSpace> Space() const override;
+  Result<std::vector<std::string>> ListStaging() const override;
+  Status RemoveStaging(const std::string& name) override;
 
   // Number of staging files removed when the store was opened.
   uint64_t swept_staging_files() const { return swept_; }

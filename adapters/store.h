@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "adapters/key_hash.h"
 #include "adapters/object_header.h"
@@ -101,6 +102,11 @@ class Store {
   virtual Status Scan(const std::function<void(const ScannedObject&)>& fn, int threads) = 0;
 
   virtual Result<StoreSpace> Space() const = 0;
+
+  // Staging files present now (names relative to the staging area), and their
+  // removal; for offline checks.
+  virtual Result<std::vector<std::string>> ListStaging() const = 0;
+  virtual Status RemoveStaging(const std::string& name) = 0;
 };
 
 }  // namespace kvfs

@@ -49,6 +49,11 @@ int RunCli(int argc, char** argv) {
   mount->add_option("--buffer-size", buffer_size_text, "size of each read buffer, a multiple of 256K (default 1M)");
   mount->add_option("--io-uring", mo.io_uring, "use io_uring for store I/O (true/false)");
   mount->add_option("--direct-io", mo.direct_io, "use O_DIRECT on the stores (true/false)");
+  mount->add_option("--store-deadline", mo.store_deadline_s,
+                    "seconds a store operation may take before it fails with ETIMEDOUT (0: no deadline; default 30)")
+      ->check(CLI::Range(0.0, 86400.0));
+  mount->add_option("--verify-one-in", mo.verify_one_in,
+                    "verify the checksum of one chunk in N read from the stores (1: all, default; 0: none)");
   mount->add_option("--page-cache", mo.page_cache,
                     "let readers use the kernel page cache while nobody writes the key (true/false, default false)");
   mount->add_option("--entry-timeout", mo.entry_timeout, "seconds the kernel may cache a name")->check(CLI::Range(0.0, 3600.0));
@@ -64,6 +69,13 @@ int RunCli(int argc, char** argv) {
   std::string umount_point;
   CLI::App* umount = app.add_subcommand("umount", "unmount kvfs from MOUNTPOINT and wait for the daemon to exit");
   umount->add_option("mountpoint", umount_point, "mounted directory")->required();
+
+  std::string fsck_store;
+  bool fsck_repair = false, fsck_json = false;
+  CLI::App* fsck = app.add_subcommand("fsck", "check an unmounted store; exit 0 if clean, 1 if not");
+  fsck->add_option("--store", fsck_store, "store directory")->required();
+  fsck->add_flag("--repair", fsck_repair, "quarantine corrupt objects, drop superseded copies and staging leftovers");
+  fsck->add_flag("--json", fsck_json, "print the summary as JSON");
 
   std::string stats_point;
   bool stats_json = false;
@@ -127,6 +139,7 @@ int RunCli(int argc, char** argv) {
     return RunMount(mo);
   }
   if (umount->parsed()) return RunUmount(umount_point);
+  if (fsck->parsed()) return RunFsck(fsck_store, fsck_repair, fsck_json);
   if (stats->parsed()) return RunStats(stats_point, stats_json);
   return Misuse("unknown command");
 }

@@ -25,8 +25,10 @@
 #include <memory>
 #include <sstream>
 
+#include "adapters/deadline_store.h"
 #include "adapters/local_store.h"
 #include "core/engine.h"
+#include "core/fsck.h"
 #include "core/size_parse.h"
 #include "fuse/device_io.h"
 #include "fuse/fuse_ops.h"
@@ -156,7 +158,12 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
     }
     explicit_size.push_back(parsed.capacity.has_value());
     limits.push_back(l);
-    stores.push_back(std::move(*s));
+    if (o.store_deadline_s > 0) {
+      auto deadline = std::chrono::milliseconds(static_cast<int64_t>(o.store_deadline_s * 1000));
+      stores.push_back(std::make_unique<DeadlineStore>(std::move(*s), deadline));
+    } else {
+      stores.push_back(std::move(*s));
+    }
   }
   if (o.capacity) {
     uint64_t fixed = 0;
@@ -179,6 +186,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   eo.buffer_count = o.buffer_count;
   eo.buffer_size = o.buffer_size;
   eo.use_io_uring = o.io_uring;
+  eo.verify_one_in = o.verify_one_in;
   Result<std::unique_ptr<Engine>> engine = Engine::Open(eo, std::move(stores));
   if (!engine.ok()) return fail(engine.status().message());
 
@@ -400,6 +408,28 @@ int RunStats(const std::string& mountpoint, bool json) {
   std::cout << *text;
   if (text->empty() || text->back() != '\n') std::cout << "\n";
   return 0;
+}
+
+}  // namespace kvfs
+
+namespace kvfs {
+
+int RunFsck(const std::string& store_dir, bool repair, bool json) {
+  LocalStoreOptions so;
+  so.create_if_missing = false;
+  so.sweep_staging = false;
+  Result<std::unique_ptr<LocalStore>> store = LocalStore::Open(store_dir, so);
+  if (!store.ok()) {
+    PrintError(store.status().message());
+    return 2;
+  }
+  Result<FsckReport> report = CheckStore(**store, repair);
+  if (!report.ok()) {
+    PrintError(report.status().message());
+    return 2;
+  }
+  std::cout << (json ? report->ToJson() + "\n" : report->ToText());
+  return report->clean() ? 0 : 1;
 }
 
 }  // namespace kvfs

@@ -49,6 +49,9 @@ struct MountOptions {
   // Let read-only handles use the kernel page cache when no other version of
   // the file is open and nobody writes it (see docs/contract.md).
   bool page_cache = false;
+  uint32_t verify_one_in = 1;
+  // Deadline of each store operation (0: none).
+  double store_deadline_s = 30.0;
   double entry_timeout = 1.0;
   double negative_timeout = 1.0;
 };
@@ -63,5 +66,7 @@ StoreSpec ParseStoreSpec(const std::string& spec);
 int RunMount(const MountOptions& options);
 int RunUmount(const std::string& mountpoint);
 int RunStats(const std::string& mountpoint, bool json);
+// Offline check of a store; exit 0 clean, 1 problems found, 2 could not check.
+int RunFsck(const std::string& store_dir, bool repair, bool json);
 
 }  // namespace kvfs

@@ -1,0 +1,63 @@
+// DeadlineStore: a StoreWrapper that gives every store operation a deadline.
+// A call that has not finished when its deadline passes returns ETIMEDOUT to
+// the caller; the stuck call keeps its worker thread until the store answers
+// (its result is then dropped; a descriptor it returns is closed). So a store
+// that stops answering (a dead drive, a hung network filesystem) gives errors
+// instead of hanging the mount, and works again once it answers.
+//
+// Calls run on a small pool of worker threads that grows while workers are
+// stuck (up to max_workers; beyond that calls fail with ETIMEDOUT at once).
+// Scan is not given a deadline (its length grows with the store).
+// Caveat: a Publish that times out may still complete later; the engine then
+// holds no record of that version, and the next mount indexes it.
+// Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "adapters/store_wrapper.h"
+
+namespace kvfs {
+
+class DeadlineStore final : public StoreWrapper {
+ public:
+  DeadlineStore(std::unique_ptr<Store> target, std::chrono::milliseconds deadline, size_t max_workers = 64);
+  ~DeadlineStore() override;
+
+  Result<std::unique_ptr<StagingFile>> CreateStaging() override;
+  Status Publish(StagingFile& file, const std::string& location) override;
+  Result<int> OpenForRead(const std::string& location) override;
+  Status WriteHeaderBlock(const std::string& location, const uint8_t* block) override;
+  Status Move(const std::string& from, const std::string& to) override;
+  Status Remove(const std::string& location, bool sync) override;
+  Status Quarantine(const std::string& location) override;
+  Result<StoreSpace> Space() const override;
+
+  uint64_t timeouts() const { return timeouts_.load(); }
+  std::chrono::milliseconds deadline() const { return deadline_; }
+
+ private:
+  // Runs task on a worker; false when the deadline passed first.
+  bool RunWithDeadline(std::function<void()> task) const;
+  void WorkerLoop() const;
+
+  std::chrono::milliseconds deadline_;
+  size_t max_workers_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable wake_;
+  mutable std::deque<std::function<void()>> queue_;  // guarded by mu_
+  mutable std::vector<std::thread> workers_;         // guarded by mu_
+  mutable size_t idle_ = 0;                          // guarded by mu_
+  mutable bool stop_ = false;                        // guarded by mu_
+  mutable std::atomic<uint64_t> timeouts_{0};
+};
+
+}  // namespace kvfs

@@ -1,0 +1,103 @@
+#include "adapters/faulty_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <thread>
+
+namespace kvfs {
+
+void FaultyStore::Inject(StoreOp op, const Fault& fault) {
+  std::lock_guard<std::mutex> g(mu_);
+  faults_[op] = fault;
+}
+
+void FaultyStore::Clear() {
+  std::lock_guard<std::mutex> g(mu_);
+  faults_.clear();
+}
+
+std::optional<Fault> FaultyStore::Take(StoreOp op) const {
+  Fault f;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = faults_.find(op);
+    if (it == faults_.end()) return std::nullopt;
+    if (it->second.skip > 0) {
+      it->second.skip--;
+      return std::nullopt;
+    }
+    if (it->second.count == 0) return std::nullopt;
+    if (it->second.count > 0) it->second.count--;
+    f = it->second;
+  }
+  hits_.fetch_add(1);
+  if (f.delay.count() > 0) std::this_thread::sleep_for(f.delay);
+  return f;
+}
+
+Result<std::unique_ptr<StagingFile>> FaultyStore::CreateStaging() {
+  std::optional<Fault> f = Take(StoreOp::kCreateStaging);
+  if (f && f->err) return Status::Error(f->err, "injected fault: create staging");
+  Result<std::unique_ptr<StagingFile>> s = StoreWrapper::CreateStaging();
+  if (!s.ok() || !f || !f->bad_fd) return s;
+  // Hand out a read-only descriptor of the same file: every write fails.
+  int ro = ::open((*s)->path().c_str(), O_RDONLY | O_CLOEXEC);
+  if (ro < 0) return Status::FromErrno("injected fault: reopen staging");
+  ::dup2(ro, (*s)->fd());
+  ::close(ro);
+  return s;
+}
+
+Status FaultyStore::Publish(StagingFile& file, const std::string& location) {
+  std::optional<Fault> f = Take(StoreOp::kPublish);
+  if (f && f->err) return Status::Error(f->err, "injected fault: publish");
+  if (f && f->torn) {
+    struct stat st;
+    if (::fstat(file.fd(), &st) == 0) {
+      // Keep a multiple of 4 KiB so the cut is invisible to O_DIRECT readers.
+      off_t cut = st.st_size / 2 / 4096 * 4096;
+      if (::truncate(file.path().c_str(), cut) != 0) return Status::FromErrno("injected fault: tear");
+    }
+  }
+  return StoreWrapper::Publish(file, location);
+}
+
+Result<int> FaultyStore::OpenForRead(const std::string& location) {
+  std::optional<Fault> f = Take(StoreOp::kOpenForRead);
+  if (f && f->err) return Status::Error(f->err, "injected fault: open");
+  return StoreWrapper::OpenForRead(location);
+}
+
+Status FaultyStore::WriteHeaderBlock(const std::string& location, const uint8_t* block) {
+  std::optional<Fault> f = Take(StoreOp::kWriteHeaderBlock);
+  if (f && f->err) return Status::Error(f->err, "injected fault: write header");
+  return StoreWrapper::WriteHeaderBlock(location, block);
+}
+
+Status FaultyStore::Move(const std::string& from, const std::string& to) {
+  std::optional<Fault> f = Take(StoreOp::kMove);
+  if (f && f->err) return Status::Error(f->err, "injected fault: move");
+  return StoreWrapper::Move(from, to);
+}
+
+Status FaultyStore::Remove(const std::string& location, bool sync) {
+  std::optional<Fault> f = Take(StoreOp::kRemove);
+  if (f && f->err) return Status::Error(f->err, "injected fault: remove");
+  return StoreWrapper::Remove(location, sync);
+}
+
+Status FaultyStore::Scan(const std::function<void(const ScannedObject&)>& fn, int threads) {
+  std::optional<Fault> f = Take(StoreOp::kScan);
+  if (f && f->err) return Status::Error(f->err, "injected fault: scan");
+  return StoreWrapper::Scan(fn, threads);
+}
+
+Result<StoreSpace> FaultyStore::Space() const {
+  std::optional<Fault> f = Take(StoreOp::kSpace);
+  if (f && f->err) return Status::Error(f->err, "injected fault: space");
+  return StoreWrapper::Space();
+}
+
+}  // namespace kvfs

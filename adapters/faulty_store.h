@@ -1,0 +1,64 @@
+// FaultyStore: a StoreWrapper that makes chosen operations fail or stall, so
+// tests can show what kvfs does when a drive or a network filesystem
+// misbehaves.
+//
+// A Fault applies to one operation kind. It lets `skip` calls pass, then
+// affects the next `count` calls (or all of them when count < 0):
+//  - err != 0:   the call fails with that errno without reaching the store;
+//  - delay > 0:  the call sleeps that long first (to exceed a deadline);
+//  - torn:       Publish only: the staging file is cut to half its length
+//                just before it is published, as a lying disk would do; the
+//                call reports success.
+//  - bad_fd:     CreateStaging only: the staging file is handed out read-only,
+//                so the data writes into it fail (EBADF) like a failing disk.
+// Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+
+#include "adapters/store_wrapper.h"
+
+namespace kvfs {
+
+enum class StoreOp { kCreateStaging, kPublish, kOpenForRead, kWriteHeaderBlock, kMove, kRemove, kScan, kSpace };
+
+struct Fault {
+  int err = 0;
+  std::chrono::milliseconds delay{0};
+  bool torn = false;
+  bool bad_fd = false;
+  int skip = 0;
+  int count = -1;
+};
+
+class FaultyStore final : public StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+
+  void Inject(StoreOp op, const Fault& fault);
+  void Clear();
+  // Calls affected by a fault so far.
+  uint64_t hits() const { return hits_.load(); }
+
+  Result<std::unique_ptr<StagingFile>> CreateStaging() override;
+  Status Publish(StagingFile& file, const std::string& location) override;
+  Result<int> OpenForRead(const std::string& location) override;
+  Status WriteHeaderBlock(const std::string& location, const uint8_t* block) override;
+  Status Move(const std::string& from, const std::string& to) override;
+  Status Remove(const std::string& location, bool sync) override;
+  Status Scan(const std::function<void(const ScannedObject&)>& fn, int threads) override;
+  Result<StoreSpace> Space() const override;
+
+ private:
+  // The fault to apply to this call of op, if any (after its delay).
+  std::optional<Fault> Take(StoreOp op) const;
+
+  mutable std::mutex mu_;
+  mutable std::map<StoreOp, Fault> faults_;  // guarded by mu_
+  mutable std::atomic<uint64_t> hits_{0};
+};
+
+}  // namespace kvfs

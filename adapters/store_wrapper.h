@@ -1,0 +1,44 @@
+// StoreWrapper: a Store that forwards every call to another Store. Decorators
+// (deadlines, fault injection) derive from it and override only what they
+// change. The wrapper owns its target.
+// Thread-safety: as the target's.
+#pragma once
+
+#include <memory>
+#include <utility>
+
+#include "adapters/store.h"
+
+namespace kvfs {
+
+class StoreWrapper : public Store {
+ public:
+  explicit StoreWrapper(std::unique_ptr<Store> target) : target_(std::move(target)) {}
+
+  std::string Describe() const override { return target_->Describe(); }
+  const std::string& root() const override { return target_->root(); }
+  bool DirectIo() const override { return target_->DirectIo(); }
+  std::string LocationFor(const KeyHash& h) const override { return target_->LocationFor(h); }
+  Result<std::unique_ptr<StagingFile>> CreateStaging() override { return target_->CreateStaging(); }
+  Status Publish(StagingFile& file, const std::string& location) override { return target_->Publish(file, location); }
+  Result<int> OpenForRead(const std::string& location) override { return target_->OpenForRead(location); }
+  Status WriteHeaderBlock(const std::string& location, const uint8_t* block) override {
+    return target_->WriteHeaderBlock(location, block);
+  }
+  Status Move(const std::string& from, const std::string& to) override { return target_->Move(from, to); }
+  Status Remove(const std::string& location, bool sync) override { return target_->Remove(location, sync); }
+  Status Quarantine(const std::string& location) override { return target_->Quarantine(location); }
+  Status Scan(const std::function<void(const ScannedObject&)>& fn, int threads) override {
+    return target_->Scan(fn, threads);
+  }
+  Result<StoreSpace> Space() const override { return target_->Space(); }
+  Result<std::vector<std::string>> ListStaging() const override { return target_->ListStaging(); }
+  Status RemoveStaging(const std::string& name) override { return target_->RemoveStaging(name); }
+
+  Store* target() const { return target_.get(); }
+
+ private:
+  std::unique_ptr<Store> target_;
+};
+
+}  // namespace kvfs
