@@ -5,5 +5,6 @@ set -eu
 cd "$(dirname "$0")/.."
 ./packaging/install-deps.sh
 ./packaging/build.sh
-cd build
-ctest --output-on-failure --timeout 900 "$@"
+(cd build && ctest --output-on-failure --timeout 900 "$@")
+# Parsers of on-store bytes, fuzzed for a bounded time.
+./packaging/run-fuzz.sh
