@@ -211,6 +211,7 @@ Status Engine::Rebuild() {
   std::map<std::string, Found> best;  // by key
   std::vector<Found> losers;
   uint64_t skipped = 0;
+  uint64_t scanned = 0;
   uint64_t max_generation = 0;
   std::vector<Status> scan_status(stores_.size());
   std::vector<std::thread> threads;
@@ -234,6 +235,10 @@ Status Engine::Rebuild() {
               return;
             }
             std::lock_guard<std::mutex> g(found_mu);
+            if (++scanned % 100000 == 0) {
+              spdlog::info("rebuild: {} objects scanned", scanned);
+              if (options_.on_scan_progress) options_.on_scan_progress(scanned);
+            }
             max_generation = std::max(max_generation, h.generation);
             Found f{si, obj.location, h, obj.file_id};
             auto it = best.find(h.key);

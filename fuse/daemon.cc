@@ -187,6 +187,16 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   eo.buffer_size = o.buffer_size;
   eo.use_io_uring = o.io_uring;
   eo.verify_one_in = o.verify_one_in;
+  if (ready_fd >= 0) {
+    // Long rebuilds show progress in the terminal of `kvfs mount`.
+    eo.on_scan_progress = [ready_fd](uint64_t n) {
+      std::string line = "PROGRESS rebuilding the index: " + std::to_string(n) + " objects scanned\n";
+      ssize_t w = ::write(ready_fd, line.data(), line.size());
+      (void)w;
+    };
+  } else {
+    eo.on_scan_progress = [](uint64_t n) { std::cout << "kvfs: rebuilding the index: " << n << " objects scanned" << std::endl; };
+  }
   Result<std::unique_ptr<Engine>> engine = Engine::Open(eo, std::move(stores));
   if (!engine.ok()) return fail(engine.status().message());
 
@@ -299,7 +309,8 @@ int RunMount(const MountOptions& given) {
     ::_exit(Serve(o, *mnt, fds[1]));
   }
   ::close(fds[1]);
-  std::string report;
+  // The daemon writes progress lines, then one final line: "OK ..." or an error.
+  std::string report, pending;
   char buf[512];
   ssize_t n;
   while ((n = ::read(fds[0], buf, sizeof(buf))) != 0) {
@@ -307,10 +318,17 @@ int RunMount(const MountOptions& given) {
       if (errno == EINTR) continue;
       break;
     }
-    report.append(buf, static_cast<size_t>(n));
+    pending.append(buf, static_cast<size_t>(n));
+    size_t nl;
+    while ((nl = pending.find('\n')) != std::string::npos) {
+      std::string line = pending.substr(0, nl);
+      pending.erase(0, nl + 1);
+      if (line.rfind("PROGRESS ", 0) == 0) std::cout << "kvfs: " << line.substr(9) << std::endl;
+      else report = line;
+    }
   }
   ::close(fds[0]);
-  while (!report.empty() && report.back() == '\n') report.pop_back();
+  if (!pending.empty()) report = pending;
   if (report.rfind("OK ", 0) == 0) {
     std::cout << "kvfs: " << report.substr(3) << std::endl;
     return 0;
