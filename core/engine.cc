@@ -30,6 +30,9 @@ class FileHandle {
   std::vector<uint64_t> writer_owners;  // guarded by Engine::mu_
   // The version this handle writes (shared with writers that joined it).
   std::shared_ptr<Draft> draft;  // guarded by Engine::mu_
+  // The last commit attempted at a flush of this handle failed, and nothing
+  // was written since: release must not publish that version after all.
+  bool commit_failed = false;  // guarded by Engine::mu_
   // The chunks of the last read, for the next sequential read.
   std::mutex cache_mu;
   std::shared_ptr<const ChunkSpan> cache;  // guarded by cache_mu
@@ -1095,6 +1098,10 @@ Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* da
   }
   Result<std::shared_ptr<Draft>> draft = DraftForWrite(handle);
   if (!draft.ok()) return draft.status();
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    handle->commit_failed = false;
+  }
   if (handle->append) offset = (*draft)->size();
   if (offset + size > options_.max_object_bytes) return Status::Error(EFBIG, "object too large");
   if (offset + size > options_.capacity_bytes) return Status::Error(ENOSPC, "object larger than the capacity");
@@ -1118,7 +1125,10 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner) {
                         std::find(owners.begin(), owners.end(), uint64_t{0}) != owners.end();
     if (!closer_wrote) return Status::Ok();
   }
-  return CommitDraft(handle->inode, draft);
+  Status s = CommitDraft(handle->inode, draft);
+  std::lock_guard<std::mutex> g(mu_);
+  handle->commit_failed = !s.ok();
+  return s;
 }
 
 Status Engine::Fsync(FileHandle* handle) {
@@ -1138,7 +1148,9 @@ void Engine::Release(FileHandle* handle) {
   std::shared_ptr<Draft> to_commit;
   {
     std::lock_guard<std::mutex> g(mu_);
-    if (handle->draft && handle->draft->writers == 1 && handle->draft->dirty()) to_commit = handle->draft;
+    if (handle->draft && handle->draft->writers == 1 && handle->draft->dirty() && !handle->commit_failed) {
+      to_commit = handle->draft;
+    }
   }
   if (to_commit) {
     // Released without a successful flush: commit now (best effort).

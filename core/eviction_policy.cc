@@ -77,9 +77,15 @@ class S3FifoPolicy final : public EvictionPolicy {
   }
 
   std::optional<uint64_t> Evict(const std::function<bool(uint64_t)>& can_evict) override {
+    // Pinned entries passed over in a row, per queue: once a whole queue has
+    // been passed over, the victim must come from the other one.
+    size_t small_pinned = 0, main_pinned = 0;
     for (size_t n = 0; n < kScanBound && !where_.empty(); ++n) {
+      bool small_done = small_.empty() || small_pinned >= small_.size();
+      bool main_done = main_.empty() || main_pinned >= main_.size();
+      if (small_done && main_done) break;
       uint64_t total = small_bytes_ + main_bytes_;
-      bool from_small = !small_.empty() && (small_bytes_ * 10 > total || main_.empty());
+      bool from_small = !small_done && (small_bytes_ * 10 > total || main_done);
       if (from_small) {
         Entry e = small_.back();
         if (e.freq > 0) {
@@ -89,6 +95,7 @@ class S3FifoPolicy final : public EvictionPolicy {
         }
         if (!can_evict(e.id)) {
           Move(e.id, kSmall, e.freq);
+          ++small_pinned;
           continue;
         }
         Remove(e.id);
@@ -102,6 +109,7 @@ class S3FifoPolicy final : public EvictionPolicy {
       }
       if (!can_evict(e.id)) {
         Move(e.id, kMain, 0);
+        ++main_pinned;
         continue;
       }
       Remove(e.id);

@@ -1,0 +1,640 @@
+// Fault injection: kvfs::Engine driven directly over LocalStores wrapped in
+// FaultyStore (and DeadlineStore), showing what the engine does when a store
+// fails, lies or stops answering:
+//  - a commit whose staging file cannot be created (ENOSPC, EIO), whose data
+//    writes fail, or whose publish fails reports the error from Flush, leaves
+//    the previous version intact and readable, leaves no staging file
+//    behind, and succeeds when retried once the fault is gone;
+//  - a torn publish (a lying disk) is caught at read time: EIO, never wrong
+//    bytes, and the key disappears into the store's quarantine;
+//  - a store that does not answer within its DeadlineStore deadline gives an
+//    error within about the deadline, and the engine works again as soon as
+//    the store answers, without being reopened;
+//  - with several stores, a faulty or slow one does not take the healthy
+//    ones down;
+//  - a rename whose header rewrite reached the disk but whose file move
+//    failed (the state a crash between the two steps leaves) resolves to one
+//    name after a reopen, and later overwrites and unlinks of that name stick.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "adapters/deadline_store.h"
+#include "adapters/faulty_store.h"
+#include "adapters/key_hash.h"
+#include "adapters/local_store.h"
+#include "core/engine.h"
+#include "core/fsck.h"
+#include "tests/unit/test_util.h"
+
+namespace kvfs {
+namespace {
+
+using std::chrono::milliseconds;
+using testing::Pattern;
+using testing::TempDir;
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kRoot = 1;  // FUSE_ROOT_ID, the mount root's inode
+constexpr size_t kKiB = 1024;
+constexpr size_t kMiB = 1024 * 1024;
+
+std::string Describe(const Status& s) { return s.ok() ? "OK" : "errno " + std::to_string(s.err()) + ": " + s.message(); }
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Number of regular files directly in dir (0 when it does not exist).
+size_t CountFiles(const std::string& dir) {
+  std::error_code ec;
+  size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.is_regular_file()) ++n;
+  }
+  return n;
+}
+
+// The store index a key lands on among n stores (the engine's placement rule).
+uint32_t StoreOf(const std::string& key, uint32_t n) { return JumpConsistentHash(HashKey(key).low, n); }
+
+// A key name with the given prefix that lands on store `want` of n.
+std::string KeyOnStore(const std::string& prefix, uint32_t want, uint32_t n) {
+  for (int i = 0;; ++i) {
+    std::string key = prefix + std::to_string(i);
+    if (StoreOf(key, n) == want) return key;
+  }
+}
+
+class FaultInjectionTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(dir_.ok()); }
+  void TearDown() override { CloseEngine(); }
+
+  // Opens an engine over n stores (store0..store{n-1} in the scratch dir),
+  // each LocalStore wrapped in a FaultyStore and, with a deadline > 0, in a
+  // DeadlineStore around that. Reopening uses the same directories.
+  Status OpenEngine(size_t n = 1, milliseconds deadline = milliseconds(0)) {
+    CloseEngine();
+    std::vector<std::unique_ptr<Store>> stores;
+    for (size_t i = 0; i < n; ++i) {
+      Result<std::unique_ptr<LocalStore>> local = LocalStore::Open(Root(i), LocalStoreOptions{});
+      if (!local.ok()) return local.status();
+      auto faulty = std::make_unique<FaultyStore>(std::move(*local));
+      faulty_.push_back(faulty.get());
+      if (deadline.count() > 0) {
+        stores.push_back(std::make_unique<DeadlineStore>(std::move(faulty), deadline));
+      } else {
+        stores.push_back(std::move(faulty));
+      }
+    }
+    EngineOptions options;
+    options.capacity_bytes = 1ULL << 30;
+    options.buffer_count = 16;
+    options.background_eviction = false;
+    Result<std::unique_ptr<Engine>> e = Engine::Open(options, std::move(stores));
+    if (!e.ok()) return e.status();
+    engine_ = std::move(*e);
+    return Status::Ok();
+  }
+
+  void CloseEngine() {
+    engine_.reset();
+    faulty_.clear();
+  }
+
+  std::string Root(size_t i) const { return dir_.Sub("store" + std::to_string(i)); }
+  Engine& E() { return *engine_; }
+  FaultyStore& F(size_t i = 0) { return *faulty_.at(i); }
+
+  // Opens name for writing (O_TRUNC) and writes data; the handle stays open.
+  Result<FileHandle*> StartWrite(const std::string& name, const std::vector<uint8_t>& data) {
+    Result<OpenResult> c = E().Create(kRoot, name, 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
+    if (!c.ok()) return c.status();
+    FileHandle* h = c->handle;
+    size_t off = 0;
+    while (off < data.size()) {
+      size_t n = std::min(data.size() - off, 300 * kKiB + 7);
+      Result<size_t> w = E().Write(h, off, data.data() + off, n);
+      if (!w.ok() || *w != n) {
+        E().Release(h);
+        return w.ok() ? Status::Error(EIO, "short write") : w.status();
+      }
+      off += n;
+    }
+    return h;
+  }
+
+  // Create/O_TRUNC + write + Flush + Release: the commit's status.
+  Status Put(const std::string& name, const std::vector<uint8_t>& data) {
+    Result<FileHandle*> h = StartWrite(name, data);
+    if (!h.ok()) return h.status();
+    Status s = E().Flush(*h);
+    E().Release(*h);
+    return s;
+  }
+
+  // Reads a whole handle with requests of `chunk` bytes.
+  Result<std::vector<uint8_t>> ReadHandle(FileHandle* h, size_t chunk) {
+    std::vector<uint8_t> out;
+    for (int guard = 0; guard < 1 << 20; ++guard) {
+      ReadReply reply;
+      Status s = E().Read(h, out.size(), chunk, &reply);
+      if (!s.ok()) return s;
+      if (reply.bytes() == 0) return out;
+      for (const iovec& v : reply.iov) {
+        const uint8_t* p = static_cast<const uint8_t*>(v.iov_base);
+        out.insert(out.end(), p, p + v.iov_len);
+      }
+    }
+    return Status::Error(EIO, "never reached end of file");
+  }
+
+  // Lookup + Open(O_RDONLY) + read all + Release.
+  Result<std::vector<uint8_t>> Get(const std::string& name, size_t chunk = 128 * kKiB) {
+    Result<Attr> a = E().Lookup(kRoot, name);
+    if (!a.ok()) return a.status();
+    Result<OpenResult> o = E().Open(a->ino, O_RDONLY);
+    E().Forget(a->ino, 1);
+    if (!o.ok()) return o.status();
+    Result<std::vector<uint8_t>> data = ReadHandle(o->handle, chunk);
+    E().Release(o->handle);
+    if (data.ok() && data->size() != a->size) return Status::Error(EIO, "read size differs from stat size");
+    return data;
+  }
+
+  // "" when name reads back exactly want.
+  std::string Check(const std::string& name, const std::vector<uint8_t>& want) {
+    Result<std::vector<uint8_t>> got = Get(name);
+    if (!got.ok()) return name + ": " + Describe(got.status());
+    if (got->size() != want.size()) {
+      return name + ": size " + std::to_string(got->size()) + ", want " + std::to_string(want.size());
+    }
+    if (*got != want) return name + ": wrong bytes";
+    return "";
+  }
+
+  int LookupErr(const std::string& name) {
+    Result<Attr> a = E().Lookup(kRoot, name);
+    if (!a.ok()) return a.err();
+    E().Forget(a->ino, 1);
+    return 0;
+  }
+
+  size_t StagingFiles(size_t i = 0) { return CountFiles(Root(i) + "/staging"); }
+  size_t QuarantinedFiles(size_t i = 0) { return CountFiles(Root(i) + "/quarantine"); }
+
+  // Runs one failing commit of `next` over the committed `prev` of key with
+  // the fault in place, checks what the contract promises, then clears the
+  // fault and retries the commit on the same handle.
+  void FailedCommitKeepsPrevious(StoreOp op, const Fault& fault, int want_err) {
+    const std::string key = "chunk";
+    const std::vector<uint8_t> prev = Pattern(1, 3 * kMiB + 123);
+    const std::vector<uint8_t> next = Pattern(2, 2 * kMiB + 77);
+    ASSERT_TRUE(OpenEngine().ok());
+    ASSERT_EQ(Describe(Put(key, prev)), "OK");
+
+    F().Inject(op, fault);
+    Result<FileHandle*> h = StartWrite(key, next);
+    ASSERT_TRUE(h.ok()) << Describe(h.status());
+    Status flushed = E().Flush(*h);
+    EXPECT_EQ(flushed.err(), want_err) << Describe(flushed);
+    EXPECT_GE(F().hits(), 1u) << "the fault was never hit";
+    // The previous version is intact and readable from another handle.
+    EXPECT_EQ(Check(key, prev), "");
+    EXPECT_EQ(StagingFiles(), 0u) << "a failed commit left its staging file";
+    EXPECT_GE(E().Stats().commit_failures, 1u);
+
+    // The store is healthy again: retrying the commit (a second close/fsync)
+    // publishes the new version.
+    F().Clear();
+    Status retried = E().Flush(*h);
+    EXPECT_EQ(Describe(retried), "OK");
+    E().Release(*h);
+    EXPECT_EQ(Check(key, next), "");
+
+    // A fresh commit works too, and everything survives a reopen.
+    const std::vector<uint8_t> third = Pattern(3, 5 * kKiB);
+    EXPECT_EQ(Describe(Put(key, third)), "OK");
+    ASSERT_TRUE(OpenEngine().ok());
+    EXPECT_EQ(Check(key, third), "");
+    EXPECT_EQ(StagingFiles(), 0u);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Engine> engine_;
+  std::vector<FaultyStore*> faulty_;  // owned by the engine's stores
+};
+
+TEST_F(FaultInjectionTest, PublishFailureKeepsPreviousVersion) {
+  Fault f;
+  f.err = EIO;
+  FailedCommitKeepsPrevious(StoreOp::kPublish, f, EIO);
+}
+
+TEST_F(FaultInjectionTest, FailingDataWritesKeepPreviousVersion) {
+  Fault f;
+  f.bad_fd = true;
+  FailedCommitKeepsPrevious(StoreOp::kCreateStaging, f, EIO);
+}
+
+TEST_F(FaultInjectionTest, StagingEnospcKeepsPreviousVersion) {
+  Fault f;
+  f.err = ENOSPC;
+  FailedCommitKeepsPrevious(StoreOp::kCreateStaging, f, ENOSPC);
+}
+
+TEST_F(FaultInjectionTest, StagingEioKeepsPreviousVersion) {
+  Fault f;
+  f.err = EIO;
+  FailedCommitKeepsPrevious(StoreOp::kCreateStaging, f, EIO);
+}
+
+// A new key whose first commit fails never becomes visible, even after its
+// handle is released (the commit at release fails too), and can be written
+// once the store recovers.
+TEST_F(FaultInjectionTest, FailedFirstCommitLeavesNoKey) {
+  ASSERT_TRUE(OpenEngine().ok());
+  Fault f;
+  f.err = EIO;
+  F().Inject(StoreOp::kPublish, f);
+  const std::vector<uint8_t> data = Pattern(7, kMiB + 5);
+  Result<FileHandle*> h = StartWrite("fresh", data);
+  ASSERT_TRUE(h.ok()) << Describe(h.status());
+  EXPECT_EQ(E().Flush(*h).err(), EIO);
+  E().Release(*h);
+  EXPECT_EQ(LookupErr("fresh"), ENOENT);
+  size_t listed = 0;
+  ASSERT_TRUE(E().ReadDir(kRoot, 0, false, [&](const DirEntry& e) {
+                   if (e.name != "." && e.name != "..") ++listed;
+                   return true;
+                 }).ok());
+  EXPECT_EQ(listed, 0u);
+  EXPECT_EQ(StagingFiles(), 0u);
+
+  F().Clear();
+  EXPECT_EQ(Describe(Put("fresh", data)), "OK");
+  EXPECT_EQ(Check("fresh", data), "");
+}
+
+// Only the second of two commits fails (skip = 1): the first lands, the
+// second reports EIO and the first stays.
+TEST_F(FaultInjectionTest, FaultAfterSkipHitsOnlyLaterCommit) {
+  ASSERT_TRUE(OpenEngine().ok());
+  Fault f;
+  f.err = EIO;
+  f.skip = 1;
+  f.count = 1;
+  F().Inject(StoreOp::kPublish, f);
+  const std::vector<uint8_t> a = Pattern(11, 100 * kKiB);
+  const std::vector<uint8_t> b = Pattern(12, 200 * kKiB);
+  const std::vector<uint8_t> c = Pattern(13, 300 * kKiB);
+  EXPECT_EQ(Describe(Put("k", a)), "OK");
+  EXPECT_EQ(Put("k", b).err(), EIO);
+  EXPECT_EQ(Check("k", a), "");
+  EXPECT_EQ(Describe(Put("k", c)), "OK");  // count exhausted
+  EXPECT_EQ(Check("k", c), "");
+}
+
+// A lying disk: the published object is cut in half but Publish says OK.
+// Reading it must fail with EIO (never return wrong bytes), and the key must
+// then be gone from the namespace, its file moved to quarantine/.
+
+TEST_F(FaultInjectionTest, TornPublishGivesEioAndQuarantinesOnFullRead) {
+  ASSERT_TRUE(OpenEngine().ok());
+  const std::vector<uint8_t> good = Pattern(21, 700 * kKiB);
+  ASSERT_EQ(Describe(Put("neighbour", good)), "OK");
+  Fault f;
+  f.torn = true;
+  f.count = 1;
+  F().Inject(StoreOp::kPublish, f);
+  const std::vector<uint8_t> data = Pattern(22, 2 * kMiB + 4321);
+  ASSERT_EQ(Describe(Put("torn", data)), "OK") << "a torn publish reports success (the disk lies)";
+  ASSERT_EQ(F().hits(), 1u);
+
+  Result<Attr> a = E().Lookup(kRoot, "torn");
+  ASSERT_TRUE(a.ok());
+  E().Forget(a->ino, 1);
+  Result<OpenResult> o = E().Open(a->ino, O_RDONLY);
+  if (o.ok()) {
+    // One read of the whole object.
+    ReadReply reply;
+    Status s = E().Read(o->handle, 0, data.size(), &reply);
+    EXPECT_EQ(s.err(), EIO) << "read of a torn object: " << Describe(s) << ", " << reply.bytes() << " bytes";
+    E().Release(o->handle);
+  } else {
+    EXPECT_EQ(o.err(), EIO) << Describe(o.status());
+  }
+  EXPECT_EQ(LookupErr("torn"), ENOENT) << "the torn object is still served after EIO";
+  EXPECT_EQ(QuarantinedFiles(), 1u);
+  EXPECT_EQ(Check("neighbour", good), "");
+  // The name can be written again.
+  EXPECT_EQ(Describe(Put("torn", data)), "OK");
+  EXPECT_EQ(Check("torn", data), "");
+}
+
+// Same lie, but the reader starts with a small read at offset 0, whose chunk
+// is still on the disk while the chunk checksum table is not.
+TEST_F(FaultInjectionTest, TornPublishGivesEioAndQuarantinesOnSmallRead) {
+  ASSERT_TRUE(OpenEngine().ok());
+  Fault f;
+  f.torn = true;
+  f.count = 1;
+  F().Inject(StoreOp::kPublish, f);
+  const std::vector<uint8_t> data = Pattern(23, 2 * kMiB);
+  ASSERT_EQ(Describe(Put("torn", data)), "OK");
+
+  Result<Attr> a = E().Lookup(kRoot, "torn");
+  ASSERT_TRUE(a.ok());
+  E().Forget(a->ino, 1);
+  Result<OpenResult> o = E().Open(a->ino, O_RDONLY);
+  ASSERT_TRUE(o.ok()) << Describe(o.status());
+  // Read the whole file in 4 KiB requests: every request either fails with
+  // EIO or returns the right bytes; at least one fails.
+  bool failed = false;
+  for (size_t off = 0; off < data.size(); off += 4096) {
+    ReadReply reply;
+    Status s = E().Read(o->handle, off, 4096, &reply);
+    if (!s.ok()) {
+      EXPECT_EQ(s.err(), EIO) << "at offset " << off << ": " << Describe(s);
+      failed = true;
+      break;
+    }
+    std::vector<uint8_t> got;
+    for (const iovec& v : reply.iov) {
+      const uint8_t* p = static_cast<const uint8_t*>(v.iov_base);
+      got.insert(got.end(), p, p + v.iov_len);
+    }
+    ASSERT_EQ(got.size(), 4096u) << "at offset " << off;
+    ASSERT_EQ(0, std::memcmp(got.data(), data.data() + off, 4096)) << "wrong bytes at offset " << off;
+  }
+  E().Release(o->handle);
+  EXPECT_TRUE(failed) << "a torn object read back whole";
+  EXPECT_EQ(LookupErr("torn"), ENOENT) << "the torn object is still served after EIO";
+  EXPECT_EQ(QuarantinedFiles(), 1u);
+}
+
+// The engine's figures count the checksum failure and the quarantine of a
+// corrupt object, per store.
+TEST_F(FaultInjectionTest, CorruptionIsCountedInStats) {
+  ASSERT_TRUE(OpenEngine().ok());
+  const std::vector<uint8_t> data = Pattern(31, 600 * kKiB);
+  ASSERT_EQ(Describe(Put("victim", data)), "OK");
+  Result<Attr> a = E().Lookup(kRoot, "victim");
+  ASSERT_TRUE(a.ok());
+  Result<std::string> location = E().GetXattr(a->ino, "user.kvfs.location");
+  E().Forget(a->ino, 1);
+  ASSERT_TRUE(location.ok()) << Describe(location.status());
+  // Flip one data byte on the store.
+  std::string path = Root(0) + "/" + *location;
+  int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0) << path;
+  uint8_t b = 0;
+  ASSERT_EQ(::pread(fd, &b, 1, 4096 + 300000), 1);
+  b ^= 0x40;
+  ASSERT_EQ(::pwrite(fd, &b, 1, 4096 + 300000), 1);
+  ::fsync(fd);
+  ::close(fd);
+
+  Result<std::vector<uint8_t>> got = Get("victim");
+  EXPECT_EQ(got.err(), EIO) << (got.ok() ? "read returned corrupt bytes" : Describe(got.status()));
+  EXPECT_EQ(LookupErr("victim"), ENOENT);
+  EXPECT_EQ(QuarantinedFiles(), 1u);
+  EngineStats st = E().Stats();
+  ASSERT_EQ(st.stores.size(), 1u);
+  EXPECT_EQ(st.stores[0].checksum_failures, 1u) << "per-store checksum_failures";
+  EXPECT_EQ(st.stores[0].quarantined, 1u) << "per-store quarantined";
+  EXPECT_EQ(st.checksum_failures, 1u) << "total checksum_failures";
+  EXPECT_EQ(st.quarantined, 1u) << "total quarantined";
+  std::string json = st.ToJson();
+  EXPECT_NE(json.find("\"checksum_failures\":1"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"quarantined\":1"), std::string::npos) << json;
+}
+
+// A store that stops answering OpenForRead: with a 200 ms deadline, Open
+// fails with ETIMEDOUT or EIO well before the stuck call returns (2 s), and
+// works again once the fault is gone, without reopening the engine.
+TEST_F(FaultInjectionTest, StuckOpenFailsWithinDeadlineAndRecovers) {
+  ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+  const std::vector<uint8_t> data = Pattern(41, kMiB + 3);
+  ASSERT_EQ(Describe(Put("slow", data)), "OK");
+  Result<Attr> a = E().Lookup(kRoot, "slow");
+  ASSERT_TRUE(a.ok());
+
+  Fault f;
+  f.delay = milliseconds(2000);
+  f.count = 1;
+  auto injected = Clock::now();
+  F().Inject(StoreOp::kOpenForRead, f);
+  auto start = Clock::now();
+  Result<OpenResult> o = E().Open(a->ino, O_RDONLY);
+  double elapsed = SecondsSince(start);
+  EXPECT_FALSE(o.ok());
+  if (o.ok()) {
+    E().Release(o->handle);
+  } else {
+    EXPECT_TRUE(o.err() == ETIMEDOUT || o.err() == EIO) << Describe(o.status());
+  }
+  EXPECT_LT(elapsed, 1.5) << "Open blocked on a stuck store instead of failing at its deadline";
+  EXPECT_GE(elapsed, 0.15) << "Open failed before the deadline passed";
+
+  // The store answers again (the fault was one call): the engine recovers.
+  F().Clear();
+  EXPECT_EQ(Check("slow", data), "");
+  const std::vector<uint8_t> next = Pattern(42, 77 * kKiB);
+  EXPECT_EQ(Describe(Put("slow", next)), "OK");
+  EXPECT_EQ(Check("slow", next), "");
+  E().Forget(a->ino, 1);
+  // Let the stuck call finish before the stores are destroyed.
+  std::this_thread::sleep_until(injected + milliseconds(2300));
+}
+
+// A publish that hangs past its deadline: Flush fails within about the
+// deadline; when the store answers again, a retried commit lands.
+TEST_F(FaultInjectionTest, StuckPublishFailsWithinDeadlineAndRecovers) {
+  ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+  const std::vector<uint8_t> prev = Pattern(51, 300 * kKiB);
+  const std::vector<uint8_t> next = Pattern(52, 400 * kKiB);
+  ASSERT_EQ(Describe(Put("k", prev)), "OK");
+
+  Fault f;
+  f.delay = milliseconds(1500);
+  f.count = 1;
+  auto injected = Clock::now();
+  F().Inject(StoreOp::kPublish, f);
+  Result<FileHandle*> h = StartWrite("k", next);
+  ASSERT_TRUE(h.ok());
+  auto start = Clock::now();
+  Status s = E().Flush(*h);
+  double elapsed = SecondsSince(start);
+  EXPECT_TRUE(s.err() == ETIMEDOUT || s.err() == EIO) << Describe(s);
+  EXPECT_LT(elapsed, 1.2) << "Flush blocked on a stuck store instead of failing at its deadline";
+
+  // Wait for the stuck publish to land (DeadlineStore's documented caveat:
+  // it may still complete), then retry the commit with the store healthy.
+  std::this_thread::sleep_until(injected + milliseconds(1800));
+  F().Clear();
+  EXPECT_EQ(Describe(E().Flush(*h)), "OK");
+  E().Release(*h);
+  EXPECT_EQ(Check("k", next), "");
+  ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+  EXPECT_EQ(Check("k", next), "");
+}
+
+// Two stores, one of them failing every operation: keys on the healthy store
+// keep working (read, overwrite, create), keys on the faulty one fail with
+// EIO, and everything works once the fault is cleared.
+TEST_F(FaultInjectionTest, FaultyStoreDoesNotAffectHealthyStore) {
+  ASSERT_TRUE(OpenEngine(2).ok());
+  const std::string good_key = KeyOnStore("good-", 0, 2);
+  const std::string bad_key = KeyOnStore("bad-", 1, 2);
+  const std::vector<uint8_t> g1 = Pattern(61, 900 * kKiB), b1 = Pattern(62, 800 * kKiB);
+  ASSERT_EQ(Describe(Put(good_key, g1)), "OK");
+  ASSERT_EQ(Describe(Put(bad_key, b1)), "OK");
+  // Placement as the engine reports it.
+  for (auto [key, store] : {std::pair{good_key, 0}, std::pair{bad_key, 1}}) {
+    Result<Attr> a = E().Lookup(kRoot, key);
+    ASSERT_TRUE(a.ok());
+    Result<std::string> where = E().GetXattr(a->ino, "user.kvfs.store");
+    E().Forget(a->ino, 1);
+    ASSERT_TRUE(where.ok());
+    EXPECT_NE(where->find(Root(store)), std::string::npos) << key << " is on " << *where;
+  }
+  EngineStats st = E().Stats();
+  ASSERT_EQ(st.stores.size(), 2u);
+  EXPECT_EQ(st.stores[0].objects, 1u);
+  EXPECT_EQ(st.stores[1].objects, 1u);
+
+  Fault f;
+  f.err = EIO;
+  for (StoreOp op : {StoreOp::kCreateStaging, StoreOp::kPublish, StoreOp::kOpenForRead, StoreOp::kRemove,
+                     StoreOp::kMove, StoreOp::kWriteHeaderBlock}) {
+    F(1).Inject(op, f);
+  }
+  // Healthy store: everything works.
+  EXPECT_EQ(Check(good_key, g1), "");
+  const std::vector<uint8_t> g2 = Pattern(63, 1500 * kKiB);
+  EXPECT_EQ(Describe(Put(good_key, g2)), "OK");
+  EXPECT_EQ(Check(good_key, g2), "");
+  const std::string good_new = KeyOnStore("good-new-", 0, 2);
+  EXPECT_EQ(Describe(Put(good_new, g1)), "OK");
+  EXPECT_EQ(Check(good_new, g1), "");
+  // Faulty store: errors, never wrong bytes, the old version stays.
+  Result<std::vector<uint8_t>> r = Get(bad_key);
+  EXPECT_EQ(r.err(), EIO) << (r.ok() ? "read succeeded on a failing store" : Describe(r.status()));
+  EXPECT_EQ(Put(bad_key, Pattern(64, 10 * kKiB)).err(), EIO);
+  const std::string bad_new = KeyOnStore("bad-new-", 1, 2);
+  EXPECT_EQ(Put(bad_new, b1).err(), EIO);
+  EXPECT_EQ(LookupErr(bad_new), ENOENT);
+  EXPECT_EQ(E().Unlink(kRoot, bad_key).err(), EIO);
+  // The healthy store's data is still fine after all that.
+  EXPECT_EQ(Check(good_key, g2), "");
+
+  F(1).Clear();
+  EXPECT_EQ(Check(bad_key, b1), "");
+  EXPECT_EQ(Describe(Put(bad_new, b1)), "OK");
+  EXPECT_EQ(Check(bad_new, b1), "");
+  EXPECT_EQ(StagingFiles(0) + StagingFiles(1), 0u);
+}
+
+// Two stores behind deadlines, one of them slow (each open takes 1.5 s, less
+// than its 5 s deadline): while an open on the slow store is waiting, keys on
+// the healthy store are served without waiting for it.
+TEST_F(FaultInjectionTest, SlowStoreDoesNotStallHealthyStore) {
+  ASSERT_TRUE(OpenEngine(2, milliseconds(5000)).ok());
+  const std::string fast_key = KeyOnStore("fast-", 0, 2);
+  const std::string slow_key = KeyOnStore("slow-", 1, 2);
+  const std::vector<uint8_t> fd = Pattern(71, 256 * kKiB), sd = Pattern(72, 256 * kKiB);
+  ASSERT_EQ(Describe(Put(fast_key, fd)), "OK");
+  ASSERT_EQ(Describe(Put(slow_key, sd)), "OK");
+  Result<Attr> slow = E().Lookup(kRoot, slow_key);
+  ASSERT_TRUE(slow.ok());
+
+  Fault f;
+  f.delay = milliseconds(1500);
+  f.count = 1;
+  F(1).Inject(StoreOp::kOpenForRead, f);
+  std::atomic<bool> slow_done{false};
+  Status slow_status;
+  std::thread slow_reader([&] {
+    Result<OpenResult> o = E().Open(slow->ino, O_RDONLY);
+    if (o.ok()) {
+      Result<std::vector<uint8_t>> got = ReadHandle(o->handle, 128 * kKiB);
+      slow_status = !got.ok() ? got.status() : (*got == sd ? Status::Ok() : Status::Error(EIO, "wrong bytes"));
+      E().Release(o->handle);
+    } else {
+      slow_status = o.status();
+    }
+    slow_done = true;
+  });
+  // Wait until the slow open is under way.
+  for (int i = 0; i < 200 && F(1).hits() == 0; ++i) std::this_thread::sleep_for(milliseconds(5));
+  std::this_thread::sleep_for(milliseconds(100));
+  auto start = Clock::now();
+  EXPECT_EQ(Check(fast_key, fd), "");
+  double elapsed = SecondsSince(start);
+  EXPECT_FALSE(slow_done.load()) << "the slow open finished too early for this test to mean anything";
+  EXPECT_LT(elapsed, 0.5) << "a read on the healthy store waited " << elapsed << " s for the slow store";
+  slow_reader.join();
+  EXPECT_EQ(Describe(slow_status), "OK");
+  E().Forget(slow->ino, 1);
+}
+
+// A rename whose header rewrite reached the disk but whose move did not (the
+// state a crash between rename's two steps leaves; here the move fails).
+// After a reopen exactly one of the two names holds the object. An overwrite
+// and then an unlink of that name must stick across the next reopen: no older
+// copy of the key may come back.
+TEST_F(FaultInjectionTest, InterruptedRenameResolvesAndLaterUnlinkSticks) {
+  ASSERT_TRUE(OpenEngine().ok());
+  const std::vector<uint8_t> v1 = Pattern(81, 500 * kKiB);
+  const std::vector<uint8_t> v2 = Pattern(82, 600 * kKiB);
+  ASSERT_EQ(Describe(Put("src", v1)), "OK");
+  Fault f;
+  f.err = EIO;
+  F().Inject(StoreOp::kMove, f);
+  Status renamed = E().Rename(kRoot, "src", kRoot, "dst", 0);
+  EXPECT_FALSE(renamed.ok()) << "the injected move failure was not reported";
+  F().Clear();
+
+  ASSERT_TRUE(OpenEngine().ok());
+  int src_err = LookupErr("src"), dst_err = LookupErr("dst");
+  ASSERT_TRUE((src_err == 0) != (dst_err == 0)) << "src: " << src_err << ", dst: " << dst_err;
+  const std::string name = src_err == 0 ? "src" : "dst";
+  EXPECT_EQ(Check(name, v1), "");
+
+  // Overwrite the surviving name and unlink it in the same session, then
+  // reopen: it stays deleted, no older copy comes back.
+  ASSERT_EQ(Describe(Put(name, v2)), "OK");
+  EXPECT_EQ(Check(name, v2), "");
+  ASSERT_EQ(Describe(E().Unlink(kRoot, name)), "OK");
+  ASSERT_TRUE(OpenEngine().ok());
+  EXPECT_EQ(LookupErr(name), ENOENT) << "an acknowledged unlink of '" << name << "' came back after a reopen";
+  EXPECT_EQ(LookupErr("src"), ENOENT);
+  EXPECT_EQ(LookupErr("dst"), ENOENT);
+  CloseEngine();
+
+  // And the store is clean for fsck.
+  LocalStoreOptions so;
+  so.create_if_missing = false;
+  so.sweep_staging = false;
+  Result<std::unique_ptr<LocalStore>> store = LocalStore::Open(Root(0), so);
+  ASSERT_TRUE(store.ok());
+  Result<FsckReport> report = CheckStore(**store, false);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->clean()) << report->ToText();
+  EXPECT_EQ(report->files, 0u) << report->ToText();
+}
+
+}  // namespace
+}  // namespace kvfs
