@@ -24,29 +24,35 @@ Status TimedOut(const std::string& what, std::chrono::milliseconds d) {
 }  // namespace
 
 DeadlineStore::DeadlineStore(std::unique_ptr<Store> target, std::chrono::milliseconds deadline, size_t max_workers)
-    : StoreWrapper(std::move(target)), deadline_(deadline), max_workers_(max_workers) {}
+    : StoreWrapper(std::move(target)), deadline_(deadline), max_workers_(max_workers), pool_(std::make_shared<Pool>()) {}
 
 DeadlineStore::~DeadlineStore() {
+  size_t busy;
   {
-    std::lock_guard<std::mutex> g(mu_);
-    stop_ = true;
+    std::lock_guard<std::mutex> g(pool_->mu);
+    pool_->stop = true;
+    busy = pool_->workers - pool_->idle;
   }
-  wake_.notify_all();
-  for (std::thread& t : workers_) {
-    // A worker stuck in the store cannot be joined; let it finish on its own.
-    if (t.joinable()) t.detach();
+  pool_->wake.notify_all();
+  if (busy > 0) {
+    // A worker is stuck inside the store and still uses it: leave the store
+    // to it (a deliberate leak at shutdown) rather than pull it from under it.
+    (void)ReleaseTarget();
   }
 }
 
-void DeadlineStore::WorkerLoop() const {
-  std::unique_lock<std::mutex> lk(mu_);
+void DeadlineStore::WorkerLoop(std::shared_ptr<Pool> pool) {
+  std::unique_lock<std::mutex> lk(pool->mu);
   while (true) {
-    ++idle_;
-    wake_.wait(lk, [&] { return stop_ || !queue_.empty(); });
-    --idle_;
-    if (stop_ && queue_.empty()) return;
-    std::function<void()> task = std::move(queue_.front());
-    queue_.pop_front();
+    ++pool->idle;
+    pool->wake.wait(lk, [&] { return pool->stop || !pool->queue.empty(); });
+    --pool->idle;
+    if (pool->queue.empty()) {
+      --pool->workers;
+      return;  // stopping
+    }
+    std::function<void()> task = std::move(pool->queue.front());
+    pool->queue.pop_front();
     lk.unlock();
     task();
     lk.lock();
@@ -56,19 +62,20 @@ void DeadlineStore::WorkerLoop() const {
 bool DeadlineStore::RunWithDeadline(std::function<void()> task) const {
   auto state = std::make_shared<CallState<bool>>();
   {
-    std::lock_guard<std::mutex> g(mu_);
-    if (idle_ == 0) {
-      if (workers_.size() >= max_workers_) return false;  // every worker is stuck
-      workers_.emplace_back([this] { WorkerLoop(); });
+    std::lock_guard<std::mutex> g(pool_->mu);
+    if (pool_->idle == 0) {
+      if (pool_->workers >= max_workers_) return false;  // every worker is stuck
+      ++pool_->workers;
+      std::thread([pool = pool_] { WorkerLoop(pool); }).detach();
     }
-    queue_.push_back([state, task = std::move(task)] {
+    pool_->queue.push_back([state, task = std::move(task)] {
       task();
       std::lock_guard<std::mutex> g(state->mu);
       state->done = true;
       state->done_cv.notify_all();
     });
   }
-  wake_.notify_one();
+  pool_->wake.notify_one();
   std::unique_lock<std::mutex> lk(state->mu);
   if (!state->done_cv.wait_for(lk, deadline_, [&] { return state->done; })) {
     state->abandoned = true;
@@ -80,7 +87,7 @@ bool DeadlineStore::RunWithDeadline(std::function<void()> task) const {
 
 Result<std::unique_ptr<StagingFile>> DeadlineStore::CreateStaging() {
   auto out = std::make_shared<Result<std::unique_ptr<StagingFile>>>(Status::Error(EIO, "unset"));
-  if (!RunWithDeadline([this, out] { *out = StoreWrapper::CreateStaging(); })) return TimedOut("create staging", deadline_);
+  if (!RunWithDeadline([t = target(), out] { *out = t->CreateStaging(); })) return TimedOut("create staging", deadline_);
   return std::move(*out);
 }
 
@@ -92,8 +99,8 @@ Status DeadlineStore::Publish(StagingFile& file, const std::string& location) {
   auto own = std::make_shared<StagingFile>(fd, file.path());
   auto out = std::make_shared<Status>();
   std::string loc = location;
-  if (!RunWithDeadline([this, own, out, loc] {
-        *out = StoreWrapper::Publish(*own, loc);
+  if (!RunWithDeadline([t = target(), own, out, loc] {
+        *out = t->Publish(*own, loc);
         if (!out->ok()) own->MarkPublished();  // the caller's handle owns cleanup
       })) {
     return TimedOut("publish " + location, deadline_);
@@ -110,8 +117,8 @@ Result<int> DeadlineStore::OpenForRead(const std::string& location) {
   };
   auto sh = std::make_shared<Shared>();
   std::string loc = location;
-  if (!RunWithDeadline([this, sh, loc] {
-        Result<int> r = StoreWrapper::OpenForRead(loc);
+  if (!RunWithDeadline([t = target(), sh, loc] {
+        Result<int> r = t->OpenForRead(loc);
         std::lock_guard<std::mutex> g(sh->mu);
         if (sh->abandoned && r.ok()) ::close(*r);  // nobody will use it
         else sh->fd = std::move(r);
@@ -129,7 +136,7 @@ Status DeadlineStore::WriteHeaderBlock(const std::string& location, const uint8_
   auto copy = std::make_shared<std::vector<uint8_t>>(block, block + kHeaderSize);
   auto out = std::make_shared<Status>();
   std::string loc = location;
-  if (!RunWithDeadline([this, copy, out, loc] { *out = StoreWrapper::WriteHeaderBlock(loc, copy->data()); })) {
+  if (!RunWithDeadline([t = target(), copy, out, loc] { *out = t->WriteHeaderBlock(loc, copy->data()); })) {
     return TimedOut("write header " + location, deadline_);
   }
   return *out;
@@ -137,7 +144,7 @@ Status DeadlineStore::WriteHeaderBlock(const std::string& location, const uint8_
 
 Status DeadlineStore::Move(const std::string& from, const std::string& to) {
   auto out = std::make_shared<Status>();
-  if (!RunWithDeadline([this, out, from, to] { *out = StoreWrapper::Move(from, to); })) {
+  if (!RunWithDeadline([t = target(), out, from, to] { *out = t->Move(from, to); })) {
     return TimedOut("move " + from, deadline_);
   }
   return *out;
@@ -145,7 +152,7 @@ Status DeadlineStore::Move(const std::string& from, const std::string& to) {
 
 Status DeadlineStore::Remove(const std::string& location, bool sync) {
   auto out = std::make_shared<Status>();
-  if (!RunWithDeadline([this, out, location, sync] { *out = StoreWrapper::Remove(location, sync); })) {
+  if (!RunWithDeadline([t = target(), out, location, sync] { *out = t->Remove(location, sync); })) {
     return TimedOut("remove " + location, deadline_);
   }
   return *out;
@@ -153,7 +160,7 @@ Status DeadlineStore::Remove(const std::string& location, bool sync) {
 
 Status DeadlineStore::Quarantine(const std::string& location) {
   auto out = std::make_shared<Status>();
-  if (!RunWithDeadline([this, out, location] { *out = StoreWrapper::Quarantine(location); })) {
+  if (!RunWithDeadline([t = target(), out, location] { *out = t->Quarantine(location); })) {
     return TimedOut("quarantine " + location, deadline_);
   }
   return *out;
@@ -161,7 +168,7 @@ Status DeadlineStore::Quarantine(const std::string& location) {
 
 Result<StoreSpace> DeadlineStore::Space() const {
   auto out = std::make_shared<Result<StoreSpace>>(Status::Error(EIO, "unset"));
-  if (!RunWithDeadline([this, out] { *out = StoreWrapper::Space(); })) return TimedOut("statvfs", deadline_);
+  if (!RunWithDeadline([t = target(), out] { *out = t->Space(); })) return TimedOut("statvfs", deadline_);
   return *out;
 }
 

@@ -45,18 +45,24 @@ class DeadlineStore final : public StoreWrapper {
   std::chrono::milliseconds deadline() const { return deadline_; }
 
  private:
+  // Worker threads and their queue. Shared with the (detached) workers, so a
+  // worker stuck in the store outlives this object safely; tasks call the
+  // target store directly, never through `this`.
+  struct Pool {
+    std::mutex mu;
+    std::condition_variable wake;
+    std::deque<std::function<void()>> queue;  // guarded by mu
+    size_t workers = 0;                       // guarded by mu
+    size_t idle = 0;                          // guarded by mu
+    bool stop = false;                        // guarded by mu
+  };
   // Runs task on a worker; false when the deadline passed first.
   bool RunWithDeadline(std::function<void()> task) const;
-  void WorkerLoop() const;
+  static void WorkerLoop(std::shared_ptr<Pool> pool);
 
   std::chrono::milliseconds deadline_;
   size_t max_workers_;
-  mutable std::mutex mu_;
-  mutable std::condition_variable wake_;
-  mutable std::deque<std::function<void()>> queue_;  // guarded by mu_
-  mutable std::vector<std::thread> workers_;         // guarded by mu_
-  mutable size_t idle_ = 0;                          // guarded by mu_
-  mutable bool stop_ = false;                        // guarded by mu_
+  std::shared_ptr<Pool> pool_;
   mutable std::atomic<uint64_t> timeouts_{0};
 };
 

@@ -37,6 +37,10 @@ class StoreWrapper : public Store {
 
   Store* target() const { return target_.get(); }
 
+ protected:
+  // Gives up ownership of the target (it is not destroyed with the wrapper).
+  Store* ReleaseTarget() { return target_.release(); }
+
  private:
   std::unique_ptr<Store> target_;
 };

@@ -95,14 +95,4 @@ uint64_t Draft::memory_bytes() const {
   return n;
 }
 
-bool Draft::dirty() const {
-  std::lock_guard<std::mutex> g(mu_);
-  return dirty_;
-}
-
-void Draft::set_dirty(bool d) {
-  std::lock_guard<std::mutex> g(mu_);
-  dirty_ = d;
-}
-
 }  // namespace kvfs

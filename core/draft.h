@@ -46,8 +46,10 @@ class Draft {
   uint64_t memory_bytes() const;
 
   // Whether the draft holds changes not yet committed.
-  bool dirty() const;
-  void set_dirty(bool d);
+  // Lock-free, so the engine may ask while holding its index mutex (the
+  // commit path holds lock() and then takes that mutex).
+  bool dirty() const { return dirty_.load(); }
+  void set_dirty(bool d) { dirty_.store(d); }
 
   // Open handles writing this version; guarded by the Engine's index mutex.
   uint32_t writers = 0;
@@ -68,7 +70,7 @@ class Draft {
   mutable std::mutex mu_;
   std::vector<uint8_t*> chunks_;
   std::atomic<uint64_t> size_{0};
-  bool dirty_ = true;
+  std::atomic<bool> dirty_{true};
 };
 
 // A 1 MiB aligned block of zeros, for writing holes with O_DIRECT.

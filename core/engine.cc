@@ -113,7 +113,8 @@ std::string EngineStats::ToJson() const {
   o << "{\"capacity_bytes\":" << capacity_bytes << ",\"used_bytes\":" << used_bytes
     << ",\"leased_bytes\":" << leased_bytes << ",\"pinned_bytes\":" << pinned_bytes << ",";
   EvictionsJson(o, evictions);
-  o << ",\"enospc\":" << enospc << ",\"eviction_policy\":\"" << eviction_policy << "\"" << ",\"objects\":" << objects << ",\"inodes\":" << inodes
+  o << ",\"enospc\":" << enospc << ",\"checksum_failures\":" << checksum_failures
+    << ",\"quarantined\":" << quarantined << ",\"eviction_policy\":\"" << eviction_policy << "\"" << ",\"objects\":" << objects << ",\"inodes\":" << inodes
     << ",\"open_handles\":" << open_handles << ",\"reads\":" << reads << ",\"read_bytes\":" << read_bytes
     << ",\"writes\":" << writes << ",\"write_bytes\":" << write_bytes << ",\"commits\":" << commits
     << ",\"commit_failures\":" << commit_failures << ",\"lookups\":" << lookups
@@ -128,7 +129,8 @@ std::string EngineStats::ToJson() const {
       << ",\"floor_bytes\":" << s.floor_bytes << ",\"objects\":" << s.objects << ",\"used_bytes\":" << s.used_bytes
       << ",\"leased_bytes\":" << s.leased_bytes << ",\"pinned_bytes\":" << s.pinned_bytes << ",";
     EvictionsJson(o, s.evictions);
-    o << ",\"enospc\":" << s.enospc << ",\"fs_total_bytes\":" << s.fs_total_bytes
+    o << ",\"enospc\":" << s.enospc << ",\"checksum_failures\":" << s.checksum_failures
+      << ",\"quarantined\":" << s.quarantined << ",\"fs_total_bytes\":" << s.fs_total_bytes
       << ",\"fs_free_bytes\":" << s.fs_free_bytes << ",\"direct_io\":" << (s.direct_io ? "true" : "false") << "}";
   }
   o << "]}";
@@ -265,6 +267,21 @@ Status Engine::Rebuild() {
   for (const Found& f : losers) {
     spdlog::info("{}: removing superseded copy {} of '{}'", stores_[f.store_index]->Describe(), f.location, f.header.key);
     stores_[f.store_index]->Remove(f.location);
+  }
+
+  // A rename interrupted between its header rewrite and its file move leaves
+  // the object at the old key's place: put it where its key says.
+  for (auto& [key, f] : best) {
+    if (f.store_index != StoreIndexFor(key)) continue;  // a cross-store leftover: indexed where it is
+    std::string expected = stores_[f.store_index]->LocationFor(HashKey(key));
+    if (f.location == expected) continue;
+    Status s = stores_[f.store_index]->Move(f.location, expected);
+    if (s.ok()) {
+      spdlog::info("{}: moved '{}' from {} to {}", stores_[f.store_index]->Describe(), key, f.location, expected);
+      f.location = expected;
+    } else {
+      spdlog::warn("{}: cannot move '{}' to {}: {}", stores_[f.store_index]->Describe(), key, expected, s.message());
+    }
   }
 
   std::lock_guard<std::mutex> g(mu_);
@@ -740,6 +757,12 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
       name = inode->name;
     }
   }
+  if (old && (old->store_index() != store_index || old->location != location)) {
+    // The previous version sat elsewhere (a leftover of an interrupted
+    // rename): remove it, or it would come back at the next mount.
+    Status r = old->store()->Remove(old->location, false);
+    if (!r.ok() && r.err() != ENOENT) spdlog::warn("remove superseded {}: {}", old->location, r.message());
+  }
   old.reset();
   Status done = finish(Status::Ok());
   if (EngineObserver* o = observer_.load(); o && parent_ino != 0) o->EntryAppeared(parent_ino, name);
@@ -840,12 +863,12 @@ Result<std::shared_ptr<ChunkSpan>> Engine::ReadChunks(Version* v, uint64_t offse
   if (!s.ok()) return Status::Error(EIO, s.message());
   for (size_t i = 0; i < reqs.size(); ++i) {
     uint64_t needed = object_size > req_start[i] ? std::min<uint64_t>(reqs[i].len, object_size - req_start[i]) : 0;
-    if (reqs[i].done < needed) return Status::Error(EIO, "object is shorter on the store than its header says");
+    if (reqs[i].done < needed) return Status::Error(EBADMSG, "object is shorter on the store than its header says");
   }
   uint32_t one_in = options_.verify_one_in;
   if (one_in == 0) return span;
   Result<std::shared_ptr<const std::vector<uint64_t>>> sums = v->ChunkChecksums();
-  if (!sums.ok()) return Status::Error(EIO, sums.status().message());
+  if (!sums.ok()) return Status::Error(sums.err() == EBADMSG ? EBADMSG : EIO, sums.status().message());
   for (uint64_t c = span->start / kChunkSize; c * kChunkSize < std::min(span->end, object_size); ++c) {
     if (one_in > 1 && verify_counter_.fetch_add(1, std::memory_order_relaxed) % one_in != 0) continue;
     uint64_t rel = c * kChunkSize - span->start;
@@ -853,7 +876,7 @@ Result<std::shared_ptr<ChunkSpan>> Engine::ReadChunks(Version* v, uint64_t offse
     size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, object_size - c * kChunkSize));
     if (c >= (*sums)->size() || XXH3_64bits(p, len) != (**sums)[c]) {
       runtime_[v->store_index()]->checksum_failures.fetch_add(1, std::memory_order_relaxed);
-      return Status::Error(EIO, "checksum mismatch in chunk " + std::to_string(c) + " of " + v->location);
+      return Status::Error(EBADMSG, "checksum mismatch in chunk " + std::to_string(c) + " of " + v->location);
     }
   }
   return span;
@@ -916,10 +939,9 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
     Result<std::shared_ptr<ChunkSpan>> r = ReadChunks(v.get(), offset, end);
     if (!r.ok()) {
       spdlog::error("read of {} on {} failed: {}", v->location, v->store()->Describe(), r.status().message());
-      if (r.status().message().rfind("checksum", 0) == 0 || r.status().message().find("shorter") != std::string::npos) {
-        QuarantineVersion(handle->inode, v, r.status().message());
-      }
-      return r.status();
+      // EBADMSG marks damage to the object itself (not a failing device).
+      if (r.err() == EBADMSG) QuarantineVersion(handle->inode, v, r.status().message());
+      return Status::Error(EIO, r.status().message());
     }
     span = *r;
     std::lock_guard<std::mutex> g(handle->cache_mu);
@@ -936,7 +958,7 @@ Status Engine::LoadDraft(const std::shared_ptr<Version>& version, Draft* draft) 
   for (uint64_t off = 0; off < version->size(); off += kDraftChunkSize) {
     uint64_t end = std::min<uint64_t>(off + kDraftChunkSize, version->size());
     Result<std::shared_ptr<ChunkSpan>> span = ReadChunks(version.get(), off, end);
-    if (!span.ok()) return span.status();
+    if (!span.ok()) return Status::Error(EIO, span.status().message());
     ReadReply r;
     AppendSlices(*span, off, end, &r);
     uint64_t pos = off;
@@ -996,21 +1018,45 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
 }
 
 Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
+  const bool reads = (flags & O_ACCMODE) != O_WRONLY;
   for (int attempt = 0;; ++attempt) {
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      Inode* inode = ns_.Get(ino);
-      if (!inode) return Status::Error(ENOENT, "stale inode");
-      Result<OpenResult> r = OpenLocked(inode, flags);
-      if (r.ok() || r.err() != ESTALE || attempt > 0) return r;
+    // Take the read lease first, with no engine lock held: opening the object
+    // file is store I/O, and a slow store must not stall the whole mount.
+    Lease lease;
+    if (reads) {
+      std::shared_ptr<Version> version;
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        Inode* inode = ns_.Get(ino);
+        if (!inode) return Status::Error(ENOENT, "stale inode");
+        if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
+        version = inode->committed;
+        if (!version && !inode->linked()) version = inode->last_version.lock();
+      }
+      if (version) {
+        Result<Lease> l = Lease::Take(version);
+        if (!l.ok()) {
+          bool replaced = l.err() == ENOENT || l.err() == ESTALE;
+          if (replaced && attempt == 0) {
+            // The object file was replaced under the index (a commit or a
+            // rename is publishing): wait for that publish, then look again.
+            std::lock_guard<std::mutex> wait(publish_mu_);
+            continue;
+          }
+          spdlog::error("open of {} failed: {}", version->location, l.status().message());
+          return Status::Error(replaced ? ESTALE : (l.err() == ETIMEDOUT ? ETIMEDOUT : EIO), l.status().message());
+        }
+        lease = std::move(*l);
+      }
     }
-    // The object file was replaced under the index (a commit or rename is
-    // publishing): wait for that publish to finish, then look again.
-    std::lock_guard<std::mutex> wait(publish_mu_);
+    std::lock_guard<std::mutex> g(mu_);
+    Inode* inode = ns_.Get(ino);
+    if (!inode) return Status::Error(ENOENT, "stale inode");
+    return OpenLocked(inode, flags, std::move(lease));
   }
 }
 
-Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags) {
+Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags, Lease lease) {
   if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
   auto handle = std::make_unique<FileHandle>();
   int acc = flags & O_ACCMODE;
@@ -1024,9 +1070,16 @@ Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags) {
     // open. If another handle still reads that version, open it too (POSIX);
     // otherwise ESTALE makes the kernel look the name up again.
     version = inode->last_version.lock();
-    if (!version && !inode->draft) return Status::Error(ESTALE, "replaced while opening");
+    if (!version && !inode->draft && !lease) return Status::Error(ESTALE, "replaced while opening");
   }
-  if (version && (handle->readable || !handle->writable)) {
+  if (lease) {
+    // Taken by Open without the lock: the version current a moment ago.
+    handle->lease = std::move(lease);
+    inode->read_leases++;
+    if (handle->lease.version() == inode->committed) {
+      runtime_[inode->committed->store_index()]->policy->Access(inode->ino);
+    }
+  } else if (version && (handle->readable || !handle->writable)) {
     Result<Lease> lease = Lease::Take(version);
     if (!lease.ok()) {
       spdlog::error("open of {} failed: {}", version->location, lease.status().message());
@@ -1419,7 +1472,20 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
     // Under mu_ so that no open looks for the object between the rename and
     // the index update.
     std::lock_guard<std::mutex> g(mu_);
-    KVFS_RETURN_IF_ERROR(v->store()->Move(v->location, new_location));
+    Status moved = v->store()->Move(v->location, new_location);
+    if (!moved.ok()) {
+      // Put the old key back in a newer slot, so that a later mount does not
+      // carry out the rename this call reports as failed.
+      ObjectHeader back = old;
+      back.slot = header.slot;
+      back.generation = next_generation_++;
+      AlignedBlock undo;
+      if (EncodeHeader(old, undo.data).ok() && EncodeHeader(back, undo.data).ok() &&
+          v->store()->WriteHeaderBlock(v->location, undo.data).ok()) {
+        v->header = back;
+      }
+      return moved;
+    }
     v->location = new_location;
     v->header = header;
     return Status::Ok();
@@ -1636,6 +1702,10 @@ EngineStats Engine::Stats() const {
     st.evictions.floor = rt.evicted_floor.load();
     st.evictions.bytes = rt.evicted_bytes.load();
     st.enospc = rt.enospc.load();
+    st.checksum_failures = rt.checksum_failures.load();
+    st.quarantined = rt.quarantined.load();
+    s.checksum_failures += st.checksum_failures;
+    s.quarantined += st.quarantined;
     s.pinned_bytes += st.pinned_bytes;
     s.evictions.capacity += st.evictions.capacity;
     s.evictions.watermark += st.evictions.watermark;

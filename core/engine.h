@@ -272,7 +272,9 @@ class Engine {
   // Helpers below document which locks they expect.
   Attr AttrOfLocked(const Inode* inode, const FileHandle* handle) const;               // mu_
   Result<Inode*> ChildForChangeLocked(uint64_t parent, std::string_view name);       // mu_
-  Result<OpenResult> OpenLocked(Inode* inode, int flags);                             // mu_
+  // With `lease` (taken by the caller without the lock) the handle reads that
+  // version; otherwise the current one is leased here, under the lock.
+  Result<OpenResult> OpenLocked(Inode* inode, int flags, Lease lease = Lease());    // mu_
   Result<std::shared_ptr<Draft>> DraftForWrite(FileHandle* handle);                  // no locks
   uint32_t StoreIndexFor(const std::string& key) const;
   Status CommitDraft(Inode* inode, std::shared_ptr<Draft> draft);                    // no locks
@@ -282,6 +284,8 @@ class Engine {
   Status RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header);  // publish_mu_
   Status LoadDraft(const std::shared_ptr<Version>& version, Draft* draft);            // no locks
   // Reads and verifies the chunks covering [offset, end) of a leased version.
+  // EBADMSG when the object is damaged (checksum, short file), EIO when the
+  // store failed.
   Result<std::shared_ptr<ChunkSpan>> ReadChunks(Version* version, uint64_t offset, uint64_t end);  // no locks
   // Takes a corrupt version out of service: EIO was returned, now the name
   // goes and the file moves to the store's quarantine.

@@ -69,6 +69,8 @@ Result<FsckReport> CheckStore(Store& store, bool repair, int threads) {
   struct Seen {
     std::string location;
     uint64_t generation;
+    bool is_file;
+    uint64_t size;
   };
   std::map<std::string, std::vector<Seen>> by_key;
   std::vector<std::string> corrupt_locations;
@@ -98,7 +100,7 @@ Result<FsckReport> CheckStore(Store& store, bool repair, int threads) {
         } else {
           r.directories++;
         }
-        by_key[h.key].push_back(Seen{obj.location, h.generation});
+        by_key[h.key].push_back(Seen{obj.location, h.generation, h.kind == ObjectKind::kFile, h.size});
       },
       threads);
   if (!scan.ok()) return scan;
@@ -113,6 +115,12 @@ Result<FsckReport> CheckStore(Store& store, bool repair, int threads) {
       if (i == best) continue;
       r.duplicates++;
       r.objects--;
+      if (copies[i].is_file) {
+        r.files--;
+        r.bytes -= copies[i].size;
+      } else {
+        r.directories--;
+      }
       r.problems.push_back("duplicate of '" + key + "' at " + copies[i].location + " (superseded by " +
                            copies[best].location + ")");
       superseded.push_back(copies[i].location);

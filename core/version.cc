@@ -81,7 +81,7 @@ Result<std::shared_ptr<const std::vector<uint64_t>>> Version::ChunkChecksums() {
                           static_cast<off_t>(ChecksumTableOffset(size_) + done));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
-        int err = n < 0 ? errno : EIO;
+        int err = n < 0 ? errno : EBADMSG;  // a short file is damage, not a device error
         std::free(buf);
         return Status::FromErrno(err, "read checksum table of " + location);
       }

@@ -58,7 +58,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kWriters = 3;
 constexpr int kKeysPerWriter = 6;
-constexpr int kDefaultRounds = 20;
+constexpr int kDefaultRounds = 24;
 constexpr size_t kMaxSize = 2 * kMiB;
 constexpr uint64_t kMagic = 0x48535243'5346564bULL;  // "KVFSCRSH"
 constexpr size_t kTagBytes = 32;
@@ -334,7 +334,10 @@ std::string Observe(const std::string& path, uint32_t writer, uint32_t key, cons
   if (stat(path.c_str(), &st) != 0) {
     if (errno != ENOENT) return ErrnoMessage("stat " + path);
     *observed = PathState{};
-    return "";
+    for (const PathState& c : candidates) {
+      if (!c.present) return "";
+    }
+    return "absent, but acknowledged as " + candidates[0].Describe() + " (a committed version was lost)";
   }
   std::vector<uint8_t> got;
   std::string err = ReadFile(path, &got);
@@ -376,8 +379,24 @@ TEST_F(CrashTortureTest, SigkillDuringWritesKeepsAcknowledgedState) {
     pid_t daemon = DaemonPid(mnt());
     ASSERT_GT(daemon, 0) << ErrnoMessage("getxattr user.kvfs.pid");
 
-    // Start the writers.
+    // Start the writers. Whatever happens, none outlives the round.
     std::array<WriterLog, kWriters> logs;
+    struct Reaper {
+      std::array<WriterLog, kWriters>& logs;
+      ~Reaper() {
+        for (WriterLog& w : logs) {
+          if (w.pid > 0) {
+            kill(w.pid, SIGKILL);
+            int status;
+            while (waitpid(w.pid, &status, 0) < 0 && errno == EINTR) {
+            }
+            w.pid = -1;
+          }
+          if (w.fd >= 0) close(w.fd);
+          w.fd = -1;
+        }
+      }
+    } reaper{logs};
     for (int w = 0; w < kWriters; ++w) {
       int fds[2];
       ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
@@ -411,10 +430,12 @@ TEST_F(CrashTortureTest, SigkillDuringWritesKeepsAcknowledgedState) {
       int status;
       while (waitpid(w.pid, &status, 0) < 0 && errno == EINTR) {
       }
+      w.pid = -1;
     }
     for (WriterLog& w : logs) {
       for (int guard = 0; guard < 100000 && !w.eof; ++guard) Pump(w, 1000, true);
       close(w.fd);
+      w.fd = -1;
     }
     ASSERT_EQ(killed, "");
     for (int w = 0; w < kWriters; ++w) {

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -1347,6 +1348,57 @@ TEST_F(EngineTest, UnleasedObjectsAreEvictedToMakeRoom) {
   EXPECT_TRUE(*got == testing::Pattern(5, kMiB - 8192));
   EXPECT_LT(E().Stats().objects, 6u);
   EXPECT_GT(E().Stats().evictions.total(), 0u);
+}
+
+TEST_F(EngineTest, CommitThatEvictsDoesNotDeadlockWithConcurrentXattrReads) {
+  // A commit that must evict many objects to make room runs while another
+  // thread (an operator's getfattr) reads the attributes of the file being
+  // committed. Both must finish: "never a hang".
+  EngineOptions o = Defaults();
+  o.background_eviction = false;
+  ASSERT_OK(OpenEngine(1, 8 * kMiB, o));
+  for (int i = 0; i < 150; ++i) {
+    ASSERT_TRUE(PutFile(kRootIno, "small-" + std::to_string(i), testing::Pattern(i, 40000)).ok());
+  }
+  Result<OpenResult> c = E().Create(kRootIno, "big", 0644, O_CREAT | O_WRONLY, 0, 0);
+  ASSERT_TRUE(c.ok());
+  const uint64_t ino = c->attr.ino;
+  std::vector<uint8_t> data = testing::Pattern(7, 6 * kMiB);
+  ASSERT_TRUE(E().Write(c->handle, 0, data.data(), data.size()).ok());
+
+  auto state = std::make_shared<std::atomic<int>>(0);  // 1: flush done, 2: flush failed
+  auto stop = std::make_shared<std::atomic<bool>>(false);
+  Engine* engine = engine_.get();
+  std::thread getfattr([engine, ino, stop] {
+    while (!stop->load()) {
+      (void)engine->GetXattr(ino, "user.kvfs.state");
+      (void)engine->ListXattr(ino);
+    }
+  });
+  FileHandle* h = c->handle;
+  std::thread flusher([engine, h, state] { state->store(engine->Flush(h).ok() ? 1 : 2); });
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (state->load() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  stop->store(true);
+  if (state->load() == 0) {
+    // Deadlocked: leave the stuck threads and the engine behind so the rest
+    // of the suite can run.
+    getfattr.detach();
+    flusher.detach();
+    (void)engine_.release();
+    FAIL() << "Flush did not return within 20 s while GetXattr ran concurrently (deadlock)";
+  }
+  flusher.join();
+  getfattr.join();
+  EXPECT_EQ(state->load(), 1);
+  E().Release(h);
+  Result<std::vector<uint8_t>> got = GetFile(kRootIno, "big");
+  ASSERT_TRUE(got.ok()) << ErrText(got.status());
+  EXPECT_TRUE(*got == data);
+  EXPECT_GT(E().Stats().evictions.capacity, 0u);
+  EXPECT_LE(E().Stats().used_bytes, 8 * kMiB);
 }
 
 // ---------------------------------------------------------------------------

@@ -287,9 +287,11 @@ TEST_F(FaultInjectionTest, FailedFirstCommitLeavesNoKey) {
   EXPECT_EQ(Check("fresh", data), "");
 }
 
-// Only the second of two commits fails (skip = 1): the first lands, the
-// second reports EIO and the first stays.
-TEST_F(FaultInjectionTest, FaultAfterSkipHitsOnlyLaterCommit) {
+// Only the second of three commits fails (skip = 1, count = 1): the first
+// lands; the second reports EIO from Flush (close) and must not land later
+// behind the writer's back (e.g. when its handle is released and the store
+// works again); the third lands.
+TEST_F(FaultInjectionTest, FailedCloseIsNotPublishedAtRelease) {
   ASSERT_TRUE(OpenEngine().ok());
   Fault f;
   f.err = EIO;
@@ -301,9 +303,21 @@ TEST_F(FaultInjectionTest, FaultAfterSkipHitsOnlyLaterCommit) {
   const std::vector<uint8_t> c = Pattern(13, 300 * kKiB);
   EXPECT_EQ(Describe(Put("k", a)), "OK");
   EXPECT_EQ(Put("k", b).err(), EIO);
-  EXPECT_EQ(Check("k", a), "");
+  EXPECT_EQ(Check("k", a), "") << "the version whose close() failed with EIO was published anyway";
   EXPECT_EQ(Describe(Put("k", c)), "OK");  // count exhausted
   EXPECT_EQ(Check("k", c), "");
+}
+
+// The same for a new key: its first commit fails at close, and the key must
+// not appear afterwards.
+TEST_F(FaultInjectionTest, FailedFirstCloseIsNotPublishedAtRelease) {
+  ASSERT_TRUE(OpenEngine().ok());
+  Fault f;
+  f.err = ENOSPC;
+  f.count = 1;
+  F().Inject(StoreOp::kCreateStaging, f);
+  EXPECT_EQ(Put("new", Pattern(14, 50 * kKiB)).err(), ENOSPC);
+  EXPECT_EQ(LookupErr("new"), ENOENT) << "the key whose close() failed with ENOSPC appeared anyway";
 }
 
 // A lying disk: the published object is cut in half but Publish says OK.
@@ -455,7 +469,9 @@ TEST_F(FaultInjectionTest, StuckOpenFailsWithinDeadlineAndRecovers) {
   EXPECT_EQ(Describe(Put("slow", next)), "OK");
   EXPECT_EQ(Check("slow", next), "");
   E().Forget(a->ino, 1);
-  // Let the stuck call finish before the stores are destroyed.
+  // Let the stuck call finish before the stores are destroyed: a
+  // DeadlineStore destroyed while a worker is still inside the wrapped
+  // store is a use-after-free (its workers are detached, not joined).
   std::this_thread::sleep_until(injected + milliseconds(2300));
 }
 
