@@ -109,6 +109,28 @@ Status DeadlineStore::Publish(StagingFile& file, const std::string& location) {
   return *out;
 }
 
+Status DeadlineStore::Link(StagingFile& file, const std::string& location) {
+  int fd = ::dup(file.fd());
+  if (fd < 0) return Status::FromErrno("dup staging descriptor");
+  auto own = std::make_shared<StagingFile>(fd, file.path());
+  auto out = std::make_shared<Status>();
+  std::string loc = location;
+  if (!RunWithDeadline([t = target(), own, out, loc] {
+        *out = t->Link(*own, loc);
+        if (!out->ok()) own->MarkPublished();  // the caller's handle owns cleanup
+      })) {
+    return TimedOut("link " + location, deadline_);
+  }
+  if (out->ok()) file.MarkPublished();
+  return *out;
+}
+
+Status DeadlineStore::SyncAll() {
+  auto out = std::make_shared<Status>();
+  if (!RunWithDeadline([t = target(), out] { *out = t->SyncAll(); })) return TimedOut("syncfs", deadline_);
+  return *out;
+}
+
 Result<int> DeadlineStore::OpenForRead(const std::string& location) {
   struct Shared {
     std::mutex mu;

@@ -64,6 +64,19 @@ Status FaultyStore::Publish(StagingFile& file, const std::string& location) {
   return StoreWrapper::Publish(file, location);
 }
 
+Status FaultyStore::Link(StagingFile& file, const std::string& location) {
+  std::optional<Fault> f = Take(StoreOp::kPublish);
+  if (f && f->err) return Status::Error(f->err, "injected fault: publish");
+  if (f && f->torn) {
+    struct stat st;
+    if (::fstat(file.fd(), &st) == 0) {
+      off_t cut = st.st_size / 2 / 4096 * 4096;
+      if (::truncate(file.path().c_str(), cut) != 0) return Status::FromErrno("injected fault: tear");
+    }
+  }
+  return StoreWrapper::Link(file, location);
+}
+
 Result<int> FaultyStore::OpenForRead(const std::string& location) {
   std::optional<Fault> f = Take(StoreOp::kOpenForRead);
   if (f && f->err) return Status::Error(f->err, "injected fault: open");

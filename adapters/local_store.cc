@@ -158,13 +158,13 @@ Result<std::unique_ptr<StagingFile>> LocalStore::CreateStaging() {
   return std::make_unique<StagingFile>(fd, path);
 }
 
-Status LocalStore::EnsureParentDirs(const std::string& location) {
+Status LocalStore::EnsureParentDirs(const std::string& location, bool sync) {
   size_t pos = 0;
   while ((pos = location.find('/', pos + 1)) != std::string::npos) {
     std::string dir = Abs(location.substr(0, pos));
     if (::mkdir(dir.c_str(), 0755) == 0) {
-      // Make the new directory entry itself durable.
-      KVFS_RETURN_IF_ERROR(SyncDirectory(dir.substr(0, dir.rfind('/'))));
+      // Make the new directory entry itself durable (or leave it to SyncAll).
+      if (sync) KVFS_RETURN_IF_ERROR(SyncDirectory(dir.substr(0, dir.rfind('/'))));
     } else if (errno != EEXIST) {
       return Status::FromErrno("mkdir " + dir);
     }
@@ -182,6 +182,22 @@ Status LocalStore::Publish(StagingFile& file, const std::string& location) {
   }
   file.MarkPublished();
   return SyncDirectory(dst.substr(0, dst.rfind('/')));
+}
+
+Status LocalStore::Link(StagingFile& file, const std::string& location) {
+  std::string dst = Abs(location);
+  if (::rename(file.path().c_str(), dst.c_str()) != 0) {
+    if (errno != ENOENT) return Status::FromErrno("rename " + file.path() + " -> " + dst);
+    KVFS_RETURN_IF_ERROR(EnsureParentDirs(location, false));
+    if (::rename(file.path().c_str(), dst.c_str()) != 0) return Status::FromErrno("rename " + file.path() + " -> " + dst);
+  }
+  file.MarkPublished();
+  return Status::Ok();
+}
+
+Status LocalStore::SyncAll() {
+  if (::syncfs(lock_fd_) != 0) return Status::FromErrno("syncfs " + root_);
+  return Status::Ok();
 }
 
 Result<int> LocalStore::OpenForRead(const std::string& location) {

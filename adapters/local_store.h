@@ -46,6 +46,8 @@ class LocalStore final : public Store {
   std::string LocationFor(const KeyHash& h) const override;
   Result<std::unique_ptr<StagingFile>> CreateStaging() override;
   Status Publish(StagingFile& file, const std::string& location) override;
+  Status Link(StagingFile& file, const std::string& location) override;
+  Status SyncAll() override;
   Result<int> OpenForRead(const std::string& location) override;
   Status WriteHeaderBlock(const std::string& location, const uint8_t* block) override;
   Status Move(const std::string& from, const std::string& to) override;
@@ -62,7 +64,8 @@ class LocalStore final : public Store {
  private:
   LocalStore(std::string root, int lock_fd, bool direct_io) : root_(std::move(root)), lock_fd_(lock_fd), direct_io_(direct_io) {}
   std::string Abs(const std::string& location) const { return root_ + "/" + location; }
-  Status EnsureParentDirs(const std::string& location);
+  // Creates the fan-out directories of location; with sync, durably.
+  Status EnsureParentDirs(const std::string& location, bool sync = true);
 
   std::string root_;
   int lock_fd_;

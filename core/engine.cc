@@ -117,7 +117,8 @@ std::string EngineStats::ToJson() const {
     << ",\"quarantined\":" << quarantined << ",\"eviction_policy\":\"" << eviction_policy << "\"" << ",\"objects\":" << objects << ",\"inodes\":" << inodes
     << ",\"open_handles\":" << open_handles << ",\"reads\":" << reads << ",\"read_bytes\":" << read_bytes
     << ",\"writes\":" << writes << ",\"write_bytes\":" << write_bytes << ",\"commits\":" << commits
-    << ",\"commit_failures\":" << commit_failures << ",\"lookups\":" << lookups
+    << ",\"commit_failures\":" << commit_failures << ",\"group_commits\":" << group_commits
+    << ",\"group_commit_jobs\":" << group_commit_jobs << ",\"lookups\":" << lookups
     << ",\"negative_lookups\":" << negative_lookups << ",\"pool_hits\":" << pool_hits
     << ",\"pool_misses\":" << pool_misses << ",\"pool_buffers\":" << pool_buffers
     << ",\"pool_buffer_bytes\":" << pool_buffer_bytes << ",\"io_in_flight\":" << io_in_flight
@@ -681,92 +682,134 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     }
     draft->set_dirty_locked(false);
   }
-  if (::fdatasync(staging->fd()) != 0) {
-    Status s = Status::FromErrno("fdatasync " + staging->path());
-    ReleaseReservation(store_index, footprint);
-    draft->set_dirty(true);
-    spdlog::error("commit of '{}' failed: {}", key, s.message());
-    return finish(Status::Error(EIO, s.message()));
-  }
-
-  std::lock_guard<std::mutex> publish(publish_mu_);
-  std::string now_key;
-  bool linked;
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    linked = inode->linked();
-    if (linked) now_key = ns_.KeyOf(inode);
-  }
-  if (!linked) {
-    ReleaseReservation(store_index, footprint);
-    return finish(Status::Ok());
-  }
-  if (now_key != key) {
-    // Renamed while its bytes were being written: fix the header (and the store).
-    header.key = now_key;
-    key = now_key;
-    uint32_t now_store = StoreIndexFor(now_key);
-    if (now_store != store_index) {
-      // Moving the reservation cannot evict here (publish_mu_ is held): the
-      // new store may briefly go over by this one object.
-      ReleaseReservation(store_index, footprint);
-      runtime_[now_store]->reserved.fetch_add(footprint);
-      store_index = now_store;
-      store = stores_[store_index].get();
-      auto dlk = draft->lock();
-      Status s = WriteObject(store, header, draft.get(), &staging);
-      if (s.ok() && ::fdatasync(staging->fd()) != 0) s = Status::FromErrno("fdatasync");
-      if (!s.ok()) {
+  // Phase 3, run by whichever committer leads the next group commit (see
+  // PublishBatch): fix the header if the file was renamed meanwhile, move the
+  // staging file into place, and, once durable, switch the index.
+  std::string location;
+  uint64_t file_id = 0;
+  bool published = false;
+  PublishJob job;
+  job.link = [&](bool alone) -> Status {
+    std::string now_key;
+    bool linked;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      linked = inode->linked();
+      if (linked) now_key = ns_.KeyOf(inode);
+    }
+    if (!linked) return Status::Ok();  // unlinked meanwhile: nothing to publish
+    if (now_key != key) {
+      // Renamed while its bytes were being written: fix the header (and the store).
+      header.key = now_key;
+      key = now_key;
+      uint32_t now_store = StoreIndexFor(now_key);
+      if (now_store != store_index) {
+        // Moving the reservation cannot evict here (publish_mu_ is held): the
+        // new store may briefly go over by this one object.
         ReleaseReservation(store_index, footprint);
-        draft->set_dirty_locked(true);
-        return finish(Status::Error(EIO, s.message()));
-      }
-    } else {
-      AlignedBlock block;
-      KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
-      if (::pwrite(staging->fd(), block.data, kHeaderSize, 0) != static_cast<ssize_t>(kHeaderSize)) {
-        ReleaseReservation(store_index, footprint);
-        draft->set_dirty(true);
-        return finish(Status::FromErrno(EIO, "rewrite header"));
+        runtime_[now_store]->reserved.fetch_add(footprint);
+        store_index = now_store;
+        store = stores_[store_index].get();
+        auto dlk = draft->lock();
+        KVFS_RETURN_IF_ERROR(WriteObject(store, header, draft.get(), &staging));
+      } else {
+        AlignedBlock block;
+        KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
+        if (::pwrite(staging->fd(), block.data, kHeaderSize, 0) != static_cast<ssize_t>(kHeaderSize)) {
+          return Status::FromErrno(EIO, "rewrite header");
+        }
       }
     }
-  }
-  std::string location = store->LocationFor(HashKey(key));
-  uint64_t file_id = FileId(staging->fd());
-  Status s = store->Publish(*staging, location);
-  if (!s.ok()) {
-    ReleaseReservation(store_index, footprint);
-    draft->set_dirty(true);
-    spdlog::error("commit of '{}' failed: {}", key, s.message());
-    return finish(Status::Error(EIO, s.message()));
-  }
-  std::shared_ptr<Version> version = MakeVersion(store_index, location, header, file_id);
-  ReleaseReservation(store_index, footprint);
-  std::shared_ptr<Version> old;
+    job.store = store;
+    location = store->LocationFor(HashKey(key));
+    file_id = FileId(staging->fd());
+    published = true;
+    // With group commit, SyncAll (one flush for the group) follows.
+    return options_.group_commit ? store->Link(*staging, location) : store->Publish(*staging, location);
+  };
+  job.store = store;
   uint64_t parent_ino = 0;
   std::string name;
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    bool was_visible = inode->visible();
-    old = std::move(inode->committed);
-    inode->committed = version;
-    ns_.SetVisible(inode, was_visible);
-    TrackCommitted(inode, old.get());
-    if (!was_visible && inode->parent) {
-      parent_ino = inode->parent->ino;
-      name = inode->name;
+  // Runs under publish_mu_ once the new file is in place (and durable, unless
+  // the job reports a sync failure): switch the index to the new version.
+  job.complete = [&] {
+    if (!published) return;  // unlinked while being written: nothing was published
+    std::shared_ptr<Version> version = MakeVersion(store_index, location, header, file_id);
+    std::shared_ptr<Version> old;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      bool was_visible = inode->visible();
+      old = std::move(inode->committed);
+      inode->committed = version;
+      ns_.SetVisible(inode, was_visible);
+      TrackCommitted(inode, old.get());
+      if (!was_visible && inode->parent) {
+        parent_ino = inode->parent->ino;
+        name = inode->name;
+      }
     }
+    if (old && (old->store_index() != store_index || old->location != location)) {
+      // The previous version sat elsewhere (a leftover of an interrupted
+      // rename): remove it, or it would come back at the next mount.
+      Status r = old->store()->Remove(old->location, false);
+      if (!r.ok() && r.err() != ENOENT) spdlog::warn("remove superseded {}: {}", old->location, r.message());
+    }
+  };
+  Status s = RunPublishJob(&job);
+  ReleaseReservation(store_index, footprint);
+  if (!s.ok()) {
+    if (!job.linked) draft->set_dirty(true);
+    spdlog::error("commit of '{}' failed: {}", key, s.message());
+    return finish(Status::Error(s.err() == ENOSPC || s.err() == ETIMEDOUT ? s.err() : EIO, s.message()));
   }
-  if (old && (old->store_index() != store_index || old->location != location)) {
-    // The previous version sat elsewhere (a leftover of an interrupted
-    // rename): remove it, or it would come back at the next mount.
-    Status r = old->store()->Remove(old->location, false);
-    if (!r.ok() && r.err() != ENOENT) spdlog::warn("remove superseded {}: {}", old->location, r.message());
-  }
-  old.reset();
   Status done = finish(Status::Ok());
   if (EngineObserver* o = observer_.load(); o && parent_ino != 0) o->EntryAppeared(parent_ino, name);
   return done;
+}
+
+Status Engine::RunPublishJob(PublishJob* job) {
+  {
+    std::lock_guard<std::mutex> g(publish_queue_mu_);
+    publish_queue_.push_back(job);
+  }
+  std::lock_guard<std::mutex> publish(publish_mu_);
+  if (!job->done) PublishBatch();  // this committer leads the group
+  return job->result;
+}
+
+void Engine::PublishBatch() {
+  std::vector<PublishJob*> batch;
+  {
+    std::lock_guard<std::mutex> g(publish_queue_mu_);
+    batch.assign(publish_queue_.begin(), publish_queue_.end());
+    publish_queue_.clear();
+  }
+  const bool alone = batch.size() == 1;
+  for (PublishJob* j : batch) j->result = j->link(alone);
+  if (options_.group_commit) {
+    // One flush for the whole group: every linked file and rename is durable after it.
+    std::vector<Store*> synced;
+    for (PublishJob* j : batch) {
+      if (!j->result.ok() || std::find(synced.begin(), synced.end(), j->store) != synced.end()) continue;
+      synced.push_back(j->store);
+      Status st = j->store->SyncAll();
+      if (st.ok()) continue;
+      // In place but maybe not durable: the writers get the error (as fsync would).
+      for (PublishJob* k : batch) {
+        if (k->store == j->store && k->result.ok()) {
+          k->linked = true;
+          k->result = Status::Error(EIO, st.message());
+        }
+      }
+    }
+  }
+  group_commits_.fetch_add(1, std::memory_order_relaxed);
+  group_commit_jobs_.fetch_add(batch.size(), std::memory_order_relaxed);
+  for (PublishJob* j : batch) {
+    if (j->result.ok()) j->linked = true;
+    if (j->linked && j->complete) j->complete();
+    j->done = true;
+  }
 }
 
 Result<std::shared_ptr<Version>> Engine::PublishRecord(uint32_t store_index, ObjectHeader header) {
@@ -1673,6 +1716,8 @@ EngineStats Engine::Stats() const {
   s.write_bytes = write_bytes_.load();
   s.commits = commits_.load();
   s.commit_failures = commit_failures_.load();
+  s.group_commits = group_commits_.load();
+  s.group_commit_jobs = group_commit_jobs_.load();
   s.lookups = lookups_.load();
   s.negative_lookups = negative_lookups_.load();
   s.pool_hits = pool_->hits();

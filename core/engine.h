@@ -70,6 +70,10 @@ struct EngineOptions {
   double high_watermark = 0.95;
   double low_watermark = 0.90;
   bool background_eviction = true;
+  // Commits that meet at the publish step share one flush (SyncAll) instead
+  // of an fdatasync and a directory fsync each. Needs a journaling store
+  // filesystem (ext4, XFS); see docs/durability.md.
+  bool group_commit = true;
   // Objects a writer may evict synchronously to make room for one commit.
   int max_sync_evictions = 256;
   // Read buffers: count x size bytes, registered with io_uring.
@@ -184,6 +188,8 @@ struct EngineStats {
   uint64_t write_bytes = 0;
   uint64_t commits = 0;
   uint64_t commit_failures = 0;
+  uint64_t group_commits = 0;       // publish groups (flushes shared by commits)
+  uint64_t group_commit_jobs = 0;   // commits published through them
   uint64_t lookups = 0;
   uint64_t negative_lookups = 0;
   uint64_t pool_hits = 0;
@@ -278,6 +284,21 @@ class Engine {
   Result<std::shared_ptr<Draft>> DraftForWrite(FileHandle* handle);                  // no locks
   uint32_t StoreIndexFor(const std::string& key) const;
   Status CommitDraft(Inode* inode, std::shared_ptr<Draft> draft);                    // no locks
+  // Group commit. A committer queues its job and takes publish_mu_; if its job
+  // is not done by then, it leads: links every queued job's file into place,
+  // makes them durable with one SyncAll per store (a job alone in its group
+  // uses the store's own Publish instead), then runs each job's `complete`
+  // (the index switch) and marks it done. Jobs run on the leader's thread.
+  struct PublishJob {
+    std::function<Status(bool alone)> link;  // under publish_mu_
+    std::function<void()> complete;          // under publish_mu_, when linked
+    Store* store = nullptr;
+    Status result;
+    bool linked = false;  // the file is in place (even if its sync failed)
+    bool done = false;    // guarded by publish_mu_
+  };
+  Status RunPublishJob(PublishJob* job);                                             // no locks
+  void PublishBatch();                                                               // publish_mu_
   Status WriteObject(Store* store, const ObjectHeader& header, const Draft* draft,
                      std::unique_ptr<StagingFile>* out);                              // draft locked
   Result<std::shared_ptr<Version>> PublishRecord(uint32_t store_index, ObjectHeader header);  // publish_mu_
@@ -337,6 +358,9 @@ class Engine {
   std::atomic<EngineObserver*> observer_{nullptr};
 
   std::mutex publish_mu_;
+  std::mutex publish_queue_mu_;
+  std::vector<PublishJob*> publish_queue_;  // guarded by publish_queue_mu_
+  std::atomic<uint64_t> group_commits_{0}, group_commit_jobs_{0};
   mutable std::mutex mu_;
   std::condition_variable commit_done_;  // with mu_: an inode's `committing` went false
   Namespace ns_;                         // guarded by mu_

@@ -26,7 +26,8 @@ std::string FormatStatsText(const EngineStats& s) {
   o << "open handles  " << s.open_handles << "\n";
   o << "reads         " << s.reads << " (" << FormatSize(s.read_bytes) << ")\n";
   o << "writes        " << s.writes << " (" << FormatSize(s.write_bytes) << ")\n";
-  o << "commits       " << s.commits << " (" << s.commit_failures << " failed)\n";
+  o << "commits       " << s.commits << " (" << s.commit_failures << " failed), " << s.group_commits
+    << " publish groups for " << s.group_commit_jobs << " commits\n";
   o << "lookups       " << s.lookups << " (" << s.negative_lookups << " misses)\n";
   o << "buffer pool   " << s.pool_buffers << " x " << FormatSize(s.pool_buffer_bytes) << ", hits " << s.pool_hits
     << ", misses " << s.pool_misses << " (" << pct(s.pool_hits, s.pool_hits + s.pool_misses) << " hit)\n";

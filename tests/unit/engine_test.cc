@@ -21,6 +21,7 @@
 #include <thread>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <set>
 #include <string>
@@ -309,6 +310,13 @@ TEST_F(EngineTest, TruncatingOpenIsAVersionReadersDoNotSeeUntilCommit) {
 
   Result<OpenResult> new_reader = E().Open(*ino, O_RDONLY);
   ASSERT_TRUE(new_reader.ok());
+  // Attributes as each handle sees them.
+  Result<Attr> via_old = E().GetAttr(*ino, old_reader->handle);
+  ASSERT_TRUE(via_old.ok());
+  EXPECT_EQ(via_old->size, v1.size());
+  Result<Attr> via_new = E().GetAttr(*ino, new_reader->handle);
+  ASSERT_TRUE(via_new.ok());
+  EXPECT_EQ(via_new->size, v2.size());
   Result<std::vector<uint8_t>> now = ReadAll(new_reader->handle);
   ASSERT_TRUE(now.ok()) << ErrText(now.status());
   EXPECT_TRUE(*now == v2);
@@ -745,6 +753,92 @@ TEST_F(EngineTest, ConcurrentReadersOfOneKeyWhileItIsReplaced) {
   EXPECT_GT(reads.load(), 0);
 }
 
+TEST_F(EngineTest, WritePastMaxObjectSizeIsEfbig) {
+  EngineOptions o = Defaults();
+  o.max_object_bytes = kMiB;
+  ASSERT_OK(OpenEngine(1, 1ULL << 30, o));
+  Result<OpenResult> c = E().Create(kRootIno, "big", 0644, O_CREAT | O_WRONLY, 0, 0);
+  ASSERT_TRUE(c.ok());
+  std::vector<uint8_t> data = testing::Pattern(1, 100);
+  EXPECT_TRUE(E().Write(c->handle, kMiB - 100, data.data(), 100).ok());
+  EXPECT_EQ(E().Write(c->handle, kMiB - 50, data.data(), 100).err(), EFBIG);
+  ASSERT_OK(E().Flush(c->handle));
+  E().Release(c->handle);
+  Result<Attr> a = E().Lookup(kRootIno, "big");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->size, kMiB);
+}
+
+TEST_F(EngineTest, PageCacheOnlyForReadOnlyHandlesOfTheOnlyOpenVersion) {
+  ASSERT_OK(OpenEngine());
+  Result<uint64_t> ino = PutFile(kRootIno, "pc", testing::Pattern(1, 10000));
+  ASSERT_TRUE(ino.ok());
+  Result<OpenResult> r1 = E().Open(*ino, O_RDONLY);
+  ASSERT_TRUE(r1.ok());
+  EXPECT_TRUE(r1->page_cache);
+  Result<OpenResult> w = E().Open(*ino, O_RDWR);
+  ASSERT_TRUE(w.ok());
+  EXPECT_FALSE(w->page_cache) << "a writable handle must not use the page cache";
+  E().Release(w->handle);
+  // Replace the key while r1 still reads the old version: a handle on the
+  // new version must not share cached pages with the old one.
+  ASSERT_TRUE(PutFile(kRootIno, "pc", testing::Pattern(2, 20000)).ok());
+  Result<OpenResult> r2 = E().Open(*ino, O_RDONLY);
+  ASSERT_TRUE(r2.ok());
+  EXPECT_FALSE(r2->page_cache);
+  E().Release(r1->handle);
+  E().Release(r2->handle);
+  Result<OpenResult> r3 = E().Open(*ino, O_RDONLY);
+  ASSERT_TRUE(r3.ok());
+  EXPECT_TRUE(r3->page_cache);
+  E().Release(r3->handle);
+}
+
+class RecordingObserver : public EngineObserver {
+ public:
+  void EntryAppeared(uint64_t parent_ino, const std::string& name) override {
+    std::lock_guard<std::mutex> g(mu);
+    appeared.emplace_back(parent_ino, name);
+  }
+  void EntryEvicted(uint64_t parent_ino, const std::string& name, uint64_t ino) override {
+    std::lock_guard<std::mutex> g(mu);
+    evicted.emplace_back(parent_ino, name);
+  }
+  std::mutex mu;
+  std::vector<std::pair<uint64_t, std::string>> appeared, evicted;
+};
+
+TEST_F(EngineTest, ObserverHearsFirstCommitsAndEvictions) {
+  EngineOptions o = Defaults();
+  o.background_eviction = false;
+  ASSERT_OK(OpenEngine(1, 3 * kMiB, o));
+  RecordingObserver obs;
+  E().SetObserver(&obs);
+  Result<Attr> d = E().Mkdir(kRootIno, "d", 0755, 0, 0);
+  ASSERT_TRUE(d.ok());
+  ASSERT_TRUE(PutFile(d->ino, "first", testing::Pattern(1, kMiB - 8192)).ok());
+  ASSERT_TRUE(PutFile(d->ino, "first", testing::Pattern(2, kMiB - 8192)).ok());  // not new
+  {
+    std::lock_guard<std::mutex> g(obs.mu);
+    ASSERT_EQ(obs.appeared.size(), 1u);
+    EXPECT_EQ(obs.appeared[0], std::make_pair(d->ino, std::string("first")));
+    EXPECT_TRUE(obs.evicted.empty());
+  }
+  // Fill the capacity: "first" (least recently used, unleased) is evicted.
+  ASSERT_TRUE(PutFile(d->ino, "second", testing::Pattern(3, kMiB - 8192)).ok());
+  ASSERT_TRUE(PutFile(d->ino, "third", testing::Pattern(4, kMiB - 8192)).ok());
+  ASSERT_TRUE(PutFile(d->ino, "fourth", testing::Pattern(5, kMiB - 8192)).ok());
+  E().SetObserver(nullptr);
+  std::lock_guard<std::mutex> g(obs.mu);
+  EXPECT_EQ(obs.appeared.size(), 4u);
+  ASSERT_FALSE(obs.evicted.empty());
+  for (const auto& [parent, name] : obs.evicted) {
+    EXPECT_EQ(parent, d->ino);
+    EXPECT_EQ(E().Lookup(d->ino, name).err(), ENOENT) << name << " reported evicted but still there";
+  }
+  EXPECT_TRUE(E().Lookup(d->ino, "fourth").ok());
+}
+
 // ---------------------------------------------------------------------------
 // Leases, unlink and space.
 
@@ -777,6 +871,10 @@ TEST_F(EngineTest, UnlinkOfOpenFileKeepsBytesForTheHandleThenFreesSpace) {
   EXPECT_EQ(after.objects, 0u);
   EXPECT_EQ(after.leased_bytes, 0u);
   EXPECT_EQ(after.open_handles, 0u);
+  // Once the kernel forgets it (Create gave it one lookup reference), the
+  // inode is gone.
+  E().Forget(*ino, 1);
+  EXPECT_FALSE(E().GetAttr(*ino, nullptr).ok());
 
   // The name can be used again for a new key.
   std::vector<uint8_t> again = testing::Pattern(12, 10);
@@ -912,6 +1010,11 @@ TEST_F(EngineTest, RenameErrors) {
   // Directory over file and file over directory.
   EXPECT_EQ(E().Rename(kRootIno, "d", kRootIno, "file", 0).err(), ENOTDIR);
   EXPECT_EQ(E().Rename(kRootIno, "file", kRootIno, "d", 0).err(), EISDIR);
+  // Renaming a name onto itself changes nothing.
+  ASSERT_OK(E().Rename(kRootIno, "file", kRootIno, "file", 0));
+  Result<std::vector<uint8_t>> same = GetFile(kRootIno, "file");
+  ASSERT_TRUE(same.ok()) << ErrText(same.status());
+  EXPECT_TRUE(*same == testing::Pattern(2, 10));
   // Nothing moved.
   EXPECT_TRUE(E().Lookup(kRootIno, "d").ok());
   EXPECT_TRUE(E().Lookup(full->ino, "child").ok());
@@ -1256,6 +1359,97 @@ TEST_F(EngineTest, KeysSpreadOverTwoStoresAndComeBackAfterReopen) {
   check("before reopen");
   ASSERT_OK(OpenEngine(2));
   check("after reopen");
+}
+
+// Writes an object file the way the documented on-disk format describes it
+// ([header][data padded to 4 KiB][XXH3-64 per 256 KiB chunk, padded]), with
+// no help from the engine.
+Status WriteRawObject(Store& store, const std::string& key, const std::vector<uint8_t>& data, uint64_t generation) {
+  Result<std::unique_ptr<StagingFile>> staging = store.CreateStaging();
+  if (!staging.ok()) return staging.status();
+  uint64_t total = ObjectFootprint(data.size());
+  testing::AlignedBuffer buf(total);
+  ObjectHeader h;
+  h.kind = ObjectKind::kFile;
+  h.generation = generation;
+  h.size = data.size();
+  h.checksum = XXH3_64bits(data.data(), data.size());
+  h.chunk_shift = kChunkShift;
+  h.mode = S_IFREG | 0640;
+  h.mtime_ns = h.ctime_ns = 1700000000000000000LL;
+  h.key = key;
+  KVFS_RETURN_IF_ERROR(EncodeHeader(h, buf.data()));
+  if (!data.empty()) std::memcpy(buf.data() + kHeaderSize, data.data(), data.size());
+  for (uint64_t c = 0; c < ChunkCount(data.size()); ++c) {
+    uint64_t len = std::min<uint64_t>(kChunkSize, data.size() - c * kChunkSize);
+    uint64_t sum = XXH3_64bits(data.data() + c * kChunkSize, len);
+    std::memcpy(buf.data() + ChecksumTableOffset(data.size()) + c * 8, &sum, 8);  // little endian host
+  }
+  if (::pwrite((*staging)->fd(), buf.data(), total, 0) != static_cast<ssize_t>(total)) return Status::FromErrno("pwrite");
+  return store.Publish(**staging, store.LocationFor(HashKey(key)));
+}
+
+TEST_F(EngineTest, RebuildReadsIndependentlyWrittenObjectsNewestWinsAndSkipsGarbage) {
+  std::vector<uint8_t> older = testing::Pattern(1, 300000);
+  std::vector<uint8_t> newer = testing::Pattern(2, 200000);
+  std::vector<uint8_t> other = testing::Pattern(3, 5000);
+  std::string older_path;
+  {
+    auto s0 = LocalStore::Open(dir_.Sub("store0"), LocalStoreOptions{});
+    auto s1 = LocalStore::Open(dir_.Sub("store1"), LocalStoreOptions{});
+    ASSERT_TRUE(s0.ok() && s1.ok());
+    // Two copies of one key, as an interrupted cross-store rename leaves them.
+    ASSERT_OK(WriteRawObject(**s0, "k", older, 5));
+    ASSERT_OK(WriteRawObject(**s1, "k", newer, 9));
+    ASSERT_OK(WriteRawObject(**s0, "dir/other", other, 3));
+    older_path = dir_.Sub("store0") + "/" + (*s0)->LocationFor(HashKey("k"));
+    std::filesystem::create_directories(dir_.Sub("store1") + "/objects/ab/cd");
+    ASSERT_TRUE(testing::WriteFile(dir_.Sub("store1") + "/objects/ab/cd/garbage", std::string(9000, 'g')));
+    ASSERT_TRUE(testing::WriteFile(dir_.Sub("store0") + "/staging/1-1.tmp", "half written"));
+  }
+  ASSERT_OK(OpenEngine(2));
+  Result<std::vector<uint8_t>> k = GetFile(kRootIno, "k");
+  ASSERT_TRUE(k.ok()) << ErrText(k.status());
+  EXPECT_TRUE(*k == newer) << "the copy with the higher generation must win";
+  Result<Attr> ka = E().Lookup(kRootIno, "k");
+  ASSERT_TRUE(ka.ok());
+  EXPECT_EQ(ka->mode & 07777, 0640u);
+  EXPECT_EQ(ka->mtime_ns, 1700000000000000000LL);
+  Result<uint64_t> dir = LookupIno(kRootIno, "dir");
+  ASSERT_TRUE(dir.ok()) << "parent directories are implied by keys";
+  Result<std::vector<uint8_t>> o = GetFile(*dir, "other");
+  ASSERT_TRUE(o.ok()) << ErrText(o.status());
+  EXPECT_TRUE(*o == other);
+  EXPECT_EQ(E().Stats().objects, 2u);
+  EXPECT_FALSE(testing::PathExists(older_path)) << "the superseded copy should be removed";
+  // New versions get generations above every one found on the stores.
+  ASSERT_TRUE(PutFile(kRootIno, "k", older).ok());
+  Result<uint64_t> kino = LookupIno(kRootIno, "k");
+  ASSERT_TRUE(kino.ok());
+  Result<std::string> version = E().GetXattr(*kino, "user.kvfs.version");
+  ASSERT_TRUE(version.ok());
+  EXPECT_GT(std::stoull(*version), 9u);
+  ASSERT_OK(OpenEngine(2));
+  k = GetFile(kRootIno, "k");
+  ASSERT_TRUE(k.ok());
+  EXPECT_TRUE(*k == older);
+}
+
+TEST_F(EngineTest, TruncatingOpenWithNoWritesCommitsAnEmptyVersion) {
+  ASSERT_OK(OpenEngine());
+  Result<uint64_t> ino = PutFile(kRootIno, "e", testing::Pattern(1, 9999));
+  ASSERT_TRUE(ino.ok());
+  Result<OpenResult> w = E().Open(*ino, O_WRONLY | O_TRUNC);
+  ASSERT_TRUE(w.ok());
+  ASSERT_OK(E().Flush(w->handle));
+  E().Release(w->handle);
+  Result<Attr> a = E().Lookup(kRootIno, "e");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->size, 0u);
+  ASSERT_OK(OpenEngine());
+  a = E().Lookup(kRootIno, "e");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->size, 0u);
 }
 
 // ---------------------------------------------------------------------------
