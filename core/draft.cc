@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <sys/mman.h>
+
 namespace kvfs {
 
 const uint8_t* ZeroChunk() {
@@ -15,18 +17,25 @@ const uint8_t* ZeroChunk() {
   return zeros;
 }
 
+namespace {
+// Chunks come straight from the kernel: page aligned, and zero without a
+// memset (only the pages a write touches are ever faulted in).
+uint8_t* NewChunk() {
+  void* p = ::mmap(nullptr, kDraftChunkSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
+}
+void FreeChunk(uint8_t* c) {
+  if (c) ::munmap(c, kDraftChunkSize);
+}
+}  // namespace
+
 Draft::~Draft() {
-  for (uint8_t* c : chunks_) std::free(c);
+  for (uint8_t* c : chunks_) FreeChunk(c);
 }
 
 uint8_t* Draft::ChunkFor(size_t index) {
   if (index >= chunks_.size()) chunks_.resize(index + 1, nullptr);
-  if (!chunks_[index]) {
-    void* p = std::aligned_alloc(4096, kDraftChunkSize);
-    if (!p) return nullptr;
-    std::memset(p, 0, kDraftChunkSize);
-    chunks_[index] = static_cast<uint8_t*>(p);
-  }
+  if (!chunks_[index]) chunks_[index] = NewChunk();
   return chunks_[index];
 }
 
@@ -58,7 +67,7 @@ Status Draft::WriteLocked(uint64_t off, const void* data, size_t len) {
 Status Draft::Truncate(uint64_t size) {
   std::lock_guard<std::mutex> g(mu_);
   size_t keep = static_cast<size_t>((size + kDraftChunkSize - 1) / kDraftChunkSize);
-  for (size_t i = keep; i < chunks_.size(); ++i) std::free(chunks_[i]);
+  for (size_t i = keep; i < chunks_.size(); ++i) FreeChunk(chunks_[i]);
   if (chunks_.size() > keep) chunks_.resize(keep);
   // Zero the tail of the last kept chunk so growing again reads zeros.
   if (size % kDraftChunkSize != 0 && keep > 0 && chunks_.size() == keep && chunks_[keep - 1]) {

@@ -52,6 +52,9 @@ int RunCli(int argc, char** argv) {
   mount->add_option("--store-deadline", mo.store_deadline_s,
                     "seconds a store operation may take before it fails with ETIMEDOUT (0: no deadline; default 30)")
       ->check(CLI::Range(0.0, 86400.0));
+  mount->add_option("--group-commit", mo.group_commit,
+                    "commits meeting at the publish step share one syncfs (true, default; needs ext4/XFS) or each "
+                    "fdatasync + fsync its directory (false)");
   mount->add_option("--verify-one-in", mo.verify_one_in,
                     "verify the checksum of one chunk in N read from the stores (1: all, default; 0: none)");
   mount->add_option("--page-cache", mo.page_cache,

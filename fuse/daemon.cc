@@ -187,6 +187,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   eo.buffer_size = o.buffer_size;
   eo.use_io_uring = o.io_uring;
   eo.verify_one_in = o.verify_one_in;
+  eo.group_commit = o.group_commit;
   if (ready_fd >= 0) {
     // Long rebuilds show progress in the terminal of `kvfs mount`.
     eo.on_scan_progress = [ready_fd](uint64_t n) {

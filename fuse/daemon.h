@@ -50,6 +50,7 @@ struct MountOptions {
   // the file is open and nobody writes it (see docs/contract.md).
   bool page_cache = false;
   uint32_t verify_one_in = 1;
+  bool group_commit = true;
   // Deadline of each store operation (0: none).
   double store_deadline_s = 30.0;
   double entry_timeout = 1.0;
