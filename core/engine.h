@@ -17,10 +17,16 @@
 //    survive restarts. The index is rebuilt from the stores at Open.
 //
 // Thread-safety: every public method may be called from any thread at any
-// time. Lock order: publish_mu_ (namespace changes that touch a store) before
-// mu_ (the index). Store I/O for reads and draft write-out happens with no
-// engine lock held; directory fsyncs of a publish happen under publish_mu_
-// only, never under mu_.
+// time. Lock order: a Draft's lock, then publish_mu_ (namespace changes that
+// touch a store, and the group-commit leader), then mu_ (the index), then a
+// Version's lease mutex. A commit holds its draft's lock while it reserves
+// space (which may evict under publish_mu_ and mu_), so no code may take a
+// draft's lock while holding mu_, except on a draft nobody else can see yet.
+// The group-commit leader may lock another committer's draft under
+// publish_mu_: that committer is waiting for the leader and holds none.
+// Store I/O for reads and draft write-out happens with no engine lock held;
+// publish renames and syncs happen under publish_mu_ only, never under mu_
+// (a rename of an object file also holds mu_ so no open sees the file move).
 #pragma once
 
 #include <sys/uio.h>
