@@ -543,30 +543,55 @@ class Bench:
     # -- 4: metadata
 
     def make_ls_dirs(self):
-        n = self.args.ls_entries
-        self.ls_names = [f"entry-{i:07d}" for i in range(n)]
-        for c, top in self.dirs.items():
-            d = os.path.join(top, "lsdir")
+        """Creates the ls -l directory on each contender (untimed), kvfs first.
+        kvfs creates are durable commits, so their number is bounded by
+        --ls-budget seconds; the plain directory then gets the same names."""
+        a = self.args
+        want = a.ls_entries
+        count = want
+        for c in ("kvfs", "plain"):
+            d = os.path.join(self.dirs[c], "lsdir")
             os.mkdir(d)
             t0 = time.perf_counter()
-            nthreads = 4  # parallel creators in one directory (untimed setup)
+            deadline = time.monotonic() + a.ls_budget if c == "kvfs" else None
+            lock = threading.Lock()
+            state = {"next": 0, "stop": False}
             errors = []
 
-            def creator(k):
+            def creator():
                 try:
-                    for name in self.ls_names[k::nthreads]:
-                        os.close(os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+                    while True:
+                        with lock:
+                            i = state["next"]
+                            if i >= count or state["stop"]:
+                                return
+                            if deadline is not None and time.monotonic() >= deadline:
+                                state["stop"] = True
+                                return
+                            state["next"] = i + 1
+                        p = os.path.join(d, f"entry-{i:07d}")
+                        os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
                 except OSError as e:
+                    with lock:
+                        state["stop"] = True
                     errors.append(e)
 
-            threads = [threading.Thread(target=creator, args=(k,)) for k in range(nthreads)]
+            # 4 parallel creators in one directory: 16 deadlocked kvfs while
+            # this was written (inval_entry sent from a request thread).
+            threads = [threading.Thread(target=creator) for _ in range(4)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             if errors:
                 raise errors[0]
-            log(f"{c}: created {n} entries for ls -l in {time.perf_counter() - t0:.1f}s (untimed)")
+            count = state["next"]
+            log(f"{c}: created {count} entries for ls -l in {time.perf_counter() - t0:.1f}s (untimed)")
+        if count < want:
+            self.notes.append(f"ls -l directory: {count} entries instead of {want}: creating them on kvfs took "
+                              f"longer than --ls-budget {a.ls_budget:.0f} s")
+        self.ls_names = [f"entry-{i:07d}" for i in range(count)]
+        return count
 
     def meta_rates(self, c, rep):
         """Create, stat, negative stat and unlink rates on contender c."""
@@ -637,9 +662,9 @@ class Bench:
                ("negative_stat", "stat missing key"), ("unlink", "unlink")]
         for op, label in ops:
             self.add_case("metadata", f"meta/{op}", label, "ops/s", ["kvfs", "plain"])
-        ls_case = f"meta/ls_l/{a.ls_entries}"
-        self.add_case("metadata", ls_case, f"ls -l {a.ls_entries} entries", "entries/s", ["kvfs", "plain"])
-        self.make_ls_dirs()
+        entries = self.make_ls_dirs()
+        ls_case = f"meta/ls_l/{entries}"
+        self.add_case("metadata", ls_case, f"ls -l {entries} entries", "entries/s", ["kvfs", "plain"])
         for rep in range(a.reps):
             got = {op: [] for op, _ in ops}
             ls_got = []
@@ -651,12 +676,12 @@ class Bench:
                     got[op].append((c, v))
             for c in self.rotated(["kvfs", "plain"], rep + 1):
                 secs = self.ls_run(c)
-                v = a.ls_entries / secs
-                self.record("metadata", ls_case, c, rep, v, "entries/s", seconds=secs, entries=a.ls_entries)
+                v = entries / secs
+                self.record("metadata", ls_case, c, rep, v, "entries/s", seconds=secs, entries=entries)
                 ls_got.append((c, secs))
             for op, label in ops:
                 self.rep_line(rep, label, got[op], "ops/s")
-            self.rep_line(rep, f"ls -l {a.ls_entries} entries", ls_got, "s")
+            self.rep_line(rep, f"ls -l {entries} entries", ls_got, "s")
 
     # -- 5: SGLang file backend
 
@@ -881,7 +906,9 @@ def parse_args(argv):
     p.add_argument("--reps", type=int, default=None, help="repetitions of every run (default 3; 2 with --quick)")
     p.add_argument("--quick", action="store_true", help="small counts: a smoke run of about a minute")
     p.add_argument("--full-index", action="store_true", help="kvfs_mount_bench with 1,000,000 objects (default 100,000)")
-    p.add_argument("--ls-entries", type=int, default=None, help="entries of the ls -l directory (default 20000; 2000 with --quick)")
+    p.add_argument("--ls-entries", type=int, default=None, help="entries of the ls -l directory (default 100000; 5000 with --quick)")
+    p.add_argument("--ls-budget", type=float, default=None,
+                   help="at most this many seconds to create the ls -l entries on kvfs (default 150; 20 with --quick)")
     p.add_argument("--run-seconds", type=float, default=None, help="length of each timed write/metadata run (default 1.0; 0.4 with --quick)")
     p.add_argument("--read-mib", type=int, default=None, help="MiB per read data set and contender (default 512; 64 with --quick)")
     p.add_argument("--only", default="cold,hot,write,meta,sglang,index",
@@ -893,7 +920,8 @@ def parse_args(argv):
     a = p.parse_args(argv)
     q = a.quick
     a.reps = a.reps or (2 if q else 3)
-    a.ls_entries = a.ls_entries or (2000 if q else 20000)
+    a.ls_entries = a.ls_entries or (5000 if q else 100000)
+    a.ls_budget = a.ls_budget if a.ls_budget is not None else (20.0 if q else 150.0)
     a.run_seconds = a.run_seconds or (0.4 if q else 1.0)
     a.read_bytes = (a.read_mib or (64 if q else 512)) * MiB
     a.read_sizes = [1 * MiB, 4 * MiB, 16 * MiB, 32 * MiB]
@@ -974,8 +1002,9 @@ def main(argv):
             "Metadata: one process. Create rate: empty files in a fresh directory; unlink rate: those same files. "
             "Stat: existing keys of the ls directory in a shuffled order; negative stat: a new missing name each "
             "time. The plain directory gets no fsync on create. Python's per-call cost is in both numbers.",
-            f"ls -l: `LC_ALL=C ls -l DIR > /dev/null` of a directory of {a.ls_entries} empty files, created once per "
-            "contender with 4 parallel creators (untimed).",
+            f"ls -l: `LC_ALL=C ls -l DIR > /dev/null` of a directory of {len(getattr(b, 'ls_names', []))} empty "
+            "files, created once per contender with 4 parallel creators (untimed; kvfs first, for at most "
+            f"{a.ls_budget:.0f} s).",
             "SGLang: exists(key)? -> write key.tmp -> rename over key -> readinto a preallocated buffer, one "
             "process; the plain directory gets no fsync (as the SGLang file backend).",
         ] + b.notes
@@ -984,7 +1013,8 @@ def main(argv):
             "config": {
                 "quick": a.quick, "reps": a.reps, "run_seconds": a.run_seconds, "read_mib_per_set": a.read_bytes // MiB,
                 "read_sizes_mib": [s // MiB for s in a.read_sizes], "readers": a.readers, "writers": a.writers,
-                "ls_entries": a.ls_entries, "sglang_size": a.sglang_size, "index_objects": a.index_objects,
+                "ls_entries_wanted": a.ls_entries, "ls_entries": len(getattr(b, "ls_names", [])),
+                "ls_budget_s": a.ls_budget, "sglang_size": a.sglang_size, "index_objects": a.index_objects,
                 "scenarios": sorted(a.only), "fio": a.fio,
                 "mount": f"kvfs mount MNT --store STORE --capacity 40G --min-free 1G",
             },

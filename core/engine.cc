@@ -763,7 +763,10 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     return finish(Status::Error(s.err() == ENOSPC || s.err() == ETIMEDOUT ? s.err() : EIO, s.message()));
   }
   Status done = finish(Status::Ok());
-  if (EngineObserver* o = observer_.load(); o && parent_ino != 0) o->EntryAppeared(parent_ino, name);
+  if (EngineObserver* o = observer_.load()) {
+    o->VersionCommitted(inode->ino);
+    if (parent_ino != 0) o->EntryAppeared(parent_ino, name);
+  }
   return done;
 }
 

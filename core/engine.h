@@ -215,6 +215,9 @@ class EngineObserver {
   virtual ~EngineObserver() = default;
   // A key became visible for the first time (its first commit).
   virtual void EntryAppeared(uint64_t parent_ino, const std::string& name) = 0;
+  // A new version of a file was committed: cached attributes are stale.
+  // Called before the commit is reported to the writer.
+  virtual void VersionCommitted(uint64_t ino) = 0;
   // A key was evicted: its name is gone.
   virtual void EntryEvicted(uint64_t parent_ino, const std::string& name, uint64_t ino) = 0;
 };

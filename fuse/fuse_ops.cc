@@ -45,7 +45,11 @@ struct stat ToStat(const Attr& a) {
   return st;
 }
 
-double AttrTimeout(fuse_req_t req, const Attr& a) { return S_ISDIR(a.mode) ? Ctx(req)->dir_attr_timeout : 0.0; }
+// Committed file attributes may be cached: kvfs invalidates them at every
+// commit, and the kernel itself drops them when a writer writes or truncates.
+double AttrTimeout(fuse_req_t req, const Attr& a) {
+  return S_ISDIR(a.mode) ? Ctx(req)->dir_attr_timeout : Ctx(req)->entry_timeout;
+}
 
 fuse_entry_param ToEntry(fuse_req_t req, const Attr& a) {
   fuse_entry_param e;

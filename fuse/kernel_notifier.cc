@@ -29,6 +29,13 @@ void KernelNotifier::InvalidateEntry(uint64_t parent_ino, const std::string& nam
 
 void KernelNotifier::EntryAppeared(uint64_t parent_ino, const std::string& name) { InvalidateEntry(parent_ino, name); }
 
+void KernelNotifier::VersionCommitted(uint64_t ino) {
+  if (!ctx_->session) return;
+  // Offset -1: attributes only, no page-cache work (safe from FSYNC's context).
+  int rc = fuse_lowlevel_notify_inval_inode(ctx_->session, ino, -1, 0);
+  if (rc != 0 && rc != -ENOENT) spdlog::debug("inval_inode {}: {}", ino, std::strerror(-rc));
+}
+
 void KernelNotifier::EntryEvicted(uint64_t parent_ino, const std::string& name, uint64_t) {
   {
     std::lock_guard<std::mutex> g(mu_);

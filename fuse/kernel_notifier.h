@@ -32,6 +32,9 @@ class KernelNotifier final : public EngineObserver {
   void Stop();
   void EntryAppeared(uint64_t parent_ino, const std::string& name) override;
   void EntryEvicted(uint64_t parent_ino, const std::string& name, uint64_t ino) override;
+  // Sent at once: the kernel caches file attributes for entry_timeout, and a
+  // stat after close() must show the committed version.
+  void VersionCommitted(uint64_t ino) override;
 
  private:
   void Loop();

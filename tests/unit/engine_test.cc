@@ -804,8 +804,13 @@ class RecordingObserver : public EngineObserver {
     std::lock_guard<std::mutex> g(mu);
     evicted.emplace_back(parent_ino, name);
   }
+  void VersionCommitted(uint64_t ino) override {
+    std::lock_guard<std::mutex> g(mu);
+    committed.push_back(ino);
+  }
   std::mutex mu;
   std::vector<std::pair<uint64_t, std::string>> appeared, evicted;
+  std::vector<uint64_t> committed;
 };
 
 TEST_F(EngineTest, ObserverHearsFirstCommitsAndEvictions) {
@@ -831,6 +836,9 @@ TEST_F(EngineTest, ObserverHearsFirstCommitsAndEvictions) {
   E().SetObserver(nullptr);
   std::lock_guard<std::mutex> g(obs.mu);
   EXPECT_EQ(obs.appeared.size(), 4u);
+  // Every commit, new key or not, invalidates cached attributes: 5 commits.
+  ASSERT_EQ(obs.committed.size(), 5u);
+  EXPECT_EQ(obs.committed[0], obs.committed[1]) << "both versions of 'first' are one inode";
   ASSERT_FALSE(obs.evicted.empty());
   for (const auto& [parent, name] : obs.evicted) {
     EXPECT_EQ(parent, d->ino);
