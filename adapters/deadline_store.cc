@@ -91,39 +91,29 @@ Result<std::unique_ptr<StagingFile>> DeadlineStore::CreateStaging() {
   return std::move(*out);
 }
 
-Status DeadlineStore::Publish(StagingFile& file, const std::string& location) {
-  // The worker publishes its own handle on the same file, so the caller may
-  // drop `file` after a timeout without pulling it from under the worker.
+Status DeadlineStore::LandStaging(StagingFile& file, const std::string& location, bool link) {
+  // The worker lands its own handle on the same file, so the caller may drop
+  // `file` after a timeout without pulling it from under the worker.
   int fd = ::dup(file.fd());
   if (fd < 0) return Status::FromErrno("dup staging descriptor");
   auto own = std::make_shared<StagingFile>(fd, file.path());
   auto out = std::make_shared<Status>();
   std::string loc = location;
-  if (!RunWithDeadline([t = target(), own, out, loc] {
-        *out = t->Publish(*own, loc);
+  if (!RunWithDeadline([t = target(), own, out, loc, link] {
+        *out = link ? t->Link(*own, loc) : t->Publish(*own, loc);
         if (!out->ok()) own->MarkPublished();  // the caller's handle owns cleanup
       })) {
-    return TimedOut("publish " + location, deadline_);
+    return TimedOut((link ? "link " : "publish ") + location, deadline_);
   }
   if (out->ok()) file.MarkPublished();
   return *out;
 }
 
-Status DeadlineStore::Link(StagingFile& file, const std::string& location) {
-  int fd = ::dup(file.fd());
-  if (fd < 0) return Status::FromErrno("dup staging descriptor");
-  auto own = std::make_shared<StagingFile>(fd, file.path());
-  auto out = std::make_shared<Status>();
-  std::string loc = location;
-  if (!RunWithDeadline([t = target(), own, out, loc] {
-        *out = t->Link(*own, loc);
-        if (!out->ok()) own->MarkPublished();  // the caller's handle owns cleanup
-      })) {
-    return TimedOut("link " + location, deadline_);
-  }
-  if (out->ok()) file.MarkPublished();
-  return *out;
+Status DeadlineStore::Publish(StagingFile& file, const std::string& location) {
+  return LandStaging(file, location, false);
 }
+
+Status DeadlineStore::Link(StagingFile& file, const std::string& location) { return LandStaging(file, location, true); }
 
 Status DeadlineStore::SyncAll() {
   auto out = std::make_shared<Status>();

@@ -58,6 +58,8 @@ class DeadlineStore final : public StoreWrapper {
     size_t idle = 0;                          // guarded by mu
     bool stop = false;                        // guarded by mu
   };
+  // Publish (link=false) or Link (link=true) under the deadline.
+  Status LandStaging(StagingFile& file, const std::string& location, bool link);
   // Runs task on a worker; false when the deadline passed first.
   bool RunWithDeadline(std::function<void()> task) const;
   static void WorkerLoop(std::shared_ptr<Pool> pool);

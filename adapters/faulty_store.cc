@@ -50,7 +50,7 @@ Result<std::unique_ptr<StagingFile>> FaultyStore::CreateStaging() {
   return s;
 }
 
-Status FaultyStore::Publish(StagingFile& file, const std::string& location) {
+Status FaultyStore::BeforePublish(StagingFile& file) {
   std::optional<Fault> f = Take(StoreOp::kPublish);
   if (f && f->err) return Status::Error(f->err, "injected fault: publish");
   if (f && f->torn) {
@@ -61,19 +61,16 @@ Status FaultyStore::Publish(StagingFile& file, const std::string& location) {
       if (::truncate(file.path().c_str(), cut) != 0) return Status::FromErrno("injected fault: tear");
     }
   }
+  return Status::Ok();
+}
+
+Status FaultyStore::Publish(StagingFile& file, const std::string& location) {
+  KVFS_RETURN_IF_ERROR(BeforePublish(file));
   return StoreWrapper::Publish(file, location);
 }
 
 Status FaultyStore::Link(StagingFile& file, const std::string& location) {
-  std::optional<Fault> f = Take(StoreOp::kPublish);
-  if (f && f->err) return Status::Error(f->err, "injected fault: publish");
-  if (f && f->torn) {
-    struct stat st;
-    if (::fstat(file.fd(), &st) == 0) {
-      off_t cut = st.st_size / 2 / 4096 * 4096;
-      if (::truncate(file.path().c_str(), cut) != 0) return Status::FromErrno("injected fault: tear");
-    }
-  }
+  KVFS_RETURN_IF_ERROR(BeforePublish(file));
   return StoreWrapper::Link(file, location);
 }
 

@@ -55,6 +55,8 @@ class FaultyStore final : public StoreWrapper {
   Result<StoreSpace> Space() const override;
 
  private:
+  // Applies a kPublish fault (error or tear) to a staging file about to land.
+  Status BeforePublish(StagingFile& file);
   // The fault to apply to this call of op, if any (after its delay).
   std::optional<Fault> Take(StoreOp op) const;
 
