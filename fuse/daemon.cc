@@ -250,6 +250,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(cfg, 0);
   fuse_loop_cfg_set_idle_threads(cfg, 16);
+  fuse_loop_cfg_set_max_threads(cfg, 128);
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);
   (*engine)->SetObserver(nullptr);

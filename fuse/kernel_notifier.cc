@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cstring>
 
 namespace kvfs {
@@ -27,20 +28,29 @@ void KernelNotifier::InvalidateEntry(uint64_t parent_ino, const std::string& nam
   if (rc != 0 && rc != -ENOENT) spdlog::debug("inval_entry {}/{}: {}", parent_ino, name, std::strerror(-rc));
 }
 
-void KernelNotifier::EntryAppeared(uint64_t parent_ino, const std::string& name) { InvalidateEntry(parent_ino, name); }
+namespace {
+constexpr auto kAppearWait = std::chrono::milliseconds(200);
+}  // namespace
+
+void KernelNotifier::EntryAppeared(uint64_t parent_ino, const std::string& name) {
+  auto job = std::make_shared<Job>(Job{parent_ino, name});
+  std::unique_lock<std::mutex> lk(mu_);
+  if (stop_ || !thread_.joinable()) return;
+  queue_.push_back(job);
+  wake_.notify_one();
+  sent_.wait_for(lk, kAppearWait, [&] { return job->sent || stop_; });
+}
 
 void KernelNotifier::VersionCommitted(uint64_t ino) {
   if (!ctx_->session) return;
-  // Offset -1: attributes only, no page-cache work (safe from FSYNC's context).
+  // Offset -1: attributes only, no page-cache work and no inode lock.
   int rc = fuse_lowlevel_notify_inval_inode(ctx_->session, ino, -1, 0);
   if (rc != 0 && rc != -ENOENT) spdlog::debug("inval_inode {}: {}", ino, std::strerror(-rc));
 }
 
 void KernelNotifier::EntryEvicted(uint64_t parent_ino, const std::string& name, uint64_t) {
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    queue_.emplace_back(parent_ino, name);
-  }
+  std::lock_guard<std::mutex> g(mu_);
+  queue_.push_back(std::make_shared<Job>(Job{parent_ino, name}));
   wake_.notify_one();
 }
 
@@ -48,13 +58,16 @@ void KernelNotifier::Loop() {
   std::unique_lock<std::mutex> lk(mu_);
   while (true) {
     wake_.wait(lk, [&] { return stop_ || !queue_.empty(); });
-    if (stop_) return;
-    auto [parent, name] = std::move(queue_.front());
+    if (stop_) break;
+    std::shared_ptr<Job> job = std::move(queue_.front());
     queue_.pop_front();
     lk.unlock();
-    InvalidateEntry(parent, name);
+    InvalidateEntry(job->parent_ino, job->name);
     lk.lock();
+    job->sent = true;
+    sent_.notify_all();
   }
+  sent_.notify_all();
 }
 
 }  // namespace kvfs

@@ -1,12 +1,15 @@
 // KernelNotifier: tells the kernel about namespace changes it did not make
 // itself, so that its dentry cache never shows a stale answer.
 //
-//  - EntryAppeared (a key's first commit) is sent at once, from the thread
-//    that committed, before close() returns: a negative entry cached by
-//    another process's earlier stat must not hide the new key.
-//  - EntryEvicted is queued and sent by the notifier's own thread, never
-//    from a thread that is serving a request (the kernel takes the parent
-//    directory's lock to process it).
+//  - Entry invalidations (a key's first commit, an eviction) are sent by the
+//    notifier's own thread, never from a thread that is serving a request:
+//    the kernel takes the parent directory's lock to process them, and that
+//    lock may be held by a CREATE waiting for one of our worker threads.
+//    EntryAppeared then waits (up to kAppearWait) for its invalidation to be
+//    sent, so that a negative entry cached by another process's earlier stat
+//    is gone when close() returns; the wait is bounded, so a busy directory
+//    delays a close a little but never deadlocks it.
+//  - VersionCommitted (attributes only, no lock involved) is sent at once.
 //
 // Thread-safety: the observer methods may be called from any thread with no
 // engine lock held. Start() after the session is mounted; Stop() before it is
@@ -15,6 +18,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -43,7 +47,13 @@ class KernelNotifier final : public EngineObserver {
   FuseContext* ctx_;
   std::mutex mu_;
   std::condition_variable wake_;
-  std::deque<std::pair<uint64_t, std::string>> queue_;  // guarded by mu_
+  struct Job {
+    uint64_t parent_ino;
+    std::string name;
+    bool sent = false;  // guarded by mu_
+  };
+  std::deque<std::shared_ptr<Job>> queue_;  // guarded by mu_
+  std::condition_variable sent_;            // a job was sent
   bool stop_ = false;                                    // guarded by mu_
   std::thread thread_;
 };
