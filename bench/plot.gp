@@ -27,6 +27,7 @@ set grid ytics mytics
 set key top left
 set xtics rotate by -55 scale 0 nomirror
 set bmargin 13
+set rmargin 18
 set style fill solid 0.85 border lc rgb "#333333"
 set boxwidth 0.38
 set offsets 0.6, 0.6, 0, 0

@@ -50,9 +50,11 @@ WRITE_DATA = b""
 
 
 T_START = time.perf_counter()
+LAST_PROGRESS = [time.monotonic()]  # the watchdog's view of the run
 
 
 def log(msg):
+    LAST_PROGRESS[0] = time.monotonic()
     print(f"[{time.perf_counter() - T_START:6.1f}s] {msg}" if msg else "", flush=True)
 
 
@@ -215,8 +217,9 @@ def drop_caches():
         f.write("3\n")
 
 
-def is_mounted(path):
-    real = os.path.realpath(path)
+def is_mounted(real):
+    """Whether the resolved path `real` is a mount point (read from
+    /proc/self/mountinfo: nothing touches the mount, which may hang)."""
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
@@ -330,8 +333,11 @@ class Bench:
         self.mnt = os.path.join(self.root, "mnt")
         for d in (self.store, self.plain, self.mnt):
             os.mkdir(d)
+        self.mnt_real = os.path.realpath(self.mnt)  # resolved before mounting
         self.mounted = False
         self.daemon_pid = None
+        self.watchdog_paused = False
+        self.watchdog_fired = False
         self.dirs = {"kvfs": self.mnt, "plain": self.plain}
         global WRITE_DATA
         WRITE_DATA = os.urandom(33 * MiB)  # object bytes (random: nothing compresses)
@@ -343,20 +349,63 @@ class Bench:
         log("$ " + " ".join(cmd))
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
-            raise RuntimeError(f"kvfs mount failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
+            tail = ""
+            try:
+                with open(os.path.join(self.store, "kvfs.log"), errors="replace") as f:
+                    tail = "".join(f.readlines()[-10:])
+            except OSError:
+                pass
+            raise RuntimeError(f"kvfs mount failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}"
+                               + (f"\nkvfs.log:\n{tail}" if tail else ""))
         self.mounted = True
         self.daemon_pid = int(os.getxattr(self.mnt, "user.kvfs.pid").decode().strip())
 
+    def kill_daemon(self, why):
+        """SIGKILLs the kvfs daemon this run started: its mount then answers
+        ENOTCONN, whatever was blocked on it fails, and `kvfs umount`
+        detaches it."""
+        pid = self.daemon_pid
+        if not pid:
+            return
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "kvfs":
+                    return  # gone, and the pid reused
+            log(f"{why}: killing the kvfs daemon (pid {pid})")
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+    def watchdog(self, timeout, stop):
+        """Kills the daemon when nothing has progressed for `timeout`
+        seconds (a hung mount would block the run, and its cleanup, forever)."""
+        while not stop.wait(5):
+            if self.watchdog_paused or not self.mounted:
+                LAST_PROGRESS[0] = time.monotonic()
+            elif time.monotonic() - LAST_PROGRESS[0] > timeout:
+                self.watchdog_fired = True
+                self.kill_daemon(f"no progress for {timeout:.0f} s, kvfs looks hung")
+                return
+
+    def umount(self):
+        try:
+            r = subprocess.run([self.kvfs, "umount", self.mnt], capture_output=True, text=True, timeout=90)
+            return r.returncode == 0, r.stderr.strip()
+        except subprocess.TimeoutExpired:
+            return False, "kvfs umount did not finish in 90 s"
+
     def cleanup(self):
         ok = True
-        if self.mounted or is_mounted(self.mnt):
-            for attempt in range(10):
-                r = subprocess.run([self.kvfs, "umount", self.mnt], capture_output=True, text=True, timeout=120)
-                if r.returncode == 0 or not is_mounted(self.mnt):
+        if self.mounted or is_mounted(self.mnt_real):
+            for attempt in range(6):
+                done, err = self.umount()
+                if done or not is_mounted(self.mnt_real):
                     break
-                log(f"kvfs umount: {r.stderr.strip()} (retrying)")
+                log(f"kvfs umount: {err} (retrying)")
+                if attempt == 3:
+                    self.kill_daemon("the mount does not come off")
                 time.sleep(1 + attempt)
-            if is_mounted(self.mnt):
+            if is_mounted(self.mnt_real):
                 log(f"ERROR: {self.mnt} is still mounted; leaving {self.root} in place")
                 ok = False
             else:
@@ -419,6 +468,7 @@ class Bench:
                     finally:
                         os.close(fd)
                     objs.append((path, size, i))
+                    LAST_PROGRESS[0] = time.monotonic()
                 self.read_sets[(contender, size)] = objs
         os.sync()
         total = sum(len(v) * v[0][1] for v in self.read_sets.values()) // 2
@@ -477,9 +527,10 @@ class Bench:
                     label = f"cold {mode} {fmt_size(size)} x{readers}"
                     self.add_case("cold_read", case, label, "GB/s", contenders)
                     cases.append((case, label, size, readers, direct, contenders))
-        example = self.fio_cmd(a.read_sizes[0], a.readers[-1]) if a.fio else None
-        if example:
-            self.fio_example = " ".join(example[:12]) + " --name=reader0 --filename=obj-0:obj-4:... (one job per reader)"
+        if a.fio:
+            opts = [o for o in self.fio_cmd(a.read_sizes[0], 1) if not o.startswith(("--name=", "--filename=", "--directory="))]
+            self.fio_example = (" ".join(opts) + " --directory=PLAIN/read/SIZE --name=reader0 --filename=obj-0:obj-4:... "
+                                "--name=reader1 --filename=obj-1:obj-5:... (one job per reader)")
         for rep in range(a.reps):
             for ci, (case, label, size, readers, direct, contenders) in enumerate(cases):
                 got = []
@@ -571,6 +622,7 @@ class Bench:
                             state["next"] = i + 1
                         p = os.path.join(d, f"entry-{i:07d}")
                         os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+                        LAST_PROGRESS[0] = time.monotonic()
                 except OSError as e:
                     with lock:
                         state["stop"] = True
@@ -593,58 +645,63 @@ class Bench:
         self.ls_names = [f"entry-{i:07d}" for i in range(count)]
         return count
 
-    def meta_rates(self, c, rep):
-        """Create, stat, negative stat and unlink rates on contender c."""
-        secs_budget = self.args.run_seconds
-        top = self.dirs[c]
-        out = {}
-        # create (empty files) in a fresh directory, then unlink them all
-        d = os.path.join(top, f"meta-{rep}")
+    def timed_loop(self, op):
+        """Calls op(i) for i = 0, 1, ... until the run time is over.
+        Returns (calls per second, calls)."""
+        end = time.monotonic() + self.args.run_seconds
+        n = 0
+        t0 = time.perf_counter()
+        while True:
+            op(n)
+            n += 1
+            if time.monotonic() >= end:
+                break
+        return n / (time.perf_counter() - t0), n
+
+    def meta_create(self, c, rep):
+        """Empty files created in a fresh directory until the run time is
+        over (at most --max-creates). Returns (rate, paths)."""
+        d = os.path.join(self.dirs[c], f"meta-{rep}")
         os.mkdir(d)
         paths = []
-        end = time.monotonic() + secs_budget
+        limit = self.args.max_creates
+        end = time.monotonic() + self.args.run_seconds
         t0 = time.perf_counter()
         while True:
             p = f"{d}/f{len(paths)}"
             os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
             paths.append(p)
-            if time.monotonic() >= end or len(paths) >= 1000000:
+            if len(paths) >= limit or time.monotonic() >= end:
                 break
-        out["create"] = (len(paths) / (time.perf_counter() - t0), len(paths))
-        # stat of existing keys: the ls directory, in a shuffled order
-        ls = os.path.join(top, "lsdir")
+        return len(paths) / (time.perf_counter() - t0), paths
+
+    def meta_stat(self, c, rep):
+        """Stat of existing keys (the ls directory, shuffled), then of
+        missing keys (a new name every time)."""
+        ls = os.path.join(self.dirs[c], "lsdir")
         names = [os.path.join(ls, n) for n in self.ls_names]
         random.Random(rep).shuffle(names)
-        n = 0
-        end = time.monotonic() + secs_budget
-        t0 = time.perf_counter()
-        while True:
-            os.stat(names[n % len(names)])
-            n += 1
-            if time.monotonic() >= end:
-                break
-        out["stat"] = (n / (time.perf_counter() - t0), n)
-        # stat of missing keys, each name new
-        n = 0
-        end = time.monotonic() + secs_budget
-        t0 = time.perf_counter()
-        while True:
+        count = len(names)
+        stat = os.stat
+        existing = self.timed_loop(lambda i: stat(names[i % count]))
+
+        def missing(i):
             try:
-                os.stat(f"{ls}/missing-{rep}-{n}")
-                raise RuntimeError(f"{c}: missing key exists")
+                stat(f"{ls}/missing-{rep}-{i}")
             except FileNotFoundError:
-                pass
-            n += 1
-            if time.monotonic() >= end:
-                break
-        out["negative_stat"] = (n / (time.perf_counter() - t0), n)
-        # unlink everything created above
+                return
+            raise RuntimeError(f"{c}: a missing key exists")
+
+        return existing, self.timed_loop(missing)
+
+    @staticmethod
+    def meta_unlink(paths):
         t0 = time.perf_counter()
         for p in paths:
             os.unlink(p)
-        out["unlink"] = (len(paths) / (time.perf_counter() - t0), len(paths))
-        os.rmdir(d)
-        return out
+        secs = time.perf_counter() - t0
+        os.rmdir(os.path.dirname(paths[0]))
+        return len(paths) / secs
 
     def ls_run(self, c):
         d = os.path.join(self.dirs[c], "lsdir")
@@ -664,24 +721,45 @@ class Bench:
             self.add_case("metadata", f"meta/{op}", label, "ops/s", ["kvfs", "plain"])
         entries = self.make_ls_dirs()
         ls_case = f"meta/ls_l/{entries}"
-        self.add_case("metadata", ls_case, f"ls -l {entries} entries", "entries/s", ["kvfs", "plain"])
+        ls_label = f"ls -l {entries} entries"
+        self.add_case("metadata", ls_case, ls_label, "entries/s", ["kvfs", "plain"])
+        # Each operation's runs together: creates first, unlinks last (ext4
+        # allocates inodes slowly for a while after many were freed, which
+        # would slow the next creates).
+        created = {}
         for rep in range(a.reps):
-            got = {op: [] for op, _ in ops}
-            ls_got = []
+            got = []
             for c in self.rotated(["kvfs", "plain"], rep):
-                res = self.meta_rates(c, rep)
-                for op, _ in ops:
-                    v, count = res[op]
-                    self.record("metadata", f"meta/{op}", c, rep, v, "ops/s", ops=count)
-                    got[op].append((c, v))
-            for c in self.rotated(["kvfs", "plain"], rep + 1):
+                v, paths = self.meta_create(c, rep)
+                created[(c, rep)] = paths
+                self.record("metadata", "meta/create", c, rep, v, "ops/s", ops=len(paths))
+                got.append((c, v))
+            self.rep_line(rep, "create empty file", got, "ops/s")
+        for rep in range(a.reps):
+            got_s, got_n = [], []
+            for c in self.rotated(["kvfs", "plain"], rep):
+                (vs, ns), (vn, nn) = self.meta_stat(c, rep)
+                self.record("metadata", "meta/stat", c, rep, vs, "ops/s", ops=ns)
+                self.record("metadata", "meta/negative_stat", c, rep, vn, "ops/s", ops=nn)
+                got_s.append((c, vs))
+                got_n.append((c, vn))
+            self.rep_line(rep, "stat existing key", got_s, "ops/s")
+            self.rep_line(rep, "stat missing key", got_n, "ops/s")
+        for rep in range(a.reps):
+            got = []
+            for c in self.rotated(["kvfs", "plain"], rep):
+                paths = created.pop((c, rep))
+                v = self.meta_unlink(paths)
+                self.record("metadata", "meta/unlink", c, rep, v, "ops/s", ops=len(paths))
+                got.append((c, v))
+            self.rep_line(rep, "unlink", got, "ops/s")
+        for rep in range(a.reps):
+            got = []
+            for c in self.rotated(["kvfs", "plain"], rep):
                 secs = self.ls_run(c)
-                v = entries / secs
-                self.record("metadata", ls_case, c, rep, v, "entries/s", seconds=secs, entries=entries)
-                ls_got.append((c, secs))
-            for op, label in ops:
-                self.rep_line(rep, label, got[op], "ops/s")
-            self.rep_line(rep, f"ls -l {entries} entries", ls_got, "s")
+                self.record("metadata", ls_case, c, rep, entries / secs, "entries/s", seconds=secs, entries=entries)
+                got.append((c, secs))
+            self.rep_line(rep, ls_label, got, "s")
 
     # -- 5: SGLang file backend
 
@@ -756,6 +834,7 @@ class Bench:
 
     def mount_bench(self):
         a = self.args
+        self.watchdog_paused = True  # no FUSE here, and 1M objects take long
         cmd = [a.mount_bench, "--objects", str(a.index_objects), "--dir", os.path.join(self.root, "mount-bench")]
         log("$ " + " ".join(cmd))
         t0 = time.perf_counter()
@@ -804,7 +883,8 @@ class Bench:
                 status = "PASS" if value >= thr else "MISS"
             else:
                 status = "PASS" if value <= thr else "MISS"
-            out.append({"target": name, "value": value, "op": op, "threshold": thr, "status": status})
+            out.append({"target": name, "value": value, "op": op, "threshold": thr, "status": status,
+                        "fmt": "x" if op == ">=" else ""})
         return out
 
 
@@ -838,7 +918,7 @@ def write_markdown(path, res):
         lines += ["", f"`ls -l` of {n} entries: kvfs {fmt_num(secs.get('kvfs'))} s, plain {fmt_num(secs.get('plain'))} s."]
     lines += ["", "## Targets", "", "| target | measured | wanted | result |", "|---|---:|---:|---|"]
     for t in res["targets"]:
-        lines.append(f"| {t['target']} | {fmt_num(t['value'], 'x')} | {t['op']} {t['threshold']} | {t['status']} |")
+        lines.append(f"| {t['target']} | {fmt_num(t['value'], t['fmt'])} | {t['op']} {t['threshold']} | {t['status']} |")
     d = res.get("daemon") or {}
     idx = res.get("index") or {}
     lines += ["", "## Memory and index", ""]
@@ -887,7 +967,7 @@ def print_table(res):
             f"{fmt_num(med.get('fio')):>9} {fmt_num(rat.get('kvfs/plain'), 'x'):>10} {fmt_num(rat.get('kvfs/fio'), 'x'):>9}")
     log("")
     for t in res["targets"]:
-        log(f"[{t['status']:>4}] {t['target']}: {fmt_num(t['value'], 'x')} (wanted {t['op']} {t['threshold']})")
+        log(f"[{t['status']:>4}] {t['target']}: {fmt_num(t['value'], t['fmt'])} (wanted {t['op']} {t['threshold']})")
     d = res.get("daemon") or {}
     if d.get("vmhwm_kib"):
         log(f"kvfs daemon VmHWM {d['vmhwm_kib'] / 1024:.1f} MiB")
@@ -913,6 +993,10 @@ def parse_args(argv):
     p.add_argument("--read-mib", type=int, default=None, help="MiB per read data set and contender (default 512; 64 with --quick)")
     p.add_argument("--only", default="cold,hot,write,meta,sglang,index",
                    help="comma-separated scenarios to run: cold,hot,write,meta,sglang,index")
+    p.add_argument("--max-creates", type=int, default=20000, help="at most this many files per create-rate run")
+    p.add_argument("--hang-timeout", type=float, default=300,
+                   help="seconds without progress after which kvfs counts as hung: its daemon is killed so the "
+                        "run can end and unmount (default 300)")
     p.add_argument("--no-fio", dest="fio", action="store_false", help="leave fio out")
     p.add_argument("--kvfs", default=os.path.join(REPO, "build", "kvfs"))
     p.add_argument("--mount-bench", default=os.path.join(REPO, "build", "bench", "kvfs_mount_bench"))
@@ -953,13 +1037,17 @@ def main(argv):
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    # Also SIGINT: a shell starts background jobs with it ignored, and then
+    # Python would not turn it into KeyboardInterrupt.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
 
     started = time.perf_counter()
     b = Bench(a)
     res = None
     ok = False
+    stop_watchdog = threading.Event()
+    threading.Thread(target=b.watchdog, args=(a.hang_timeout, stop_watchdog), daemon=True).start()
     try:
         log(f"scratch directory {b.root} ({fs_of(b.root)[1]})")
         machine = machine_info(b.root)
@@ -996,10 +1084,16 @@ def main(argv):
             "(at least 1 MiB) into an mmap'd page-aligned buffer with os.preadv.",
             "fio: " + (getattr(b, "fio_example", "") or "not run") + ". numjobs=R is written as R jobs, each over "
             "its share of the same plain files, so every byte is read once, as with the Python readers.",
-            "Hot runs: buffered reads with nothing dropped, after one untimed warm-up pass per data set.",
+            "kvfs/fio is given for O_DIRECT reads only (fio runs with --direct=1).",
+            "Stat of an existing key cycles over the ls directory's names: with many names (the default run) a "
+            "name often comes back after kvfs's entry timeout (--entry-timeout, 10 s) or after the kernel dropped "
+            "it, so many kvfs stats are a LOOKUP; with few (--quick) the kernel answers most of them from its caches.",
+            "Hot runs: buffered reads with nothing dropped, after one untimed warm-up pass per data set. kvfs is "
+            "mounted with its defaults (--page-cache false), so its hot reads go to the store again.",
             "Durable writes: create + write + close per object until the run time is over; the plain file gets "
             "os.fsync before close (no fsync of the directory); kvfs commits at close.",
-            "Metadata: one process. Create rate: empty files in a fresh directory; unlink rate: those same files. "
+            f"Metadata: one process. Create rate: empty files in a fresh directory (at most {a.max_creates} a run); "
+            "unlink rate: those same files, after all the stat runs. "
             "Stat: existing keys of the ls directory in a shuffled order; negative stat: a new missing name each "
             "time. The plain directory gets no fsync on create. Python's per-call cost is in both numbers.",
             f"ls -l: `LC_ALL=C ls -l DIR > /dev/null` of a directory of {len(getattr(b, 'ls_names', []))} empty "
@@ -1027,9 +1121,12 @@ def main(argv):
         res["targets"] = b.targets(summary, index)
         ok = True
     finally:
+        stop_watchdog.set()
         clean = b.cleanup()
         if not clean:
             ok = False
+        if b.watchdog_fired:
+            log("ERROR: the run was stopped because kvfs hung (see above)")
     res["duration_s"] = round(time.perf_counter() - started, 1)
     os.makedirs(a.out, exist_ok=True)
     jpath = os.path.join(a.out, "latest.json")
