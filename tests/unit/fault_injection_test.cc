@@ -55,15 +55,7 @@ double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// Number of regular files directly in dir (0 when it does not exist).
-size_t CountFiles(const std::string& dir) {
-  std::error_code ec;
-  size_t n = 0;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    if (e.is_regular_file()) ++n;
-  }
-  return n;
-}
+using testing::CountFiles;
 
 // The store index a key lands on among n stores (the engine's placement rule).
 uint32_t StoreOf(const std::string& key, uint32_t n) { return JumpConsistentHash(HashKey(key).low, n); }

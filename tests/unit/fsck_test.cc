@@ -34,14 +34,7 @@ constexpr size_t kMiB = 1024 * 1024;
 
 std::string Describe(const Status& s) { return s.ok() ? "OK" : "errno " + std::to_string(s.err()) + ": " + s.message(); }
 
-size_t CountFiles(const std::string& dir) {
-  std::error_code ec;
-  size_t n = 0;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    if (e.is_regular_file()) ++n;
-  }
-  return n;
-}
+using testing::CountFiles;
 
 bool FlipByte(const std::string& path, off_t offset) {
   int fd = ::open(path.c_str(), O_RDWR);
