@@ -1,0 +1,311 @@
+// Engine: writing objects to the stores, commit and group commit.
+#include "core/engine.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "core/engine_internal.h"
+
+namespace kvfs {
+using namespace engine_detail;
+
+// ---------------------------------------------------------------------------
+// Store writes.
+
+Status Engine::WriteObject(Store* store, const ObjectHeader& header, const Draft* draft,
+                           std::unique_ptr<StagingFile>* out) {
+  Result<std::unique_ptr<StagingFile>> staging = store->CreateStaging();
+  if (!staging.ok()) return staging.status();
+  AlignedBlock block;
+  KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
+  std::vector<IoRequest> reqs;
+  int fd = (*staging)->fd();
+  reqs.push_back(IoRequest{fd, block.data, kHeaderSize, 0, true});
+  uint64_t size = draft ? draft->size_locked() : 0;
+  for (size_t i = 0; draft && i < draft->chunk_count_locked() && i * kDraftChunkSize < size; ++i) {
+    uint64_t start = i * kDraftChunkSize;
+    size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - start));
+    len = (len + 4095) / 4096 * 4096;
+    const uint8_t* chunk = draft->chunk_locked(i);
+    reqs.push_back(IoRequest{fd, const_cast<uint8_t*>(chunk ? chunk : ZeroChunk()), len, kHeaderSize + start, true});
+  }
+  // Chunks past the last allocated one are holes up to `size`.
+  for (size_t i = draft ? draft->chunk_count_locked() : 0; i * kDraftChunkSize < size; ++i) {
+    uint64_t start = i * kDraftChunkSize;
+    size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - start));
+    len = (len + 4095) / 4096 * 4096;
+    reqs.push_back(IoRequest{fd, const_cast<uint8_t*>(ZeroChunk()), len, kHeaderSize + start, true});
+  }
+  // The chunk checksum table, after the data.
+  uint64_t table_bytes = ChecksumTableBytes(size);
+  std::unique_ptr<uint8_t, decltype(&std::free)> table(
+      table_bytes ? static_cast<uint8_t*>(std::aligned_alloc(4096, table_bytes)) : nullptr, &std::free);
+  if (table_bytes) {
+    std::memset(table.get(), 0, table_bytes);
+    for (uint64_t c = 0; c < ChunkCount(size); ++c) {
+      uint64_t start = c * kChunkSize;
+      size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, size - start));
+      size_t di = start / kDraftChunkSize;
+      const uint8_t* chunk = di < draft->chunk_count_locked() ? draft->chunk_locked(di) : nullptr;
+      uint64_t h = XXH3_64bits((chunk ? chunk : ZeroChunk()) + start % kDraftChunkSize, len);
+      std::memcpy(table.get() + c * 8, &h, 8);
+    }
+    reqs.push_back(IoRequest{fd, table.get(), table_bytes, ChecksumTableOffset(size), true});
+  }
+  KVFS_RETURN_IF_ERROR(io_->Run(reqs));
+  *out = std::move(*staging);
+  return Status::Ok();
+}
+
+namespace {
+uint64_t ChecksumDraftLocked(const Draft& draft) {
+  XXH3_state_t* st = XXH3_createState();
+  XXH3_64bits_reset(st);
+  uint64_t size = draft.size_locked();
+  for (uint64_t pos = 0; pos < size; pos += kDraftChunkSize) {
+    size_t i = pos / kDraftChunkSize;
+    size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - pos));
+    const uint8_t* chunk = i < draft.chunk_count_locked() ? draft.chunk_locked(i) : nullptr;
+    XXH3_64bits_update(st, chunk ? chunk : ZeroChunk(), len);
+  }
+  uint64_t h = XXH3_64bits_digest(st);
+  XXH3_freeState(st);
+  return h;
+}
+}  // namespace
+
+
+Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
+  std::unique_lock<std::mutex> lk(mu_);
+  commit_done_.wait(lk, [&] { return !inode->committing; });
+  if (!draft->dirty()) return Status::Ok();
+  if (!inode->linked()) {
+    // The name is gone: nothing to publish. The bytes vanish with the inode.
+    draft->set_dirty(false);
+    return Status::Ok();
+  }
+  inode->committing = true;
+  int64_t now = NowNs();
+  inode->attr.mtime_ns = inode->attr.ctime_ns = now;
+  std::string key = ns_.KeyOf(inode);
+  ObjectHeader header = HeaderFor(inode, key);
+  header.generation = next_generation_++;
+  uint32_t store_index = StoreIndexFor(key);
+  lk.unlock();
+
+  auto finish = [&](Status s) {
+    std::lock_guard<std::mutex> g(mu_);
+    inode->committing = false;
+    commit_done_.notify_all();
+    if (s.ok()) commits_.fetch_add(1, std::memory_order_relaxed);
+    else commit_failures_.fetch_add(1, std::memory_order_relaxed);
+    return s;
+  };
+
+  Store* store = stores_[store_index].get();
+  std::unique_ptr<StagingFile> staging;
+  uint64_t footprint;
+  {
+    auto dlk = draft->lock();
+    header.size = draft->size_locked();
+    footprint = ObjectFootprint(header.size);
+    if (header.size > options_.max_object_bytes) return finish(Status::Error(EFBIG, "object too large"));
+    Status reserved = ReserveSpace(store_index, footprint);
+    if (!reserved.ok()) return finish(reserved);
+    header.checksum = ChecksumDraftLocked(*draft);
+    Status s = WriteObject(store, header, draft.get(), &staging);
+    if (!s.ok()) {
+      ReleaseReservation(store_index, footprint);
+      spdlog::error("commit of '{}' failed: {}", key, s.message());
+      return finish(Status::Error(s.err() == ENOSPC ? ENOSPC : EIO, s.message()));
+    }
+    draft->set_dirty_locked(false);
+  }
+  // Phase 3, run by whichever committer leads the next group commit (see
+  // PublishBatch): fix the header if the file was renamed meanwhile, move the
+  // staging file into place, and, once durable, switch the index.
+  std::string location;
+  uint64_t file_id = 0;
+  bool published = false;
+  PublishJob job;
+  job.link = [&](bool alone) -> Status {
+    std::string now_key;
+    bool linked;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      linked = inode->linked();
+      if (linked) now_key = ns_.KeyOf(inode);
+    }
+    if (!linked) return Status::Ok();  // unlinked meanwhile: nothing to publish
+    if (now_key != key) {
+      // Renamed while its bytes were being written: fix the header (and the store).
+      header.key = now_key;
+      key = now_key;
+      uint32_t now_store = StoreIndexFor(now_key);
+      if (now_store != store_index) {
+        // Moving the reservation cannot evict here (publish_mu_ is held): the
+        // new store may briefly go over by this one object.
+        ReleaseReservation(store_index, footprint);
+        runtime_[now_store]->reserved.fetch_add(footprint);
+        store_index = now_store;
+        store = stores_[store_index].get();
+        auto dlk = draft->lock();
+        KVFS_RETURN_IF_ERROR(WriteObject(store, header, draft.get(), &staging));
+      } else {
+        AlignedBlock block;
+        KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
+        if (::pwrite(staging->fd(), block.data, kHeaderSize, 0) != static_cast<ssize_t>(kHeaderSize)) {
+          return Status::FromErrno(EIO, "rewrite header");
+        }
+      }
+    }
+    job.store = store;
+    location = store->LocationFor(HashKey(key));
+    file_id = FileId(staging->fd());
+    published = true;
+    // With group commit, SyncAll (one flush for the group) follows.
+    return options_.group_commit ? store->Link(*staging, location) : store->Publish(*staging, location);
+  };
+  job.store = store;
+  uint64_t parent_ino = 0;
+  std::string name;
+  // Runs under publish_mu_ once the new file is in place (and durable, unless
+  // the job reports a sync failure): switch the index to the new version.
+  job.complete = [&] {
+    if (!published) return;  // unlinked while being written: nothing was published
+    std::shared_ptr<Version> version = MakeVersion(store_index, location, header, file_id);
+    std::shared_ptr<Version> old;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      bool was_visible = inode->visible();
+      old = std::move(inode->committed);
+      inode->committed = version;
+      ns_.SetVisible(inode, was_visible);
+      TrackCommitted(inode, old.get());
+      if (!was_visible && inode->parent) {
+        parent_ino = inode->parent->ino;
+        name = inode->name;
+      }
+    }
+    if (old && (old->store_index() != store_index || old->location != location)) {
+      // The previous version sat elsewhere (a leftover of an interrupted
+      // rename): remove it, or it would come back at the next mount.
+      Status r = old->store()->Remove(old->location, false);
+      if (!r.ok() && r.err() != ENOENT) spdlog::warn("remove superseded {}: {}", old->location, r.message());
+    }
+  };
+  Status s = RunPublishJob(&job);
+  ReleaseReservation(store_index, footprint);
+  if (!s.ok()) {
+    if (!job.linked) draft->set_dirty(true);
+    spdlog::error("commit of '{}' failed: {}", key, s.message());
+    return finish(Status::Error(s.err() == ENOSPC || s.err() == ETIMEDOUT ? s.err() : EIO, s.message()));
+  }
+  Status done = finish(Status::Ok());
+  if (EngineObserver* o = observer_.load()) {
+    o->VersionCommitted(inode->ino);
+    if (parent_ino != 0) o->EntryAppeared(parent_ino, name);
+  }
+  return done;
+}
+
+Status Engine::RunPublishJob(PublishJob* job) {
+  {
+    std::lock_guard<std::mutex> g(publish_queue_mu_);
+    publish_queue_.push_back(job);
+  }
+  std::lock_guard<std::mutex> publish(publish_mu_);
+  if (!job->done) PublishBatch();  // this committer leads the group
+  return job->result;
+}
+
+void Engine::PublishBatch() {
+  std::vector<PublishJob*> batch;
+  {
+    std::lock_guard<std::mutex> g(publish_queue_mu_);
+    batch.assign(publish_queue_.begin(), publish_queue_.end());
+    publish_queue_.clear();
+  }
+  const bool alone = batch.size() == 1;
+  for (PublishJob* j : batch) j->result = j->link(alone);
+  if (options_.group_commit) {
+    // One flush for the whole group: every linked file and rename is durable after it.
+    std::vector<Store*> synced;
+    for (PublishJob* j : batch) {
+      if (!j->result.ok() || std::find(synced.begin(), synced.end(), j->store) != synced.end()) continue;
+      synced.push_back(j->store);
+      Status st = j->store->SyncAll();
+      if (st.ok()) continue;
+      // In place but maybe not durable: the writers get the error (as fsync would).
+      for (PublishJob* k : batch) {
+        if (k->store == j->store && k->result.ok()) {
+          k->linked = true;
+          k->result = Status::Error(EIO, st.message());
+        }
+      }
+    }
+  }
+  group_commits_.fetch_add(1, std::memory_order_relaxed);
+  group_commit_jobs_.fetch_add(batch.size(), std::memory_order_relaxed);
+  for (PublishJob* j : batch) {
+    if (j->result.ok()) j->linked = true;
+    if (j->linked && j->complete) j->complete();
+    j->done = true;
+  }
+}
+
+Result<std::shared_ptr<Version>> Engine::PublishRecord(uint32_t store_index, ObjectHeader header) {
+  Store* store = stores_[store_index].get();
+  std::unique_ptr<StagingFile> staging;
+  KVFS_RETURN_IF_ERROR(WriteObject(store, header, nullptr, &staging));
+  std::string location = store->LocationFor(HashKey(header.key));
+  uint64_t file_id = FileId(staging->fd());
+  KVFS_RETURN_IF_ERROR(store->Publish(*staging, location));
+  return MakeVersion(store_index, location, header, file_id);
+}
+
+Status Engine::RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header) {
+  ObjectHeader old;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    old = version->header;
+    header.generation = next_generation_++;
+  }
+  header.slot = 1 - old.slot;
+  AlignedBlock block;
+  KVFS_RETURN_IF_ERROR(EncodeHeader(old, block.data));
+  KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
+  KVFS_RETURN_IF_ERROR(version->store()->WriteHeaderBlock(version->location, block.data));
+  std::lock_guard<std::mutex> g(mu_);
+  version->header = header;
+  return Status::Ok();
+}
+
+Status Engine::EnsureDirRecord(Inode* dir) {
+  ObjectHeader header;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (dir->committed) return Status::Ok();
+    header = HeaderFor(dir, ns_.KeyOf(dir));
+    header.generation = next_generation_++;
+  }
+  Result<std::shared_ptr<Version>> v = PublishRecord(StoreIndexFor(header.key), header);
+  if (!v.ok()) return v.status();
+  std::lock_guard<std::mutex> g(mu_);
+  dir->committed = *v;
+  return Status::Ok();
+}
+
+}  // namespace kvfs

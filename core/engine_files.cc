@@ -1,0 +1,285 @@
+// Engine: file handles: create, open, write, flush, fsync, release.
+#include "core/engine.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "core/engine_internal.h"
+
+namespace kvfs {
+using namespace engine_detail;
+
+// ---------------------------------------------------------------------------
+// Open, write, commit, release.
+
+Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32_t mode, int flags, uint32_t uid,
+                                  uint32_t gid) {
+  KVFS_RETURN_IF_ERROR(CheckName(name));
+  std::unique_lock<std::mutex> lk(mu_);
+  Result<Inode*> dir = ChildForChangeLocked(parent, name);
+  if (!dir.ok()) return dir.status();
+  if (JoinKey(ns_.KeyOf(*dir), name).size() > kMaxKeyLength) return Status::Error(ENAMETOOLONG, "path too long");
+  Inode* inode = ns_.Child(*dir, name);
+  bool created = false;
+  if (inode) {
+    if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
+    if (flags & O_EXCL) return Status::Error(EEXIST, "exists");
+  } else {
+    Attributes attr;
+    attr.mode = S_IFREG | (mode & 07777);
+    attr.uid = uid;
+    attr.gid = gid;
+    attr.atime_ns = attr.mtime_ns = attr.ctime_ns = NowNs();
+    inode = ns_.NewInode(false, attr);
+    ns_.Attach(*dir, inode, std::string(name));
+    created = true;
+  }
+  // A new key starts a new (empty) version, as O_TRUNC does.
+  Result<OpenResult> r = OpenLocked(inode, (flags & ~O_EXCL) | (created ? O_TRUNC : 0));
+  if (!r.ok() && r.err() == ESTALE && !created) {
+    // As in Open: let the publish in progress finish, then try once more.
+    uint64_t ino = inode->ino;
+    inode->nlookup++;  // keep it alive while unlocked
+    lk.unlock();
+    { std::lock_guard<std::mutex> wait(publish_mu_); }
+    lk.lock();
+    inode = ns_.Get(ino);
+    inode->nlookup--;
+    r = OpenLocked(inode, flags & ~O_EXCL);
+  }
+  if (r.ok()) {
+    inode->nlookup++;
+  } else if (created) {
+    ns_.Detach(inode);
+    ns_.Reap(inode);
+  }
+  return r;
+}
+
+Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
+  const bool reads = (flags & O_ACCMODE) != O_WRONLY;
+  for (int attempt = 0;; ++attempt) {
+    // Take the read lease first, with no engine lock held: opening the object
+    // file is store I/O, and a slow store must not stall the whole mount.
+    Lease lease;
+    if (reads) {
+      std::shared_ptr<Version> version;
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        Inode* inode = ns_.Get(ino);
+        if (!inode) return Status::Error(ENOENT, "stale inode");
+        if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
+        version = inode->committed;
+        if (!version && !inode->linked()) version = inode->last_version.lock();
+      }
+      if (version) {
+        Result<Lease> l = Lease::Take(version);
+        if (!l.ok()) {
+          bool replaced = l.err() == ENOENT || l.err() == ESTALE;
+          if (replaced && attempt == 0) {
+            // The object file was replaced under the index (a commit or a
+            // rename is publishing): wait for that publish, then look again.
+            std::lock_guard<std::mutex> wait(publish_mu_);
+            continue;
+          }
+          spdlog::error("open of {} failed: {}", version->location, l.status().message());
+          return Status::Error(replaced ? ESTALE : (l.err() == ETIMEDOUT ? ETIMEDOUT : EIO), l.status().message());
+        }
+        lease = std::move(*l);
+      }
+    }
+    std::lock_guard<std::mutex> g(mu_);
+    Inode* inode = ns_.Get(ino);
+    if (!inode) return Status::Error(ENOENT, "stale inode");
+    return OpenLocked(inode, flags, std::move(lease));
+  }
+}
+
+Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags, Lease lease) {
+  if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
+  auto handle = std::make_unique<FileHandle>();
+  int acc = flags & O_ACCMODE;
+  handle->inode = inode;
+  handle->readable = acc != O_WRONLY;
+  handle->writable = acc != O_RDONLY;
+  handle->append = (flags & O_APPEND) != 0;
+  std::shared_ptr<Version> version = inode->committed;
+  if (!inode->linked() && !version) {
+    // The name was replaced or removed between the kernel's lookup and this
+    // open. If another handle still reads that version, open it too (POSIX);
+    // otherwise ESTALE makes the kernel look the name up again.
+    version = inode->last_version.lock();
+    if (!version && !inode->draft && !lease) return Status::Error(ESTALE, "replaced while opening");
+  }
+  if (lease) {
+    // Taken by Open without the lock: the version current a moment ago.
+    handle->lease = std::move(lease);
+    inode->read_leases++;
+    if (handle->lease.version() == inode->committed) {
+      runtime_[inode->committed->store_index()]->policy->Access(inode->ino);
+    }
+  } else if (version && (handle->readable || !handle->writable)) {
+    Result<Lease> lease = Lease::Take(version);
+    if (!lease.ok()) {
+      spdlog::error("open of {} failed: {}", version->location, lease.status().message());
+      return Status::Error(lease.err() == ENOENT || lease.err() == ESTALE ? ESTALE : EIO, lease.status().message());
+    }
+    handle->lease = std::move(*lease);
+    inode->read_leases++;
+    if (version == inode->committed) runtime_[version->store_index()]->policy->Access(inode->ino);
+  }
+  if (handle->writable) {
+    if (flags & O_TRUNC) {
+      // A new version of its own; writers opened without O_TRUNC join it.
+      inode->draft = std::make_shared<Draft>();
+      handle->draft = inode->draft;
+    } else if (inode->draft) {
+      handle->draft = inode->draft;
+    }
+    if (handle->draft) handle->draft->writers++;
+    inode->writers++;
+  }
+  inode->open_handles++;
+  open_handles_++;
+  OpenResult r;
+  r.attr = AttrOfLocked(inode, handle.get());
+  r.page_cache = !handle->writable && inode->writers == 0 && handle->lease &&
+                 handle->lease.version() == inode->committed && inode->committed->leases() == inode->read_leases;
+  r.handle = handle.release();
+  return r;
+}
+
+// Gives a writable handle without a draft its own copy-on-write draft of the
+// committed version (or joins the inode's current draft).
+Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (handle->draft) return handle->draft;
+  Inode* inode = handle->inode;
+  if (inode->draft) {
+    handle->draft = inode->draft;
+    handle->draft->writers++;
+    return handle->draft;
+  }
+  auto draft = std::make_shared<Draft>();
+  inode->draft = draft;
+  handle->draft = draft;
+  draft->writers++;
+  std::shared_ptr<Version> base = inode->committed;
+  auto dlk = draft->lock();
+  lk.unlock();
+  if (base) {
+    Status s = LoadDraft(base, draft.get());
+    if (!s.ok()) {
+      dlk.unlock();
+      lk.lock();
+      draft->writers--;
+      handle->draft.reset();
+      if (inode->draft == draft) inode->draft.reset();
+      return Status::Error(EIO, s.message());
+    }
+  }
+  return draft;
+}
+
+Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* data, size_t size, uint64_t owner) {
+  if (!handle->writable) return Status::Error(EBADF, "handle not open for writing");
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto& owners = handle->writer_owners;
+    if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
+  }
+  Result<std::shared_ptr<Draft>> draft = DraftForWrite(handle);
+  if (!draft.ok()) return draft.status();
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    handle->commit_failed = false;
+  }
+  if (handle->append) offset = (*draft)->size();
+  if (offset + size > options_.max_object_bytes) return Status::Error(EFBIG, "object too large");
+  if (offset + size > options_.capacity_bytes) return Status::Error(ENOSPC, "object larger than the capacity");
+  KVFS_RETURN_IF_ERROR((*draft)->Write(offset, data, size));
+  writes_.fetch_add(1, std::memory_order_relaxed);
+  write_bytes_.fetch_add(size, std::memory_order_relaxed);
+  return size;
+}
+
+Status Engine::Flush(FileHandle* handle, uint64_t owner) {
+  if (!handle->writable) return Status::Ok();
+  std::shared_ptr<Draft> draft;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    draft = handle->draft;
+    // Other writers of the same version: the last of them commits.
+    if (!draft || draft->writers > 1) return Status::Ok();
+    const auto& owners = handle->writer_owners;
+    bool closer_wrote = owners.empty() || owner == 0 ||
+                        std::find(owners.begin(), owners.end(), owner) != owners.end() ||
+                        std::find(owners.begin(), owners.end(), uint64_t{0}) != owners.end();
+    if (!closer_wrote) return Status::Ok();
+  }
+  Status s = CommitDraft(handle->inode, draft);
+  std::lock_guard<std::mutex> g(mu_);
+  handle->commit_failed = !s.ok();
+  return s;
+}
+
+Status Engine::Fsync(FileHandle* handle) {
+  if (!handle->writable) return Status::Ok();
+  std::shared_ptr<Draft> draft;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    draft = handle->draft;
+  }
+  if (!draft) return Status::Ok();
+  return CommitDraft(handle->inode, draft);
+}
+
+void Engine::Release(FileHandle* handle) {
+  std::unique_ptr<FileHandle> owned(handle);
+  Inode* inode = handle->inode;
+  std::shared_ptr<Draft> to_commit;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (handle->draft && handle->draft->writers == 1 && handle->draft->dirty() && !handle->commit_failed) {
+      to_commit = handle->draft;
+    }
+  }
+  if (to_commit) {
+    // Released without a successful flush: commit now (best effort).
+    Status s = CommitDraft(inode, to_commit);
+    if (!s.ok()) spdlog::warn("commit at release of inode {} failed: {}", inode->ino, s.message());
+  }
+  Lease lease = std::move(handle->lease);
+  std::lock_guard<std::mutex> g(mu_);
+  if (handle->draft) {
+    handle->draft->writers--;
+    if (handle->draft->writers == 0 && inode->draft == handle->draft) inode->draft.reset();
+    handle->draft.reset();
+  }
+  if (handle->writable) {
+    inode->writers--;
+    if (inode->writers == 0 && !inode->committed && !inode->committing && inode->linked()) {
+      // A new key whose writers all left without a commit: it never existed.
+      ns_.Detach(inode);
+    }
+  }
+  if (lease) inode->read_leases--;
+  lease.Reset();
+  inode->open_handles--;
+  open_handles_--;
+  ns_.Reap(inode);
+}
+
+}  // namespace kvfs

@@ -1,0 +1,92 @@
+// Engine internals shared by the files that implement the Engine (engine.cc,
+// engine_rebuild.cc, engine_space.cc, engine_commit.cc, engine_read.cc,
+// engine_files.cc): the FileHandle, the ChunkSpan of a read, and small
+// helpers. Not part of the engine's interface; include only from core/engine*.cc.
+#pragma once
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/engine.h"
+
+namespace kvfs {
+
+// An open file: the inode, the access mode and the lease on the version it
+// opened. Owned by the engine between Open/Create and Release.
+class FileHandle {
+ public:
+  Inode* inode = nullptr;  // alive while open_handles > 0
+  bool readable = false;
+  bool writable = false;
+  bool append = false;
+  Lease lease;
+  // Owners (FUSE lock_owner) that wrote through this handle; 0 = unknown.
+  std::vector<uint64_t> writer_owners;  // guarded by Engine::mu_
+  // The version this handle writes (shared with writers that joined it).
+  std::shared_ptr<Draft> draft;  // guarded by Engine::mu_
+  // The last commit attempted at a flush of this handle failed, and nothing
+  // was written since: release must not publish that version after all.
+  bool commit_failed = false;  // guarded by Engine::mu_
+  // The chunks of the last read, for the next sequential read.
+  std::mutex cache_mu;
+  std::shared_ptr<const ChunkSpan> cache;  // guarded by cache_mu
+};
+
+// A chunk-aligned range [start, end) of an object's data, read into
+// consecutive pool buffers and verified against the chunk checksums.
+struct ChunkSpan {
+  uint64_t start = 0;
+  uint64_t end = 0;
+  size_t buffer_size = 0;
+  std::vector<PooledBuffer> buffers;
+};
+
+namespace engine_detail {
+
+constexpr size_t kMaxNameLength = 255;
+
+// st_ino of an open file, or 0.
+inline uint64_t FileId(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+}
+
+inline int64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
+inline Status CheckName(std::string_view name) {
+  if (name.empty() || name == "." || name == "..") return Status::Error(EINVAL, "invalid name");
+  if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name longer than 255 bytes");
+  if (name.find('/') != std::string_view::npos || name.find('\0') != std::string_view::npos) {
+    return Status::Error(EINVAL, "invalid character in name");
+  }
+  return Status::Ok();
+}
+
+inline std::string JoinKey(const std::string& dir_key, std::string_view name) {
+  return dir_key.empty() ? std::string(name) : dir_key + "/" + std::string(name);
+}
+
+// A 4 KiB aligned block, freed on scope exit.
+struct AlignedBlock {
+  uint8_t* data;
+  AlignedBlock() : data(static_cast<uint8_t*>(std::aligned_alloc(4096, kHeaderSize))) { std::memset(data, 0, kHeaderSize); }
+  ~AlignedBlock() { std::free(data); }
+  AlignedBlock(const AlignedBlock&) = delete;
+  AlignedBlock& operator=(const AlignedBlock&) = delete;
+};
+
+}  // namespace engine_detail
+}  // namespace kvfs

@@ -1,0 +1,175 @@
+// Engine: the read path (verified chunks through the buffer pool) and quarantine.
+#include "core/engine.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "core/engine_internal.h"
+
+namespace kvfs {
+using namespace engine_detail;
+
+// ---------------------------------------------------------------------------
+// Reads.
+
+
+namespace {
+// Appends the slices of span that hold data bytes [offset, end) to out.
+void AppendSlices(const std::shared_ptr<const ChunkSpan>& span, uint64_t offset, uint64_t end, ReadReply* out) {
+  uint64_t pos = offset;
+  while (pos < end) {
+    uint64_t rel = pos - span->start;
+    size_t b = static_cast<size_t>(rel / span->buffer_size);
+    size_t in = static_cast<size_t>(rel % span->buffer_size);
+    size_t len = static_cast<size_t>(std::min<uint64_t>(span->buffer_size - in, end - pos));
+    out->iov.push_back(iovec{span->buffers[b].data() + in, len});
+    pos += len;
+  }
+  out->span = span;
+}
+}  // namespace
+
+Result<std::shared_ptr<ChunkSpan>> Engine::ReadChunks(Version* v, uint64_t offset, uint64_t end) {
+  uint64_t object_size = v->size();
+  auto span = std::make_shared<ChunkSpan>();
+  span->buffer_size = pool_->buffer_size();
+  span->start = offset / kChunkSize * kChunkSize;
+  span->end = std::min((end + kChunkSize - 1) / kChunkSize * kChunkSize, RoundUp4K(object_size));
+  const size_t segment = options_.read_segment_bytes;
+  std::vector<IoRequest> reqs;
+  std::vector<uint64_t> req_start;  // data offset of each request
+  for (uint64_t pos = span->start; pos < span->end;) {
+    PooledBuffer buf = pool_->Acquire();
+    size_t n = static_cast<size_t>(std::min<uint64_t>(span->buffer_size, span->end - pos));
+    for (size_t s = 0; s < n; s += segment) {
+      size_t len = std::min(segment, n - s);
+      reqs.push_back(IoRequest{v->fd(), buf.data() + s, len, kHeaderSize + pos + s, false, buf.index()});
+      req_start.push_back(pos + s);
+    }
+    span->buffers.push_back(std::move(buf));
+    pos += n;
+  }
+  Status s = io_->Run(reqs);
+  if (!s.ok()) return Status::Error(EIO, s.message());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    uint64_t needed = object_size > req_start[i] ? std::min<uint64_t>(reqs[i].len, object_size - req_start[i]) : 0;
+    if (reqs[i].done < needed) return Status::Error(EBADMSG, "object is shorter on the store than its header says");
+  }
+  uint32_t one_in = options_.verify_one_in;
+  if (one_in == 0) return span;
+  Result<std::shared_ptr<const std::vector<uint64_t>>> sums = v->ChunkChecksums();
+  if (!sums.ok()) return Status::Error(sums.err() == EBADMSG ? EBADMSG : EIO, sums.status().message());
+  for (uint64_t c = span->start / kChunkSize; c * kChunkSize < std::min(span->end, object_size); ++c) {
+    if (one_in > 1 && verify_counter_.fetch_add(1, std::memory_order_relaxed) % one_in != 0) continue;
+    uint64_t rel = c * kChunkSize - span->start;
+    const uint8_t* p = span->buffers[rel / span->buffer_size].data() + rel % span->buffer_size;
+    size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, object_size - c * kChunkSize));
+    if (c >= (*sums)->size() || XXH3_64bits(p, len) != (**sums)[c]) {
+      runtime_[v->store_index()]->checksum_failures.fetch_add(1, std::memory_order_relaxed);
+      return Status::Error(EBADMSG, "checksum mismatch in chunk " + std::to_string(c) + " of " + v->location);
+    }
+  }
+  return span;
+}
+
+void Engine::QuarantineVersion(Inode* inode, const std::shared_ptr<Version>& v, const std::string& why) {
+  if (!v->MarkCorrupt()) return;  // already handled
+  spdlog::error("{} on {}: {}; quarantining it", v->location, v->store()->Describe(), why);
+  uint64_t parent_ino = 0;
+  std::string name;
+  {
+    std::lock_guard<std::mutex> publish(publish_mu_);
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (inode->committed != v || !inode->linked()) return;  // replaced or gone meanwhile
+      UntrackCommitted(inode);
+      parent_ino = inode->parent->ino;
+      name = inode->name;
+      ns_.Detach(inode);
+      inode->last_version = inode->committed;
+      inode->committed.reset();
+      inode->evicted = true;
+    }
+    Status s = v->store()->Quarantine(v->location);
+    if (!s.ok()) spdlog::error("quarantine of {} failed: {}", v->location, s.message());
+    runtime_[v->store_index()]->quarantined.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (EngineObserver* o = observer_.load()) o->EntryEvicted(parent_ino, name, inode->ino);
+}
+
+Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply* out) {
+  if (!handle->readable) return Status::Error(EBADF, "handle not open for reading");
+  reads_.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<Draft> draft;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (handle->draft) draft = handle->draft;
+    else if (!handle->lease && handle->inode->draft) draft = handle->inode->draft;
+  }
+  if (draft) {
+    out->owned.resize(size);
+    size_t n = draft->Read(offset, size, out->owned.data());
+    out->owned.resize(n);
+    if (n) out->iov.push_back(iovec{out->owned.data(), n});
+    read_bytes_.fetch_add(n, std::memory_order_relaxed);
+    return Status::Ok();
+  }
+  if (!handle->lease) return Status::Ok();  // a pending key with nothing written
+  const std::shared_ptr<Version>& v = handle->lease.version();
+  if (offset >= v->size() || size == 0) return Status::Ok();
+  uint64_t end = std::min<uint64_t>(offset + size, v->size());
+  std::shared_ptr<const ChunkSpan> span;
+  {
+    // Sequential reads smaller than a chunk are served from the chunks the
+    // previous read of this handle already fetched and verified.
+    std::lock_guard<std::mutex> g(handle->cache_mu);
+    if (handle->cache && offset >= handle->cache->start && end <= handle->cache->end) span = handle->cache;
+  }
+  if (!span) {
+    Result<std::shared_ptr<ChunkSpan>> r = ReadChunks(v.get(), offset, end);
+    if (!r.ok()) {
+      spdlog::error("read of {} on {} failed: {}", v->location, v->store()->Describe(), r.status().message());
+      // EBADMSG marks damage to the object itself (not a failing device).
+      if (r.err() == EBADMSG) QuarantineVersion(handle->inode, v, r.status().message());
+      return Status::Error(EIO, r.status().message());
+    }
+    span = *r;
+    std::lock_guard<std::mutex> g(handle->cache_mu);
+    handle->cache = span;
+  }
+  AppendSlices(span, offset, end, out);
+  read_bytes_.fetch_add(end - offset, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+Status Engine::LoadDraft(const std::shared_ptr<Version>& version, Draft* draft) {
+  Result<Lease> lease = Lease::Take(version);
+  if (!lease.ok()) return lease.status();
+  for (uint64_t off = 0; off < version->size(); off += kDraftChunkSize) {
+    uint64_t end = std::min<uint64_t>(off + kDraftChunkSize, version->size());
+    Result<std::shared_ptr<ChunkSpan>> span = ReadChunks(version.get(), off, end);
+    if (!span.ok()) return Status::Error(EIO, span.status().message());
+    ReadReply r;
+    AppendSlices(*span, off, end, &r);
+    uint64_t pos = off;
+    for (const iovec& v : r.iov) {
+      KVFS_RETURN_IF_ERROR(draft->WriteLocked(pos, v.iov_base, v.iov_len));
+      pos += v.iov_len;
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace kvfs

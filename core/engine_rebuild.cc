@@ -1,0 +1,173 @@
+// Engine: rebuilding the index from the stores at open.
+#include "core/engine.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "core/engine_internal.h"
+
+namespace kvfs {
+using namespace engine_detail;
+
+// ---------------------------------------------------------------------------
+// Rebuild: the index is a function of what the stores hold.
+
+Status Engine::Rebuild() {
+  struct Found {
+    uint32_t store_index;
+    std::string location;
+    ObjectHeader header;
+    uint64_t file_id;
+  };
+  std::mutex found_mu;
+  std::map<std::string, Found> best;  // by key
+  std::vector<Found> losers;
+  uint64_t skipped = 0;
+  uint64_t scanned = 0;
+  uint64_t max_generation = 0;
+  std::vector<Status> scan_status(stores_.size());
+  std::vector<std::thread> threads;
+  int64_t started = NowNs();
+  for (uint32_t si = 0; si < stores_.size(); ++si) {
+    threads.emplace_back([&, si] {
+      scan_status[si] = stores_[si]->Scan(
+          [&](const ScannedObject& obj) {
+            if (!obj.header.ok()) {
+              spdlog::warn("{}: skipping {}: {}", stores_[si]->Describe(), obj.location, obj.header.status().message());
+              std::lock_guard<std::mutex> g(found_mu);
+              ++skipped;
+              return;
+            }
+            const ObjectHeader& h = obj.header.value();
+            if (h.kind == ObjectKind::kFile && obj.file_bytes < ObjectFootprint(h.size)) {
+              spdlog::warn("{}: skipping {}: file holds {} bytes, header says {}", stores_[si]->Describe(),
+                           obj.location, obj.file_bytes, ObjectFootprint(h.size));
+              std::lock_guard<std::mutex> g(found_mu);
+              ++skipped;
+              return;
+            }
+            std::lock_guard<std::mutex> g(found_mu);
+            if (++scanned % 100000 == 0) {
+              spdlog::info("rebuild: {} objects scanned", scanned);
+              if (options_.on_scan_progress) options_.on_scan_progress(scanned);
+            }
+            max_generation = std::max(max_generation, h.generation);
+            Found f{si, obj.location, h, obj.file_id};
+            auto it = best.find(h.key);
+            if (it == best.end()) {
+              best.emplace(h.key, std::move(f));
+            } else if (it->second.header.generation < h.generation) {
+              losers.push_back(std::move(it->second));
+              it->second = std::move(f);
+            } else {
+              losers.push_back(std::move(f));
+            }
+          },
+          options_.scan_threads);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (uint32_t si = 0; si < stores_.size(); ++si) {
+    if (!scan_status[si].ok()) return Status::Error(scan_status[si].err(), stores_[si]->Describe() + ": scan failed: " + scan_status[si].message());
+  }
+  // Older copies of a key are leftovers of an interrupted rename: the newest wins.
+  for (const Found& f : losers) {
+    spdlog::info("{}: removing superseded copy {} of '{}'", stores_[f.store_index]->Describe(), f.location, f.header.key);
+    stores_[f.store_index]->Remove(f.location);
+  }
+
+  // A rename interrupted between its header rewrite and its file move leaves
+  // the object at the old key's place: put it where its key says.
+  for (auto& [key, f] : best) {
+    if (f.store_index != StoreIndexFor(key)) continue;  // a cross-store leftover: indexed where it is
+    std::string expected = stores_[f.store_index]->LocationFor(HashKey(key));
+    if (f.location == expected) continue;
+    Status s = stores_[f.store_index]->Move(f.location, expected);
+    if (s.ok()) {
+      spdlog::info("{}: moved '{}' from {} to {}", stores_[f.store_index]->Describe(), key, f.location, expected);
+      f.location = expected;
+    } else {
+      spdlog::warn("{}: cannot move '{}' to {}: {}", stores_[f.store_index]->Describe(), key, expected, s.message());
+    }
+  }
+
+  std::lock_guard<std::mutex> g(mu_);
+  next_generation_ = max_generation + 1;
+  Attributes implicit_dir;
+  implicit_dir.mode = S_IFDIR | 0755;
+  implicit_dir.atime_ns = implicit_dir.mtime_ns = implicit_dir.ctime_ns = NowNs();
+  ns_.root()->attr.atime_ns = ns_.root()->attr.mtime_ns = ns_.root()->attr.ctime_ns = implicit_dir.mtime_ns;
+  for (auto& [key, f] : best) {  // sorted: a directory's record precedes its children
+    const ObjectHeader& h = f.header;
+    Attributes attr;
+    attr.mode = h.mode;
+    attr.uid = h.uid;
+    attr.gid = h.gid;
+    attr.mtime_ns = attr.atime_ns = h.mtime_ns;
+    attr.ctime_ns = h.ctime_ns;
+    bool is_dir = h.kind == ObjectKind::kDirectory;
+    attr.mode = (attr.mode & 07777) | (is_dir ? S_IFDIR : S_IFREG);
+    if (key.empty()) {
+      if (is_dir) {
+        ns_.root()->attr = attr;
+        ns_.root()->committed = MakeVersion(f.store_index, f.location, h, f.file_id);
+      }
+      continue;
+    }
+    Inode* cur = ns_.root();
+    bool conflict = false;
+    size_t start = 0;
+    std::string name;
+    while (true) {
+      size_t slash = key.find('/', start);
+      name = key.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+      if (slash == std::string::npos) break;
+      Inode* next = ns_.Child(cur, name);
+      if (!next) {
+        next = ns_.NewInode(true, implicit_dir);
+        ns_.Attach(cur, next, name);
+      } else if (!next->is_dir) {
+        conflict = true;
+        break;
+      }
+      cur = next;
+      start = slash + 1;
+    }
+    if (!conflict && CheckName(name).ok()) {
+      Inode* existing = ns_.Child(cur, name);
+      if (!existing) {
+        Inode* inode = ns_.NewInode(is_dir, attr);
+        inode->committed = MakeVersion(f.store_index, f.location, h, f.file_id);
+        ns_.Attach(cur, inode, name);
+        if (!is_dir) TrackCommitted(inode, nullptr);
+        continue;
+      }
+      if (existing->is_dir && is_dir && !existing->committed) {
+        existing->attr = attr;
+        existing->committed = MakeVersion(f.store_index, f.location, h, f.file_id);
+        continue;
+      }
+    }
+    spdlog::warn("{}: object '{}' conflicts with another entry; left on the store, not indexed",
+                 stores_[f.store_index]->Describe(), key);
+    ++skipped;
+  }
+  double secs = static_cast<double>(NowNs() - started) / 1e9;
+  spdlog::info("index rebuilt from {} store(s): {} objects, {} skipped, {:.2f}s", stores_.size(),
+               account_->objects.load(), skipped, secs);
+  return Status::Ok();
+}
+
+}  // namespace kvfs
