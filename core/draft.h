@@ -51,8 +51,15 @@ class Draft {
   bool dirty() const { return dirty_.load(); }
   void set_dirty(bool d) { dirty_.store(d); }
 
-  // Open handles writing this version; guarded by the Engine's index mutex.
+  // Open handles writing this version, and those of them not flushed since
+  // their last write; guarded by the Engine's index mutex. The version is
+  // committed when the last unflushed writer flushes (or, failing that, when
+  // the last writer is released).
   uint32_t writers = 0;
+  uint32_t unflushed = 0;
+  // Set when loading the base of a copy-on-write draft failed: the bytes are
+  // incomplete and must never be committed; writers joined to it get EIO.
+  std::atomic<bool> broken{false};
 
   // For the commit path, which must hold lock() while using these.
   std::unique_lock<std::mutex> lock() const { return std::unique_lock<std::mutex>(mu_); }

@@ -273,6 +273,7 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
         Status s = draft->writers == 1 ? CommitDraft(inode, draft) : Status::Ok();
         std::lock_guard<std::mutex> g(mu_);
         draft->writers--;
+        if (!tmp.flushed) draft->unflushed--;
         if (draft->writers == 0 && inode->draft == draft) inode->draft.reset();
         inode->writers--;
         inode->open_handles--;
@@ -493,6 +494,25 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
     v->header = header;
     return Status::Ok();
   }
+  // To another store: first the source file claims the new key (an older
+  // generation than the copy's), so a crash at any point leaves one of the
+  // two names, never both: at mount the newer claim of the key wins.
+  {
+    ObjectHeader old;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      old = v->header;
+    }
+    ObjectHeader claim = header;
+    claim.slot = 1 - old.slot;
+    AlignedBlock block;
+    KVFS_RETURN_IF_ERROR(EncodeHeader(old, block.data));
+    KVFS_RETURN_IF_ERROR(EncodeHeader(claim, block.data));
+    KVFS_RETURN_IF_ERROR(v->store()->WriteHeaderBlock(v->location, block.data));
+    std::lock_guard<std::mutex> g(mu_);
+    v->header = claim;
+    header.generation = next_generation_++;
+  }
   header.slot = 0;
   Result<std::shared_ptr<Version>> copy = CopyToStore(v, new_store, header);
   if (!copy.ok()) return copy.status();
@@ -510,11 +530,22 @@ Status Engine::MoveTree(Inode* inode, const std::string& new_key) {
   if (!inode->is_dir) return Status::Ok();
   std::vector<std::pair<Inode*, std::string>> children;
   {
+    // Each child is pinned (a lookup reference) while it is worked on
+    // without the lock, so a concurrent release cannot free it.
     std::lock_guard<std::mutex> g(mu_);
-    for (auto& [seq, child] : inode->dir->by_seq) children.emplace_back(child, child->name);
+    for (auto& [seq, child] : inode->dir->by_seq) {
+      child->nlookup++;
+      children.emplace_back(child, child->name);
+    }
   }
-  for (auto& [child, name] : children) KVFS_RETURN_IF_ERROR(MoveTree(child, new_key + "/" + name));
-  return Status::Ok();
+  Status result;
+  for (auto& [child, name] : children) {
+    if (result.ok()) result = MoveTree(child, new_key + "/" + name);
+    std::lock_guard<std::mutex> g(mu_);
+    child->nlookup--;
+    ns_.Reap(child);
+  }
+  return result;
 }
 
 Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
@@ -549,7 +580,23 @@ Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
     new_key = JoinKey(ns_.KeyOf(*new_dir), new_name);
     if (new_key.size() > kMaxKeyLength) return Status::Error(ENAMETOOLONG, "path too long");
     if (dst) dst_version = dst->committed;
+    // Pin both inodes (a lookup reference) while we work without mu_.
+    src->nlookup++;
+    if (dst) dst->nlookup++;
   }
+  struct Unpin {
+    Engine* e;
+    Inode* src;
+    Inode* dst;
+    ~Unpin() {
+      std::lock_guard<std::mutex> g(e->mu_);
+      for (Inode* i : {src, dst}) {
+        if (!i) continue;
+        i->nlookup--;
+        e->ns_.Reap(i);
+      }
+    }
+  } unpin{this, src, dst};
   KVFS_RETURN_IF_ERROR(MoveTree(src, new_key));
   bool src_has_object;
   {
@@ -568,6 +615,10 @@ Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
     dst->last_version = dst->committed;
     dst->committed.reset();
     ns_.Reap(dst);
+  }
+  if (!src->linked()) {
+    // A pending key whose writers all left while we worked: it is gone.
+    return Status::Error(ENOENT, "no such key");
   }
   ns_.Detach(src);
   ns_.Attach(ns_.Get(new_parent), src, std::string(new_name));

@@ -263,6 +263,9 @@ class Engine {
   // Commits the draft now (other writers keep writing into a new version).
   Status Fsync(FileHandle* handle);
   void Release(FileHandle* handle);
+  // Releases a handle whose open never reached the caller (the kernel dropped
+  // the reply): nothing it started is committed.
+  void Abandon(FileHandle* handle);
 
   // Directories: calls emit for entries with offset > `offset` in listing
   // order until it returns false. With plus, each emitted entry gains a

@@ -143,35 +143,38 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   job.link = [&](bool alone) -> Status {
     std::string now_key;
     bool linked;
+    bool attrs_changed = false;
     {
       std::lock_guard<std::mutex> g(mu_);
       linked = inode->linked();
       if (linked) now_key = ns_.KeyOf(inode);
-    }
-    if (!linked) return Status::Ok();  // unlinked meanwhile: nothing to publish
-    if (now_key != key) {
-      // Renamed while its bytes were being written: fix the header (and the store).
-      header.key = now_key;
-      key = now_key;
-      uint32_t now_store = StoreIndexFor(now_key);
-      if (now_store != store_index) {
-        // Moving the reservation cannot evict here (publish_mu_ is held): the
-        // new store may briefly go over by this one object.
-        ReleaseReservation(store_index, footprint);
-        runtime_[now_store]->reserved.fetch_add(footprint);
-        store_index = now_store;
-        store = stores_[store_index].get();
-        auto dlk = draft->lock();
-        KVFS_RETURN_IF_ERROR(WriteObject(store, header, draft.get(), &staging));
-      } else {
-        AlignedBlock block;
-        KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
-        if (::pwrite(staging->fd(), block.data, kHeaderSize, 0) != static_cast<ssize_t>(kHeaderSize)) {
-          return Status::FromErrno(EIO, "rewrite header");
-        }
+      // chmod/chown/utimens while the bytes were being written belong to
+      // the new version too.
+      const Attributes& a = inode->attr;
+      attrs_changed = a.mode != header.mode || a.uid != header.uid || a.gid != header.gid ||
+                      a.mtime_ns != header.mtime_ns || a.ctime_ns != header.ctime_ns;
+      if (attrs_changed) {
+        header.mode = a.mode;
+        header.uid = a.uid;
+        header.gid = a.gid;
+        header.mtime_ns = a.mtime_ns;
+        header.ctime_ns = a.ctime_ns;
       }
     }
-    job.store = store;
+    if (!linked) return Status::Ok();  // unlinked meanwhile: nothing to publish
+    if (now_key != key || attrs_changed) {
+      // Renamed while its bytes were being written: fix the header (and the store).
+      // Only the header changes: the staging file stays on the store it was
+      // written to, even if the new key hashes to another one (the index
+      // records where an object is; its next commit moves it home).
+      header.key = now_key;
+      key = now_key;
+      AlignedBlock block;
+      KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
+      if (::pwrite(staging->fd(), block.data, kHeaderSize, 0) != static_cast<ssize_t>(kHeaderSize)) {
+        return Status::FromErrno(EIO, "rewrite header");
+      }
+    }
     location = store->LocationFor(HashKey(key));
     file_id = FileId(staging->fd());
     published = true;

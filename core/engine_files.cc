@@ -148,7 +148,10 @@ Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags, Lease lease) {
     } else if (inode->draft) {
       handle->draft = inode->draft;
     }
-    if (handle->draft) handle->draft->writers++;
+    if (handle->draft) {
+      handle->draft->writers++;
+      handle->draft->unflushed++;
+    }
     inode->writers++;
   }
   inode->open_handles++;
@@ -168,23 +171,31 @@ Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
   if (handle->draft) return handle->draft;
   Inode* inode = handle->inode;
   if (inode->draft) {
+    if (inode->draft->broken) return Status::Error(EIO, "the version being written could not be loaded");
     handle->draft = inode->draft;
     handle->draft->writers++;
+    handle->draft->unflushed++;
+    handle->flushed = false;
     return handle->draft;
   }
   auto draft = std::make_shared<Draft>();
   inode->draft = draft;
   handle->draft = draft;
   draft->writers++;
+  draft->unflushed++;
+  handle->flushed = false;
   std::shared_ptr<Version> base = inode->committed;
   auto dlk = draft->lock();
   lk.unlock();
   if (base) {
     Status s = LoadDraft(base, draft.get());
     if (!s.ok()) {
+      // Writers that joined meanwhile must not commit a half-loaded copy.
+      draft->broken = true;
       dlk.unlock();
       lk.lock();
       draft->writers--;
+      draft->unflushed--;
       handle->draft.reset();
       if (inode->draft == draft) inode->draft.reset();
       return Status::Error(EIO, s.message());
@@ -202,9 +213,14 @@ Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* da
   }
   Result<std::shared_ptr<Draft>> draft = DraftForWrite(handle);
   if (!draft.ok()) return draft.status();
+  if ((*draft)->broken) return Status::Error(EIO, "the version being written could not be loaded");
   {
     std::lock_guard<std::mutex> g(mu_);
     handle->commit_failed = false;
+    if (handle->flushed) {
+      handle->flushed = false;
+      (*draft)->unflushed++;
+    }
   }
   if (handle->append) offset = (*draft)->size();
   if (offset + size > options_.max_object_bytes) return Status::Error(EFBIG, "object too large");
@@ -221,13 +237,20 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner) {
   {
     std::lock_guard<std::mutex> g(mu_);
     draft = handle->draft;
-    // Other writers of the same version: the last of them commits.
-    if (!draft || draft->writers > 1) return Status::Ok();
+    if (!draft) return Status::Ok();
     const auto& owners = handle->writer_owners;
     bool closer_wrote = owners.empty() || owner == 0 ||
                         std::find(owners.begin(), owners.end(), owner) != owners.end() ||
                         std::find(owners.begin(), owners.end(), uint64_t{0}) != owners.end();
     if (!closer_wrote) return Status::Ok();
+    if (!handle->flushed) {
+      handle->flushed = true;
+      draft->unflushed--;
+    }
+    // Other writers of the same version still open and unflushed: the last
+    // of them commits.
+    if (draft->unflushed > 0) return Status::Ok();
+    if (draft->broken) return Status::Error(EIO, "the version being written could not be loaded");
   }
   Status s = CommitDraft(handle->inode, draft);
   std::lock_guard<std::mutex> g(mu_);
@@ -246,25 +269,37 @@ Status Engine::Fsync(FileHandle* handle) {
   return CommitDraft(handle->inode, draft);
 }
 
+void Engine::Abandon(FileHandle* handle) {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    handle->abandoned = true;
+  }
+  Release(handle);
+}
+
 void Engine::Release(FileHandle* handle) {
   std::unique_ptr<FileHandle> owned(handle);
   Inode* inode = handle->inode;
   std::shared_ptr<Draft> to_commit;
   {
+    // Leave the draft and decide, in one step, whether this was its last
+    // writer and the version still needs its commit (no flush committed it).
     std::lock_guard<std::mutex> g(mu_);
-    if (handle->draft && handle->draft->writers == 1 && handle->draft->dirty() && !handle->commit_failed) {
-      to_commit = handle->draft;
+    if (std::shared_ptr<Draft> d = handle->draft) {
+      if (!handle->flushed) d->unflushed--;
+      d->writers--;
+      if (d->writers == 0 && d->dirty() && !d->broken && !handle->commit_failed && !handle->abandoned) to_commit = d;
     }
   }
   if (to_commit) {
-    // Released without a successful flush: commit now (best effort).
+    // Released without a successful flush: commit now (best effort). The
+    // handle still pins the inode (open_handles) until the end.
     Status s = CommitDraft(inode, to_commit);
     if (!s.ok()) spdlog::warn("commit at release of inode {} failed: {}", inode->ino, s.message());
   }
   Lease lease = std::move(handle->lease);
   std::lock_guard<std::mutex> g(mu_);
   if (handle->draft) {
-    handle->draft->writers--;
     if (handle->draft->writers == 0 && inode->draft == handle->draft) inode->draft.reset();
     handle->draft.reset();
   }

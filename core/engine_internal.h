@@ -36,6 +36,10 @@ class FileHandle {
   // The last commit attempted at a flush of this handle failed, and nothing
   // was written since: release must not publish that version after all.
   bool commit_failed = false;  // guarded by Engine::mu_
+  // Flushed since its last write (counted out of its draft's `unflushed`).
+  bool flushed = false;  // guarded by Engine::mu_
+  // Set when the open never reached the caller: release commits nothing.
+  bool abandoned = false;  // guarded by Engine::mu_
   // The chunks of the last read, for the next sequential read.
   std::mutex cache_mu;
   std::shared_ptr<const ChunkSpan> cache;  // guarded by cache_mu

@@ -52,7 +52,19 @@ Status Engine::ReserveSpace(uint32_t si, uint64_t bytes) {
   for (int attempt = 0;; ++attempt) {
     std::optional<EvictionCause> why = TryReserve(si, bytes);
     if (!why) return Status::Ok();
-    if (attempt >= options_.max_sync_evictions || !EvictOne(si, *why)) {
+    // Evict only when eviction can make room: what is leased or reserved
+    // stays, so when it alone leaves no room the answer is ENOSPC now, with
+    // nothing evicted for nothing.
+    const StoreRuntime& rt = *runtime_[si];
+    uint64_t pinned = store_accounts_[si]->leased_bytes.load() + rt.reserved.load();
+    bool hopeless = *why == EvictionCause::kCapacity && pinned + bytes > rt.limits.capacity_bytes;
+    if (*why == EvictionCause::kFloor) {
+      uint64_t evictable = store_accounts_[si]->used_bytes.load() - std::min(store_accounts_[si]->used_bytes.load(),
+                                                                              store_accounts_[si]->leased_bytes.load());
+      Result<StoreSpace> space = stores_[si]->Space();
+      hopeless = space.ok() && space->free_bytes + evictable < FloorBytes(si) + rt.reserved.load() + bytes;
+    }
+    if (hopeless || attempt >= options_.max_sync_evictions || !EvictOne(si, *why)) {
       runtime_[si]->enospc.fetch_add(1, std::memory_order_relaxed);
       return Status::Error(ENOSPC, *why == EvictionCause::kFloor
                                        ? "no space: the store's filesystem is at its free-space floor"
@@ -101,7 +113,7 @@ bool Engine::EvictOne(uint32_t si, EvictionCause cause) {
     inode->committed.reset();
     ns_.Reap(inode);
   }
-  Status s = victim->store()->Remove(victim->location);
+  Status s = victim->store()->Remove(victim->location, /*sync=*/false);
   if (!s.ok() && s.err() != ENOENT) spdlog::warn("evict {}: {}", victim->location, s.message());
   StoreRuntime& rt = *runtime_[si];
   rt.evicted_bytes.fetch_add(victim->footprint(), std::memory_order_relaxed);

@@ -168,7 +168,7 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
   e.attr_timeout = 0;
   if (fuse_reply_create(req, &e, fi) != 0) {
     // The kernel dropped the request (the caller was interrupted): undo.
-    Eng(req)->Release(r->handle);
+    Eng(req)->Abandon(r->handle);
     Eng(req)->Forget(r->attr.ino, 1);
   }
 }
@@ -177,7 +177,7 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Result<OpenResult> r = Eng(req)->Open(ino, fi->flags);
   if (!r.ok()) return ReplyStatus(req, r.status());
   FillOpenReply(req, fi, *r);
-  if (fuse_reply_open(req, fi) != 0) Eng(req)->Release(r->handle);
+  if (fuse_reply_open(req, fi) != 0) Eng(req)->Abandon(r->handle);
 }
 
 void OnRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
