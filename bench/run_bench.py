@@ -1086,7 +1086,7 @@ def main(argv):
             "its share of the same plain files, so every byte is read once, as with the Python readers.",
             "kvfs/fio is given for O_DIRECT reads only (fio runs with --direct=1).",
             "Stat of an existing key cycles over the ls directory's names: with many names (the default run) a "
-            "name often comes back after kvfs's entry timeout (--entry-timeout, 10 s) or after the kernel dropped "
+            "name often comes back after kvfs's entry timeout (--entry-timeout, 60 s) or after the kernel dropped "
             "it, so many kvfs stats are a LOOKUP; with few (--quick) the kernel answers most of them from its caches.",
             "Hot runs: buffered reads with nothing dropped, after one untimed warm-up pass per data set. kvfs is "
             "mounted with its defaults (--page-cache false), so its hot reads go to the store again.",

@@ -55,8 +55,8 @@ struct MountOptions {
   double store_deadline_s = 30.0;
   // Kernel caching of names and of committed file attributes; every change
   // the kernel did not make itself is invalidated by kvfs.
-  double entry_timeout = 10.0;
-  double negative_timeout = 10.0;
+  double entry_timeout = 60.0;
+  double negative_timeout = 60.0;
 };
 
 // "DIR" or "DIR:SIZE" as given to --store.
