@@ -451,66 +451,46 @@ Result<std::shared_ptr<Version>> Engine::CopyToStore(const std::shared_ptr<Versi
 
 Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
   std::shared_ptr<Version> v;
-  ObjectHeader header;
+  ObjectHeader before, header;
   {
     std::lock_guard<std::mutex> g(mu_);
     v = inode->committed;
     if (!v) return Status::Ok();
-    header = v->header;
+    before = v->header;
+    header = before;
     header.key = new_key;
     header.generation = next_generation_++;
   }
+  // First the object file claims the new key, in its spare header slot. A
+  // crash after this leaves the file under the new key (the newer claim wins
+  // at mount), before it the old key: one of the two names, never both.
+  KVFS_RETURN_IF_ERROR(WriteSpareHeaderSlot(v.get(), header));
   uint32_t new_store = StoreIndexFor(new_key);
   if (new_store == v->store_index()) {
-    ObjectHeader old;
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      old = v->header;
-    }
-    header.slot = 1 - old.slot;
-    AlignedBlock block;
-    KVFS_RETURN_IF_ERROR(EncodeHeader(old, block.data));
-    KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
-    KVFS_RETURN_IF_ERROR(v->store()->WriteHeaderBlock(v->location, block.data));
     std::string new_location = v->store()->LocationFor(HashKey(new_key));
-    // Under mu_ so that no open looks for the object between the rename and
-    // the index update.
-    std::lock_guard<std::mutex> g(mu_);
-    Status moved = v->store()->Move(v->location, new_location);
-    if (!moved.ok()) {
-      // Put the old key back in a newer slot, so that a later mount does not
-      // carry out the rename this call reports as failed.
-      ObjectHeader back = old;
-      back.slot = header.slot;
-      back.generation = next_generation_++;
-      AlignedBlock undo;
-      if (EncodeHeader(old, undo.data).ok() && EncodeHeader(back, undo.data).ok() &&
-          v->store()->WriteHeaderBlock(v->location, undo.data).ok()) {
-        v->header = back;
-      }
-      return moved;
-    }
-    v->location = new_location;
-    v->header = header;
-    return Status::Ok();
-  }
-  // To another store: first the source file claims the new key (an older
-  // generation than the copy's), so a crash at any point leaves one of the
-  // two names, never both: at mount the newer claim of the key wins.
-  {
-    ObjectHeader old;
+    Status moved;
     {
+      // Under mu_ so that no open looks for the object between the rename
+      // and the index update.
       std::lock_guard<std::mutex> g(mu_);
-      old = v->header;
+      moved = v->store()->Move(v->location, new_location);
+      if (moved.ok()) v->location = new_location;
     }
-    ObjectHeader claim = header;
-    claim.slot = 1 - old.slot;
-    AlignedBlock block;
-    KVFS_RETURN_IF_ERROR(EncodeHeader(old, block.data));
-    KVFS_RETURN_IF_ERROR(EncodeHeader(claim, block.data));
-    KVFS_RETURN_IF_ERROR(v->store()->WriteHeaderBlock(v->location, block.data));
+    if (!moved.ok()) {
+      // Put the old key back with a newer generation, so that a later mount
+      // does not carry out the rename this call reports as failed.
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        before.generation = next_generation_++;
+      }
+      (void)WriteSpareHeaderSlot(v.get(), before);
+    }
+    return moved;
+  }
+  // To another store: a copy with a newer generation than the claim, then the
+  // source goes.
+  {
     std::lock_guard<std::mutex> g(mu_);
-    v->header = claim;
     header.generation = next_generation_++;
   }
   header.slot = 0;

@@ -315,6 +315,10 @@ class Engine {
                      std::unique_ptr<StagingFile>* out);                              // draft locked
   Result<std::shared_ptr<Version>> PublishRecord(uint32_t store_index, ObjectHeader header);  // publish_mu_
   Status RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header);  // publish_mu_
+  // Writes header (generation already assigned) into the slot of the object's
+  // header block that is not current, keeping the current one, then makes it
+  // the version's header: a torn write leaves the old header valid.
+  Status WriteSpareHeaderSlot(Version* version, ObjectHeader header);                 // publish_mu_
   Status LoadDraft(const std::shared_ptr<Version>& version, Draft* draft);            // no locks
   // Reads and verifies the chunks covering [offset, end) of a leased version.
   // EBADMSG when the object is damaged (checksum, short file), EIO when the

@@ -279,21 +279,28 @@ Result<std::shared_ptr<Version>> Engine::PublishRecord(uint32_t store_index, Obj
   return MakeVersion(store_index, location, header, file_id);
 }
 
-Status Engine::RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header) {
-  ObjectHeader old;
+Status Engine::WriteSpareHeaderSlot(Version* version, ObjectHeader header) {
+  ObjectHeader current;
   {
     std::lock_guard<std::mutex> g(mu_);
-    old = version->header;
-    header.generation = next_generation_++;
+    current = version->header;
   }
-  header.slot = 1 - old.slot;
+  header.slot = 1 - current.slot;
   AlignedBlock block;
-  KVFS_RETURN_IF_ERROR(EncodeHeader(old, block.data));
+  KVFS_RETURN_IF_ERROR(EncodeHeader(current, block.data));
   KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
   KVFS_RETURN_IF_ERROR(version->store()->WriteHeaderBlock(version->location, block.data));
   std::lock_guard<std::mutex> g(mu_);
   version->header = header;
   return Status::Ok();
+}
+
+Status Engine::RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header) {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    header.generation = next_generation_++;
+  }
+  return WriteSpareHeaderSlot(version.get(), std::move(header));
 }
 
 Status Engine::EnsureDirRecord(Inode* dir) {
