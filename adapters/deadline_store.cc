@@ -7,14 +7,11 @@
 namespace kvfs {
 namespace {
 
-// What a call leaves for its caller; shared so a late finish is harmless.
-template <typename T>
+// Completion of one call; shared with the worker so a late finish is harmless.
 struct CallState {
   std::mutex mu;
   std::condition_variable done_cv;
   bool done = false;
-  bool abandoned = false;
-  T result;
 };
 
 Status TimedOut(const std::string& what, std::chrono::milliseconds d) {
@@ -60,7 +57,7 @@ void DeadlineStore::WorkerLoop(std::shared_ptr<Pool> pool) {
 }
 
 bool DeadlineStore::RunWithDeadline(std::function<void()> task) const {
-  auto state = std::make_shared<CallState<bool>>();
+  auto state = std::make_shared<CallState>();
   {
     std::lock_guard<std::mutex> g(pool_->mu);
     if (pool_->idle == 0) {
@@ -77,12 +74,7 @@ bool DeadlineStore::RunWithDeadline(std::function<void()> task) const {
   }
   pool_->wake.notify_one();
   std::unique_lock<std::mutex> lk(state->mu);
-  if (!state->done_cv.wait_for(lk, deadline_, [&] { return state->done; })) {
-    state->abandoned = true;
-    timeouts_.fetch_add(1);
-    return false;
-  }
-  return true;
+  return state->done_cv.wait_for(lk, deadline_, [&] { return state->done; });
 }
 
 Result<std::unique_ptr<StagingFile>> DeadlineStore::CreateStaging() {

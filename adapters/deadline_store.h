@@ -43,7 +43,6 @@ class DeadlineStore final : public StoreWrapper {
   Status Quarantine(const std::string& location) override;
   Result<StoreSpace> Space() const override;
 
-  uint64_t timeouts() const { return timeouts_.load(); }
   std::chrono::milliseconds deadline() const { return deadline_; }
 
  private:
@@ -67,7 +66,6 @@ class DeadlineStore final : public StoreWrapper {
   std::chrono::milliseconds deadline_;
   size_t max_workers_;
   std::shared_ptr<Pool> pool_;
-  mutable std::atomic<uint64_t> timeouts_{0};
 };
 
 }  // namespace kvfs

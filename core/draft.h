@@ -67,9 +67,6 @@ class Draft {
   // The chunk, or nullptr for a hole.
   const uint8_t* chunk_locked(size_t i) const { return chunks_[i]; }
   uint64_t size_locked() const { return size_.load(std::memory_order_relaxed); }
-  // Sets the dirty flag while lock() is held.
-  void set_dirty_locked(bool d) { dirty_ = d; }
-  bool dirty_locked() const { return dirty_; }
 
  private:
   uint8_t* ChunkFor(size_t index);  // allocates; caller holds mu_

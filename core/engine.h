@@ -298,11 +298,12 @@ class Engine {
   Status CommitDraft(Inode* inode, std::shared_ptr<Draft> draft);                    // no locks
   // Group commit. A committer queues its job and takes publish_mu_; if its job
   // is not done by then, it leads: links every queued job's file into place,
-  // makes them durable with one SyncAll per store (a job alone in its group
-  // uses the store's own Publish instead), then runs each job's `complete`
-  // (the index switch) and marks it done. Jobs run on the leader's thread.
+  // makes them durable with one SyncAll per store (without group commit,
+  // each job's link is the store's own Publish), then runs each job's
+  // `complete` (the index switch) and marks it done. Jobs run on the
+  // leader's thread.
   struct PublishJob {
-    std::function<Status(bool alone)> link;  // under publish_mu_
+    std::function<Status()> link;            // under publish_mu_
     std::function<void()> complete;          // under publish_mu_, when linked
     Store* store = nullptr;
     Status result;

@@ -131,7 +131,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
       spdlog::error("commit of '{}' failed: {}", key, s.message());
       return finish(Status::Error(s.err() == ENOSPC ? ENOSPC : EIO, s.message()));
     }
-    draft->set_dirty_locked(false);
+    draft->set_dirty(false);
   }
   // Phase 3, run by whichever committer leads the next group commit (see
   // PublishBatch): fix the header if the file was renamed meanwhile, move the
@@ -140,7 +140,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   uint64_t file_id = 0;
   bool published = false;
   PublishJob job;
-  job.link = [&](bool alone) -> Status {
+  job.link = [&]() -> Status {
     std::string now_key;
     bool linked;
     bool attrs_changed = false;
@@ -241,8 +241,7 @@ void Engine::PublishBatch() {
     batch.assign(publish_queue_.begin(), publish_queue_.end());
     publish_queue_.clear();
   }
-  const bool alone = batch.size() == 1;
-  for (PublishJob* j : batch) j->result = j->link(alone);
+  for (PublishJob* j : batch) j->result = j->link();
   if (options_.group_commit) {
     // One flush for the whole group: every linked file and rename is durable after it.
     std::vector<Store*> synced;

@@ -24,7 +24,6 @@ constexpr size_t kInitOutFlags2Offset = 32;
 
 std::atomic<uint64_t> init_unique{0};
 std::atomic<bool> kernel_offers{false};
-std::atomic<bool> enabled{false};
 
 ssize_t DeviceRead(int fd, void* buf, size_t len, void*) {
   ssize_t n = ::read(fd, buf, len);
@@ -63,7 +62,6 @@ ssize_t DeviceWritev(int fd, struct iovec* iov, int count, void*) {
       flags2 |= kDirectIoAllowMmapFlags2;
       std::memcpy(out + kInitOutFlagsOffset, &flags, 4);
       std::memcpy(out + kInitOutFlags2Offset, &flags2, 4);
-      enabled.store(true);
     }
   }
   return ::writev(fd, iov, count);
@@ -81,7 +79,5 @@ bool InstallDeviceIo(fuse_session* se) {
   }();
   return fuse_session_custom_io(se, &io, fuse_session_fd(se)) == 0;
 }
-
-bool DirectIoMmapEnabled() { return enabled.load(); }
 
 }  // namespace kvfs

@@ -19,7 +19,4 @@ namespace kvfs {
 // Returns false when libfuse refused it (the session then works as before).
 bool InstallDeviceIo(fuse_session* se);
 
-// Whether the kernel accepted shared mmap of direct-I/O files.
-bool DirectIoMmapEnabled();
-
 }  // namespace kvfs
