@@ -87,42 +87,42 @@ void Engine::UntrackCommitted(Inode* inode) {
 }
 
 bool Engine::EvictOne(uint32_t si, EvictionCause cause) {
-  // publish_mu_ keeps a new version of the same key from being renamed into
-  // the location between our index update and the file removal.
-  std::lock_guard<std::mutex> publish(publish_mu_);
-  std::shared_ptr<Version> victim;
   uint64_t parent_ino = 0, ino = 0;
   std::string name;
   {
-    std::lock_guard<std::mutex> g(mu_);
-    std::optional<uint64_t> id = runtime_[si]->policy->Evict([&](uint64_t candidate) {
-      Inode* i = ns_.Get(candidate);
-      return i && !i->is_dir && i->linked() && i->committed && i->committed->store_index() == si &&
-             !i->committing && i->writers == 0 && i->committed->leases() == 0;
-    });
-    if (!id) return false;
-    Inode* inode = ns_.Get(*id);
-    victim = std::move(inode->committed);
-    parent_ino = inode->parent->ino;
-    name = inode->name;
-    ino = inode->ino;
-    inode->evicted = true;
-    // SetVisible needs the old state: the inode was visible while it had a version.
-    inode->committed = victim;
-    ns_.Detach(inode);
-    inode->committed.reset();
-    ns_.Reap(inode);
+    // publish_mu_ keeps a new version of the same key from being renamed into
+    // the location between our index update and the file removal.
+    std::lock_guard<std::mutex> publish(publish_mu_);
+    std::shared_ptr<Version> victim;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      std::optional<uint64_t> id = runtime_[si]->policy->Evict([&](uint64_t candidate) {
+        Inode* i = ns_.Get(candidate);
+        return i && !i->is_dir && i->linked() && i->committed && i->committed->store_index() == si &&
+               !i->committing && i->writers == 0 && i->committed->leases() == 0;
+      });
+      if (!id) return false;
+      Inode* inode = ns_.Get(*id);
+      parent_ino = inode->parent->ino;
+      name = inode->name;
+      ino = inode->ino;
+      inode->evicted = true;
+      ns_.Detach(inode);  // while it still has its version: Detach counts it as visible
+      victim = std::move(inode->committed);
+      ns_.Reap(inode);
+    }
+    Status s = victim->store()->Remove(victim->location, /*sync=*/false);
+    if (!s.ok() && s.err() != ENOENT) spdlog::warn("evict {}: {}", victim->location, s.message());
+    StoreRuntime& rt = *runtime_[si];
+    rt.evicted_bytes.fetch_add(victim->footprint(), std::memory_order_relaxed);
+    switch (cause) {
+      case EvictionCause::kCapacity: rt.evicted_capacity.fetch_add(1, std::memory_order_relaxed); break;
+      case EvictionCause::kWatermark: rt.evicted_watermark.fetch_add(1, std::memory_order_relaxed); break;
+      case EvictionCause::kFloor: rt.evicted_floor.fetch_add(1, std::memory_order_relaxed); break;
+    }
+    victim.reset();  // the space is back once no lease refers to it (none does)
   }
-  Status s = victim->store()->Remove(victim->location, /*sync=*/false);
-  if (!s.ok() && s.err() != ENOENT) spdlog::warn("evict {}: {}", victim->location, s.message());
-  StoreRuntime& rt = *runtime_[si];
-  rt.evicted_bytes.fetch_add(victim->footprint(), std::memory_order_relaxed);
-  switch (cause) {
-    case EvictionCause::kCapacity: rt.evicted_capacity.fetch_add(1, std::memory_order_relaxed); break;
-    case EvictionCause::kWatermark: rt.evicted_watermark.fetch_add(1, std::memory_order_relaxed); break;
-    case EvictionCause::kFloor: rt.evicted_floor.fetch_add(1, std::memory_order_relaxed); break;
-  }
-  victim.reset();  // the space is back once no lease refers to it (none does)
+  // The kernel hears of it with no engine lock held.
   if (EngineObserver* o = observer_.load()) o->EntryEvicted(parent_ino, name, ino);
   return true;
 }
