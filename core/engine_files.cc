@@ -206,16 +206,13 @@ Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
 
 Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* data, size_t size, uint64_t owner) {
   if (!handle->writable) return Status::Error(EBADF, "handle not open for writing");
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    auto& owners = handle->writer_owners;
-    if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
-  }
   Result<std::shared_ptr<Draft>> draft = DraftForWrite(handle);
   if (!draft.ok()) return draft.status();
   if ((*draft)->broken) return Status::Error(EIO, "the version being written could not be loaded");
   {
     std::lock_guard<std::mutex> g(mu_);
+    auto& owners = handle->writer_owners;
+    if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
     handle->commit_failed = false;
     if (handle->flushed) {
       handle->flushed = false;
