@@ -79,8 +79,8 @@ bool DeadlineStore::RunWithDeadline(std::function<void()> task) const {
 
 Result<std::unique_ptr<StagingFile>> DeadlineStore::CreateStaging() {
   auto out = std::make_shared<Result<std::unique_ptr<StagingFile>>>(Status::Error(EIO, "unset"));
-  if (!RunWithDeadline([t = target(), out] { *out = t->CreateStaging(); })) return TimedOut("create staging", deadline_);
-  return std::move(*out);
+  if (!RunWithDeadline([t = target(), out] { *out = t->CreateStaging(); })) return CountTimeout(TimedOut("create staging", deadline_));
+  return Counted(std::move(*out));
 }
 
 Status DeadlineStore::LandStaging(StagingFile& file, const std::string& location, bool link) {
@@ -95,10 +95,10 @@ Status DeadlineStore::LandStaging(StagingFile& file, const std::string& location
         *out = link ? t->Link(*own, loc) : t->Publish(*own, loc);
         if (!out->ok()) own->MarkPublished();  // the caller's handle owns cleanup
       })) {
-    return TimedOut((link ? "link " : "publish ") + location, deadline_);
+    return CountTimeout(TimedOut((link ? "link " : "publish ") + location, deadline_));
   }
   if (out->ok()) file.MarkPublished();
-  return *out;
+  return Counted(*out);
 }
 
 Status DeadlineStore::Publish(StagingFile& file, const std::string& location) {
@@ -109,8 +109,8 @@ Status DeadlineStore::Link(StagingFile& file, const std::string& location) { ret
 
 Status DeadlineStore::SyncAll() {
   auto out = std::make_shared<Status>();
-  if (!RunWithDeadline([t = target(), out] { *out = t->SyncAll(); })) return TimedOut("syncfs", deadline_);
-  return *out;
+  if (!RunWithDeadline([t = target(), out] { *out = t->SyncAll(); })) return CountTimeout(TimedOut("syncfs", deadline_));
+  return Counted(*out);
 }
 
 Result<int> DeadlineStore::OpenForRead(const std::string& location) {
@@ -130,10 +130,10 @@ Result<int> DeadlineStore::OpenForRead(const std::string& location) {
     std::lock_guard<std::mutex> g(sh->mu);
     sh->abandoned = true;
     if (sh->fd.ok()) ::close(*sh->fd);  // finished just after the deadline
-    return TimedOut("open " + location, deadline_);
+    return CountTimeout(TimedOut("open " + location, deadline_));
   }
   std::lock_guard<std::mutex> g(sh->mu);
-  return sh->fd;
+  return Counted(sh->fd);
 }
 
 Status DeadlineStore::WriteHeaderBlock(const std::string& location, const uint8_t* block) {
@@ -141,39 +141,76 @@ Status DeadlineStore::WriteHeaderBlock(const std::string& location, const uint8_
   auto out = std::make_shared<Status>();
   std::string loc = location;
   if (!RunWithDeadline([t = target(), copy, out, loc] { *out = t->WriteHeaderBlock(loc, copy->data()); })) {
-    return TimedOut("write header " + location, deadline_);
+    return CountTimeout(TimedOut("write header " + location, deadline_));
   }
-  return *out;
+  return Counted(*out);
 }
 
 Status DeadlineStore::Move(const std::string& from, const std::string& to) {
   auto out = std::make_shared<Status>();
   if (!RunWithDeadline([t = target(), out, from, to] { *out = t->Move(from, to); })) {
-    return TimedOut("move " + from, deadline_);
+    return CountTimeout(TimedOut("move " + from, deadline_));
   }
-  return *out;
+  return Counted(*out);
 }
 
 Status DeadlineStore::Remove(const std::string& location, bool sync) {
   auto out = std::make_shared<Status>();
   if (!RunWithDeadline([t = target(), out, location, sync] { *out = t->Remove(location, sync); })) {
-    return TimedOut("remove " + location, deadline_);
+    return CountTimeout(TimedOut("remove " + location, deadline_));
   }
-  return *out;
+  return Counted(*out);
 }
 
 Status DeadlineStore::Quarantine(const std::string& location) {
   auto out = std::make_shared<Status>();
   if (!RunWithDeadline([t = target(), out, location] { *out = t->Quarantine(location); })) {
-    return TimedOut("quarantine " + location, deadline_);
+    return CountTimeout(TimedOut("quarantine " + location, deadline_));
   }
-  return *out;
+  return Counted(*out);
 }
 
 Result<StoreSpace> DeadlineStore::Space() const {
   auto out = std::make_shared<Result<StoreSpace>>(Status::Error(EIO, "unset"));
-  if (!RunWithDeadline([t = target(), out] { *out = t->Space(); })) return TimedOut("statvfs", deadline_);
-  return *out;
+  if (!RunWithDeadline([t = target(), out] { *out = t->Space(); })) return CountTimeout(TimedOut("statvfs", deadline_));
+  return Counted(*out);
+}
+
+Result<ListedObject> DeadlineStore::StatObject(const std::string& location) {
+  auto out = std::make_shared<Result<ListedObject>>(Status::Error(EIO, "unset"));
+  std::string loc = location;
+  if (!RunWithDeadline([t = target(), out, loc] { *out = t->StatObject(loc); })) {
+    return CountTimeout(TimedOut("stat " + location, deadline_));
+  }
+  return Counted(*out);
+}
+
+Result<ScannedObject> DeadlineStore::ReadObject(const std::string& location) {
+  auto out = std::make_shared<Result<ScannedObject>>(Status::Error(EIO, "unset"));
+  std::string loc = location;
+  if (!RunWithDeadline([t = target(), out, loc] { *out = t->ReadObject(loc); })) {
+    return CountTimeout(TimedOut("read header " + location, deadline_));
+  }
+  return Counted(*out);
+}
+
+StoreHealth DeadlineStore::Health() const {
+  StoreHealth h = StoreWrapper::Health();
+  std::lock_guard<std::mutex> g(health_mu_);
+  h.calls += health_.calls;
+  h.failures += health_.failures;
+  h.timeouts += health_.timeouts;
+  for (const auto& [err, n] : health_.errors_by_errno) h.errors_by_errno[err] += n;
+  return h;
+}
+
+void DeadlineStore::Record(int err, bool timed_out) const {
+  std::lock_guard<std::mutex> g(health_mu_);
+  ++health_.calls;
+  if (err == 0) return;
+  ++health_.failures;
+  if (timed_out) ++health_.timeouts;
+  if (err != ENOENT) ++health_.errors_by_errno[err];
 }
 
 }  // namespace kvfs

@@ -7,7 +7,8 @@
 //
 // Calls run on a small pool of worker threads that grows while workers are
 // stuck (up to max_workers; beyond that calls fail with ETIMEDOUT at once).
-// Scan is not given a deadline (its length grows with the store).
+// Every call made through it is counted (Health). Scan and List are not
+// given a deadline (their length grows with the store).
 // Caveat: a Publish that times out may still complete later; the engine then
 // holds no record of that version, and the next mount indexes it.
 // Thread-safe.
@@ -42,6 +43,11 @@ class DeadlineStore final : public StoreWrapper {
   Status Remove(const std::string& location, bool sync) override;
   Status Quarantine(const std::string& location) override;
   Result<StoreSpace> Space() const override;
+  Result<ListedObject> StatObject(const std::string& location) override;
+  Result<ScannedObject> ReadObject(const std::string& location) override;
+  // Counts every call made through this wrapper: failures by errno (ENOENT,
+  // an expected answer, is counted as a failure but not listed), timeouts.
+  StoreHealth Health() const override;
 
   std::chrono::milliseconds deadline() const { return deadline_; }
 
@@ -62,10 +68,22 @@ class DeadlineStore final : public StoreWrapper {
   // Runs task on a worker; false when the deadline passed first.
   bool RunWithDeadline(std::function<void()> task) const;
   static void WorkerLoop(std::shared_ptr<Pool> pool);
+  void Record(int err, bool timed_out) const;
+  template <typename R>
+  R Counted(R r) const {
+    Record(r.ok() ? 0 : r.err(), false);
+    return r;
+  }
+  Status CountTimeout(Status s) const {
+    Record(ETIMEDOUT, true);
+    return s;
+  }
 
   std::chrono::milliseconds deadline_;
   size_t max_workers_;
   std::shared_ptr<Pool> pool_;
+  mutable std::mutex health_mu_;
+  mutable StoreHealth health_;  // guarded by health_mu_
 };
 
 }  // namespace kvfs

@@ -16,4 +16,9 @@ std::string Status::ToString() const {
   return message_.empty() ? std::string(std::strerror(err_)) : message_;
 }
 
+std::string ErrnoName(int err) {
+  const char* name = ::strerrorname_np(err);
+  return name ? std::string(name) : std::to_string(err);
+}
+
 }  // namespace kvfs

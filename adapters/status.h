@@ -57,6 +57,9 @@ class Result {
   Status status_;
 };
 
+// The symbolic name of an errno value ("ETIMEDOUT"), or its number.
+std::string ErrnoName(int err);
+
 }  // namespace kvfs
 
 // Returns the Status of expr from the enclosing function when it is not OK.

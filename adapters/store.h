@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,6 +57,24 @@ struct StoreSpace {
   uint64_t total_bytes = 0;  // size of the filesystem holding the store
   uint64_t free_bytes = 0;   // bytes available to kvfs on that filesystem
 };
+
+// What a listing says about one object file, without reading it.
+struct ListedObject {
+  std::string location;
+  uint64_t file_id = 0;     // st_ino (changes when the file is replaced)
+  uint64_t file_bytes = 0;  // st_size
+};
+
+// Outcome counters of a store's operations, for stats: what failed, with
+// which errno, and how many calls ran past their deadline.
+struct StoreHealth {
+  uint64_t calls = 0;
+  uint64_t failures = 0;  // every failed call, timeouts included
+  uint64_t timeouts = 0;
+  std::map<int, uint64_t> errors_by_errno;  // failures other than ENOENT, by errno
+};
+
+class ClusterCoordinator;
 
 struct ScannedObject {
   std::string location;
@@ -116,6 +135,50 @@ class Store {
   // removal; for offline checks.
   virtual Result<std::vector<std::string>> ListStaging() const = 0;
   virtual Status RemoveStaging(const std::string& name) = 0;
+
+  // --- Shared stores (a directory on a distributed filesystem). -------------
+  // True when other hosts change this store behind the engine's back: the
+  // engine then looks up missing keys on the store, revalidates objects at
+  // open and reconciles its index with List() periodically.
+  virtual bool Shared() const { return false; }
+  // The identity of the object file at location now; ENOENT when none.
+  virtual Result<ListedObject> StatObject(const std::string& location);
+  // Reads the header of the object at location (with its identity and
+  // size); ENOENT when none. The header is decoded but not checked against
+  // any key.
+  virtual Result<ScannedObject> ReadObject(const std::string& location);
+  // Calls fn for every object file with its identity, reading no headers
+  // (cheaper than Scan). The default implementation uses Scan.
+  virtual Status List(const std::function<void(const ListedObject&)>& fn, int threads);
+  // Cluster-wide coordination (evictor lease, shared access counts) for a
+  // shared store; null for stores used by one host.
+  virtual ClusterCoordinator* cluster() { return nullptr; }
+
+  // Outcome counters, for stats (stores that do not count report zeros).
+  virtual StoreHealth Health() const { return {}; }
+};
+
+// Coordination between the hosts that share one store. Implemented by shared
+// stores; the engine calls it from its reconciler thread only.
+class ClusterCoordinator {
+ public:
+  virtual ~ClusterCoordinator() = default;
+  // This host's name, as used in staging names, the lease and access logs.
+  virtual const std::string& host_id() const = 0;
+  // Takes, renews or keeps watching the evictor lease; true while this host
+  // holds it (and may evict). Call at least every lease_ttl / 3.
+  virtual bool RenewEvictorLease() = 0;
+  // The holder of the evictor lease as last seen ("" when none).
+  virtual std::string EvictorHolder() const = 0;
+  // Publishes this host's access counts since the last call (location ->
+  // number of opens), for the evicting host.
+  virtual Status PublishAccesses(const std::map<std::string, uint64_t>& counts) = 0;
+  // Access counts other hosts published since the last call (only files
+  // that changed are read again).
+  virtual Result<std::map<std::string, uint64_t>> CollectAccesses() = 0;
+  // Housekeeping for the evicting host: removes staging files and access
+  // logs that hosts which stopped long ago left behind. Returns how many.
+  virtual uint64_t SweepAbandoned() = 0;
 };
 
 }  // namespace kvfs

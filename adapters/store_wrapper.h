@@ -37,6 +37,15 @@ class StoreWrapper : public Store {
   Result<std::vector<std::string>> ListStaging() const override { return target_->ListStaging(); }
   Status RemoveStaging(const std::string& name) override { return target_->RemoveStaging(name); }
 
+  bool Shared() const override { return target_->Shared(); }
+  Result<ListedObject> StatObject(const std::string& location) override { return target_->StatObject(location); }
+  Result<ScannedObject> ReadObject(const std::string& location) override { return target_->ReadObject(location); }
+  Status List(const std::function<void(const ListedObject&)>& fn, int threads) override {
+    return target_->List(fn, threads);
+  }
+  ClusterCoordinator* cluster() override { return target_->cluster(); }
+  StoreHealth Health() const override { return target_->Health(); }
+
   Store* target() const { return target_.get(); }
 
  protected:

@@ -76,7 +76,23 @@ std::string EngineStats::ToJson() const {
     EvictionsJson(o, s.evictions);
     o << ",\"enospc\":" << s.enospc << ",\"checksum_failures\":" << s.checksum_failures
       << ",\"quarantined\":" << s.quarantined << ",\"fs_total_bytes\":" << s.fs_total_bytes
-      << ",\"fs_free_bytes\":" << s.fs_free_bytes << ",\"direct_io\":" << (s.direct_io ? "true" : "false") << "}";
+      << ",\"fs_free_bytes\":" << s.fs_free_bytes << ",\"direct_io\":" << (s.direct_io ? "true" : "false");
+    o << ",\"health\":{\"calls\":" << s.health.calls << ",\"failures\":" << s.health.failures
+      << ",\"timeouts\":" << s.health.timeouts << ",\"errors\":{";
+    bool first = true;
+    for (const auto& [err, n] : s.health.errors_by_errno) {
+      o << (first ? "" : ",") << "\"" << ErrnoName(err) << "\":" << n;
+      first = false;
+    }
+    o << "}}";
+    if (s.shared) {
+      o << ",\"shared\":{\"host_id\":\"" << JsonEscape(s.host_id) << "\",\"evictor_holder\":\""
+        << JsonEscape(s.evictor_holder) << "\",\"holds_evictor\":" << (s.holds_evictor ? "true" : "false")
+        << ",\"reconcile_passes\":" << s.reconcile_passes << ",\"reconcile_failures\":" << s.reconcile_failures
+        << ",\"remote_added\":" << s.remote_added << ",\"remote_replaced\":" << s.remote_replaced
+        << ",\"remote_removed\":" << s.remote_removed << ",\"read_through\":" << s.read_through << "}";
+    }
+    o << "}";
   }
   o << "]}";
   return o.str();
@@ -98,6 +114,7 @@ Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>>
     if (space.ok()) rt->fs_total_bytes = space->total_bytes;
     rt->policy = std::move(*MakeEvictionPolicy(options_.eviction_policy));
     runtime_.push_back(std::move(rt));
+    shared_.push_back(stores_[i]->Shared() ? std::make_unique<SharedRuntime>() : nullptr);
   }
   options_.capacity_bytes = total;
   pool_ = std::make_unique<BufferPool>(options_.buffer_size, options_.buffer_count);
@@ -105,6 +122,13 @@ Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>>
 }
 
 Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> g(shared_mu_);
+    stop_shared_ = true;
+  }
+  shared_wake_.notify_all();
+  reconciled_.notify_all();
+  if (shared_thread_.joinable()) shared_thread_.join();
   {
     std::lock_guard<std::mutex> g(mu_);
     stop_evictor_ = true;
@@ -131,6 +155,10 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::
   }
   std::unique_ptr<Engine> engine(new Engine(options, std::move(stores)));
   KVFS_RETURN_IF_ERROR(engine->Rebuild());
+  if (options.shared_refresh.count() <= 0) return Status::Error(EINVAL, "the shared-store refresh interval must be positive");
+  bool any_shared = false;
+  for (const auto& sh : engine->shared_) any_shared |= sh != nullptr;
+  if (any_shared) engine->shared_thread_ = std::thread([e = engine.get()] { e->SharedLoop(); });
   if (options.background_eviction) engine->evictor_ = std::thread([e = engine.get()] { e->EvictorLoop(); });
   return engine;
 }
@@ -185,17 +213,30 @@ Attr Engine::AttrOfLocked(const Inode* inode, const FileHandle* handle) const {
 Result<Attr> Engine::Lookup(uint64_t parent, std::string_view name) {
   if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name too long");
   lookups_.fetch_add(1, std::memory_order_relaxed);
-  std::lock_guard<std::mutex> g(mu_);
-  Inode* dir = ns_.Get(parent);
-  if (!dir) return Status::Error(ENOENT, "no such directory");
-  if (!dir->is_dir) return Status::Error(ENOTDIR, "not a directory");
-  Inode* child = ns_.Child(dir, name);
-  if (!child || !child->visible()) {
+  bool read_through_done = false;
+  while (true) {
+    std::unique_lock<std::mutex> lk(mu_);
+    Inode* dir = ns_.Get(parent);
+    if (!dir) return Status::Error(ENOENT, "no such directory");
+    if (!dir->is_dir) return Status::Error(ENOTDIR, "not a directory");
+    Inode* child = ns_.Child(dir, name);
+    if (child && child->visible()) {
+      child->nlookup++;
+      return AttrOfLocked(child, nullptr);
+    }
+    // A shared store may hold the key although the index does not yet.
+    if (!read_through_done && CheckName(name).ok()) {
+      std::string key = JoinKey(ns_.KeyOf(dir), name);
+      uint32_t si = StoreIndexFor(key);
+      if (shared_[si]) {
+        lk.unlock();
+        read_through_done = true;
+        if (ReadThrough(si, key)) continue;
+      }
+    }
     negative_lookups_.fetch_add(1, std::memory_order_relaxed);
     return Status::Error(ENOENT, "no such key");
   }
-  child->nlookup++;
-  return AttrOfLocked(child, nullptr);
 }
 
 void Engine::Forget(uint64_t ino, uint64_t n) {
@@ -753,6 +794,22 @@ EngineStats Engine::Stats() const {
     if (space.ok()) {
       st.fs_total_bytes = space->total_bytes;
       st.fs_free_bytes = space->free_bytes;
+    }
+    st.health = stores_[i]->Health();
+    if (const SharedRuntime* sh = shared_[i].get()) {
+      st.shared = true;
+      ClusterCoordinator* cluster = stores_[i]->cluster();
+      if (cluster) {
+        st.host_id = cluster->host_id();
+        st.evictor_holder = cluster->EvictorHolder();
+      }
+      st.holds_evictor = sh->holds_evictor.load();
+      st.reconcile_passes = sh->reconcile_passes.load();
+      st.reconcile_failures = sh->reconcile_failures.load();
+      st.remote_added = sh->remote_added.load();
+      st.remote_replaced = sh->remote_replaced.load();
+      st.remote_removed = sh->remote_removed.load();
+      st.read_through = sh->read_through.load();
     }
     s.stores.push_back(std::move(st));
   }

@@ -32,6 +32,9 @@
 #include <sys/uio.h>
 
 #include <atomic>
+#include <chrono>
+#include <map>
+#include <unordered_map>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -95,6 +98,11 @@ struct EngineOptions {
   int scan_threads = 16;  // header reads in flight per store at mount (I/O bound)
   // Largest single object (a write past it fails with EFBIG).
   uint64_t max_object_bytes = 64ULL << 30;
+  // Shared stores (Store::Shared()): how often the reconciler lists the store
+  // to pick up keys added, replaced or removed by other hosts, renews the
+  // evictor lease and exchanges access counts. Must be well under the lease
+  // ttl (a third or less).
+  std::chrono::milliseconds shared_refresh{2000};
   // Called from the rebuild at mount with the number of objects scanned so
   // far, about every 100,000 objects (from scanning threads, serialised).
   std::function<void(uint64_t scanned)> on_scan_progress;
@@ -173,6 +181,18 @@ struct StoreStats {
   uint64_t fs_total_bytes = 0;
   uint64_t fs_free_bytes = 0;
   bool direct_io = false;
+  // Shared stores only.
+  bool shared = false;
+  std::string host_id;
+  std::string evictor_holder;   // the host evicting from this store
+  bool holds_evictor = false;   // this host is it
+  uint64_t reconcile_passes = 0;
+  uint64_t reconcile_failures = 0;
+  uint64_t remote_added = 0;     // keys that appeared from other hosts
+  uint64_t remote_replaced = 0;  // new versions committed by other hosts
+  uint64_t remote_removed = 0;   // keys removed or evicted by other hosts
+  uint64_t read_through = 0;     // lookups answered from the store, not the index
+  StoreHealth health;
 };
 
 struct EngineStats {
@@ -282,6 +302,10 @@ class Engine {
   // waiting for the evictor thread). Returns the number of objects evicted.
   size_t EvictNow();
   size_t store_count() const { return stores_.size(); }
+  // Shared stores: waits until the reconciler has completed a whole pass
+  // that started after this call (tests use it instead of sleeping). False
+  // on timeout or when there is no shared store.
+  bool WaitForReconcile(std::chrono::milliseconds timeout);
 
  private:
   Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>> stores);
@@ -349,7 +373,54 @@ class Engine {
   void EvictorLoop();
   uint64_t FloorBytes(uint32_t store_index) const;
   void TrackCommitted(Inode* inode, const Version* old_version);   // mu_
+  // An open of the committed version: tells the policy (and, on a shared
+  // store, the access counts this host publishes).
+  void NoteAccessLocked(Inode* inode);                              // mu_
   void UntrackCommitted(Inode* inode);                              // mu_
+
+  // --- Shared stores (engine_shared.cc). ---------------------------------
+  // A change the kernel must hear of, sent once no lock is held.
+  struct Notice {
+    enum Kind { kAppeared, kReplaced, kRemoved } kind;
+    uint64_t parent_ino;
+    std::string name;
+    uint64_t ino;
+  };
+  void SendNotices(const std::vector<Notice>& notices);                              // no locks
+  // The directory that holds key's last component (created as implicit
+  // directories where missing), and that component; null on a name clash.
+  Inode* ParentForKeyLocked(const std::string& key, std::string* leaf);               // mu_
+  // Indexes an object another host published at its key's location (new
+  // key, new version or directory record) if it is still the file there.
+  void ApplyRemote(uint32_t store_index, const ScannedObject& obj, std::vector<Notice>* notices);  // publish_mu_
+  // Drops an indexed object that is gone from the store (if still indexed
+  // with that identity and not being written here).
+  void RemoveRemote(uint64_t ino, const std::string& location, uint64_t file_id,
+                    std::vector<Notice>* notices);                                    // publish_mu_
+  // Looks key up on a shared store; true when it was found and indexed.
+  bool ReadThrough(uint32_t store_index, const std::string& key);                    // no locks
+  // Before an open: follows a replacement or removal of the object by
+  // another host. EIO when the store does not answer.
+  Status Revalidate(uint64_t ino);                                                    // no locks
+  void Reconcile(uint32_t store_index);                                               // no locks
+  void ShareAccesses(uint32_t store_index, bool holder);                              // no locks
+  void SharedLoop();
+  // True when this engine may evict from the store now.
+  bool MayEvict(uint32_t store_index) const;
+  struct SharedRuntime {
+    std::atomic<bool> holds_evictor{false};
+    std::atomic<uint64_t> remote_added{0}, remote_replaced{0}, remote_removed{0}, read_through{0};
+    std::atomic<uint64_t> reconcile_passes{0}, reconcile_failures{0};
+    std::map<std::string, uint64_t> accesses;                  // guarded by mu_: opens since last published
+    std::unordered_map<std::string, uint64_t> inode_by_location;  // guarded by mu_: as of the last pass
+  };
+  std::vector<std::unique_ptr<SharedRuntime>> shared_;  // per store; null when not shared
+  std::thread shared_thread_;
+  std::mutex shared_mu_;
+  std::condition_variable shared_wake_;  // with shared_mu_
+  std::condition_variable reconciled_;   // with shared_mu_
+  bool stop_shared_ = false;             // guarded by shared_mu_
+  uint64_t shared_passes_ = 0;           // guarded by shared_mu_
 
   EngineOptions options_;
   std::vector<std::unique_ptr<Store>> stores_;

@@ -68,8 +68,16 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
   return r;
 }
 
+void Engine::NoteAccessLocked(Inode* inode) {
+  uint32_t si = inode->committed->store_index();
+  runtime_[si]->policy->Access(inode->ino);
+  if (shared_[si]) shared_[si]->accesses[inode->committed->location]++;
+}
+
 Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
   const bool reads = (flags & O_ACCMODE) != O_WRONLY;
+  // On a shared store another host may have replaced or removed the object.
+  KVFS_RETURN_IF_ERROR(Revalidate(ino));
   for (int attempt = 0;; ++attempt) {
     // Take the read lease first, with no engine lock held: opening the object
     // file is store I/O, and a slow store must not stall the whole mount.
@@ -127,9 +135,7 @@ Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags, Lease lease) {
     // Taken by Open without the lock: the version current a moment ago.
     handle->lease = std::move(lease);
     inode->read_leases++;
-    if (handle->lease.version() == inode->committed) {
-      runtime_[inode->committed->store_index()]->policy->Access(inode->ino);
-    }
+    if (handle->lease.version() == inode->committed) NoteAccessLocked(inode);
   } else if (version && (handle->readable || !handle->writable)) {
     Result<Lease> lease = Lease::Take(version);
     if (!lease.ok()) {
@@ -138,7 +144,7 @@ Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags, Lease lease) {
     }
     handle->lease = std::move(*lease);
     inode->read_leases++;
-    if (version == inode->committed) runtime_[version->store_index()]->policy->Access(inode->ino);
+    if (version == inode->committed) NoteAccessLocked(inode);
   }
   if (handle->writable) {
     if (flags & O_TRUNC) {

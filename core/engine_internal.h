@@ -83,6 +83,18 @@ inline std::string JoinKey(const std::string& dir_key, std::string_view name) {
   return dir_key.empty() ? std::string(name) : dir_key + "/" + std::string(name);
 }
 
+// An inode's attributes as an object header records them.
+inline Attributes AttributesOf(const ObjectHeader& h) {
+  Attributes attr;
+  bool is_dir = h.kind == ObjectKind::kDirectory;
+  attr.mode = (h.mode & 07777) | (is_dir ? S_IFDIR : S_IFREG);
+  attr.uid = h.uid;
+  attr.gid = h.gid;
+  attr.mtime_ns = attr.atime_ns = h.mtime_ns;
+  attr.ctime_ns = h.ctime_ns;
+  return attr;
+}
+
 // A 4 KiB aligned block, freed on scope exit.
 struct AlignedBlock {
   uint8_t* data;

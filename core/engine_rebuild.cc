@@ -58,6 +58,11 @@ Status Engine::Rebuild() {
               ++skipped;
               return;
             }
+            if (stores_[si]->Shared() && obj.location != stores_[si]->LocationFor(HashKey(h.key))) {
+              // On a shared store only objects where their key says are
+              // indexed: another host may be renaming this one right now.
+              return;
+            }
             std::lock_guard<std::mutex> g(found_mu);
             if (++scanned % 100000 == 0) {
               spdlog::info("rebuild: {} objects scanned", scanned);
@@ -105,20 +110,11 @@ Status Engine::Rebuild() {
 
   std::lock_guard<std::mutex> g(mu_);
   next_generation_ = max_generation + 1;
-  Attributes implicit_dir;
-  implicit_dir.mode = S_IFDIR | 0755;
-  implicit_dir.atime_ns = implicit_dir.mtime_ns = implicit_dir.ctime_ns = NowNs();
-  ns_.root()->attr.atime_ns = ns_.root()->attr.mtime_ns = ns_.root()->attr.ctime_ns = implicit_dir.mtime_ns;
+  ns_.root()->attr.atime_ns = ns_.root()->attr.mtime_ns = ns_.root()->attr.ctime_ns = NowNs();
   for (auto& [key, f] : best) {  // sorted: a directory's record precedes its children
     const ObjectHeader& h = f.header;
-    Attributes attr;
-    attr.mode = h.mode;
-    attr.uid = h.uid;
-    attr.gid = h.gid;
-    attr.mtime_ns = attr.atime_ns = h.mtime_ns;
-    attr.ctime_ns = h.ctime_ns;
+    Attributes attr = AttributesOf(h);
     bool is_dir = h.kind == ObjectKind::kDirectory;
-    attr.mode = (attr.mode & 07777) | (is_dir ? S_IFDIR : S_IFREG);
     if (key.empty()) {
       if (is_dir) {
         ns_.root()->attr = attr;
@@ -126,26 +122,8 @@ Status Engine::Rebuild() {
       }
       continue;
     }
-    Inode* cur = ns_.root();
-    bool conflict = false;
-    size_t start = 0;
     std::string name;
-    while (true) {
-      size_t slash = key.find('/', start);
-      name = key.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
-      if (slash == std::string::npos) break;
-      Inode* next = ns_.Child(cur, name);
-      if (!next) {
-        next = ns_.NewInode(true, implicit_dir);
-        ns_.Attach(cur, next, name);
-      } else if (!next->is_dir) {
-        conflict = true;
-        break;
-      }
-      cur = next;
-      start = slash + 1;
-    }
-    if (!conflict && CheckName(name).ok()) {
+    if (Inode* cur = ParentForKeyLocked(key, &name)) {
       Inode* existing = ns_.Child(cur, name);
       if (!existing) {
         Inode* inode = ns_.NewInode(is_dir, attr);

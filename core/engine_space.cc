@@ -48,10 +48,19 @@ std::optional<Engine::EvictionCause> Engine::TryReserve(uint32_t si, uint64_t by
   }
 }
 
+bool Engine::MayEvict(uint32_t si) const { return !shared_[si] || shared_[si]->holds_evictor.load(); }
+
 Status Engine::ReserveSpace(uint32_t si, uint64_t bytes) {
   for (int attempt = 0;; ++attempt) {
     std::optional<EvictionCause> why = TryReserve(si, bytes);
     if (!why) return Status::Ok();
+    if (!MayEvict(si)) {
+      // Another host evicts from this shared store. Give it (and our view of
+      // the store) a few reconcile passes to make room, then give up.
+      if (attempt < 3 && WaitForReconcile(options_.shared_refresh * 3)) continue;
+      runtime_[si]->enospc.fetch_add(1, std::memory_order_relaxed);
+      return Status::Error(ENOSPC, "no space: the shared store is at its capacity and another host evicts from it");
+    }
     // Evict only when eviction can make room: what is leased or reserved
     // stays, so when it alone leaves no room the answer is ENOSPC now, with
     // nothing evicted for nothing.
@@ -87,6 +96,7 @@ void Engine::UntrackCommitted(Inode* inode) {
 }
 
 bool Engine::EvictOne(uint32_t si, EvictionCause cause) {
+  if (!MayEvict(si)) return false;
   uint64_t parent_ino = 0, ino = 0;
   std::string name;
   {
@@ -130,6 +140,7 @@ bool Engine::EvictOne(uint32_t si, EvictionCause cause) {
 size_t Engine::BackgroundPass() {
   size_t evicted = 0;
   for (uint32_t si = 0; si < stores_.size(); ++si) {
+    if (!MayEvict(si)) continue;
     StoreRuntime& rt = *runtime_[si];
     auto cap = static_cast<double>(rt.limits.capacity_bytes);
     auto used = [&] { return static_cast<double>(store_accounts_[si]->used_bytes.load() + rt.reserved.load()); };

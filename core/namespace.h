@@ -98,6 +98,11 @@ class Namespace {
   std::string KeyOf(const Inode* inode) const;
   bool IsAncestor(const Inode* maybe_ancestor, const Inode* inode) const;
   size_t inode_count() const { return inodes_.size(); }
+  // Calls fn for every inode (linked or not), in no particular order.
+  template <typename Fn>
+  void ForEach(Fn&& fn) const {
+    for (const auto& [ino, inode] : inodes_) fn(inode.get());
+  }
 
  private:
   std::unordered_map<uint64_t, std::unique_ptr<Inode>> inodes_;

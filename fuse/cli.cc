@@ -5,6 +5,7 @@
 #include <cctype>
 #include <iostream>
 
+#include "adapters/dfs_store.h"
 #include "core/size_parse.h"
 #include "fuse/daemon.h"
 
@@ -28,7 +29,8 @@ int RunCli(int argc, char** argv) {
   mount->add_option("mountpoint", mo.mountpoint, "directory to mount on")->required();
   mount->add_option("--store", mo.stores,
                     std::string("store directory, optionally DIR:SIZE; repeat to spread keys over several drives "
-                                "(default ") + kDefaultStoreDir + ")");
+                                "(default ") + kDefaultStoreDir + "); dfs:DIR[:SIZE] for a directory on a distributed "
+                                "filesystem shared with other hosts");
   mount->add_option("--capacity", capacity_text, "bytes the mount may use, e.g. 200G (default: half of each store's filesystem)");
   std::string min_free_text = "2%";
   mount->add_option("--min-free", min_free_text,
@@ -59,6 +61,13 @@ int RunCli(int argc, char** argv) {
                     "verify the checksum of one chunk in N read from the stores (1: all, default; 0: none)");
   mount->add_option("--page-cache", mo.page_cache,
                     "let readers use the kernel page cache while nobody writes the key (true/false, default false)");
+  mount->add_option("--host-id", mo.host_id, "this host's name on a dfs: store (default: the hostname)");
+  mount->add_option("--dfs-refresh", mo.dfs_refresh_s,
+                    "seconds between reconciliations with the other hosts of a dfs: store (default 2)")
+      ->check(CLI::Range(0.05, 3600.0));
+  mount->add_option("--dfs-lease-ttl", mo.dfs_lease_ttl_s,
+                    "seconds without renewal after which another host takes over eviction on a dfs: store (default 10)")
+      ->check(CLI::Range(0.2, 36000.0));
   mount->add_option("--entry-timeout", mo.entry_timeout, "seconds the kernel may cache a name")->check(CLI::Range(0.0, 3600.0));
   mount->add_option("--negative-timeout", mo.negative_timeout, "seconds the kernel may cache a missing name")
       ->check(CLI::Range(0.0, 3600.0));
@@ -132,6 +141,9 @@ int RunCli(int argc, char** argv) {
           std::isdigit(static_cast<unsigned char>(s[colon + 1]))) {
         return Misuse("--store " + s + ": '" + s.substr(colon + 1) + "' is not a size");
       }
+    }
+    if (!mo.host_id.empty() && !ValidHostId(mo.host_id)) {
+      return Misuse("--host-id '" + mo.host_id + "': use letters, digits, '.', '-' and '_' only");
     }
     Result<uint64_t> bs = ParseSize(buffer_size_text);
     if (!bs.ok()) return Misuse("--buffer-size: " + bs.status().message());

@@ -26,6 +26,7 @@
 #include <sstream>
 
 #include "adapters/deadline_store.h"
+#include "adapters/dfs_store.h"
 #include "adapters/local_store.h"
 #include "core/engine.h"
 #include "core/fsck.h"
@@ -86,13 +87,20 @@ Result<std::string> CheckMountpoint(const std::string& mountpoint) {
   return std::string(resolved);
 }
 
-void SetupLogging(const MountOptions& o, const std::string& first_store) {
+std::string HostName() {
+  char name[HOST_NAME_MAX + 1] = {0};
+  if (::gethostname(name, sizeof name - 1) != 0 || name[0] == 0) return "localhost";
+  return name;
+}
+
+// default_log: where the log goes when --log-file is not given.
+void SetupLogging(const MountOptions& o, const std::string& default_log) {
   std::shared_ptr<spdlog::logger> logger;
   try {
     if (o.foreground && o.log_file.empty()) {
       logger = spdlog::stderr_color_mt("kvfs");
     } else {
-      std::string path = o.log_file.empty() ? first_store + "/kvfs.log" : o.log_file;
+      std::string path = o.log_file.empty() ? default_log : o.log_file;
       logger = spdlog::basic_logger_mt("kvfs", path);
     }
   } catch (const spdlog::spdlog_ex&) {
@@ -143,9 +151,29 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   LocalStoreOptions so;
   so.direct_io = o.direct_io;
   so.create_if_missing = o.stores.empty();  // only the default store is created on demand
+  bool any_dfs = false;
+  for (const std::string& spec : dirs) any_dfs |= ParseStoreSpec(spec).dfs;
+  if (any_dfs && dirs.size() > 1) return fail("a dfs: store must be the mount's only store");
+  if (any_dfs && !(o.dfs_refresh_s > 0 && o.dfs_refresh_s * 3 <= o.dfs_lease_ttl_s)) {
+    return fail("--dfs-refresh must be positive and at most a third of --dfs-lease-ttl");
+  }
   for (const std::string& spec : dirs) {
     StoreSpec parsed = ParseStoreSpec(spec);
-    Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(parsed.dir, so);
+    Result<std::unique_ptr<Store>> s = Status::Error(EINVAL, "unset");
+    if (parsed.dfs) {
+      DfsStoreOptions dso;
+      dso.host_id = o.host_id.empty() ? HostName() : o.host_id;
+      dso.direct_io = o.direct_io;
+      dso.create_if_missing = true;  // the directory on the DFS is shared: the first host creates the layout
+      dso.lease_ttl = std::chrono::milliseconds(static_cast<int64_t>(o.dfs_lease_ttl_s * 1000));
+      Result<std::unique_ptr<DfsStore>> d = DfsStore::Open(parsed.dir, dso);
+      if (d.ok()) s = std::unique_ptr<Store>(std::move(*d));
+      else s = d.status();
+    } else {
+      Result<std::unique_ptr<LocalStore>> l = LocalStore::Open(parsed.dir, so);
+      if (l.ok()) s = std::unique_ptr<Store>(std::move(*l));
+      else s = l.status();
+    }
     if (!s.ok()) return fail(s.status().message());
     StoreLimits l;
     l.min_free_bytes = o.min_free_bytes;
@@ -177,7 +205,9 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
       if (!explicit_size[i]) limits[i].capacity_bytes = (*o.capacity - fixed) / shared;
     }
   }
-  SetupLogging(o, ParseStoreSpec(dirs[0]).dir);
+  // A shared store's directory is every host's: each host logs to its own file.
+  SetupLogging(o, ParseStoreSpec(dirs[0]).dir + (any_dfs ? "/kvfs." + (o.host_id.empty() ? HostName() : o.host_id) + ".log"
+                                                         : std::string("/kvfs.log")));
   EngineOptions eo;
   eo.store_limits = limits;
   eo.eviction_policy = o.eviction_policy;
@@ -188,6 +218,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   eo.use_io_uring = o.io_uring;
   eo.verify_one_in = o.verify_one_in;
   eo.group_commit = o.group_commit;
+  eo.shared_refresh = std::chrono::milliseconds(static_cast<int64_t>(o.dfs_refresh_s * 1000));
   if (ready_fd >= 0) {
     // Long rebuilds show progress in the terminal of `kvfs mount`.
     eo.on_scan_progress = [ready_fd](uint64_t n) {
@@ -206,6 +237,12 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   ctx.entry_timeout = o.entry_timeout;
   ctx.page_cache = o.page_cache;
   ctx.negative_timeout = o.negative_timeout;
+  if (any_dfs) {
+    // Other hosts change a shared store without telling this kernel: cache
+    // names, attributes and misses only briefly.
+    ctx.entry_timeout = std::min(ctx.entry_timeout, o.dfs_cache_timeout);
+    ctx.negative_timeout = std::min(ctx.negative_timeout, o.dfs_cache_timeout);
+  }
   KernelNotifier notifier(&ctx);
 
   std::string opts = "fsname=kvfs,subtype=kvfs,default_permissions";
@@ -267,13 +304,21 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
 
 }  // namespace
 
-StoreSpec ParseStoreSpec(const std::string& spec) {
+StoreSpec ParseStoreSpec(const std::string& spec_in) {
+  std::string spec = spec_in;
+  bool dfs = false;
+  if (spec.rfind("dfs:", 0) == 0) {
+    dfs = true;
+    spec = spec.substr(4);
+  } else if (spec.rfind("local:", 0) == 0) {
+    spec = spec.substr(6);
+  }
   size_t colon = spec.rfind(':');
   if (colon != std::string::npos && colon + 1 < spec.size()) {
     Result<uint64_t> size = ParseSize(spec.substr(colon + 1));
-    if (size.ok()) return StoreSpec{spec.substr(0, colon), *size};
+    if (size.ok()) return StoreSpec{dfs, spec.substr(0, colon), *size};
   }
-  return StoreSpec{spec, std::nullopt};
+  return StoreSpec{dfs, spec, std::nullopt};
 }
 
 int RunMount(const MountOptions& given) {
@@ -281,7 +326,7 @@ int RunMount(const MountOptions& given) {
   MountOptions o = given;
   for (std::string& s : o.stores) {
     StoreSpec spec = ParseStoreSpec(s);
-    s = std::filesystem::absolute(spec.dir).lexically_normal().string();
+    s = (spec.dfs ? "dfs:" : "") + std::filesystem::absolute(spec.dir).lexically_normal().string();
     if (spec.capacity) s += ":" + std::to_string(*spec.capacity);
   }
   if (!o.log_file.empty()) o.log_file = std::filesystem::absolute(o.log_file).lexically_normal().string();

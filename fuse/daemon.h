@@ -25,7 +25,10 @@ inline constexpr const char* kDefaultStoreDir = "/var/lib/kvfs/store";
 
 struct MountOptions {
   std::string mountpoint;
-  // "DIR" or "DIR:SIZE" (a capacity for that store); empty: kDefaultStoreDir.
+  // "DIR" or "DIR:SIZE" (a capacity for that store), optionally prefixed
+  // with "local:" (the default) or "dfs:" (a directory on a distributed
+  // filesystem shared with other hosts; then the only store, and its SIZE
+  // is the cluster-wide capacity); empty: kDefaultStoreDir.
   std::vector<std::string> stores;
   // The mount's capacity, shared evenly by the stores without their own
   // SIZE; empty: each such store gets half of its filesystem.
@@ -57,10 +60,19 @@ struct MountOptions {
   // the kernel did not make itself is invalidated by kvfs.
   double entry_timeout = 60.0;
   double negative_timeout = 60.0;
+  // Shared (dfs:) stores: this host's name (default: the hostname), how often
+  // to reconcile with the other hosts, and after how long without renewal
+  // the evictor lease passes to another host. The kernel then caches names
+  // and attributes for at most dfs_cache_timeout.
+  std::string host_id;
+  double dfs_refresh_s = 2.0;
+  double dfs_lease_ttl_s = 10.0;
+  double dfs_cache_timeout = 1.0;
 };
 
 // "DIR" or "DIR:SIZE" as given to --store.
 struct StoreSpec {
+  bool dfs = false;
   std::string dir;
   std::optional<uint64_t> capacity;
 };

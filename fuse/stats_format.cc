@@ -42,6 +42,18 @@ std::string FormatStatsText(const EngineStats& s) {
       << st.evictions.watermark << ", floor " << st.evictions.floor << "), enospc " << st.enospc << "\n";
     o << "  filesystem  " << FormatSize(st.fs_free_bytes) << " free of " << FormatSize(st.fs_total_bytes) << "\n";
     o << "  direct io   " << (st.direct_io ? "yes" : "no") << "\n";
+    o << "  store ops   " << st.health.calls << ", failed " << st.health.failures << " (timeouts "
+      << st.health.timeouts;
+    for (const auto& [err, n] : st.health.errors_by_errno) o << ", " << ErrnoName(err) << " " << n;
+    o << ")\n";
+    if (st.shared) {
+      o << "  shared      host " << st.host_id << ", evictor "
+        << (st.evictor_holder.empty() ? std::string("none yet") : st.evictor_holder) << (st.holds_evictor ? " (this host)" : "")
+        << "\n";
+      o << "  reconcile   " << st.reconcile_passes << " passes (" << st.reconcile_failures << " failed); from other hosts: "
+        << st.remote_added << " added, " << st.remote_replaced << " replaced, " << st.remote_removed << " removed, "
+        << st.read_through << " read-through lookups\n";
+    }
   }
   return o.str();
 }

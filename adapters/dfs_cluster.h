@@ -1,0 +1,86 @@
+// DfsCluster: how the hosts sharing one DfsStore coordinate, through files in
+// the store's cluster/ directory. No host talks to another directly.
+//
+// Evictor lease. Exactly one host evicts from the shared store at a time. The
+// lease is the file cluster/evictor.<epoch> with the highest epoch (20
+// digits); its holder rewrites it with a growing renewal count every call of
+// RenewEvictorLease. Other hosts watch that file: when its (epoch, renewals)
+// has not changed for lease_ttl on the watcher's own monotonic clock, the
+// holder is taken to be dead and the watcher creates evictor.<epoch+1> with
+// link(), which succeeds for exactly one host. So no synchronised clocks are
+// needed. A holder steps down when a higher epoch appears, when a renewal
+// fails, or when it has not managed to renew for lease_ttl (then others may
+// already have taken over). Old epoch files are removed by the new holder.
+//
+// Access counts. Each host publishes its recent opens per object location to
+// cluster/access.<host> (written to a temporary name, then renamed); the
+// holder reads the files that changed and feeds the counts to its eviction
+// policy, so the objects hot on any host stay.
+//
+// Thread-safety: every method takes an internal mutex; the engine calls them
+// from one thread anyway.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "adapters/fs_client.h"
+#include "adapters/store.h"
+
+namespace kvfs {
+
+class DfsCluster final : public ClusterCoordinator {
+ public:
+  DfsCluster(FsClient* fs, std::string cluster_dir, std::string staging_dir, std::string host_id,
+             std::chrono::milliseconds lease_ttl, std::chrono::seconds abandoned_after);
+
+  const std::string& host_id() const override { return host_id_; }
+  bool RenewEvictorLease() override;
+  std::string EvictorHolder() const override;
+  Status PublishAccesses(const std::map<std::string, uint64_t>& counts) override;
+  Result<std::map<std::string, uint64_t>> CollectAccesses() override;
+  uint64_t SweepAbandoned() override;
+
+  uint64_t epoch() const;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct LeaseFile {
+    uint64_t epoch = 0;
+    std::string holder;
+    uint64_t renewals = 0;
+    bool readable = false;
+  };
+  // The lease file with the highest epoch (epoch 0: none), and the older ones.
+  Result<LeaseFile> ReadCurrentLease(std::vector<std::string>* older);
+  std::string LeasePath(uint64_t epoch) const;
+  // Creates evictor.<epoch> for this host with link(); false if another won.
+  bool TryCreateLease(uint64_t epoch);
+  std::string LeaseText(uint64_t renewals) const;
+
+  FsClient* fs_;
+  const std::string dir_;
+  const std::string staging_dir_;
+  const std::string host_id_;
+  const std::chrono::milliseconds ttl_;
+  const std::chrono::seconds abandoned_after_;
+
+  mutable std::mutex mu_;
+  // Held lease (epoch 0: not holding).
+  uint64_t my_epoch_ = 0;       // guarded by mu_
+  uint64_t my_renewals_ = 0;    // guarded by mu_
+  Clock::time_point my_last_renewal_;  // guarded by mu_
+  // Watched lease.
+  uint64_t seen_epoch_ = 0;       // guarded by mu_
+  uint64_t seen_renewals_ = 0;    // guarded by mu_
+  std::string seen_holder_;       // guarded by mu_
+  Clock::time_point seen_changed_;  // guarded by mu_
+  bool seen_any_ = false;         // guarded by mu_
+  // Access files already read: name -> (ino, size, mtime).
+  std::map<std::string, FsStat> read_access_;  // guarded by mu_
+  uint64_t tmp_counter_ = 0;                   // guarded by mu_
+};
+
+}  // namespace kvfs

@@ -1,0 +1,344 @@
+#include "adapters/dfs_store.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "adapters/manifest.h"
+
+namespace kvfs {
+namespace {
+
+constexpr const char* kObjectsDir = "objects";
+constexpr const char* kStagingDir = "staging";
+constexpr const char* kQuarantineDir = "quarantine";
+constexpr const char* kClusterDir = "cluster";
+constexpr const char* kProbeDir = "probe";
+
+// A 4 KiB-aligned buffer, freed on scope exit.
+struct Aligned {
+  void* p = nullptr;
+  explicit Aligned(size_t n) { p = std::aligned_alloc(4096, n); }
+  ~Aligned() { std::free(p); }
+  Aligned(const Aligned&) = delete;
+  Aligned& operator=(const Aligned&) = delete;
+};
+
+std::string Dirname(const std::string& path) { return path.substr(0, path.rfind('/')); }
+
+}  // namespace
+
+bool ValidHostId(const std::string& id) {
+  if (id.empty() || id.size() > 128 || id[0] == '.') return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+Result<std::unique_ptr<DfsStore>> DfsStore::Open(const std::string& root_in, const DfsStoreOptions& options,
+                                                 std::unique_ptr<FsClient> fs) {
+  if (!ValidHostId(options.host_id)) {
+    return Status::Error(EINVAL, "host id '" + options.host_id + "' must be letters, digits, '.', '-' or '_'");
+  }
+  if (!fs) fs = MakePosixFsClient();
+  std::string root = root_in;
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
+  Result<FsStat> st = fs->Stat(root);
+  if (!st.ok()) {
+    if (st.err() != ENOENT || !options.create_if_missing) return Status::Error(st.err(), "store " + root + ": " + st.status().message());
+    KVFS_RETURN_IF_ERROR(MakeDirs(*fs, root));
+    st = fs->Stat(root);
+    if (!st.ok()) return Status::Error(st.err(), "store " + root + ": " + st.status().message());
+  }
+  if (!st->is_dir) return Status::Error(ENOTDIR, "store " + root + ": not a directory");
+  if (::access(root.c_str(), R_OK | W_OK | X_OK) != 0 && fs->Describe() == "posix") {
+    return Status::FromErrno("store " + root);
+  }
+  std::unique_ptr<DfsStore> store(new DfsStore(root, options.host_id, std::move(fs)));
+  KVFS_RETURN_IF_ERROR(store->SetUpManifest(options.create_if_missing));
+  for (const char* sub : {kObjectsDir, kStagingDir, kQuarantineDir, kClusterDir, kProbeDir}) {
+    Status s = store->fs_->Mkdir(root + "/" + sub);
+    if (!s.ok() && s.err() != EEXIST) return Status::Error(s.err(), "store " + root + ": " + s.message());
+  }
+  KVFS_RETURN_IF_ERROR(store->Probe(options.direct_io));
+  if (options.sweep_staging) store->SweepOwnStaging();
+  store->cluster_ = std::make_unique<DfsCluster>(store->fs_.get(), root + "/" + kClusterDir,
+                                                 root + "/" + kStagingDir, options.host_id, options.lease_ttl,
+                                                 options.abandoned_after);
+  return store;
+}
+
+Status DfsStore::SetUpManifest(bool create_if_missing) {
+  const std::string path = root_ + "/" + kManifestFileName;
+  Result<std::string> text = ReadSmallFile(*fs_, path, 64 << 10);
+  if (!text.ok() && text.err() == ENOENT) {
+    if (!create_if_missing) return Status::Error(ENOENT, "store " + root_ + " has no manifest");
+    Result<std::vector<std::string>> names = fs_->ListDir(root_);
+    if (!names.ok()) return Status::Error(names.err(), "store " + root_ + ": " + names.status().message());
+    for (const std::string& n : *names) {
+      if (n == kObjectsDir) {
+        return Status::Error(EPROTO, "store " + root_ + " has objects but no manifest; refusing to guess its format");
+      }
+    }
+    // Whichever host links its copy first creates the manifest; the others
+    // get EEXIST and read the winner's (the same text, or an incompatible
+    // one that the check below refuses).
+    std::string tmp = path + "." + host_id_ + "." + std::to_string(::getpid()) + ".tmp";
+    Status w = WriteSmallFile(*fs_, tmp, StoreManifest::Current().Serialize());
+    if (w.ok()) w = fs_->Link(tmp, path);
+    (void)fs_->Unlink(tmp);
+    if (!w.ok() && w.err() != EEXIST) return Status::Error(w.err(), "store " + root_ + ": cannot create the manifest: " + w.message());
+    if (w.ok()) (void)fs_->SyncDir(root_);
+    text = ReadSmallFile(*fs_, path, 64 << 10);
+  }
+  if (!text.ok()) return Status::Error(text.err(), "store " + root_ + ": " + text.status().message());
+  Result<StoreManifest> manifest = StoreManifest::Parse(*text);
+  if (!manifest.ok()) return Status::Error(EPROTO, "store " + root_ + ": " + manifest.status().message());
+  Status c = manifest->CheckCompatible();
+  if (!c.ok()) return Status::Error(c.err(), "store " + root_ + ": " + c.message());
+  return Status::Ok();
+}
+
+Status DfsStore::Probe(bool want_direct) {
+  std::random_device rd;
+  std::string path = root_ + "/" + kProbeDir + "/" + host_id_ + "~" + std::to_string(::getpid()) + "~" +
+                     std::to_string((static_cast<uint64_t>(rd()) << 32) | rd());
+  auto fail = [&](const std::string& what) {
+    (void)fs_->Unlink(path);
+    return Status::Error(EIO, "store " + root_ + ": startup probe failed: " + what);
+  };
+  Aligned out(4096), in(4096);
+  if (!out.p || !in.p) return Status::Error(ENOMEM, "probe buffers");
+  for (size_t i = 0; i < 4096; ++i) static_cast<uint8_t*>(out.p)[i] = static_cast<uint8_t>(i * 131 + 7);
+  direct_io_ = false;
+  Result<int> fd = Status::Error(EINVAL, "unset");
+  if (want_direct) {
+    fd = fs_->Open(path, O_RDWR | O_CREAT | O_EXCL | O_DIRECT, 0600);
+    if (fd.ok()) {
+      if (::pwrite(*fd, out.p, 4096, 0) == 4096) {
+        direct_io_ = true;
+      } else {
+        ::close(*fd);
+        (void)fs_->Unlink(path);
+        fd = Status::Error(EINVAL, "no O_DIRECT");
+      }
+    }
+  }
+  if (!direct_io_) {
+    if (want_direct) spdlog::warn("store {}: the filesystem does not support O_DIRECT; using buffered I/O", root_);
+    fd = fs_->Open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (!fd.ok()) return fail(fd.status().message());
+    if (::pwrite(*fd, out.p, 4096, 0) != 4096) {
+      ::close(*fd);
+      return fail("write: " + std::string(std::strerror(errno)));
+    }
+  }
+  bool synced = ::fdatasync(*fd) == 0;
+  int err = errno;
+  ::close(*fd);
+  if (!synced) return fail("fdatasync: " + std::string(std::strerror(err)));
+  fd = fs_->Open(path, O_RDONLY | (direct_io_ ? O_DIRECT : 0));
+  if (!fd.ok()) return fail(fd.status().message());
+  ssize_t n = ::pread(*fd, in.p, 4096, 0);
+  ::close(*fd);
+  if (n != 4096 || std::memcmp(in.p, out.p, 4096) != 0) return fail("the bytes read back differ from those written");
+  Status u = fs_->Unlink(path);
+  if (!u.ok()) return Status::Error(EIO, "store " + root_ + ": startup probe failed: " + u.message());
+  return Status::Ok();
+}
+
+void DfsStore::SweepOwnStaging() {
+  Result<std::vector<std::string>> names = fs_->ListDir(root_ + "/" + kStagingDir);
+  if (!names.ok()) return;
+  const std::string mine = host_id_ + "~";
+  for (const std::string& name : *names) {
+    if (name.rfind(mine, 0) != 0) continue;
+    // <host>~<pid>~<n>.tmp: only files of processes of this host that are gone.
+    pid_t pid = static_cast<pid_t>(std::atol(name.c_str() + mine.size()));
+    if (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM)) continue;
+    if (fs_->Unlink(root_ + "/" + kStagingDir + "/" + name).ok()) ++swept_;
+  }
+  if (swept_ > 0) spdlog::info("store {}: removed {} unfinished staging files of this host", root_, swept_);
+}
+
+std::string DfsStore::LocationFor(const KeyHash& h) const {
+  std::string hex = h.Hex();
+  return std::string(kObjectsDir) + "/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex;
+}
+
+Result<std::unique_ptr<StagingFile>> DfsStore::CreateStaging() {
+  std::string path = root_ + "/" + kStagingDir + "/" + host_id_ + "~" + std::to_string(::getpid()) + "~" +
+                     std::to_string(staging_counter_.fetch_add(1)) + ".tmp";
+  Result<int> fd = fs_->Open(path, O_RDWR | O_CREAT | O_EXCL | (direct_io_ ? O_DIRECT : 0), 0600);
+  if (!fd.ok()) return Status::Error(fd.err(), "create staging file: " + fd.status().message());
+  return std::make_unique<StagingFile>(*fd, path);
+}
+
+Status DfsStore::EnsureParentDirs(const std::string& location) {
+  size_t pos = 0;
+  while ((pos = location.find('/', pos + 1)) != std::string::npos) {
+    Status s = fs_->Mkdir(Abs(location.substr(0, pos)));
+    if (!s.ok() && s.err() != EEXIST) return s;
+  }
+  return Status::Ok();
+}
+
+Status DfsStore::RenameIntoPlace(const std::string& from, const std::string& location) {
+  Status s = fs_->Rename(from, Abs(location));
+  if (s.ok() || s.err() != ENOENT) return s;
+  KVFS_RETURN_IF_ERROR(EnsureParentDirs(location));
+  return fs_->Rename(from, Abs(location));
+}
+
+Status DfsStore::Link(StagingFile& file, const std::string& location) {
+  // Durable on its own: a DFS's servers are not reached by syncfs.
+  if (::fdatasync(file.fd()) != 0) return Status::FromErrno("fdatasync " + file.path());
+  KVFS_RETURN_IF_ERROR(RenameIntoPlace(file.path(), location));
+  file.MarkPublished();
+  return Status::Ok();
+}
+
+Status DfsStore::Publish(StagingFile& file, const std::string& location) {
+  KVFS_RETURN_IF_ERROR(Link(file, location));
+  return fs_->SyncDir(Dirname(Abs(location)));
+}
+
+Result<int> DfsStore::OpenForRead(const std::string& location) {
+  return fs_->Open(Abs(location), O_RDONLY | (direct_io_ ? O_DIRECT : 0));
+}
+
+Result<ListedObject> DfsStore::StatObject(const std::string& location) {
+  Result<FsStat> st = fs_->Stat(Abs(location));
+  if (!st.ok()) return st.status();
+  ListedObject o;
+  o.location = location;
+  o.file_id = st->ino;
+  o.file_bytes = st->size;
+  return o;
+}
+
+Status DfsStore::WriteHeaderBlock(const std::string& location, const uint8_t* block) {
+  Result<int> fd = fs_->Open(Abs(location), O_WRONLY | (direct_io_ ? O_DIRECT : 0));
+  if (!fd.ok()) return fd.status();
+  Aligned buf(kHeaderSize);
+  if (!buf.p) {
+    ::close(*fd);
+    return Status::Error(ENOMEM, "header buffer");
+  }
+  std::memcpy(buf.p, block, kHeaderSize);
+  ssize_t n = ::pwrite(*fd, buf.p, kHeaderSize, 0);
+  int err = errno;
+  Status s;
+  if (n != static_cast<ssize_t>(kHeaderSize)) s = Status::FromErrno(n < 0 ? err : EIO, "write header " + location);
+  else if (::fdatasync(*fd) != 0) s = Status::FromErrno("fdatasync " + location);
+  ::close(*fd);
+  return s;
+}
+
+Status DfsStore::Move(const std::string& from, const std::string& to) {
+  Status s = fs_->Rename(Abs(from), Abs(to));
+  if (!s.ok()) {
+    if (s.err() != ENOENT || !fs_->Stat(Abs(from)).ok()) return s;
+    KVFS_RETURN_IF_ERROR(EnsureParentDirs(to));
+    KVFS_RETURN_IF_ERROR(fs_->Rename(Abs(from), Abs(to)));
+  }
+  return fs_->SyncDir(Dirname(Abs(to)));
+}
+
+Status DfsStore::Remove(const std::string& location, bool sync) {
+  KVFS_RETURN_IF_ERROR(fs_->Unlink(Abs(location)));
+  return sync ? fs_->SyncDir(Dirname(Abs(location))) : Status::Ok();
+}
+
+Status DfsStore::Quarantine(const std::string& location) {
+  std::string base = location.substr(location.rfind('/') + 1);
+  std::string dst = root_ + "/" + kQuarantineDir + "/" + base + "." + host_id_ + "." + std::to_string(::time(nullptr));
+  KVFS_RETURN_IF_ERROR(fs_->Rename(Abs(location), dst));
+  return fs_->SyncDir(root_ + "/" + kQuarantineDir);
+}
+
+Status DfsStore::Walk(const std::function<void(const std::string&)>& fn, int threads) {
+  std::string objects = root_ + "/" + kObjectsDir;
+  Result<std::vector<std::string>> top = fs_->ListDir(objects);
+  if (!top.ok()) return top.status();
+  std::atomic<size_t> next{0};
+  std::mutex err_mu;
+  Status first_error;
+  auto note = [&](const Status& s) {
+    std::lock_guard<std::mutex> g(err_mu);
+    if (first_error.ok()) first_error = s;
+  };
+  auto worker = [&] {
+    for (size_t i = next.fetch_add(1); i < top->size(); i = next.fetch_add(1)) {
+      std::string l1 = std::string(kObjectsDir) + "/" + (*top)[i];
+      Result<std::vector<std::string>> mids = fs_->ListDir(Abs(l1));
+      if (!mids.ok()) {
+        if (mids.err() != ENOENT) note(mids.status());
+        continue;
+      }
+      for (const std::string& mid : *mids) {
+        std::string l2 = l1 + "/" + mid;
+        Result<std::vector<std::string>> files = fs_->ListDir(Abs(l2));
+        if (!files.ok()) {
+          if (files.err() != ENOENT) note(files.status());
+          continue;
+        }
+        for (const std::string& name : *files) fn(l2 + "/" + name);
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < std::max(1, threads); ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  return first_error;
+}
+
+Status DfsStore::Scan(const std::function<void(const ScannedObject&)>& fn, int threads) {
+  return Walk(
+      [&](const std::string& location) {
+        Result<ScannedObject> obj = ReadObject(location);
+        if (!obj.ok()) {
+          if (obj.err() == ENOENT) return;  // removed by another host meanwhile
+          ScannedObject bad;
+          bad.location = location;
+          bad.header = obj.status();
+          fn(bad);
+          return;
+        }
+        fn(*obj);
+      },
+      threads);
+}
+
+Status DfsStore::List(const std::function<void(const ListedObject&)>& fn, int threads) {
+  std::mutex fn_mu;
+  return Walk(
+      [&](const std::string& location) {
+        Result<ListedObject> o = StatObject(location);
+        if (!o.ok()) return;  // gone meanwhile (or unreadable: the next pass retries)
+        std::lock_guard<std::mutex> g(fn_mu);
+        fn(*o);
+      },
+      threads);
+}
+
+Result<std::vector<std::string>> DfsStore::ListStaging() const { return fs_->ListDir(root_ + "/" + kStagingDir); }
+
+Status DfsStore::RemoveStaging(const std::string& name) {
+  if (name.find('/') != std::string::npos) return Status::Error(EINVAL, "bad staging name");
+  return fs_->Unlink(root_ + "/" + kStagingDir + "/" + name);
+}
+
+}  // namespace kvfs

@@ -1,0 +1,114 @@
+// DfsStore: a Store in a directory of a distributed filesystem that several
+// hosts use at once (CephFS, GlusterFS, JuiceFS, Lustre, 3FS), reached
+// through an FsClient. Selected explicitly with `--store dfs:/mnt/dfs/kv`.
+//
+// Layout under the root (the same on every host):
+//   kvfs-manifest.toml             format, hash, seed, layout; created once by
+//                                  whichever host comes first (link(), so
+//                                  exactly one wins) and checked by every mount
+//   objects/xx/yy/<hash>           published objects, as in LocalStore
+//   staging/<host>~<pid>~<n>.tmp   versions being written: unique per host and
+//                                  process, so writers never collide
+//   quarantine/<hash>.<host>.<t>   damaged objects
+//   cluster/evictor.<epoch>        the evictor lease (see DfsCluster)
+//   cluster/access.<host>          access counts each host publishes
+//   probe/                         the startup probe's scratch files
+//
+// Differences from LocalStore: no exclusive lock (many hosts mount the store
+// at once); at open only this host's staging files of processes that are gone
+// are removed (other hosts' are theirs; the evicting host removes staging
+// files abandoned for a long time); Link makes the file durable itself
+// (fdatasync before the rename) because syncfs does not reach a DFS's
+// servers, so SyncAll has nothing left to do; a startup probe writes, reads
+// back and deletes a uniquely named file, and a store that fails it is not
+// mounted. Publishing is an atomic rename over the object's location, so two
+// hosts writing one key end with one complete version, never a mix.
+//
+// Thread-safe, see Store.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "adapters/dfs_cluster.h"
+#include "adapters/fs_client.h"
+#include "adapters/store.h"
+
+namespace kvfs {
+
+struct DfsStoreOptions {
+  // This host's name in staging files, the lease and access logs: letters,
+  // digits, '.', '-' and '_' only. Must differ between hosts.
+  std::string host_id;
+  bool create_if_missing = true;
+  bool direct_io = true;
+  bool sweep_staging = true;
+  // A lease holder that has not renewed for this long is replaced.
+  std::chrono::milliseconds lease_ttl{10000};
+  // Staging files and access logs untouched for this long are abandoned.
+  std::chrono::seconds abandoned_after{3600};
+};
+
+class DfsStore final : public Store {
+ public:
+  // Opens (or creates) the store: checks or creates the manifest, creates
+  // the layout, runs the startup probe, sweeps this host's dead staging files.
+  // Errors: EINVAL (bad host id), ENOENT/ENOTDIR/EACCES (root), EPROTO
+  // (manifest from an incompatible kvfs), EIO (probe failed).
+  static Result<std::unique_ptr<DfsStore>> Open(const std::string& root, const DfsStoreOptions& options,
+                                                std::unique_ptr<FsClient> fs = nullptr);
+
+  std::string Describe() const override { return "dfs:" + root_; }
+  const std::string& root() const override { return root_; }
+  bool DirectIo() const override { return direct_io_; }
+  std::string LocationFor(const KeyHash& h) const override;
+  Result<std::unique_ptr<StagingFile>> CreateStaging() override;
+  Status Publish(StagingFile& file, const std::string& location) override;
+  Status Link(StagingFile& file, const std::string& location) override;
+  Status SyncAll() override { return Status::Ok(); }
+  Result<int> OpenForRead(const std::string& location) override;
+  Status WriteHeaderBlock(const std::string& location, const uint8_t* block) override;
+  Status Move(const std::string& from, const std::string& to) override;
+  Status Remove(const std::string& location, bool sync = true) override;
+  Status Quarantine(const std::string& location) override;
+  Status Scan(const std::function<void(const ScannedObject&)>& fn, int threads) override;
+  Result<StoreSpace> Space() const override { return fs_->StatFs(root_); }
+  Result<std::vector<std::string>> ListStaging() const override;
+  Status RemoveStaging(const std::string& name) override;
+
+  bool Shared() const override { return true; }
+  Result<ListedObject> StatObject(const std::string& location) override;
+  Status List(const std::function<void(const ListedObject&)>& fn, int threads) override;
+  ClusterCoordinator* cluster() override { return cluster_.get(); }
+
+  const std::string& host_id() const { return host_id_; }
+  uint64_t swept_staging_files() const { return swept_; }
+
+ private:
+  DfsStore(std::string root, std::string host_id, std::unique_ptr<FsClient> fs)
+      : root_(std::move(root)), host_id_(std::move(host_id)), fs_(std::move(fs)) {}
+  std::string Abs(const std::string& location) const { return root_ + "/" + location; }
+  Status EnsureParentDirs(const std::string& location);
+  Status RenameIntoPlace(const std::string& from, const std::string& location);
+  Status SetUpManifest(bool create_if_missing);
+  Status Probe(bool want_direct);
+  void SweepOwnStaging();
+  // Walks objects/: calls fn(location) for every object file, from up to
+  // `threads` threads.
+  Status Walk(const std::function<void(const std::string&)>& fn, int threads);
+
+  std::string root_;
+  std::string host_id_;
+  std::unique_ptr<FsClient> fs_;
+  bool direct_io_ = false;
+  uint64_t swept_ = 0;
+  std::atomic<uint64_t> staging_counter_{0};
+  std::unique_ptr<DfsCluster> cluster_;
+};
+
+// True for a usable host id (see DfsStoreOptions::host_id).
+bool ValidHostId(const std::string& id);
+
+}  // namespace kvfs

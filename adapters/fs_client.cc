@@ -1,0 +1,150 @@
+// PosixFsClient: FsClient over the kernel's VFS (a mounted DFS).
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "adapters/fs_client.h"
+
+namespace kvfs {
+namespace {
+
+FsStat FromStat(const struct stat& st) {
+  FsStat s;
+  s.ino = static_cast<uint64_t>(st.st_ino);
+  s.size = static_cast<uint64_t>(st.st_size);
+  s.is_dir = S_ISDIR(st.st_mode);
+  s.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+  return s;
+}
+
+class PosixFsClient final : public FsClient {
+ public:
+  std::string Describe() const override { return "posix"; }
+
+  Result<int> Open(const std::string& path, int flags, mode_t mode) override {
+    int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+    if (fd < 0) return Status::FromErrno("open " + path);
+    return fd;
+  }
+  Result<FsStat> Stat(const std::string& path) override {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) return Status::FromErrno("stat " + path);
+    return FromStat(st);
+  }
+  Result<FsStat> StatFd(int fd) override {
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return Status::FromErrno("fstat");
+    return FromStat(st);
+  }
+  Status Mkdir(const std::string& path) override {
+    if (::mkdir(path.c_str(), 0755) != 0) return Status::FromErrno("mkdir " + path);
+    return Status::Ok();
+  }
+  Status Rename(const std::string& from, const std::string& to) override {
+    if (::rename(from.c_str(), to.c_str()) != 0) return Status::FromErrno("rename " + from + " -> " + to);
+    return Status::Ok();
+  }
+  Status Link(const std::string& from, const std::string& to) override {
+    if (::link(from.c_str(), to.c_str()) != 0) return Status::FromErrno("link " + from + " -> " + to);
+    return Status::Ok();
+  }
+  Status Unlink(const std::string& path) override {
+    if (::unlink(path.c_str()) != 0) return Status::FromErrno("unlink " + path);
+    return Status::Ok();
+  }
+  Result<std::vector<std::string>> ListDir(const std::string& path) override {
+    DIR* d = ::opendir(path.c_str());
+    if (!d) return Status::FromErrno("opendir " + path);
+    std::vector<std::string> names;
+    errno = 0;
+    while (dirent* e = ::readdir(d)) {
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
+      errno = 0;
+    }
+    int err = errno;
+    ::closedir(d);
+    if (err != 0) return Status::FromErrno(err, "readdir " + path);
+    return names;
+  }
+  Status SyncDir(const std::string& path) override {
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return Status::FromErrno("open " + path);
+    int rc = ::fsync(fd);
+    int err = errno;
+    ::close(fd);
+    // Some network filesystems do not implement fsync on directories; their
+    // namespace operations are then synchronous on the servers already.
+    if (rc != 0 && err != EINVAL && err != ENOSYS && err != EOPNOTSUPP) return Status::FromErrno(err, "fsync " + path);
+    return Status::Ok();
+  }
+  Result<StoreSpace> StatFs(const std::string& path) override {
+    struct statvfs sv;
+    if (::statvfs(path.c_str(), &sv) != 0) return Status::FromErrno("statvfs " + path);
+    StoreSpace s;
+    s.total_bytes = static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize;
+    s.free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+    return s;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<FsClient> MakePosixFsClient() { return std::make_unique<PosixFsClient>(); }
+
+Status MakeDirs(FsClient& fs, const std::string& path) {
+  size_t pos = 0;
+  while (true) {
+    pos = path.find('/', pos + 1);
+    std::string prefix = path.substr(0, pos);
+    if (!prefix.empty()) {
+      Status s = fs.Mkdir(prefix);
+      if (!s.ok() && s.err() != EEXIST) return s;
+    }
+    if (pos == std::string::npos) return Status::Ok();
+  }
+}
+
+Status WriteSmallFile(FsClient& fs, const std::string& path, const std::string& text) {
+  Result<int> fd = fs.Open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (!fd.ok()) return fd.status();
+  size_t done = 0;
+  Status s;
+  while (done < text.size()) {
+    ssize_t n = ::write(*fd, text.data() + done, text.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      s = Status::FromErrno("write " + path);
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (s.ok() && ::fdatasync(*fd) != 0) s = Status::FromErrno("fdatasync " + path);
+  ::close(*fd);
+  return s;
+}
+
+Result<std::string> ReadSmallFile(FsClient& fs, const std::string& path, size_t max_bytes) {
+  Result<int> fd = fs.Open(path, O_RDONLY);
+  if (!fd.ok()) return fd.status();
+  std::string out;
+  char buf[16384];
+  while (out.size() < max_bytes) {
+    ssize_t n = ::read(*fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Status s = Status::FromErrno("read " + path);
+      ::close(*fd);
+      return s;
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(*fd);
+  return out;
+}
+
+}  // namespace kvfs

@@ -1,0 +1,71 @@
+// FsClient: the small filesystem interface a shared (DFS) store is written
+// against, so that the store's layout and protocol do not depend on how the
+// distributed filesystem is reached.
+//
+// PosixFsClient goes through the kernel: a DFS mounted with its own FUSE or
+// kernel client (CephFS, GlusterFS, JuiceFS, Lustre, 3FS's FUSE). A native
+// client (3FS USRBIO, librados, libgfapi) can implement the same calls
+// without a mount. Descriptors returned by Open must support pread/pwrite,
+// fdatasync and io_uring reads, because the engine moves object bytes with
+// them; a native client that has no kernel descriptors would add its own
+// data path next to this interface.
+//
+// Paths are absolute. Every call reports failures as Status with the errno
+// the filesystem gave. Thread-safety: implementations must allow concurrent
+// calls from any thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "adapters/status.h"
+#include "adapters/store.h"
+
+namespace kvfs {
+
+struct FsStat {
+  uint64_t ino = 0;
+  uint64_t size = 0;
+  bool is_dir = false;
+  int64_t mtime_ns = 0;
+};
+
+class FsClient {
+ public:
+  virtual ~FsClient() = default;
+  virtual std::string Describe() const = 0;
+  // open(2): a descriptor the caller closes with ::close.
+  virtual Result<int> Open(const std::string& path, int flags, mode_t mode = 0600) = 0;
+  virtual Result<FsStat> Stat(const std::string& path) = 0;
+  virtual Result<FsStat> StatFd(int fd) = 0;
+  // EEXIST when the directory exists.
+  virtual Status Mkdir(const std::string& path) = 0;
+  // Atomic replace of `to`.
+  virtual Status Rename(const std::string& from, const std::string& to) = 0;
+  // Atomic create of `to` as another name of `from`; EEXIST when `to` exists.
+  // The primitive that lets exactly one of several hosts create a name.
+  virtual Status Link(const std::string& from, const std::string& to) = 0;
+  virtual Status Unlink(const std::string& path) = 0;
+  // Names in a directory, without "." and "..".
+  virtual Result<std::vector<std::string>> ListDir(const std::string& path) = 0;
+  // Makes the entries of a directory durable (a no-op where the DFS has no
+  // such notion).
+  virtual Status SyncDir(const std::string& path) = 0;
+  virtual Result<StoreSpace> StatFs(const std::string& path) = 0;
+};
+
+std::unique_ptr<FsClient> MakePosixFsClient();
+
+// Helpers on top of any FsClient.
+// mkdir -p; existing directories are fine.
+Status MakeDirs(FsClient& fs, const std::string& path);
+// Writes a whole small file (created or truncated) and fdatasyncs it.
+Status WriteSmallFile(FsClient& fs, const std::string& path, const std::string& text);
+// Reads a whole small file (at most max_bytes).
+Result<std::string> ReadSmallFile(FsClient& fs, const std::string& path, size_t max_bytes = 1 << 20);
+
+}  // namespace kvfs

@@ -1,0 +1,65 @@
+// Default implementations of the Store methods that shared stores refine.
+#include "adapters/store.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+namespace kvfs {
+
+Result<ListedObject> Store::StatObject(const std::string& location) {
+  Result<int> fd = OpenForRead(location);
+  if (!fd.ok()) return fd.status();
+  struct stat st;
+  int rc = ::fstat(*fd, &st);
+  int err = errno;
+  ::close(*fd);
+  if (rc != 0) return Status::FromErrno(err, "fstat " + location);
+  ListedObject o;
+  o.location = location;
+  o.file_id = static_cast<uint64_t>(st.st_ino);
+  o.file_bytes = static_cast<uint64_t>(st.st_size);
+  return o;
+}
+
+Result<ScannedObject> Store::ReadObject(const std::string& location) {
+  Result<int> fd = OpenForRead(location);
+  if (!fd.ok()) return fd.status();
+  ScannedObject obj;
+  obj.location = location;
+  struct stat st;
+  if (::fstat(*fd, &st) == 0) {
+    obj.file_bytes = static_cast<uint64_t>(st.st_size);
+    obj.file_id = static_cast<uint64_t>(st.st_ino);
+  }
+  // The descriptor may be O_DIRECT: read into an aligned block.
+  void* block = std::aligned_alloc(4096, kHeaderSize);
+  if (!block) {
+    ::close(*fd);
+    return Status::Error(ENOMEM, "header buffer");
+  }
+  ssize_t n = ::pread(*fd, block, kHeaderSize, 0);
+  int err = errno;
+  ::close(*fd);
+  if (n < 0) obj.header = Status::FromErrno(err, "read header " + location);
+  else obj.header = DecodeHeader(static_cast<uint8_t*>(block), static_cast<size_t>(n));
+  std::free(block);
+  return obj;
+}
+
+Status Store::List(const std::function<void(const ListedObject&)>& fn, int threads) {
+  return Scan(
+      [&](const ScannedObject& s) {
+        ListedObject o;
+        o.location = s.location;
+        o.file_id = s.file_id;
+        o.file_bytes = s.file_bytes;
+        fn(o);
+      },
+      threads);
+}
+
+}  // namespace kvfs

@@ -1,0 +1,313 @@
+// Engine: stores shared with other hosts (Store::Shared(), a DFS directory).
+//
+// Other hosts add, replace and remove objects behind this engine's back. The
+// engine keeps its index close to the store in four ways:
+//  - read-through: a lookup that misses asks the store for the key's object;
+//  - revalidation: an open compares the object file at the key's location
+//    with the indexed one (one stat) and follows a replacement or removal;
+//  - reconciliation: every `shared_refresh` the reconciler lists the store
+//    (names and identities, no data) and applies what changed;
+//  - the evictor lease: only the host holding it evicts (see DfsCluster);
+//    the others admit commits while the shared capacity has room, and
+//    publish their access counts for the holder's eviction policy.
+// Objects are indexed only where their key says they belong, so an object
+// being renamed by another host (header rewritten, file not yet moved) is
+// never indexed under two names.
+//
+// Locks: as in engine.h. Remote changes are applied under publish_mu_ (so no
+// local commit of the same location interleaves) after a fresh stat of the
+// location, then under mu_; notifications go out with no lock held.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "core/engine.h"
+#include "core/engine_internal.h"
+
+namespace kvfs {
+using namespace engine_detail;
+
+void Engine::SendNotices(const std::vector<Notice>& notices) {
+  EngineObserver* o = observer_.load();
+  if (!o) return;
+  for (const Notice& n : notices) {
+    switch (n.kind) {
+      case Notice::kAppeared: o->EntryAppeared(n.parent_ino, n.name); break;
+      case Notice::kReplaced: o->VersionCommitted(n.ino); break;
+      case Notice::kRemoved: o->EntryEvicted(n.parent_ino, n.name, n.ino); break;
+    }
+  }
+}
+
+Inode* Engine::ParentForKeyLocked(const std::string& key, std::string* leaf) {
+  Inode* cur = ns_.root();
+  size_t start = 0;
+  while (true) {
+    size_t slash = key.find('/', start);
+    std::string name = key.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (slash == std::string::npos) {
+      *leaf = std::move(name);
+      return CheckName(*leaf).ok() ? cur : nullptr;
+    }
+    if (!CheckName(name).ok()) return nullptr;
+    Inode* next = ns_.Child(cur, name);
+    if (!next) {
+      Attributes implicit_dir;
+      implicit_dir.mode = S_IFDIR | 0755;
+      implicit_dir.atime_ns = implicit_dir.mtime_ns = implicit_dir.ctime_ns = NowNs();
+      next = ns_.NewInode(true, implicit_dir);
+      ns_.Attach(cur, next, name);
+    } else if (!next->is_dir) {
+      return nullptr;
+    }
+    cur = next;
+    start = slash + 1;
+  }
+}
+
+void Engine::ApplyRemote(uint32_t si, const ScannedObject& obj, std::vector<Notice>* notices) {
+  if (!obj.header.ok()) return;
+  const ObjectHeader& h = obj.header.value();
+  const bool is_dir = h.kind == ObjectKind::kDirectory;
+  if (!is_dir && obj.file_bytes < ObjectFootprint(h.size)) return;  // not a whole object
+  if (StoreIndexFor(h.key) != si || obj.location != stores_[si]->LocationFor(HashKey(h.key))) return;
+  if (h.key.empty() && !is_dir) return;
+  // Still the file at the location? (A local commit may have replaced it
+  // since it was read; commits publish under publish_mu_, which we hold.)
+  Result<ListedObject> now = stores_[si]->StatObject(obj.location);
+  if (!now.ok() || now->file_id != obj.file_id) return;
+  SharedRuntime& sh = *shared_[si];
+  std::lock_guard<std::mutex> g(mu_);
+  next_generation_ = std::max(next_generation_, h.generation + 1);
+  if (h.key.empty()) {
+    if (!ns_.root()->committed) ns_.root()->committed = MakeVersion(si, obj.location, h, obj.file_id);
+    return;
+  }
+  std::string leaf;
+  Inode* parent = ParentForKeyLocked(h.key, &leaf);
+  if (!parent) return;
+  Inode* existing = ns_.Child(parent, leaf);
+  if (!existing) {
+    Inode* inode = ns_.NewInode(is_dir, AttributesOf(h));
+    inode->committed = MakeVersion(si, obj.location, h, obj.file_id);
+    ns_.Attach(parent, inode, leaf);
+    if (!is_dir) TrackCommitted(inode, nullptr);
+    sh.remote_added.fetch_add(1, std::memory_order_relaxed);
+    notices->push_back({Notice::kAppeared, parent->ino, leaf, inode->ino});
+    return;
+  }
+  if (existing->is_dir != is_dir) return;  // a name clash between hosts: the local entry stays
+  if (is_dir) {
+    if (!existing->committed) existing->committed = MakeVersion(si, obj.location, h, obj.file_id);
+    return;
+  }
+  if (existing->committed && existing->committed->location == obj.location &&
+      existing->committed->file_id == obj.file_id) {
+    return;  // already indexed
+  }
+  if (existing->committing) return;  // a local commit of this key is landing; the next pass looks again
+  bool was_visible = existing->visible();
+  std::shared_ptr<Version> old = std::move(existing->committed);
+  existing->committed = MakeVersion(si, obj.location, h, obj.file_id);
+  existing->attr = AttributesOf(h);
+  ns_.SetVisible(existing, was_visible);
+  TrackCommitted(existing, old.get());
+  if (was_visible) {
+    sh.remote_replaced.fetch_add(1, std::memory_order_relaxed);
+    notices->push_back({Notice::kReplaced, 0, "", existing->ino});
+  } else {
+    sh.remote_added.fetch_add(1, std::memory_order_relaxed);
+    notices->push_back({Notice::kAppeared, parent->ino, leaf, existing->ino});
+  }
+}
+
+void Engine::RemoveRemote(uint64_t ino, const std::string& location, uint64_t file_id, std::vector<Notice>* notices) {
+  std::lock_guard<std::mutex> g(mu_);
+  Inode* inode = ns_.Get(ino);
+  if (!inode || !inode->linked() || inode->ino == kRootIno || !inode->committed) return;
+  if (inode->committed->location != location || inode->committed->file_id != file_id) return;
+  uint32_t si = inode->committed->store_index();
+  if (inode->is_dir) {
+    // The record is gone; the directory stays while it has entries here.
+    if (!inode->dir->by_name.empty()) {
+      inode->committed.reset();
+      return;
+    }
+  } else if (inode->committing || inode->writers > 0) {
+    return;  // being written here: this host's commit decides
+  }
+  uint64_t parent_ino = inode->parent->ino;
+  std::string name = inode->name;
+  UntrackCommitted(inode);
+  inode->evicted = true;
+  ns_.Detach(inode);  // while it still has its version: Detach counts it as visible
+  inode->last_version = inode->committed;
+  inode->committed.reset();
+  ns_.Reap(inode);
+  shared_[si]->remote_removed.fetch_add(1, std::memory_order_relaxed);
+  notices->push_back({Notice::kRemoved, parent_ino, name, ino});
+}
+
+bool Engine::ReadThrough(uint32_t si, const std::string& key) {
+  Result<ScannedObject> obj = stores_[si]->ReadObject(stores_[si]->LocationFor(HashKey(key)));
+  if (!obj.ok() || !obj->header.ok() || obj->header->key != key) return false;
+  std::vector<Notice> notices;
+  {
+    std::lock_guard<std::mutex> publish(publish_mu_);
+    ApplyRemote(si, *obj, &notices);
+  }
+  shared_[si]->read_through.fetch_add(1, std::memory_order_relaxed);
+  SendNotices(notices);
+  return true;
+}
+
+Status Engine::Revalidate(uint64_t ino) {
+  uint32_t si;
+  std::string location;
+  uint64_t file_id;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    Inode* inode = ns_.Get(ino);
+    if (!inode || inode->is_dir || !inode->committed || !inode->linked()) return Status::Ok();
+    si = inode->committed->store_index();
+    if (!stores_[si]->Shared()) return Status::Ok();
+    location = inode->committed->location;
+    file_id = inode->committed->file_id;
+  }
+  Result<ListedObject> now = stores_[si]->StatObject(location);
+  if (now.ok() && now->file_id == file_id) return Status::Ok();
+  if (!now.ok() && now.err() != ENOENT) {
+    return Status::Error(EIO, "the shared store did not answer: " + now.status().message());
+  }
+  std::vector<Notice> notices;
+  if (!now.ok()) {
+    std::lock_guard<std::mutex> publish(publish_mu_);
+    Result<ListedObject> again = stores_[si]->StatObject(location);
+    if (!again.ok() && again.err() == ENOENT) RemoveRemote(ino, location, file_id, &notices);
+  } else {
+    Result<ScannedObject> obj = stores_[si]->ReadObject(location);
+    if (!obj.ok() && obj.err() != ENOENT) {
+      return Status::Error(EIO, "the shared store did not answer: " + obj.status().message());
+    }
+    if (obj.ok()) {
+      std::lock_guard<std::mutex> publish(publish_mu_);
+      ApplyRemote(si, *obj, &notices);
+    }
+  }
+  SendNotices(notices);
+  return Status::Ok();
+}
+
+void Engine::Reconcile(uint32_t si) {
+  SharedRuntime& sh = *shared_[si];
+  std::unordered_map<std::string, ListedObject> listed;
+  std::mutex listed_mu;
+  Status s = stores_[si]->List(
+      [&](const ListedObject& o) {
+        std::lock_guard<std::mutex> g(listed_mu);
+        listed.emplace(o.location, o);
+      },
+      options_.scan_threads);
+  if (!s.ok()) {
+    sh.reconcile_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("{}: reconciliation failed: {}", stores_[si]->Describe(), s.message());
+    return;
+  }
+  struct Known {
+    uint64_t ino;
+    uint64_t file_id;
+  };
+  std::unordered_map<std::string, Known> known;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    ns_.ForEach([&](Inode* inode) {
+      if (inode->linked() && inode->committed && inode->committed->store_index() == si) {
+        known[inode->committed->location] = Known{inode->ino, inode->committed->file_id};
+      }
+    });
+  }
+  std::vector<Notice> notices;
+  for (const auto& [location, o] : listed) {
+    auto it = known.find(location);
+    if (it != known.end() && it->second.file_id == o.file_id) continue;
+    Result<ScannedObject> obj = stores_[si]->ReadObject(location);
+    if (!obj.ok()) continue;
+    std::lock_guard<std::mutex> publish(publish_mu_);
+    ApplyRemote(si, *obj, &notices);
+  }
+  for (const auto& [location, k] : known) {
+    if (listed.count(location)) continue;
+    std::lock_guard<std::mutex> publish(publish_mu_);
+    Result<ListedObject> again = stores_[si]->StatObject(location);
+    if (!again.ok() && again.err() == ENOENT) RemoveRemote(k.ino, location, k.file_id, &notices);
+  }
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    sh.inode_by_location.clear();
+    for (const auto& [location, k] : known) sh.inode_by_location.emplace(location, k.ino);
+  }
+  sh.reconcile_passes.fetch_add(1, std::memory_order_relaxed);
+  SendNotices(notices);
+}
+
+void Engine::ShareAccesses(uint32_t si, bool holder) {
+  ClusterCoordinator* cluster = stores_[si]->cluster();
+  if (!cluster) return;
+  SharedRuntime& sh = *shared_[si];
+  std::map<std::string, uint64_t> mine;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    mine.swap(sh.accesses);
+  }
+  Status p = cluster->PublishAccesses(mine);
+  if (!p.ok()) spdlog::debug("{}: cannot publish access counts: {}", stores_[si]->Describe(), p.message());
+  if (!holder) return;
+  Result<std::map<std::string, uint64_t>> theirs = cluster->CollectAccesses();
+  if (!theirs.ok()) return;
+  std::lock_guard<std::mutex> g(mu_);
+  for (const auto& [location, n] : *theirs) {
+    auto it = sh.inode_by_location.find(location);
+    if (it == sh.inode_by_location.end()) continue;
+    Inode* inode = ns_.Get(it->second);
+    if (!inode || !inode->committed || inode->committed->location != location) continue;
+    for (uint64_t i = 0; i < std::min<uint64_t>(n, 3); ++i) runtime_[si]->policy->Access(inode->ino);
+  }
+}
+
+void Engine::SharedLoop() {
+  uint64_t pass = 0;
+  std::unique_lock<std::mutex> lk(shared_mu_);
+  while (!stop_shared_) {
+    lk.unlock();
+    for (uint32_t si = 0; si < stores_.size(); ++si) {
+      if (!shared_[si]) continue;
+      SharedRuntime& sh = *shared_[si];
+      ClusterCoordinator* cluster = stores_[si]->cluster();
+      bool holder = cluster ? cluster->RenewEvictorLease() : true;
+      bool was = sh.holds_evictor.exchange(holder);
+      if (holder != was) {
+        spdlog::info("{}: this host {} the evictor lease", stores_[si]->Describe(), holder ? "now holds" : "gave up");
+      }
+      Reconcile(si);
+      ShareAccesses(si, holder);
+      if (holder && cluster && pass % 100 == 99) {
+        uint64_t n = cluster->SweepAbandoned();
+        if (n > 0) spdlog::info("{}: removed {} files abandoned by stopped hosts", stores_[si]->Describe(), n);
+      }
+    }
+    ++pass;
+    lk.lock();
+    ++shared_passes_;
+    reconciled_.notify_all();
+    shared_wake_.wait_for(lk, options_.shared_refresh, [&] { return stop_shared_; });
+  }
+}
+
+bool Engine::WaitForReconcile(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lk(shared_mu_);
+  uint64_t target = shared_passes_ + 1;
+  return reconciled_.wait_for(lk, timeout, [&] { return stop_shared_ || shared_passes_ >= target; });
+}
+
+}  // namespace kvfs
