@@ -73,14 +73,19 @@ Result<DfsCluster::LeaseFile> DfsCluster::ReadCurrentLease(std::vector<std::stri
 }
 
 bool DfsCluster::TryCreateLease(uint64_t epoch) {
-  std::string tmp = dir_ + "/tmp." + host_id_ + "." + std::to_string(::getpid()) + "." + std::to_string(tmp_counter_++);
-  if (!WriteSmallFile(*fs_, tmp, LeaseText(0)).ok()) {
+  // Under the cluster lock, so that exactly one host creates each epoch
+  // (link() alone is not enough on every DFS, see WithExclusiveLock).
+  Status created = WithExclusiveLock(*fs_, dir_ + "/lock", std::chrono::milliseconds(2000), [&]() -> Status {
+    Result<LeaseFile> cur = ReadCurrentLease(nullptr);
+    if (!cur.ok()) return cur.status();
+    if (cur->epoch >= epoch) return Status::Error(EEXIST, "another host took the lease first");
+    std::string tmp = dir_ + "/tmp." + host_id_ + "." + std::to_string(::getpid()) + "." + std::to_string(tmp_counter_++);
+    Status s = WriteSmallFile(*fs_, tmp, LeaseText(0));
+    if (s.ok()) s = fs_->Link(tmp, LeasePath(epoch));
     (void)fs_->Unlink(tmp);
-    return false;
-  }
-  Status linked = fs_->Link(tmp, LeasePath(epoch));
-  (void)fs_->Unlink(tmp);
-  if (!linked.ok()) return false;
+    return s;
+  });
+  if (!created.ok()) return false;
   auto now = Clock::now();
   my_epoch_ = epoch;
   my_renewals_ = 0;

@@ -6,9 +6,11 @@
 // digits); its holder rewrites it with a growing renewal count every call of
 // RenewEvictorLease. Other hosts watch that file: when its (epoch, renewals)
 // has not changed for lease_ttl on the watcher's own monotonic clock, the
-// holder is taken to be dead and the watcher creates evictor.<epoch+1> with
-// link(), which succeeds for exactly one host. So no synchronised clocks are
-// needed. A holder steps down when a higher epoch appears, when a renewal
+// holder is taken to be dead and the watcher creates evictor.<epoch+1> while
+// holding the exclusive lock on cluster/lock, after checking that no host
+// created that epoch first; so exactly one host wins each epoch, and no
+// synchronised clocks are needed. (The lock is held only for that moment: a
+// hung holder cannot block a takeover.) A holder steps down when a higher epoch appears, when a renewal
 // fails, or when it has not managed to renew for lease_ttl (then others may
 // already have taken over). Old epoch files are removed by the new holder.
 //

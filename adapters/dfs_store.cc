@@ -91,13 +91,18 @@ Status DfsStore::SetUpManifest(bool create_if_missing) {
         return Status::Error(EPROTO, "store " + root_ + " has objects but no manifest; refusing to guess its format");
       }
     }
-    // Whichever host links its copy first creates the manifest; the others
-    // get EEXIST and read the winner's (the same text, or an incompatible
-    // one that the check below refuses).
+    // Whichever host links its copy first (under the cluster lock) creates
+    // the manifest; the others get EEXIST and read the winner's (the same
+    // text, or an incompatible one that the check below refuses).
     std::string tmp = path + "." + host_id_ + "." + std::to_string(::getpid()) + ".tmp";
-    Status w = WriteSmallFile(*fs_, tmp, StoreManifest::Current().Serialize());
-    if (w.ok()) w = fs_->Link(tmp, path);
-    (void)fs_->Unlink(tmp);
+    Status cd = fs_->Mkdir(root_ + "/" + kClusterDir);
+    if (!cd.ok() && cd.err() != EEXIST) return Status::Error(cd.err(), "store " + root_ + ": " + cd.message());
+    Status w = WithExclusiveLock(*fs_, root_ + "/" + kClusterDir + "/lock", std::chrono::milliseconds(10000), [&] {
+      Status s = WriteSmallFile(*fs_, tmp, StoreManifest::Current().Serialize());
+      if (s.ok()) s = fs_->Link(tmp, path);
+      (void)fs_->Unlink(tmp);
+      return s;
+    });
     if (!w.ok() && w.err() != EEXIST) return Status::Error(w.err(), "store " + root_ + ": cannot create the manifest: " + w.message());
     if (w.ok()) (void)fs_->SyncDir(root_);
     text = ReadSmallFile(*fs_, path, 64 << 10);

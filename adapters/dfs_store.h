@@ -4,13 +4,15 @@
 //
 // Layout under the root (the same on every host):
 //   kvfs-manifest.toml             format, hash, seed, layout; created once by
-//                                  whichever host comes first (link(), so
-//                                  exactly one wins) and checked by every mount
+//                                  whichever host comes first (under the
+//                                  cluster lock) and checked by every mount
 //   objects/xx/yy/<hash>           published objects, as in LocalStore
 //   staging/<host>~<pid>~<n>.tmp   versions being written: unique per host and
 //                                  process, so writers never collide
 //   quarantine/<hash>.<host>.<t>   damaged objects
 //   cluster/evictor.<epoch>        the evictor lease (see DfsCluster)
+//   cluster/lock                   flock()ed for a moment by a host deciding
+//                                  alone (manifest creation, lease takeover)
 //   cluster/access.<host>          access counts each host publishes
 //   probe/                         the startup probe's scratch files
 //

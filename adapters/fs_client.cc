@@ -1,11 +1,13 @@
 // PosixFsClient: FsClient over the kernel's VFS (a mounted DFS).
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <thread>
 
 #include "adapters/fs_client.h"
 
@@ -81,6 +83,18 @@ class PosixFsClient final : public FsClient {
     if (rc != 0 && err != EINVAL && err != ENOSYS && err != EOPNOTSUPP) return Status::FromErrno(err, "fsync " + path);
     return Status::Ok();
   }
+  Result<int> TryLockExclusive(const std::string& path) override {
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return Status::FromErrno("open " + path);
+    // flock: per open file description, so it excludes other descriptors of
+    // this process too; network filesystems forward it to their servers.
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      int err = errno;
+      ::close(fd);
+      return Status::Error(err == EWOULDBLOCK ? EAGAIN : err, "lock " + path + ": " + std::strerror(err));
+    }
+    return fd;
+  }
   Result<StoreSpace> StatFs(const std::string& path) override {
     struct statvfs sv;
     if (::statvfs(path.c_str(), &sv) != 0) return Status::FromErrno("statvfs " + path);
@@ -125,6 +139,22 @@ Status WriteSmallFile(FsClient& fs, const std::string& path, const std::string& 
   if (s.ok() && ::fdatasync(*fd) != 0) s = Status::FromErrno("fdatasync " + path);
   ::close(*fd);
   return s;
+}
+
+Status WithExclusiveLock(FsClient& fs, const std::string& lock_path, std::chrono::milliseconds wait,
+                         const std::function<Status()>& fn) {
+  auto deadline = std::chrono::steady_clock::now() + wait;
+  while (true) {
+    Result<int> fd = fs.TryLockExclusive(lock_path);
+    if (fd.ok()) {
+      Status s = fn();
+      ::close(*fd);
+      return s;
+    }
+    if (fd.err() != EAGAIN) return fd.status();
+    if (std::chrono::steady_clock::now() >= deadline) return Status::Error(ETIMEDOUT, "lock " + lock_path + " is busy");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // another host holds it for a moment
+  }
 }
 
 Result<std::string> ReadSmallFile(FsClient& fs, const std::string& path, size_t max_bytes) {

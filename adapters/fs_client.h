@@ -17,7 +17,9 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,6 +58,11 @@ class FsClient {
   // such notion).
   virtual Status SyncDir(const std::string& path) = 0;
   virtual Result<StoreSpace> StatFs(const std::string& path) = 0;
+  // Takes an exclusive lock on the file at path (created if missing) without
+  // waiting: a descriptor that holds it until closed, or EAGAIN when another
+  // holder (any host, any process, another descriptor of this process) has
+  // it. The lock must be released by the DFS when its holder dies.
+  virtual Result<int> TryLockExclusive(const std::string& path) = 0;
 };
 
 std::unique_ptr<FsClient> MakePosixFsClient();
@@ -67,5 +74,12 @@ Status MakeDirs(FsClient& fs, const std::string& path);
 Status WriteSmallFile(FsClient& fs, const std::string& path, const std::string& text);
 // Reads a whole small file (at most max_bytes).
 Result<std::string> ReadSmallFile(FsClient& fs, const std::string& path, size_t max_bytes = 1 << 20);
+// Runs fn while holding the exclusive lock on lock_path, retrying the lock
+// for up to `wait`; ETIMEDOUT when it could not be taken in time. Used for
+// the rare decisions that exactly one host must make (creating the manifest,
+// taking over the evictor lease): on some DFSs (GlusterFS's distribute
+// layer) two hosts racing link() onto one new name can both succeed.
+Status WithExclusiveLock(FsClient& fs, const std::string& lock_path, std::chrono::milliseconds wait,
+                         const std::function<Status()>& fn);
 
 }  // namespace kvfs
