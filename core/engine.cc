@@ -231,7 +231,9 @@ Result<Attr> Engine::Lookup(uint64_t parent, std::string_view name) {
       if (shared_[si]) {
         lk.unlock();
         read_through_done = true;
-        if (ReadThrough(si, key)) continue;
+        Status found = ReadThrough(si, key);
+        if (found.ok()) continue;
+        if (found.err() != ENOENT) return found;
       }
     }
     negative_lookups_.fetch_add(1, std::memory_order_relaxed);

@@ -397,8 +397,9 @@ class Engine {
   // with that identity and not being written here).
   void RemoveRemote(uint64_t ino, const std::string& location, uint64_t file_id,
                     std::vector<Notice>* notices);                                    // publish_mu_
-  // Looks key up on a shared store; true when it was found and indexed.
-  bool ReadThrough(uint32_t store_index, const std::string& key);                    // no locks
+  // Looks key up on a shared store: OK when it was found and indexed,
+  // ENOENT when the store has no such key, EIO when the store failed.
+  Status ReadThrough(uint32_t store_index, const std::string& key);                  // no locks
   // Before an open: follows a replacement or removal of the object by
   // another host. EIO when the store does not answer.
   Status Revalidate(uint64_t ino);                                                    // no locks

@@ -214,7 +214,8 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   if (!s.ok()) {
     if (!job.linked) draft->set_dirty(true);
     spdlog::error("commit of '{}' failed: {}", key, s.message());
-    return finish(Status::Error(s.err() == ENOSPC || s.err() == ETIMEDOUT ? s.err() : EIO, s.message()));
+    // A store that did not answer in time (ETIMEDOUT) is an I/O error to the caller.
+    return finish(Status::Error(s.err() == ENOSPC ? ENOSPC : EIO, s.message()));
   }
   Status done = finish(Status::Ok());
   if (EngineObserver* o = observer_.load()) {

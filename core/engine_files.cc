@@ -103,7 +103,7 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
             continue;
           }
           spdlog::error("open of {} failed: {}", version->location, l.status().message());
-          return Status::Error(replaced ? ESTALE : (l.err() == ETIMEDOUT ? ETIMEDOUT : EIO), l.status().message());
+          return Status::Error(replaced ? ESTALE : EIO, l.status().message());
         }
         lease = std::move(*l);
       }

@@ -149,9 +149,12 @@ void Engine::RemoveRemote(uint64_t ino, const std::string& location, uint64_t fi
   notices->push_back({Notice::kRemoved, parent_ino, name, ino});
 }
 
-bool Engine::ReadThrough(uint32_t si, const std::string& key) {
+Status Engine::ReadThrough(uint32_t si, const std::string& key) {
   Result<ScannedObject> obj = stores_[si]->ReadObject(stores_[si]->LocationFor(HashKey(key)));
-  if (!obj.ok() || !obj->header.ok() || obj->header->key != key) return false;
+  if (!obj.ok() && obj.err() != ENOENT) {
+    return Status::Error(EIO, "the shared store did not answer: " + obj.status().message());
+  }
+  if (!obj.ok() || !obj->header.ok() || obj->header->key != key) return Status::Error(ENOENT, "no such key");
   std::vector<Notice> notices;
   {
     std::lock_guard<std::mutex> publish(publish_mu_);
@@ -159,7 +162,7 @@ bool Engine::ReadThrough(uint32_t si, const std::string& key) {
   }
   shared_[si]->read_through.fetch_add(1, std::memory_order_relaxed);
   SendNotices(notices);
-  return true;
+  return Status::Ok();
 }
 
 Status Engine::Revalidate(uint64_t ino) {

@@ -121,7 +121,14 @@ bool Engine::EvictOne(uint32_t si, EvictionCause cause) {
       victim = std::move(inode->committed);
       ns_.Reap(inode);
     }
-    Status s = victim->store()->Remove(victim->location, /*sync=*/false);
+    // On a shared store another host may have put a new version there since
+    // this index last looked: that one is not the victim.
+    bool replaced = false;
+    if (shared_[si]) {
+      Result<ListedObject> now = victim->store()->StatObject(victim->location);
+      replaced = !now.ok() || now->file_id != victim->file_id;
+    }
+    Status s = replaced ? Status::Ok() : victim->store()->Remove(victim->location, /*sync=*/false);
     if (!s.ok() && s.err() != ENOENT) spdlog::warn("evict {}: {}", victim->location, s.message());
     StoreRuntime& rt = *runtime_[si];
     rt.evicted_bytes.fetch_add(victim->footprint(), std::memory_order_relaxed);
