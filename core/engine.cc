@@ -115,6 +115,7 @@ Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>>
     rt->policy = std::move(*MakeEvictionPolicy(options_.eviction_policy));
     runtime_.push_back(std::move(rt));
     shared_.push_back(stores_[i]->Shared() ? std::make_unique<SharedRuntime>() : nullptr);
+    any_shared_ |= stores_[i]->Shared();
   }
   options_.capacity_bytes = total;
   pool_ = std::make_unique<BufferPool>(options_.buffer_size, options_.buffer_count);
@@ -156,9 +157,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::
   std::unique_ptr<Engine> engine(new Engine(options, std::move(stores)));
   KVFS_RETURN_IF_ERROR(engine->Rebuild());
   if (options.shared_refresh.count() <= 0) return Status::Error(EINVAL, "the shared-store refresh interval must be positive");
-  bool any_shared = false;
-  for (const auto& sh : engine->shared_) any_shared |= sh != nullptr;
-  if (any_shared) engine->shared_thread_ = std::thread([e = engine.get()] { e->SharedLoop(); });
+  if (engine->any_shared_) engine->shared_thread_ = std::thread([e = engine.get()] { e->SharedLoop(); });
   if (options.background_eviction) engine->evictor_ = std::thread([e = engine.get()] { e->EvictorLoop(); });
   return engine;
 }

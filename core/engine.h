@@ -416,6 +416,7 @@ class Engine {
     std::unordered_map<std::string, uint64_t> inode_by_location;  // guarded by mu_: as of the last pass
   };
   std::vector<std::unique_ptr<SharedRuntime>> shared_;  // per store; null when not shared
+  bool any_shared_ = false;                              // set at construction
   std::thread shared_thread_;
   std::mutex shared_mu_;
   std::condition_variable shared_wake_;  // with shared_mu_

@@ -166,6 +166,7 @@ Status Engine::ReadThrough(uint32_t si, const std::string& key) {
 }
 
 Status Engine::Revalidate(uint64_t ino) {
+  if (!any_shared_) return Status::Ok();
   uint32_t si;
   std::string location;
   uint64_t file_id;
