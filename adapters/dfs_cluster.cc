@@ -4,6 +4,7 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <sstream>
 
@@ -12,6 +13,7 @@ namespace {
 
 constexpr const char* kLeasePrefix = "evictor.";
 constexpr const char* kAccessPrefix = "access.";
+constexpr const char* kRoomPrefix = "room.";
 
 bool StartsWith(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
 
@@ -139,6 +141,39 @@ bool DfsCluster::RenewEvictorLease() {
   (void)fs_->Unlink(LeasePath(cur->epoch));
   for (const std::string& path : older) (void)fs_->Unlink(path);
   return true;
+}
+
+bool DfsCluster::HoldsEvictorLease() const {
+  std::lock_guard<std::mutex> g(mu_);
+  // Watchers take over after a whole ttl without a change; stop two thirds
+  // of the way there, so two hosts never evict at once.
+  return my_epoch_ != 0 && Clock::now() - my_last_renewal_ < ttl_ * 2 / 3;
+}
+
+Status DfsCluster::RequestRoom(uint64_t bytes) {
+  std::lock_guard<std::mutex> g(mu_);
+  std::string path = dir_ + "/" + kRoomPrefix + host_id_;
+  if (bytes == 0) {
+    Status s = fs_->Unlink(path);
+    return s.ok() || s.err() == ENOENT ? Status::Ok() : s;
+  }
+  return WriteSmallFile(*fs_, path, std::to_string(bytes) + "\n");
+}
+
+uint64_t DfsCluster::RoomRequested() {
+  Result<std::vector<std::string>> names = fs_->ListDir(dir_);
+  if (!names.ok()) return 0;
+  int64_t recent = WallNs() - 60LL * 1000000000LL;  // older requests are from hosts that went away
+  uint64_t total = 0;
+  for (const std::string& name : *names) {
+    if (!StartsWith(name, kRoomPrefix)) continue;
+    Result<FsStat> st = fs_->Stat(dir_ + "/" + name);
+    if (!st.ok() || st->mtime_ns < recent) continue;
+    Result<std::string> text = ReadSmallFile(*fs_, dir_ + "/" + name, 64);
+    if (!text.ok()) continue;
+    total += std::strtoull(text->c_str(), nullptr, 10);
+  }
+  return total;
 }
 
 std::string DfsCluster::EvictorHolder() const {

@@ -14,6 +14,10 @@
 // fails, or when it has not managed to renew for lease_ttl (then others may
 // already have taken over). Old epoch files are removed by the new holder.
 //
+// Room requests. A host whose commit does not fit writes the bytes it needs
+// to cluster/room.<host> (and removes the file once it is done); the holder
+// adds up the requests written in the last minute and evicts until they fit.
+//
 // Access counts. Each host publishes its recent opens per object location to
 // cluster/access.<host> (written to a temporary name, then renamed); the
 // holder reads the files that changed and feeds the counts to its eviction
@@ -40,7 +44,10 @@ class DfsCluster final : public ClusterCoordinator {
 
   const std::string& host_id() const override { return host_id_; }
   bool RenewEvictorLease() override;
+  bool HoldsEvictorLease() const override;
   std::string EvictorHolder() const override;
+  Status RequestRoom(uint64_t bytes) override;
+  uint64_t RoomRequested() override;
   Status PublishAccesses(const std::map<std::string, uint64_t>& counts) override;
   Result<std::map<std::string, uint64_t>> CollectAccesses() override;
   uint64_t SweepAbandoned() override;

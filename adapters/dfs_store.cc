@@ -84,27 +84,28 @@ Status DfsStore::SetUpManifest(bool create_if_missing) {
   Result<std::string> text = ReadSmallFile(*fs_, path, 64 << 10);
   if (!text.ok() && text.err() == ENOENT) {
     if (!create_if_missing) return Status::Error(ENOENT, "store " + root_ + " has no manifest");
-    Result<std::vector<std::string>> names = fs_->ListDir(root_);
-    if (!names.ok()) return Status::Error(names.err(), "store " + root_ + ": " + names.status().message());
-    for (const std::string& n : *names) {
-      if (n == kObjectsDir) {
-        return Status::Error(EPROTO, "store " + root_ + " has objects but no manifest; refusing to guess its format");
-      }
-    }
-    // Whichever host links its copy first (under the cluster lock) creates
-    // the manifest; the others get EEXIST and read the winner's (the same
-    // text, or an incompatible one that the check below refuses).
-    std::string tmp = path + "." + host_id_ + "." + std::to_string(::getpid()) + ".tmp";
+    // Decided under the cluster lock, with the manifest read again there: a
+    // host that started at the same moment may have created the store (its
+    // manifest and then objects/) since our first read.
     Status cd = fs_->Mkdir(root_ + "/" + kClusterDir);
     if (!cd.ok() && cd.err() != EEXIST) return Status::Error(cd.err(), "store " + root_ + ": " + cd.message());
     Status w = WithExclusiveLock(*fs_, root_ + "/" + kClusterDir + "/lock", std::chrono::milliseconds(10000), [&] {
+      if (fs_->Stat(path).ok()) return Status::Ok();  // another host was first
+      Result<std::vector<std::string>> names = fs_->ListDir(root_);
+      if (!names.ok()) return names.status();
+      for (const std::string& n : *names) {
+        if (n == kObjectsDir) {
+          return Status::Error(EPROTO, "has objects but no manifest; refusing to guess its format");
+        }
+      }
+      std::string tmp = path + "." + host_id_ + "." + std::to_string(::getpid()) + ".tmp";
       Status s = WriteSmallFile(*fs_, tmp, StoreManifest::Current().Serialize());
       if (s.ok()) s = fs_->Link(tmp, path);
       (void)fs_->Unlink(tmp);
+      if (s.ok()) (void)fs_->SyncDir(root_);
       return s;
     });
-    if (!w.ok() && w.err() != EEXIST) return Status::Error(w.err(), "store " + root_ + ": cannot create the manifest: " + w.message());
-    if (w.ok()) (void)fs_->SyncDir(root_);
+    if (!w.ok()) return Status::Error(w.err(), "store " + root_ + ": " + w.message());
     text = ReadSmallFile(*fs_, path, 64 << 10);
   }
   if (!text.ok()) return Status::Error(text.err(), "store " + root_ + ": " + text.status().message());

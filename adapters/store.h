@@ -168,8 +168,17 @@ class ClusterCoordinator {
   // Takes, renews or keeps watching the evictor lease; true while this host
   // holds it (and may evict). Call at least every lease_ttl / 3.
   virtual bool RenewEvictorLease() = 0;
+  // True while this host holds the lease and renewed it recently enough
+  // that no other host can have taken it over (within two thirds of the
+  // ttl); checked before every eviction.
+  virtual bool HoldsEvictorLease() const = 0;
   // The holder of the evictor lease as last seen ("" when none).
   virtual std::string EvictorHolder() const = 0;
+  // A host that cannot commit asks the evicting host for `bytes` of room
+  // (0 withdraws the request).
+  virtual Status RequestRoom(uint64_t bytes) = 0;
+  // For the evicting host: room other hosts asked for recently, in total.
+  virtual uint64_t RoomRequested() = 0;
   // Publishes this host's access counts since the last call (location ->
   // number of opens), for the evicting host.
   virtual Status PublishAccesses(const std::map<std::string, uint64_t>& counts) = 0;

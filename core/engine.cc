@@ -804,7 +804,7 @@ EngineStats Engine::Stats() const {
         st.host_id = cluster->host_id();
         st.evictor_holder = cluster->EvictorHolder();
       }
-      st.holds_evictor = sh->holds_evictor.load();
+      st.holds_evictor = MayEvict(static_cast<uint32_t>(i));
       st.reconcile_passes = sh->reconcile_passes.load();
       st.reconcile_failures = sh->reconcile_failures.load();
       st.remote_added = sh->remote_added.load();

@@ -409,7 +409,9 @@ class Engine {
   // True when this engine may evict from the store now.
   bool MayEvict(uint32_t store_index) const;
   struct SharedRuntime {
-    std::atomic<bool> holds_evictor{false};
+    std::atomic<bool> holds_evictor{false};  // as of the last lease renewal
+    std::atomic<uint64_t> pending_room{0};    // bytes this host's blocked commits asked for
+    std::atomic<uint64_t> room_requested{0};  // holder: bytes other hosts asked for
     std::atomic<uint64_t> remote_added{0}, remote_replaced{0}, remote_removed{0}, read_through{0};
     std::atomic<uint64_t> reconcile_passes{0}, reconcile_failures{0};
     std::map<std::string, uint64_t> accesses;                  // guarded by mu_: opens since last published
@@ -422,7 +424,8 @@ class Engine {
   std::condition_variable shared_wake_;  // with shared_mu_
   std::condition_variable reconciled_;   // with shared_mu_
   bool stop_shared_ = false;             // guarded by shared_mu_
-  uint64_t shared_passes_ = 0;           // guarded by shared_mu_
+  uint64_t shared_passes_started_ = 0;   // guarded by shared_mu_
+  uint64_t shared_passes_ = 0;           // guarded by shared_mu_: completed
 
   EngineOptions options_;
   std::vector<std::unique_ptr<Store>> stores_;

@@ -283,6 +283,7 @@ void Engine::SharedLoop() {
   uint64_t pass = 0;
   std::unique_lock<std::mutex> lk(shared_mu_);
   while (!stop_shared_) {
+    ++shared_passes_started_;
     lk.unlock();
     for (uint32_t si = 0; si < stores_.size(); ++si) {
       if (!shared_[si]) continue;
@@ -293,6 +294,7 @@ void Engine::SharedLoop() {
       if (holder != was) {
         spdlog::info("{}: this host {} the evictor lease", stores_[si]->Describe(), holder ? "now holds" : "gave up");
       }
+      sh.room_requested.store(holder && cluster ? cluster->RoomRequested() : 0);
       Reconcile(si);
       ShareAccesses(si, holder);
       if (holder && cluster && pass % 100 == 99) {
@@ -310,7 +312,9 @@ void Engine::SharedLoop() {
 
 bool Engine::WaitForReconcile(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lk(shared_mu_);
-  uint64_t target = shared_passes_ + 1;
+  // Passes run one after the other: the first to start after this call is
+  // number started + 1, and it is done when that many passes are.
+  uint64_t target = shared_passes_started_ + 1;
   return reconciled_.wait_for(lk, timeout, [&] { return stop_shared_ || shared_passes_ >= target; });
 }
 

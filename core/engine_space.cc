@@ -48,16 +48,36 @@ std::optional<Engine::EvictionCause> Engine::TryReserve(uint32_t si, uint64_t by
   }
 }
 
-bool Engine::MayEvict(uint32_t si) const { return !shared_[si] || shared_[si]->holds_evictor.load(); }
+bool Engine::MayEvict(uint32_t si) const {
+  if (!shared_[si]) return true;
+  if (!shared_[si]->holds_evictor.load()) return false;
+  ClusterCoordinator* cluster = stores_[si]->cluster();
+  return !cluster || cluster->HoldsEvictorLease();  // not if a stalled pass let the lease age
+}
 
 Status Engine::ReserveSpace(uint32_t si, uint64_t bytes) {
+  bool asked_for_room = false;
+  auto withdraw = [&] {
+    if (!asked_for_room) return;
+    uint64_t left = shared_[si]->pending_room.fetch_sub(bytes) - bytes;
+    if (ClusterCoordinator* cluster = stores_[si]->cluster()) (void)cluster->RequestRoom(left);
+  };
   for (int attempt = 0;; ++attempt) {
     std::optional<EvictionCause> why = TryReserve(si, bytes);
-    if (!why) return Status::Ok();
+    if (!why) {
+      withdraw();
+      return Status::Ok();
+    }
     if (!MayEvict(si)) {
-      // Another host evicts from this shared store. Give it (and our view of
-      // the store) a few reconcile passes to make room, then give up.
-      if (attempt < 3 && WaitForReconcile(options_.shared_refresh * 3)) continue;
+      // Another host evicts from this shared store: ask it for room, and give
+      // it (and our view of the store) a few reconcile passes, then give up.
+      if (!asked_for_room) {
+        asked_for_room = true;
+        uint64_t want = shared_[si]->pending_room.fetch_add(bytes) + bytes;
+        if (ClusterCoordinator* cluster = stores_[si]->cluster()) (void)cluster->RequestRoom(want);
+      }
+      if (attempt < 6 && WaitForReconcile(options_.shared_refresh * 3)) continue;
+      withdraw();
       runtime_[si]->enospc.fetch_add(1, std::memory_order_relaxed);
       return Status::Error(ENOSPC, "no space: the shared store is at its capacity and another host evicts from it");
     }
@@ -151,8 +171,10 @@ size_t Engine::BackgroundPass() {
     StoreRuntime& rt = *runtime_[si];
     auto cap = static_cast<double>(rt.limits.capacity_bytes);
     auto used = [&] { return static_cast<double>(store_accounts_[si]->used_bytes.load() + rt.reserved.load()); };
-    if (used() > cap * options_.high_watermark) {
-      for (int n = 0; n < 4096 && used() > cap * options_.low_watermark; ++n) {
+    // Room other hosts of a shared store asked for, to commit what did not fit.
+    auto asked = static_cast<double>(shared_[si] ? shared_[si]->room_requested.load() : 0);
+    if (used() > cap * options_.high_watermark || used() + asked > cap) {
+      for (int n = 0; n < 4096 && (used() > cap * options_.low_watermark || used() + asked > cap); ++n) {
         if (!EvictOne(si, EvictionCause::kWatermark)) break;
         ++evicted;
       }
