@@ -74,6 +74,17 @@ Result<DfsCluster::LeaseFile> DfsCluster::ReadCurrentLease(std::vector<std::stri
   return cur;
 }
 
+std::string DfsCluster::TmpPath() {
+  return dir_ + "/tmp." + host_id_ + "." + std::to_string(::getpid()) + "." + std::to_string(tmp_counter_++);
+}
+
+void DfsCluster::PublishSnapshot() {
+  std::lock_guard<std::mutex> g(snap_mu_);
+  snap_mine_ = my_epoch_ != 0;
+  snap_holder_ = snap_mine_ ? host_id_ : seen_holder_;
+  snap_renewed_ = my_last_renewal_;
+}
+
 bool DfsCluster::TryCreateLease(uint64_t epoch) {
   // Under the cluster lock, so that exactly one host creates each epoch
   // (link() alone is not enough on every DFS, see WithExclusiveLock).
@@ -81,7 +92,7 @@ bool DfsCluster::TryCreateLease(uint64_t epoch) {
     Result<LeaseFile> cur = ReadCurrentLease(nullptr);
     if (!cur.ok()) return cur.status();
     if (cur->epoch >= epoch) return Status::Error(EEXIST, "another host took the lease first");
-    std::string tmp = dir_ + "/tmp." + host_id_ + "." + std::to_string(::getpid()) + "." + std::to_string(tmp_counter_++);
+    std::string tmp = TmpPath();
     Status s = WriteSmallFile(*fs_, tmp, LeaseText(0));
     if (s.ok()) s = fs_->Link(tmp, LeasePath(epoch));
     (void)fs_->Unlink(tmp);
@@ -102,6 +113,12 @@ bool DfsCluster::TryCreateLease(uint64_t epoch) {
 
 bool DfsCluster::RenewEvictorLease() {
   std::lock_guard<std::mutex> g(mu_);
+  bool holds = RenewLocked();
+  PublishSnapshot();
+  return holds;
+}
+
+bool DfsCluster::RenewLocked() {
   auto now = Clock::now();
   std::vector<std::string> older;
   Result<LeaseFile> cur = ReadCurrentLease(&older);
@@ -112,7 +129,7 @@ bool DfsCluster::RenewEvictorLease() {
   }
   if (my_epoch_ != 0) {
     if (cur->epoch == my_epoch_ && (!cur->readable || cur->holder == host_id_)) {
-      if (WriteSmallFile(*fs_, LeasePath(my_epoch_), LeaseText(my_renewals_ + 1)).ok()) {
+      if (ReplaceSmallFile(*fs_, LeasePath(my_epoch_), TmpPath(), LeaseText(my_renewals_ + 1)).ok()) {
         ++my_renewals_;
         my_last_renewal_ = now;
         seen_epoch_ = my_epoch_;
@@ -144,10 +161,10 @@ bool DfsCluster::RenewEvictorLease() {
 }
 
 bool DfsCluster::HoldsEvictorLease() const {
-  std::lock_guard<std::mutex> g(mu_);
+  std::lock_guard<std::mutex> g(snap_mu_);
   // Watchers take over after a whole ttl without a change; stop two thirds
   // of the way there, so two hosts never evict at once.
-  return my_epoch_ != 0 && Clock::now() - my_last_renewal_ < ttl_ * 2 / 3;
+  return snap_mine_ && Clock::now() - snap_renewed_ < ttl_ * 2 / 3;
 }
 
 Status DfsCluster::RequestRoom(uint64_t bytes) {
@@ -157,7 +174,7 @@ Status DfsCluster::RequestRoom(uint64_t bytes) {
     Status s = fs_->Unlink(path);
     return s.ok() || s.err() == ENOENT ? Status::Ok() : s;
   }
-  return WriteSmallFile(*fs_, path, std::to_string(bytes) + "\n");
+  return ReplaceSmallFile(*fs_, path, TmpPath(), std::to_string(bytes) + "\n");
 }
 
 uint64_t DfsCluster::RoomRequested() {
@@ -177,8 +194,8 @@ uint64_t DfsCluster::RoomRequested() {
 }
 
 std::string DfsCluster::EvictorHolder() const {
-  std::lock_guard<std::mutex> g(mu_);
-  return my_epoch_ != 0 ? host_id_ : seen_holder_;
+  std::lock_guard<std::mutex> g(snap_mu_);
+  return snap_holder_;
 }
 
 uint64_t DfsCluster::epoch() const {
@@ -191,11 +208,7 @@ Status DfsCluster::PublishAccesses(const std::map<std::string, uint64_t>& counts
   std::string text;
   for (const auto& [location, n] : counts) text += std::to_string(n) + " " + location + "\n";
   std::lock_guard<std::mutex> g(mu_);
-  std::string tmp = dir_ + "/tmp." + host_id_ + "." + std::to_string(::getpid()) + "." + std::to_string(tmp_counter_++);
-  Status s = WriteSmallFile(*fs_, tmp, text);
-  if (s.ok()) s = fs_->Rename(tmp, dir_ + "/" + kAccessPrefix + host_id_);
-  if (!s.ok()) (void)fs_->Unlink(tmp);
-  return s;
+  return ReplaceSmallFile(*fs_, dir_ + "/" + kAccessPrefix + host_id_, TmpPath(), text);
 }
 
 Result<std::map<std::string, uint64_t>> DfsCluster::CollectAccesses() {

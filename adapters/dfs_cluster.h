@@ -3,8 +3,9 @@
 //
 // Evictor lease. Exactly one host evicts from the shared store at a time. The
 // lease is the file cluster/evictor.<epoch> with the highest epoch (20
-// digits); its holder rewrites it with a growing renewal count every call of
-// RenewEvictorLease. Other hosts watch that file: when its (epoch, renewals)
+// digits); its holder replaces it (a temporary file renamed over it, so other
+// clients never read a stale cached copy) with a growing renewal count every
+// call of RenewEvictorLease. Other hosts watch that file: when its (epoch, renewals)
 // has not changed for lease_ttl on the watcher's own monotonic clock, the
 // holder is taken to be dead and the watcher creates evictor.<epoch+1> while
 // holding the exclusive lock on cluster/lock, after checking that no host
@@ -23,8 +24,10 @@
 // holder reads the files that changed and feeds the counts to its eviction
 // policy, so the objects hot on any host stay.
 //
-// Thread-safety: every method takes an internal mutex; the engine calls them
-// from one thread anyway.
+// Thread-safety: every method is thread-safe. Renewals and publications
+// serialise on an internal mutex held across DFS I/O; HoldsEvictorLease and
+// EvictorHolder read a snapshot under a separate mutex and never wait for
+// the DFS.
 #pragma once
 
 #include <chrono>
@@ -67,7 +70,11 @@ class DfsCluster final : public ClusterCoordinator {
   std::string LeasePath(uint64_t epoch) const;
   // Creates evictor.<epoch> for this host with link(); false if another won.
   bool TryCreateLease(uint64_t epoch);
+  bool RenewLocked();
   std::string LeaseText(uint64_t renewals) const;
+  std::string TmpPath();  // a fresh temporary name in the cluster directory (mu_)
+  // Copies the lease state to the snapshot that the fast accessors read (mu_).
+  void PublishSnapshot();
 
   FsClient* fs_;
   const std::string dir_;
@@ -87,6 +94,12 @@ class DfsCluster final : public ClusterCoordinator {
   std::string seen_holder_;       // guarded by mu_
   Clock::time_point seen_changed_;  // guarded by mu_
   bool seen_any_ = false;         // guarded by mu_
+  // What HoldsEvictorLease and EvictorHolder read, so that they never wait
+  // for a renewal stuck in DFS I/O under mu_.
+  mutable std::mutex snap_mu_;
+  std::string snap_holder_;            // guarded by snap_mu_
+  bool snap_mine_ = false;             // guarded by snap_mu_
+  Clock::time_point snap_renewed_;     // guarded by snap_mu_
   // Access files already read: name -> (ino, size, mtime).
   std::map<std::string, FsStat> read_access_;  // guarded by mu_
   uint64_t tmp_counter_ = 0;                   // guarded by mu_

@@ -157,6 +157,13 @@ Status WithExclusiveLock(FsClient& fs, const std::string& lock_path, std::chrono
   }
 }
 
+Status ReplaceSmallFile(FsClient& fs, const std::string& path, const std::string& tmp, const std::string& text) {
+  Status s = WriteSmallFile(fs, tmp, text);
+  if (s.ok()) s = fs.Rename(tmp, path);
+  if (!s.ok()) (void)fs.Unlink(tmp);
+  return s;
+}
+
 Result<std::string> ReadSmallFile(FsClient& fs, const std::string& path, size_t max_bytes) {
   Result<int> fd = fs.Open(path, O_RDONLY);
   if (!fd.ok()) return fd.status();

@@ -72,6 +72,10 @@ std::unique_ptr<FsClient> MakePosixFsClient();
 Status MakeDirs(FsClient& fs, const std::string& path);
 // Writes a whole small file (created or truncated) and fdatasyncs it.
 Status WriteSmallFile(FsClient& fs, const std::string& path, const std::string& text);
+// Replaces a small file atomically: writes tmp, then renames it over path.
+// Other clients of a DFS see the new contents at once (a new inode), where an
+// in-place rewrite can stay hidden behind their page cache (GlusterFS).
+Status ReplaceSmallFile(FsClient& fs, const std::string& path, const std::string& tmp, const std::string& text);
 // Reads a whole small file (at most max_bytes).
 Result<std::string> ReadSmallFile(FsClient& fs, const std::string& path, size_t max_bytes = 1 << 20);
 // Runs fn while holding the exclusive lock on lock_path, retrying the lock

@@ -130,6 +130,7 @@ Engine::~Engine() {
   shared_wake_.notify_all();
   reconciled_.notify_all();
   if (shared_thread_.joinable()) shared_thread_.join();
+  if (lease_thread_.joinable()) lease_thread_.join();
   {
     std::lock_guard<std::mutex> g(mu_);
     stop_evictor_ = true;
@@ -157,7 +158,10 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::
   std::unique_ptr<Engine> engine(new Engine(options, std::move(stores)));
   KVFS_RETURN_IF_ERROR(engine->Rebuild());
   if (options.shared_refresh.count() <= 0) return Status::Error(EINVAL, "the shared-store refresh interval must be positive");
-  if (engine->any_shared_) engine->shared_thread_ = std::thread([e = engine.get()] { e->SharedLoop(); });
+  if (engine->any_shared_) {
+    engine->lease_thread_ = std::thread([e = engine.get()] { e->LeaseLoop(); });
+    engine->shared_thread_ = std::thread([e = engine.get()] { e->SharedLoop(); });
+  }
   if (options.background_eviction) engine->evictor_ = std::thread([e = engine.get()] { e->EvictorLoop(); });
   return engine;
 }

@@ -405,7 +405,8 @@ class Engine {
   Status Revalidate(uint64_t ino);                                                    // no locks
   void Reconcile(uint32_t store_index);                                               // no locks
   void ShareAccesses(uint32_t store_index, bool holder);                              // no locks
-  void SharedLoop();
+  void SharedLoop();  // reconciliation and access sharing
+  void LeaseLoop();   // evictor lease renewal and room requests
   // True when this engine may evict from the store now.
   bool MayEvict(uint32_t store_index) const;
   struct SharedRuntime {
@@ -420,6 +421,7 @@ class Engine {
   std::vector<std::unique_ptr<SharedRuntime>> shared_;  // per store; null when not shared
   bool any_shared_ = false;                              // set at construction
   std::thread shared_thread_;
+  std::thread lease_thread_;
   std::mutex shared_mu_;
   std::condition_variable shared_wake_;  // with shared_mu_
   std::condition_variable reconciled_;   // with shared_mu_

@@ -301,23 +301,27 @@ void Engine::Release(FileHandle* handle) {
     if (!s.ok()) spdlog::warn("commit at release of inode {} failed: {}", inode->ino, s.message());
   }
   Lease lease = std::move(handle->lease);
-  std::lock_guard<std::mutex> g(mu_);
-  if (handle->draft) {
-    if (handle->draft->writers == 0 && inode->draft == handle->draft) inode->draft.reset();
-    handle->draft.reset();
-  }
-  if (handle->writable) {
-    inode->writers--;
-    if (inode->writers == 0 && !inode->committed && !inode->committing && inode->linked()) {
-      // A new key whose writers all left without a commit: it never existed.
-      ns_.Detach(inode);
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (handle->draft) {
+      if (handle->draft->writers == 0 && inode->draft == handle->draft) inode->draft.reset();
+      handle->draft.reset();
     }
+    if (handle->writable) {
+      inode->writers--;
+      if (inode->writers == 0 && !inode->committed && !inode->committing && inode->linked()) {
+        // A new key whose writers all left without a commit: it never existed.
+        ns_.Detach(inode);
+      }
+    }
+    if (lease) inode->read_leases--;
+    inode->open_handles--;
+    open_handles_--;
+    ns_.Reap(inode);
   }
-  if (lease) inode->read_leases--;
+  // The last lease closes the object's descriptor: store I/O (a hung network
+  // filesystem can block close), so never under mu_.
   lease.Reset();
-  inode->open_handles--;
-  open_handles_--;
-  ns_.Reap(inode);
 }
 
 }  // namespace kvfs

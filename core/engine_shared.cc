@@ -7,7 +7,9 @@
 //    with the indexed one (one stat) and follows a replacement or removal;
 //  - reconciliation: every `shared_refresh` the reconciler lists the store
 //    (names and identities, no data) and applies what changed;
-//  - the evictor lease: only the host holding it evicts (see DfsCluster);
+//  - the evictor lease: only the host holding it evicts (see DfsCluster); it
+//    is renewed every `shared_refresh` by a thread of its own, so that a long
+//    listing never lets it lapse;
 //    the others admit commits while the shared capacity has room, and
 //    publish their access counts for the holder's eviction policy.
 // Objects are indexed only where their key says they belong, so an object
@@ -289,12 +291,7 @@ void Engine::SharedLoop() {
       if (!shared_[si]) continue;
       SharedRuntime& sh = *shared_[si];
       ClusterCoordinator* cluster = stores_[si]->cluster();
-      bool holder = cluster ? cluster->RenewEvictorLease() : true;
-      bool was = sh.holds_evictor.exchange(holder);
-      if (holder != was) {
-        spdlog::info("{}: this host {} the evictor lease", stores_[si]->Describe(), holder ? "now holds" : "gave up");
-      }
-      sh.room_requested.store(holder && cluster ? cluster->RoomRequested() : 0);
+      bool holder = sh.holds_evictor.load();
       Reconcile(si);
       ShareAccesses(si, holder);
       if (holder && cluster && pass % 100 == 99) {
@@ -306,6 +303,26 @@ void Engine::SharedLoop() {
     lk.lock();
     ++shared_passes_;
     reconciled_.notify_all();
+    shared_wake_.wait_for(lk, options_.shared_refresh, [&] { return stop_shared_; });
+  }
+}
+
+void Engine::LeaseLoop() {
+  std::unique_lock<std::mutex> lk(shared_mu_);
+  while (!stop_shared_) {
+    lk.unlock();
+    for (uint32_t si = 0; si < stores_.size(); ++si) {
+      if (!shared_[si]) continue;
+      SharedRuntime& sh = *shared_[si];
+      ClusterCoordinator* cluster = stores_[si]->cluster();
+      bool holder = cluster ? cluster->RenewEvictorLease() : true;
+      bool was = sh.holds_evictor.exchange(holder);
+      if (holder != was) {
+        spdlog::info("{}: this host {} the evictor lease", stores_[si]->Describe(), holder ? "now holds" : "gave up");
+      }
+      sh.room_requested.store(holder && cluster ? cluster->RoomRequested() : 0);
+    }
+    lk.lock();
     shared_wake_.wait_for(lk, options_.shared_refresh, [&] { return stop_shared_; });
   }
 }

@@ -75,11 +75,13 @@ std::string ErrText(const Status& s) { return s.ok() ? "OK" : std::to_string(s.e
 class PausingFs final : public FsClient {
  public:
   PausingFs() : real_(MakePosixFsClient()) {}
-  // The next listing of objects/ is taken, then held for `hold`.
-  void Arm(milliseconds hold) {
+  // The next listing of the directory whose path ends with `dir` (objects/
+  // for the reconciler, cluster/ for the lease) is taken, then held for `hold`.
+  void Arm(milliseconds hold, std::string dir = "/objects") {
     std::lock_guard<std::mutex> g(mu_);
     armed_ = true;
     hold_ = hold;
+    armed_dir_ = std::move(dir);
   }
   bool WaitUntilHeld(milliseconds timeout) {
     std::unique_lock<std::mutex> lk(mu_);
@@ -119,9 +121,10 @@ class PausingFs final : public FsClient {
   Status Unlink(const std::string& path) override { return real_->Unlink(path); }
   Result<std::vector<std::string>> ListDir(const std::string& path) override {
     Result<std::vector<std::string>> r = real_->ListDir(path);
-    bool objects = path.size() >= 8 && path.compare(path.size() - 8, 8, "/objects") == 0;
-    if (objects) {
-      std::unique_lock<std::mutex> lk(mu_);
+    std::unique_lock<std::mutex> lk(mu_);
+    bool match = path.size() >= armed_dir_.size() &&
+                 path.compare(path.size() - armed_dir_.size(), armed_dir_.size(), armed_dir_) == 0;
+    if (match) {
       if (armed_) {
         armed_ = false;
         held_ = true;
@@ -149,6 +152,7 @@ class PausingFs final : public FsClient {
   std::mutex mu_;
   std::condition_variable cv_;
   bool armed_ = false;  // guarded by mu_
+  std::string armed_dir_ = "/objects";  // guarded by mu_
   bool held_ = false;   // guarded by mu_
   bool hung_ = false;   // guarded by mu_
   bool released_ = false;  // guarded by mu_
@@ -985,8 +989,8 @@ TEST_F(EngineSharedTest, NonHolderCommitGetsEnospcWhenTheHolderIsGone) {
 }
 
 TEST_F(EngineSharedTest, StalledHolderStopsEvictingOnceAnotherHostTookTheLease) {
-  // The holder's reconciler thread stalls inside a pass (a slow listing on
-  // the DFS) for several lease ttls: it cannot renew, so the other host
+  // The holder's lease renewal stalls in DFS I/O (a slow listing of
+  // cluster/) for several lease ttls: it cannot renew, so the other host
   // takes the lease over. From then on the stalled host must not evict (at
   // most one host evicts at a time), although its thread has not come back.
   PausingFs* pa = nullptr;
@@ -1013,7 +1017,7 @@ TEST_F(EngineSharedTest, StalledHolderStopsEvictingOnceAnotherHostTookTheLease) 
   }
   ASSERT_TRUE(PutFile(*holder, kRootIno, "f7", Pattern(7, 600 * kKiB)).ok());
 
-  stalled->Arm(milliseconds(2500));
+  stalled->Arm(milliseconds(2500), "/cluster");
   ASSERT_TRUE(stalled->WaitUntilHeld(milliseconds(5000)));
   auto deadline = Clock::now() + milliseconds(2000);
   while (!StoreStatsOf(*other).holds_evictor && Clock::now() < deadline) {
@@ -1022,6 +1026,37 @@ TEST_F(EngineSharedTest, StalledHolderStopsEvictingOnceAnotherHostTookTheLease) 
   ASSERT_TRUE(StoreStatsOf(*other).holds_evictor) << "the other host did not take the lease over";
   EXPECT_FALSE(StoreStatsOf(*holder).holds_evictor) << "two hosts claim the evictor lease";
   EXPECT_EQ(holder->EvictNow(), 0u) << "a host evicted after another host had taken its lease over";
+  stalled->ReleaseHold();
+}
+
+TEST_F(EngineSharedTest, LongReconcilePassDoesNotCostTheLease) {
+  // The lease is renewed by its own thread: a listing of objects/ that takes
+  // several ttls (a big store on a slow DFS) must not hand eviction over.
+  PausingFs* pa = nullptr;
+  PausingFs* pb = nullptr;
+  HostConfig cfg;
+  cfg.capacity = 8 * kMiB;
+  cfg.lease_ttl = milliseconds(500);
+  cfg.pausing = &pa;
+  Result<std::unique_ptr<Engine>> a = OpenHost("hostA", cfg);
+  ASSERT_TRUE(a.ok());
+  a_ = std::move(*a);
+  cfg.pausing = &pb;
+  Result<std::unique_ptr<Engine>> b = OpenHost("hostB", cfg);
+  ASSERT_TRUE(b.ok());
+  b_ = std::move(*b);
+  Engine* holder = WaitForHolder();
+  ASSERT_NE(holder, nullptr);
+  Engine* other = holder == a_.get() ? b_.get() : a_.get();
+  PausingFs* stalled = holder == a_.get() ? pa : pb;
+  stalled->Arm(milliseconds(2000));
+  ASSERT_TRUE(stalled->WaitUntilHeld(milliseconds(5000)));
+  auto end = Clock::now() + milliseconds(1500);  // three ttls into the stall
+  while (Clock::now() < end) {
+    ASSERT_TRUE(StoreStatsOf(*holder).holds_evictor) << "the holder lost the lease during a long listing";
+    ASSERT_FALSE(StoreStatsOf(*other).holds_evictor) << "two hosts claim the evictor lease";
+    std::this_thread::sleep_for(milliseconds(20));  // sampling interval
+  }
   stalled->ReleaseHold();
 }
 
