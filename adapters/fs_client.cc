@@ -95,14 +95,7 @@ class PosixFsClient final : public FsClient {
     }
     return fd;
   }
-  Result<StoreSpace> StatFs(const std::string& path) override {
-    struct statvfs sv;
-    if (::statvfs(path.c_str(), &sv) != 0) return Status::FromErrno("statvfs " + path);
-    StoreSpace s;
-    s.total_bytes = static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize;
-    s.free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
-    return s;
-  }
+  Result<StoreSpace> StatFs(const std::string& path) override { return FilesystemSpace(path); }
 };
 
 }  // namespace

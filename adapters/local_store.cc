@@ -320,13 +320,6 @@ Status LocalStore::RemoveStaging(const std::string& name) {
   return Status::Ok();
 }
 
-Result<StoreSpace> LocalStore::Space() const {
-  struct statvfs sv;
-  if (::statvfs(root_.c_str(), &sv) != 0) return Status::FromErrno("statvfs " + root_);
-  StoreSpace s;
-  s.total_bytes = static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize;
-  s.free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
-  return s;
-}
+Result<StoreSpace> LocalStore::Space() const { return FilesystemSpace(root_); }
 
 }  // namespace kvfs

@@ -2,6 +2,7 @@
 #include "adapters/store.h"
 
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -9,6 +10,15 @@
 #include <mutex>
 
 namespace kvfs {
+
+Result<StoreSpace> FilesystemSpace(const std::string& path) {
+  struct statvfs sv;
+  if (::statvfs(path.c_str(), &sv) != 0) return Status::FromErrno("statvfs " + path);
+  StoreSpace s;
+  s.total_bytes = static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize;
+  s.free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+  return s;
+}
 
 Result<ListedObject> Store::StatObject(const std::string& location) {
   Result<int> fd = OpenForRead(location);

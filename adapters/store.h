@@ -76,6 +76,9 @@ struct StoreHealth {
 
 class ClusterCoordinator;
 
+// statvfs(2) of the filesystem holding path, as a StoreSpace.
+Result<StoreSpace> FilesystemSpace(const std::string& path);
+
 struct ScannedObject {
   std::string location;
   uint64_t file_bytes = 0;     // st_size of the object file

@@ -214,6 +214,30 @@ class EngineSharedTest : public ::testing::Test {
     b_ = std::move(*b);
   }
 
+  // Both hosts over pausing filesystems; once one holds the lease: the
+  // holder, the other host and the holder's filesystem.
+  struct PausingPair {
+    Engine* holder = nullptr;
+    Engine* other = nullptr;
+    PausingFs* holder_fs = nullptr;
+  };
+  void OpenPausingPair(HostConfig cfg, PausingPair* out) {
+    PausingFs* pa = nullptr;
+    PausingFs* pb = nullptr;
+    cfg.pausing = &pa;
+    Result<std::unique_ptr<Engine>> a = OpenHost("hostA", cfg);
+    ASSERT_TRUE(a.ok()) << ErrText(a.status());
+    a_ = std::move(*a);
+    cfg.pausing = &pb;
+    Result<std::unique_ptr<Engine>> b = OpenHost("hostB", cfg);
+    ASSERT_TRUE(b.ok()) << ErrText(b.status());
+    b_ = std::move(*b);
+    out->holder = WaitForHolder();
+    ASSERT_NE(out->holder, nullptr);
+    out->other = out->holder == a_.get() ? b_.get() : a_.get();
+    out->holder_fs = out->holder == a_.get() ? pa : pb;
+  }
+
   void TearDown() override {
     if (hung_) hung_->Unhang();  // let stuck store calls finish before the engines go
     a_.reset();
@@ -993,24 +1017,15 @@ TEST_F(EngineSharedTest, StalledHolderStopsEvictingOnceAnotherHostTookTheLease) 
   // cluster/) for several lease ttls: it cannot renew, so the other host
   // takes the lease over. From then on the stalled host must not evict (at
   // most one host evicts at a time), although its thread has not come back.
-  PausingFs* pa = nullptr;
-  PausingFs* pb = nullptr;
   HostConfig cfg;
   cfg.capacity = 8 * kMiB;
   cfg.lease_ttl = milliseconds(500);
   cfg.background_eviction = false;
-  cfg.pausing = &pa;
-  Result<std::unique_ptr<Engine>> a = OpenHost("hostA", cfg);
-  ASSERT_TRUE(a.ok());
-  a_ = std::move(*a);
-  cfg.pausing = &pb;
-  Result<std::unique_ptr<Engine>> b = OpenHost("hostB", cfg);
-  ASSERT_TRUE(b.ok());
-  b_ = std::move(*b);
-  Engine* holder = WaitForHolder();
-  ASSERT_NE(holder, nullptr);
-  Engine* other = holder == a_.get() ? b_.get() : a_.get();
-  PausingFs* stalled = holder == a_.get() ? pa : pb;
+  PausingPair pair;
+  ASSERT_NO_FATAL_FAILURE(OpenPausingPair(cfg, &pair));
+  Engine* holder = pair.holder;
+  Engine* other = pair.other;
+  PausingFs* stalled = pair.holder_fs;
   // Above the high watermark, under the capacity: the holder's evictor has work.
   for (int i = 0; i < 7; ++i) {
     ASSERT_TRUE(PutFile(*holder, kRootIno, "f" + std::to_string(i), Pattern(i, kMiB)).ok());
@@ -1032,23 +1047,14 @@ TEST_F(EngineSharedTest, StalledHolderStopsEvictingOnceAnotherHostTookTheLease) 
 TEST_F(EngineSharedTest, LongReconcilePassDoesNotCostTheLease) {
   // The lease is renewed by its own thread: a listing of objects/ that takes
   // several ttls (a big store on a slow DFS) must not hand eviction over.
-  PausingFs* pa = nullptr;
-  PausingFs* pb = nullptr;
   HostConfig cfg;
   cfg.capacity = 8 * kMiB;
   cfg.lease_ttl = milliseconds(500);
-  cfg.pausing = &pa;
-  Result<std::unique_ptr<Engine>> a = OpenHost("hostA", cfg);
-  ASSERT_TRUE(a.ok());
-  a_ = std::move(*a);
-  cfg.pausing = &pb;
-  Result<std::unique_ptr<Engine>> b = OpenHost("hostB", cfg);
-  ASSERT_TRUE(b.ok());
-  b_ = std::move(*b);
-  Engine* holder = WaitForHolder();
-  ASSERT_NE(holder, nullptr);
-  Engine* other = holder == a_.get() ? b_.get() : a_.get();
-  PausingFs* stalled = holder == a_.get() ? pa : pb;
+  PausingPair pair;
+  ASSERT_NO_FATAL_FAILURE(OpenPausingPair(cfg, &pair));
+  Engine* holder = pair.holder;
+  Engine* other = pair.other;
+  PausingFs* stalled = pair.holder_fs;
   stalled->Arm(milliseconds(2000));
   ASSERT_TRUE(stalled->WaitUntilHeld(milliseconds(5000)));
   auto end = Clock::now() + milliseconds(1500);  // three ttls into the stall
