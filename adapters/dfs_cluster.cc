@@ -168,7 +168,6 @@ bool DfsCluster::HoldsEvictorLease() const {
 }
 
 Status DfsCluster::RequestRoom(uint64_t bytes) {
-  std::lock_guard<std::mutex> g(mu_);
   std::string path = dir_ + "/" + kRoomPrefix + host_id_;
   if (bytes == 0) {
     Status s = fs_->Unlink(path);
@@ -207,12 +206,12 @@ Status DfsCluster::PublishAccesses(const std::map<std::string, uint64_t>& counts
   if (counts.empty()) return Status::Ok();
   std::string text;
   for (const auto& [location, n] : counts) text += std::to_string(n) + " " + location + "\n";
-  std::lock_guard<std::mutex> g(mu_);
+  std::lock_guard<std::mutex> g(access_mu_);
   return ReplaceSmallFile(*fs_, dir_ + "/" + kAccessPrefix + host_id_, TmpPath(), text);
 }
 
 Result<std::map<std::string, uint64_t>> DfsCluster::CollectAccesses() {
-  std::lock_guard<std::mutex> g(mu_);
+  std::lock_guard<std::mutex> g(access_mu_);
   Result<std::vector<std::string>> names = fs_->ListDir(dir_);
   if (!names.ok()) return names.status();
   std::map<std::string, uint64_t> merged;

@@ -24,12 +24,13 @@
 // holder reads the files that changed and feeds the counts to its eviction
 // policy, so the objects hot on any host stay.
 //
-// Thread-safety: every method is thread-safe. Renewals and publications
-// serialise on an internal mutex held across DFS I/O; HoldsEvictorLease and
-// EvictorHolder read a snapshot under a separate mutex and never wait for
-// the DFS.
+// Thread-safety: every method is thread-safe. Renewals serialise on one
+// internal mutex and access-count exchanges on another, both held across DFS
+// I/O; room requests take none; HoldsEvictorLease and EvictorHolder read a
+// snapshot under a third and never wait for the DFS.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -72,7 +73,7 @@ class DfsCluster final : public ClusterCoordinator {
   bool TryCreateLease(uint64_t epoch);
   bool RenewLocked();
   std::string LeaseText(uint64_t renewals) const;
-  std::string TmpPath();  // a fresh temporary name in the cluster directory (mu_)
+  std::string TmpPath();  // a fresh temporary name in the cluster directory
   // Copies the lease state to the snapshot that the fast accessors read (mu_).
   void PublishSnapshot();
 
@@ -100,9 +101,11 @@ class DfsCluster final : public ClusterCoordinator {
   std::string snap_holder_;            // guarded by snap_mu_
   bool snap_mine_ = false;             // guarded by snap_mu_
   Clock::time_point snap_renewed_;     // guarded by snap_mu_
-  // Access files already read: name -> (ino, size, mtime).
-  std::map<std::string, FsStat> read_access_;  // guarded by mu_
-  uint64_t tmp_counter_ = 0;                   // guarded by mu_
+  // Access files already read: name -> (ino, size, mtime). Its own mutex,
+  // so that publishing access counts never delays a lease renewal.
+  std::mutex access_mu_;
+  std::map<std::string, FsStat> read_access_;  // guarded by access_mu_
+  std::atomic<uint64_t> tmp_counter_{0};
 };
 
 }  // namespace kvfs

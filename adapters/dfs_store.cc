@@ -56,6 +56,9 @@ Result<std::unique_ptr<DfsStore>> DfsStore::Open(const std::string& root_in, con
   while (root.size() > 1 && root.back() == '/') root.pop_back();
   Result<FsStat> st = fs->Stat(root);
   if (!st.ok()) {
+    if (st.err() == ENOENT && !options.create_root) {
+      return Status::Error(ENOENT, "store " + root + " does not exist (is the distributed filesystem mounted?)");
+    }
     if (st.err() != ENOENT || !options.create_if_missing) return Status::Error(st.err(), "store " + root + ": " + st.status().message());
     KVFS_RETURN_IF_ERROR(MakeDirs(*fs, root));
     st = fs->Stat(root);
@@ -66,6 +69,8 @@ Result<std::unique_ptr<DfsStore>> DfsStore::Open(const std::string& root_in, con
     return Status::FromErrno("store " + root);
   }
   std::unique_ptr<DfsStore> store(new DfsStore(root, options.host_id, std::move(fs)));
+  std::random_device rd;
+  store->nonce_ = std::to_string(rd() % 1000000);
   KVFS_RETURN_IF_ERROR(store->SetUpManifest(options.create_if_missing));
   for (const char* sub : {kObjectsDir, kStagingDir, kQuarantineDir, kClusterDir, kProbeDir}) {
     Status s = store->fs_->Mkdir(root + "/" + sub);
@@ -172,6 +177,8 @@ void DfsStore::SweepOwnStaging() {
     if (name.rfind(mine, 0) != 0) continue;
     // <host>~<pid>~<n>.tmp: only files of processes of this host that are gone.
     pid_t pid = static_cast<pid_t>(std::atol(name.c_str() + mine.size()));
+    // (A predecessor that had our pid, as in a restarted container, is left
+    // to the evicting host's sweep of files abandoned for long.)
     if (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM)) continue;
     if (fs_->Unlink(root_ + "/" + kStagingDir + "/" + name).ok()) ++swept_;
   }
@@ -184,8 +191,8 @@ std::string DfsStore::LocationFor(const KeyHash& h) const {
 }
 
 Result<std::unique_ptr<StagingFile>> DfsStore::CreateStaging() {
-  std::string path = root_ + "/" + kStagingDir + "/" + host_id_ + "~" + std::to_string(::getpid()) + "~" +
-                     std::to_string(staging_counter_.fetch_add(1)) + ".tmp";
+  std::string path = root_ + "/" + kStagingDir + "/" + host_id_ + "~" + std::to_string(::getpid()) + "~" + nonce_ +
+                     "-" + std::to_string(staging_counter_.fetch_add(1)) + ".tmp";
   Result<int> fd = fs_->Open(path, O_RDWR | O_CREAT | O_EXCL | (direct_io_ ? O_DIRECT : 0), 0600);
   if (!fd.ok()) return Status::Error(fd.err(), "create staging file: " + fd.status().message());
   return std::make_unique<StagingFile>(*fd, path);

@@ -7,8 +7,9 @@
 //                                  whichever host comes first (under the
 //                                  cluster lock) and checked by every mount
 //   objects/xx/yy/<hash>           published objects, as in LocalStore
-//   staging/<host>~<pid>~<n>.tmp   versions being written: unique per host and
-//                                  process, so writers never collide
+//   staging/<host>~<pid>~<nonce>-<n>.tmp  versions being written: unique per
+//                                  host and process (the random nonce covers
+//                                  a pid reused after a restart)
 //   quarantine/<hash>.<host>.<t>   damaged objects
 //   cluster/evictor.<epoch>        the evictor lease (see DfsCluster)
 //   cluster/lock                   flock()ed for a moment by a host deciding
@@ -44,7 +45,13 @@ struct DfsStoreOptions {
   // This host's name in staging files, the lease and access logs: letters,
   // digits, '.', '-' and '_' only. Must differ between hosts.
   std::string host_id;
+  // Create the store (manifest and layout) in an empty directory.
   bool create_if_missing = true;
+  // Also create the root directory itself when it is missing. Mounts leave
+  // this off: a missing root usually means the DFS is not mounted yet, and a
+  // directory created on the local disk would be a private store that only
+  // looks shared.
+  bool create_root = true;
   bool direct_io = true;
   bool sweep_staging = true;
   // A lease holder that has not renewed for this long is replaced.
@@ -107,6 +114,7 @@ class DfsStore final : public Store {
   bool direct_io_ = false;
   uint64_t swept_ = 0;
   std::atomic<uint64_t> staging_counter_{0};
+  std::string nonce_;  // per process: staging names never repeat a predecessor's
   std::unique_ptr<DfsCluster> cluster_;
 };
 

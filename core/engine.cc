@@ -228,7 +228,7 @@ Result<Attr> Engine::Lookup(uint64_t parent, std::string_view name) {
       return AttrOfLocked(child, nullptr);
     }
     // A shared store may hold the key although the index does not yet.
-    if (!read_through_done && CheckName(name).ok()) {
+    if (any_shared_ && !read_through_done && CheckName(name).ok()) {
       std::string key = JoinKey(ns_.KeyOf(dir), name);
       uint32_t si = StoreIndexFor(key);
       if (shared_[si]) {

@@ -411,7 +411,8 @@ class Engine {
   bool MayEvict(uint32_t store_index) const;
   struct SharedRuntime {
     std::atomic<bool> holds_evictor{false};  // as of the last lease renewal
-    std::atomic<uint64_t> pending_room{0};    // bytes this host's blocked commits asked for
+    std::atomic<uint64_t> pending_room{0};    // bytes this host's blocked commits ask for
+    uint64_t room_published = 0;              // lease thread only: pending_room as last written
     std::atomic<uint64_t> room_requested{0};  // holder: bytes other hosts asked for
     std::atomic<uint64_t> remote_added{0}, remote_replaced{0}, remote_removed{0}, read_through{0};
     std::atomic<uint64_t> reconcile_passes{0}, reconcile_failures{0};

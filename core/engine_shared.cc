@@ -101,7 +101,11 @@ void Engine::ApplyRemote(uint32_t si, const ScannedObject& obj, std::vector<Noti
   }
   if (existing->is_dir != is_dir) return;  // a name clash between hosts: the local entry stays
   if (is_dir) {
-    if (!existing->committed) existing->committed = MakeVersion(si, obj.location, h, obj.file_id);
+    // A record written (again) by another host: index that file, so the
+    // next pass does not read it again.
+    if (!existing->committed || existing->committed->file_id != obj.file_id) {
+      existing->committed = MakeVersion(si, obj.location, h, obj.file_id);
+    }
     return;
   }
   if (existing->committed && existing->committed->location == obj.location &&
@@ -157,13 +161,15 @@ Status Engine::ReadThrough(uint32_t si, const std::string& key) {
     return Status::Error(EIO, "the shared store did not answer: " + obj.status().message());
   }
   if (!obj.ok() || !obj->header.ok() || obj->header->key != key) return Status::Error(ENOENT, "no such key");
+  // No notices: the kernel is looking this very name up, so it caches no
+  // entry to invalidate (and an invalidation now would wait for the
+  // directory lock that lookup holds).
   std::vector<Notice> notices;
   {
     std::lock_guard<std::mutex> publish(publish_mu_);
     ApplyRemote(si, *obj, &notices);
   }
-  shared_[si]->read_through.fetch_add(1, std::memory_order_relaxed);
-  SendNotices(notices);
+  if (!notices.empty()) shared_[si]->read_through.fetch_add(1, std::memory_order_relaxed);
   return Status::Ok();
 }
 
@@ -321,6 +327,10 @@ void Engine::LeaseLoop() {
         spdlog::info("{}: this host {} the evictor lease", stores_[si]->Describe(), holder ? "now holds" : "gave up");
       }
       sh.room_requested.store(holder && cluster ? cluster->RoomRequested() : 0);
+      // Blocked commits' room requests reach the DFS from here, not from the
+      // committing threads.
+      uint64_t pending = sh.pending_room.load();
+      if (cluster && pending != sh.room_published && cluster->RequestRoom(pending).ok()) sh.room_published = pending;
     }
     lk.lock();
     shared_wake_.wait_for(lk, options_.shared_refresh, [&] { return stop_shared_; });

@@ -58,9 +58,7 @@ bool Engine::MayEvict(uint32_t si) const {
 Status Engine::ReserveSpace(uint32_t si, uint64_t bytes) {
   bool asked_for_room = false;
   auto withdraw = [&] {
-    if (!asked_for_room) return;
-    uint64_t left = shared_[si]->pending_room.fetch_sub(bytes) - bytes;
-    if (ClusterCoordinator* cluster = stores_[si]->cluster()) (void)cluster->RequestRoom(left);
+    if (asked_for_room) shared_[si]->pending_room.fetch_sub(bytes);
   };
   for (int attempt = 0;; ++attempt) {
     std::optional<EvictionCause> why = TryReserve(si, bytes);
@@ -69,12 +67,20 @@ Status Engine::ReserveSpace(uint32_t si, uint64_t bytes) {
       return Status::Ok();
     }
     if (!MayEvict(si)) {
-      // Another host evicts from this shared store: ask it for room, and give
-      // it (and our view of the store) a few reconcile passes, then give up.
+      // Another host evicts from this shared store: ask it for room (the
+      // lease thread writes the request), and give it (and our view of the
+      // store) a few reconcile passes, then give up. A commit that could not
+      // fit even with everything unpinned gone asks for nothing.
+      const StoreRuntime& rt = *runtime_[si];
+      if (*why == EvictionCause::kCapacity &&
+          store_accounts_[si]->leased_bytes.load() + rt.reserved.load() + bytes > rt.limits.capacity_bytes) {
+        withdraw();
+        runtime_[si]->enospc.fetch_add(1, std::memory_order_relaxed);
+        return Status::Error(ENOSPC, "no space: larger than what the shared store's capacity leaves free of pinned objects");
+      }
       if (!asked_for_room) {
         asked_for_room = true;
-        uint64_t want = shared_[si]->pending_room.fetch_add(bytes) + bytes;
-        if (ClusterCoordinator* cluster = stores_[si]->cluster()) (void)cluster->RequestRoom(want);
+        shared_[si]->pending_room.fetch_add(bytes);
       }
       if (attempt < 6 && WaitForReconcile(options_.shared_refresh * 3)) continue;
       withdraw();

@@ -165,6 +165,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
       dso.host_id = o.host_id.empty() ? HostName() : o.host_id;
       dso.direct_io = o.direct_io;
       dso.create_if_missing = true;  // the directory on the DFS is shared: the first host creates the layout
+      dso.create_root = false;       // but the directory itself must exist (the DFS is mounted)
       dso.lease_ttl = std::chrono::milliseconds(static_cast<int64_t>(o.dfs_lease_ttl_s * 1000));
       Result<std::unique_ptr<DfsStore>> d = DfsStore::Open(parsed.dir, dso);
       if (d.ok()) s = std::unique_ptr<Store>(std::move(*d));
@@ -205,9 +206,15 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
       if (!explicit_size[i]) limits[i].capacity_bytes = (*o.capacity - fixed) / shared;
     }
   }
-  // A shared store's directory is every host's: each host logs to its own file.
-  SetupLogging(o, ParseStoreSpec(dirs[0]).dir + (any_dfs ? "/kvfs." + (o.host_id.empty() ? HostName() : o.host_id) + ".log"
-                                                         : std::string("/kvfs.log")));
+  // A shared store's directory is no place for the log: a DFS that stops
+  // answering would block every thread that logs. Such mounts log locally.
+  std::string default_log = ParseStoreSpec(dirs[0]).dir + "/kvfs.log";
+  if (any_dfs) {
+    std::error_code ec;
+    std::filesystem::create_directories(kDfsLogDir, ec);
+    default_log = std::string(kDfsLogDir) + "/kvfs." + (o.host_id.empty() ? HostName() : o.host_id) + ".log";
+  }
+  SetupLogging(o, default_log);
   EngineOptions eo;
   eo.store_limits = limits;
   eo.eviction_policy = o.eviction_policy;

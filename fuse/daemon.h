@@ -23,6 +23,9 @@ namespace kvfs {
 
 inline constexpr const char* kDefaultStoreDir = "/var/lib/kvfs/store";
 
+// Where mounts of a dfs: store log unless --log-file says otherwise.
+inline constexpr const char* kDfsLogDir = "/var/log/kvfs";
+
 struct MountOptions {
   std::string mountpoint;
   // "DIR" or "DIR:SIZE" (a capacity for that store), optionally prefixed
