@@ -254,10 +254,13 @@ void Engine::Reconcile(uint32_t si) {
     Result<ListedObject> again = stores_[si]->StatObject(location);
     if (!again.ok() && again.err() == ENOENT) RemoveRemote(k.ino, location, k.file_id, &notices);
   }
-  {
+  if (sh.holds_evictor.load()) {
+    // For the holder's use of other hosts' access counts (ShareAccesses).
+    std::unordered_map<std::string, uint64_t> by_location;
+    by_location.reserve(known.size());
+    for (auto& [location, k] : known) by_location.emplace(location, k.ino);
     std::lock_guard<std::mutex> g(mu_);
-    sh.inode_by_location.clear();
-    for (const auto& [location, k] : known) sh.inode_by_location.emplace(location, k.ino);
+    sh.inode_by_location.swap(by_location);
   }
   sh.reconcile_passes.fetch_add(1, std::memory_order_relaxed);
   SendNotices(notices);
@@ -272,9 +275,12 @@ void Engine::ShareAccesses(uint32_t si, bool holder) {
     std::lock_guard<std::mutex> g(mu_);
     mine.swap(sh.accesses);
   }
-  Status p = cluster->PublishAccesses(mine);
-  if (!p.ok()) spdlog::debug("{}: cannot publish access counts: {}", stores_[si]->Describe(), p.message());
-  if (!holder) return;
+  if (!holder) {
+    // The holder's own opens already reached its policy; others publish theirs.
+    Status p = cluster->PublishAccesses(mine);
+    if (!p.ok()) spdlog::debug("{}: cannot publish access counts: {}", stores_[si]->Describe(), p.message());
+    return;
+  }
   Result<std::map<std::string, uint64_t>> theirs = cluster->CollectAccesses();
   if (!theirs.ok()) return;
   std::lock_guard<std::mutex> g(mu_);
@@ -338,6 +344,7 @@ void Engine::LeaseLoop() {
 }
 
 bool Engine::WaitForReconcile(std::chrono::milliseconds timeout) {
+  if (!any_shared_) return false;
   std::unique_lock<std::mutex> lk(shared_mu_);
   // Passes run one after the other: the first to start after this call is
   // number started + 1, and it is done when that many passes are.
