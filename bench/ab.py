@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""A/B test of one kvfs setting: two kvfs mounts side by side, on two scratch
+stores on the same drive, that differ only in the mount flags given as
+--a and --b; one scenario run on each, alternating A and B run by run;
+medians and the B/A ratio. For deciding whether a fast-path change earns its
+place (see the README's benchmark section).
+
+  python3 bench/ab.py --scenario write --a="--group-commit true" --b="--group-commit false"
+  python3 bench/ab.py --scenario read --a="--read-ahead-kb 1024" --b="--read-ahead-kb 0"
+
+Scenarios:
+  write: durable writes (create + write + close) of --size byte objects by
+         --threads writers for --seconds; objects/s.
+  read:  cold sequential reads (page cache dropped first) of --count whole
+         objects of --size bytes by --threads readers, O_DIRECT; GB/s.
+Run as root (mounts, drops the page cache). Standard library only.
+"""
+import argparse
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+MiB = 1 << 20
+
+
+def parse_size(text):
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper()
+    return int(float(t[:-1]) * units[t[-1]]) if t[-1] in units else int(t)
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+class Mount:
+    def __init__(self, kvfs, base, name, flags):
+        self.kvfs, self.flags = kvfs, flags
+        self.store = os.path.join(base, f"store-{name}")
+        self.mnt = os.path.join(base, f"mnt-{name}")
+        os.makedirs(self.store)
+        os.makedirs(self.mnt)
+        cmd = [kvfs, "mount", self.mnt, "--store", self.store, "--capacity", "20G", "--min-free", "1G"] + flags
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"mount {name} failed: {r.stderr.strip() or r.stdout.strip()}")
+
+    def umount(self):
+        subprocess.run([self.kvfs, "umount", self.mnt], capture_output=True, timeout=120)
+
+
+def run_write(mnt, tag, size, threads, seconds):
+    d = os.path.join(mnt, tag)
+    os.mkdir(d)
+    data = os.urandom(size)
+    count = [0]
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def writer(w):
+        i = 0
+        while time.monotonic() < end:
+            fd = os.open(f"{d}/w{w}-{i}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, data)
+            os.close(fd)
+            i += 1
+        with lock:
+            count[0] += i
+
+    t0 = time.perf_counter()
+    ts = [threading.Thread(target=writer, args=(w,)) for w in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return count[0] / (time.perf_counter() - t0)
+
+
+def prepare_read(mnt, size, count):
+    d = os.path.join(mnt, "objs")
+    os.mkdir(d)
+    data = os.urandom(size)
+    for i in range(count):
+        with open(f"{d}/o{i}", "wb") as f:
+            f.write(data)
+    return [f"{d}/o{i}" for i in range(count)]
+
+
+def run_read(paths, size, threads):
+    import mmap
+    drop_caches()
+    nxt = [0]
+    lock = threading.Lock()
+
+    def reader():
+        buf = mmap.mmap(-1, MiB)
+        while True:
+            with lock:
+                if nxt[0] >= len(paths):
+                    return
+                p = paths[nxt[0]]
+                nxt[0] += 1
+            fd = os.open(p, os.O_RDONLY | os.O_DIRECT)
+            while os.readv(fd, [buf]) > 0:
+                pass
+            os.close(fd)
+
+    t0 = time.perf_counter()
+    ts = [threading.Thread(target=reader) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return len(paths) * size / (time.perf_counter() - t0) / 1e9
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", choices=["write", "read"], required=True)
+    p.add_argument("--a", default="", help="mount flags of variant A")
+    p.add_argument("--b", default="", help="mount flags of variant B")
+    p.add_argument("--size", default=None, help="object size (write: 256K, read: 16M)")
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=2.0, help="write: length of each run")
+    p.add_argument("--count", type=int, default=32, help="read: objects per run")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--base", default="/var/tmp/kvfs-ab")
+    p.add_argument("--kvfs", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "kvfs"))
+    a = p.parse_args()
+    size = parse_size(a.size or ("256K" if a.scenario == "write" else "16M"))
+    os.makedirs(a.base, exist_ok=True)
+    base = tempfile.mkdtemp(prefix="run-", dir=a.base)
+    mounts = {}
+    try:
+        mounts["A"] = Mount(a.kvfs, base, "a", shlex.split(a.a))
+        mounts["B"] = Mount(a.kvfs, base, "b", shlex.split(a.b))
+        paths = {}
+        if a.scenario == "read":
+            for k, m in mounts.items():
+                paths[k] = prepare_read(m.mnt, size, a.count)
+        got = {"A": [], "B": []}
+        for rep in range(a.reps):
+            order = ["A", "B"] if rep % 2 == 0 else ["B", "A"]
+            for k in order:
+                if a.scenario == "write":
+                    v = run_write(mounts[k].mnt, f"rep{rep}", size, a.threads, a.seconds)
+                else:
+                    v = run_read(paths[k], size, a.threads)
+                got[k].append(v)
+                print(f"rep {rep} {k}: {v:.3f}", flush=True)
+        unit = "objects/s" if a.scenario == "write" else "GB/s"
+        ma, mb = statistics.median(got["A"]), statistics.median(got["B"])
+        print(f"A [{a.a}] median {ma:.3f} {unit}")
+        print(f"B [{a.b}] median {mb:.3f} {unit}")
+        print(f"B/A {mb / ma:.3f} ({a.reps} alternated runs each, {a.threads} threads, {size} byte objects)")
+    finally:
+        for m in mounts.values():
+            m.umount()
+        subprocess.run(["rm", "-rf", base])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
