@@ -80,6 +80,7 @@ class PausingFs final : public FsClient {
   void Arm(milliseconds hold, std::string dir = "/objects") {
     std::lock_guard<std::mutex> g(mu_);
     armed_ = true;
+    armed_rename_ = false;
     hold_ = hold;
     armed_dir_ = std::move(dir);
   }
@@ -116,7 +117,12 @@ class PausingFs final : public FsClient {
   }
   Result<FsStat> StatFd(int fd) override { return real_->StatFd(fd); }
   Status Mkdir(const std::string& path) override { return real_->Mkdir(path); }
-  Status Rename(const std::string& from, const std::string& to) override { return real_->Rename(from, to); }
+  Status Rename(const std::string& from, const std::string& to) override {
+    Status s = real_->Rename(from, to);
+    std::unique_lock<std::mutex> lk(mu_);
+    if (armed_rename_ && to.find(armed_dir_) != std::string::npos) Hold(lk);
+    return s;
+  }
   Status Link(const std::string& from, const std::string& to) override { return real_->Link(from, to); }
   Status Unlink(const std::string& path) override { return real_->Unlink(path); }
   Result<std::vector<std::string>> ListDir(const std::string& path) override {
@@ -124,24 +130,35 @@ class PausingFs final : public FsClient {
     std::unique_lock<std::mutex> lk(mu_);
     bool match = path.size() >= armed_dir_.size() &&
                  path.compare(path.size() - armed_dir_.size(), armed_dir_.size(), armed_dir_) == 0;
-    if (match) {
-      if (armed_) {
-        armed_ = false;
-        held_ = true;
-        cv_.notify_all();
-        // The stall being simulated (not synchronisation): until ReleaseHold
-        // or the end of the hold.
-        cv_.wait_for(lk, hold_, [&] { return released_; });
-        released_ = false;
-      }
-    }
+    if (match && !armed_rename_) Hold(lk);
     return r;
+  }
+  // Like Arm, for the next rename onto a path containing `part` (the lease
+  // thread's renewal renames onto cluster/evictor.<epoch>).
+  void ArmRename(milliseconds hold, std::string part) {
+    std::lock_guard<std::mutex> g(mu_);
+    armed_ = true;
+    armed_rename_ = true;
+    hold_ = hold;
+    armed_dir_ = std::move(part);
   }
   Status SyncDir(const std::string& path) override { return real_->SyncDir(path); }
   Result<StoreSpace> StatFs(const std::string& path) override { return real_->StatFs(path); }
   Result<int> TryLockExclusive(const std::string& path) override { return real_->TryLockExclusive(path); }
 
  private:
+  // Holds the calling thread when armed (lk holds mu_).
+  void Hold(std::unique_lock<std::mutex>& lk) {
+    if (!armed_) return;
+    armed_ = false;
+    armed_rename_ = false;
+    held_ = true;
+    cv_.notify_all();
+    // The stall being simulated (not synchronisation): until ReleaseHold or
+    // the end of the hold.
+    cv_.wait_for(lk, hold_, [&] { return released_; });
+    released_ = false;
+  }
   void WaitWhileHung(const std::string& path) {
     if (path.find("/objects/") == std::string::npos) return;
     std::unique_lock<std::mutex> lk(mu_);
@@ -153,6 +170,7 @@ class PausingFs final : public FsClient {
   std::condition_variable cv_;
   bool armed_ = false;  // guarded by mu_
   std::string armed_dir_ = "/objects";  // guarded by mu_
+  bool armed_rename_ = false;           // guarded by mu_
   bool held_ = false;   // guarded by mu_
   bool hung_ = false;   // guarded by mu_
   bool released_ = false;  // guarded by mu_
@@ -1013,8 +1031,8 @@ TEST_F(EngineSharedTest, NonHolderCommitGetsEnospcWhenTheHolderIsGone) {
 }
 
 TEST_F(EngineSharedTest, StalledHolderStopsEvictingOnceAnotherHostTookTheLease) {
-  // The holder's lease renewal stalls in DFS I/O (a slow listing of
-  // cluster/) for several lease ttls: it cannot renew, so the other host
+  // The holder's lease renewal stalls in DFS I/O (a slow rename of the
+  // lease file) for several lease ttls: it cannot renew, so the other host
   // takes the lease over. From then on the stalled host must not evict (at
   // most one host evicts at a time), although its thread has not come back.
   HostConfig cfg;
@@ -1032,7 +1050,7 @@ TEST_F(EngineSharedTest, StalledHolderStopsEvictingOnceAnotherHostTookTheLease) 
   }
   ASSERT_TRUE(PutFile(*holder, kRootIno, "f7", Pattern(7, 600 * kKiB)).ok());
 
-  stalled->Arm(milliseconds(2500), "/cluster");
+  stalled->ArmRename(milliseconds(2500), "/cluster/evictor.");
   ASSERT_TRUE(stalled->WaitUntilHeld(milliseconds(5000)));
   auto deadline = Clock::now() + milliseconds(2000);
   while (!StoreStatsOf(*other).holds_evictor && Clock::now() < deadline) {
