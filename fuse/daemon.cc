@@ -153,6 +153,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   so.create_if_missing = o.stores.empty();  // only the default store is created on demand
   bool any_dfs = false;
   for (const std::string& spec : dirs) any_dfs |= ParseStoreSpec(spec).dfs;
+  const std::string host_id = o.host_id.empty() ? HostName() : o.host_id;  // dfs: stores only
   if (any_dfs && dirs.size() > 1) return fail("a dfs: store must be the mount's only store");
   if (any_dfs && !(o.dfs_refresh_s > 0 && o.dfs_refresh_s * 3 <= o.dfs_lease_ttl_s)) {
     return fail("--dfs-refresh must be positive and at most a third of --dfs-lease-ttl");
@@ -162,7 +163,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
     Result<std::unique_ptr<Store>> s = Status::Error(EINVAL, "unset");
     if (parsed.dfs) {
       DfsStoreOptions dso;
-      dso.host_id = o.host_id.empty() ? HostName() : o.host_id;
+      dso.host_id = host_id;
       dso.direct_io = o.direct_io;
       dso.create_if_missing = true;  // the directory on the DFS is shared: the first host creates the layout
       dso.create_root = false;       // but the directory itself must exist (the DFS is mounted)
@@ -212,7 +213,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   if (any_dfs) {
     std::error_code ec;
     std::filesystem::create_directories(kDfsLogDir, ec);
-    default_log = std::string(kDfsLogDir) + "/kvfs." + (o.host_id.empty() ? HostName() : o.host_id) + ".log";
+    default_log = std::string(kDfsLogDir) + "/kvfs." + host_id + ".log";
   }
   SetupLogging(o, default_log);
   EngineOptions eo;
