@@ -12,7 +12,10 @@ Scenarios:
   write: durable writes (create + write + close) of --size byte objects by
          --threads writers for --seconds; objects/s.
   read:  cold sequential reads (page cache dropped first) of --count whole
-         objects of --size bytes by --threads readers, O_DIRECT; GB/s.
+         objects of --size bytes by --threads readers, O_DIRECT (buffered
+         with --buffered, in 1 MiB reads); GB/s.
+  stat:  os.stat of --count existing names (with --missing: names that do
+         not exist) in a shuffled order, one thread, for --seconds; stats/s.
 Run as root (mounts, drops the page cache). Standard library only.
 """
 import argparse
@@ -93,7 +96,35 @@ def prepare_read(mnt, size, count):
     return [f"{d}/o{i}" for i in range(count)]
 
 
-def run_read(paths, size, threads):
+def prepare_stat(mnt, count):
+    d = os.path.join(mnt, "names")
+    os.mkdir(d)
+    for i in range(count):
+        os.close(os.open(f"{d}/k{i}", os.O_WRONLY | os.O_CREAT, 0o644))
+    return [f"{d}/k{i}" for i in range(count)]
+
+
+def run_stat(paths, missing, seconds):
+    import random
+    names = [p + ".missing" for p in paths] if missing else list(paths)
+    random.shuffle(names)
+    n = 0
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    while time.perf_counter() < end:
+        for p in names:
+            try:
+                os.stat(p)
+            except FileNotFoundError:
+                if not missing:
+                    raise
+            n += 1
+            if n % 1000 == 0 and time.perf_counter() >= end:
+                break
+    return n / (time.perf_counter() - t0)
+
+
+def run_read(paths, size, threads, buffered):
     import mmap
     drop_caches()
     nxt = [0]
@@ -107,7 +138,7 @@ def run_read(paths, size, threads):
                     return
                 p = paths[nxt[0]]
                 nxt[0] += 1
-            fd = os.open(p, os.O_RDONLY | os.O_DIRECT)
+            fd = os.open(p, os.O_RDONLY | (0 if buffered else os.O_DIRECT))
             while os.readv(fd, [buf]) > 0:
                 pass
             os.close(fd)
@@ -123,18 +154,21 @@ def run_read(paths, size, threads):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenario", choices=["write", "read"], required=True)
+    p.add_argument("--scenario", choices=["write", "read", "stat"], required=True)
     p.add_argument("--a", default="", help="mount flags of variant A")
     p.add_argument("--b", default="", help="mount flags of variant B")
     p.add_argument("--size", default=None, help="object size (write: 256K, read: 16M)")
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--seconds", type=float, default=2.0, help="write: length of each run")
-    p.add_argument("--count", type=int, default=32, help="read: objects per run")
+    p.add_argument("--count", type=int, default=None, help="read: objects per run (32); stat: names (20000)")
+    p.add_argument("--buffered", action="store_true", help="read: buffered reads instead of O_DIRECT")
+    p.add_argument("--missing", action="store_true", help="stat: names that do not exist")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--base", default="/var/tmp/kvfs-ab")
     p.add_argument("--kvfs", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "kvfs"))
     a = p.parse_args()
     size = parse_size(a.size or ("256K" if a.scenario == "write" else "16M"))
+    count = a.count or (20000 if a.scenario == "stat" else 32)
     os.makedirs(a.base, exist_ok=True)
     base = tempfile.mkdtemp(prefix="run-", dir=a.base)
     mounts = {}
@@ -144,22 +178,28 @@ def main():
         paths = {}
         if a.scenario == "read":
             for k, m in mounts.items():
-                paths[k] = prepare_read(m.mnt, size, a.count)
+                paths[k] = prepare_read(m.mnt, size, count)
+        if a.scenario == "stat":
+            for k, m in mounts.items():
+                paths[k] = prepare_stat(m.mnt, count)
         got = {"A": [], "B": []}
         for rep in range(a.reps):
             order = ["A", "B"] if rep % 2 == 0 else ["B", "A"]
             for k in order:
                 if a.scenario == "write":
                     v = run_write(mounts[k].mnt, f"rep{rep}", size, a.threads, a.seconds)
+                elif a.scenario == "stat":
+                    v = run_stat(paths[k], a.missing, a.seconds)
                 else:
-                    v = run_read(paths[k], size, a.threads)
+                    v = run_read(paths[k], size, a.threads, a.buffered)
                 got[k].append(v)
                 print(f"rep {rep} {k}: {v:.3f}", flush=True)
-        unit = "objects/s" if a.scenario == "write" else "GB/s"
+        unit = {"write": "objects/s", "read": "GB/s", "stat": "stats/s"}[a.scenario]
         ma, mb = statistics.median(got["A"]), statistics.median(got["B"])
         print(f"A [{a.a}] median {ma:.3f} {unit}")
         print(f"B [{a.b}] median {mb:.3f} {unit}")
-        print(f"B/A {mb / ma:.3f} ({a.reps} alternated runs each, {a.threads} threads, {size} byte objects)")
+        what = (f"{count} names" if a.scenario == "stat" else f"{a.threads} threads, {size} byte objects")
+        print(f"B/A {mb / ma:.3f} ({a.reps} alternated runs each, {what})")
     finally:
         for m in mounts.values():
             m.umount()

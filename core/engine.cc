@@ -103,6 +103,12 @@ Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>>
   uint64_t total = 0;
   for (size_t i = 0; i < stores_.size(); ++i) {
     store_accounts_.push_back(std::make_shared<SpaceAccount>());
+    auto home = std::make_shared<VersionHome>();
+    home->store = stores_[i].get();
+    home->store_index = static_cast<uint32_t>(i);
+    home->total = account_;
+    home->store_account = store_accounts_.back();
+    homes_.push_back(std::move(home));
     auto rt = std::make_unique<StoreRuntime>();
     if (options_.store_limits.size() == stores_.size()) {
       rt->limits = options_.store_limits[i];
@@ -168,8 +174,8 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::
 
 std::shared_ptr<Version> Engine::MakeVersion(uint32_t store_index, std::string location, ObjectHeader header,
                                              uint64_t file_id) {
-  auto v = std::make_shared<Version>(stores_[store_index].get(), store_index, std::move(location), std::move(header),
-                                     account_, store_accounts_[store_index]);
+  std::string key = header.key;
+  auto v = std::make_shared<Version>(homes_[store_index], location, key, std::move(header));
   v->file_id = file_id;
   return v;
 }
@@ -406,7 +412,7 @@ Result<Attr> Engine::Mkdir(uint64_t parent, std::string_view name, uint32_t mode
   Inode* dir = ns_.Get(parent);
   if (!dir || !dir->linked() || ns_.Child(dir, name)) {
     // A file of that name was created meanwhile: the directory loses.
-    stores_[store_index]->Remove((*record)->location);
+    stores_[store_index]->Remove((*record)->location());
     return Status::Error(dir ? EEXIST : ENOENT, "exists");
   }
   Inode* inode = ns_.NewInode(true, attr);
@@ -427,17 +433,17 @@ Status Engine::Rmdir(uint64_t parent, std::string_view name) {
     Inode* child = ns_.Child(*dir, name);
     if (!child || !child->visible()) return Status::Error(ENOENT, "no such directory");
     if (!child->is_dir) return Status::Error(ENOTDIR, "not a directory");
-    if (!child->dir->by_name.empty()) return Status::Error(ENOTEMPTY, "directory not empty");
+    if (!child->dir->empty()) return Status::Error(ENOTEMPTY, "directory not empty");
     record = child->committed;
   }
   if (record) {
-    Status s = record->store()->Remove(record->location);
+    Status s = record->store()->Remove(record->location());
     if (!s.ok() && s.err() != ENOENT) return Status::Error(EIO, s.message());
   }
   std::lock_guard<std::mutex> g(mu_);
   Inode* child = ns_.Child(ns_.Get(parent), name);
   if (!child) return Status::Ok();
-  if (!child->dir->by_name.empty()) {
+  if (!child->dir->empty()) {
     // A pending file appeared meanwhile; the record is gone but the directory stays (implicit).
     child->committed.reset();
     return Status::Error(ENOTEMPTY, "directory not empty");
@@ -464,7 +470,7 @@ Status Engine::Unlink(uint64_t parent, std::string_view name) {
     version = child->committed;
   }
   if (version) {
-    Status s = version->store()->Remove(version->location);
+    Status s = version->store()->Remove(version->location());
     if (!s.ok() && s.err() != ENOENT) return Status::Error(EIO, s.message());
   }
   std::lock_guard<std::mutex> g(mu_);
@@ -503,6 +509,7 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
     v = inode->committed;
     if (!v) return Status::Ok();
     before = v->header;
+    before.key = ns_.KeyOf(inode);
     header = before;
     header.key = new_key;
     header.generation = next_generation_++;
@@ -510,7 +517,7 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
   // First the object file claims the new key, in its spare header slot. A
   // crash after this leaves the file under the new key (the newer claim wins
   // at mount), before it the old key: one of the two names, never both.
-  KVFS_RETURN_IF_ERROR(WriteSpareHeaderSlot(v.get(), header));
+  KVFS_RETURN_IF_ERROR(WriteSpareHeaderSlot(v.get(), before.key, header));
   uint32_t new_store = StoreIndexFor(new_key);
   if (new_store == v->store_index()) {
     std::string new_location = v->store()->LocationFor(HashKey(new_key));
@@ -519,8 +526,8 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
       // Under mu_ so that no open looks for the object between the rename
       // and the index update.
       std::lock_guard<std::mutex> g(mu_);
-      moved = v->store()->Move(v->location, new_location);
-      if (moved.ok()) v->location = new_location;
+      moved = v->store()->Move(v->location(), new_location);
+      if (moved.ok()) v->SetLocation(new_location, new_key);
     }
     if (!moved.ok()) {
       // Put the old key back with a newer generation, so that a later mount
@@ -529,7 +536,7 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
         std::lock_guard<std::mutex> g(mu_);
         before.generation = next_generation_++;
       }
-      (void)WriteSpareHeaderSlot(v.get(), before);
+      (void)WriteSpareHeaderSlot(v.get(), new_key, before);
     }
     return moved;
   }
@@ -542,8 +549,8 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
   header.slot = 0;
   Result<std::shared_ptr<Version>> copy = CopyToStore(v, new_store, header);
   if (!copy.ok()) return copy.status();
-  Status s = v->store()->Remove(v->location);
-  if (!s.ok()) spdlog::warn("rename: old copy {} not removed: {}", v->location, s.message());
+  Status s = v->store()->Remove(v->location());
+  if (!s.ok()) spdlog::warn("rename: old copy {} not removed: {}", v->location(), s.message());
   std::lock_guard<std::mutex> g(mu_);
   std::shared_ptr<Version> old = std::move(inode->committed);
   inode->committed = *copy;
@@ -559,10 +566,11 @@ Status Engine::MoveTree(Inode* inode, const std::string& new_key) {
     // Each child is pinned (a lookup reference) while it is worked on
     // without the lock, so a concurrent release cannot free it.
     std::lock_guard<std::mutex> g(mu_);
-    for (auto& [seq, child] : inode->dir->by_seq) {
+    inode->dir->ForEachAfter(0, [&](uint64_t, Inode* child) {
       child->nlookup++;
       children.emplace_back(child, child->name);
-    }
+      return true;
+    });
   }
   Status result;
   for (auto& [child, name] : children) {
@@ -599,7 +607,7 @@ Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
     if (src->is_dir) {
       if (ns_.IsAncestor(src, *new_dir)) return Status::Error(EINVAL, "cannot move a directory into itself");
       if (dst && !dst->is_dir) return Status::Error(ENOTDIR, "target is not a directory");
-      if (dst && !dst->dir->by_name.empty()) return Status::Error(ENOTEMPTY, "target directory not empty");
+      if (dst && !dst->dir->empty()) return Status::Error(ENOTEMPTY, "target directory not empty");
     } else if (dst && dst->is_dir) {
       return Status::Error(EISDIR, "target is a directory");
     }
@@ -631,7 +639,7 @@ Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
   }
   if (dst_version && !src_has_object) {
     // Nothing was moved onto the target's location: remove its object explicitly.
-    Status s = dst_version->store()->Remove(dst_version->location);
+    Status s = dst_version->store()->Remove(dst_version->location());
     if (!s.ok() && s.err() != ENOENT) return Status::Error(EIO, s.message());
   }
   std::lock_guard<std::mutex> g(mu_);
@@ -666,13 +674,13 @@ Status Engine::ReadDir(uint64_t ino, uint64_t offset, bool plus, const std::func
     DirEntry e{"..", AttrOfLocked(parent, nullptr), 2};
     if (!emit(e)) return Status::Ok();
   }
-  for (auto it = dir->dir->by_seq.upper_bound(std::max<uint64_t>(offset, 2)); it != dir->dir->by_seq.end(); ++it) {
-    Inode* child = it->second;
-    if (!child->visible()) continue;
-    DirEntry e{child->name, AttrOfLocked(child, nullptr), it->first};
-    if (!emit(e)) break;
+  dir->dir->ForEachAfter(std::max<uint64_t>(offset, 2), [&](uint64_t seq, Inode* child) {
+    if (!child->visible()) return true;
+    DirEntry e{child->name, AttrOfLocked(child, nullptr), seq};
+    if (!emit(e)) return false;
     if (plus) child->nlookup++;
-  }
+    return true;
+  });
   return Status::Ok();
 }
 
@@ -707,7 +715,7 @@ Result<std::string> Engine::GetXattr(uint64_t ino, const std::string& name) {
   }
   if (v) {
     if (name == "user.kvfs.store") return v->store()->Describe();
-    if (name == "user.kvfs.location") return v->location;
+    if (name == "user.kvfs.location") return v->location();
     if (name == "user.kvfs.version") return std::to_string(v->header.generation);
     if (name == "user.kvfs.size") return std::to_string(v->size());
     if (name == "user.kvfs.footprint") return std::to_string(v->footprint());

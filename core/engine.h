@@ -342,8 +342,10 @@ class Engine {
   Status RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header);  // publish_mu_
   // Writes header (generation already assigned) into the slot of the object's
   // header block that is not current, keeping the current one, then makes it
-  // the version's header: a torn write leaves the old header valid.
-  Status WriteSpareHeaderSlot(Version* version, ObjectHeader header);                 // publish_mu_
+  // the version's header: a torn write leaves the old header valid. The
+  // index keeps no key in a version's header: current_key is the current
+  // header's key.
+  Status WriteSpareHeaderSlot(Version* version, const std::string& current_key, ObjectHeader header);  // publish_mu_
   Status LoadDraft(const std::shared_ptr<Version>& version, Draft* draft);            // no locks
   // Reads and verifies the chunks covering [offset, end) of a leased version.
   // EBADMSG when the object is damaged (checksum, short file), EIO when the
@@ -434,6 +436,7 @@ class Engine {
   std::vector<std::unique_ptr<Store>> stores_;
   std::vector<std::shared_ptr<SpaceAccount>> store_accounts_;
   std::shared_ptr<SpaceAccount> account_;
+  std::vector<std::shared_ptr<const VersionHome>> homes_;  // per store: what its Versions share
   // Per-store space state. `policy` is guarded by mu_.
   struct StoreRuntime {
     StoreLimits limits;

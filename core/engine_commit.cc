@@ -202,11 +202,11 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
         name = inode->name;
       }
     }
-    if (old && (old->store_index() != store_index || old->location != location)) {
+    if (old && (old->store_index() != store_index || old->location() != location)) {
       // The previous version sat elsewhere (a leftover of an interrupted
       // rename): remove it, or it would come back at the next mount.
-      Status r = old->store()->Remove(old->location, false);
-      if (!r.ok() && r.err() != ENOENT) spdlog::warn("remove superseded {}: {}", old->location, r.message());
+      Status r = old->store()->Remove(old->location(), false);
+      if (!r.ok() && r.err() != ENOENT) spdlog::warn("remove superseded {}: {}", old->location(), r.message());
     }
   };
   Status s = RunPublishJob(&job);
@@ -279,19 +279,21 @@ Result<std::shared_ptr<Version>> Engine::PublishRecord(uint32_t store_index, Obj
   return MakeVersion(store_index, location, header, file_id);
 }
 
-Status Engine::WriteSpareHeaderSlot(Version* version, ObjectHeader header) {
+Status Engine::WriteSpareHeaderSlot(Version* version, const std::string& current_key, ObjectHeader header) {
   ObjectHeader current;
   {
     std::lock_guard<std::mutex> g(mu_);
     current = version->header;
   }
+  current.key = current_key;
   header.slot = 1 - current.slot;
   AlignedBlock block;
   KVFS_RETURN_IF_ERROR(EncodeHeader(current, block.data));
   KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
-  KVFS_RETURN_IF_ERROR(version->store()->WriteHeaderBlock(version->location, block.data));
+  KVFS_RETURN_IF_ERROR(version->store()->WriteHeaderBlock(version->location(), block.data));
+  header.key.clear();
   std::lock_guard<std::mutex> g(mu_);
-  version->header = header;
+  version->header = std::move(header);
   return Status::Ok();
 }
 
@@ -300,7 +302,8 @@ Status Engine::RewriteHeader(const std::shared_ptr<Version>& version, ObjectHead
     std::lock_guard<std::mutex> g(mu_);
     header.generation = next_generation_++;
   }
-  return WriteSpareHeaderSlot(version.get(), std::move(header));
+  std::string key = header.key;  // a header rewrite keeps the key
+  return WriteSpareHeaderSlot(version.get(), key, std::move(header));
 }
 
 Status Engine::EnsureDirRecord(Inode* dir) {

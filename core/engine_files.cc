@@ -71,7 +71,7 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
 void Engine::NoteAccessLocked(Inode* inode) {
   uint32_t si = inode->committed->store_index();
   runtime_[si]->policy->Access(inode->ino);
-  if (shared_[si]) shared_[si]->accesses[inode->committed->location]++;
+  if (shared_[si]) shared_[si]->accesses[inode->committed->location()]++;
 }
 
 Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
@@ -102,7 +102,7 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
             std::lock_guard<std::mutex> wait(publish_mu_);
             continue;
           }
-          spdlog::error("open of {} failed: {}", version->location, l.status().message());
+          spdlog::error("open of {} failed: {}", version->location(), l.status().message());
           return Status::Error(replaced ? ESTALE : EIO, l.status().message());
         }
         lease = std::move(*l);
@@ -139,7 +139,7 @@ Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags, Lease lease) {
   } else if (version && (handle->readable || !handle->writable)) {
     Result<Lease> lease = Lease::Take(version);
     if (!lease.ok()) {
-      spdlog::error("open of {} failed: {}", version->location, lease.status().message());
+      spdlog::error("open of {} failed: {}", version->location(), lease.status().message());
       return Status::Error(lease.err() == ENOENT || lease.err() == ESTALE ? ESTALE : EIO, lease.status().message());
     }
     handle->lease = std::move(*lease);

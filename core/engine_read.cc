@@ -78,7 +78,7 @@ Result<std::shared_ptr<ChunkSpan>> Engine::ReadChunks(Version* v, uint64_t offse
     size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, object_size - c * kChunkSize));
     if (c >= (*sums)->size() || XXH3_64bits(p, len) != (**sums)[c]) {
       runtime_[v->store_index()]->checksum_failures.fetch_add(1, std::memory_order_relaxed);
-      return Status::Error(EBADMSG, "checksum mismatch in chunk " + std::to_string(c) + " of " + v->location);
+      return Status::Error(EBADMSG, "checksum mismatch in chunk " + std::to_string(c) + " of " + v->location());
     }
   }
   return span;
@@ -86,7 +86,7 @@ Result<std::shared_ptr<ChunkSpan>> Engine::ReadChunks(Version* v, uint64_t offse
 
 void Engine::QuarantineVersion(Inode* inode, const std::shared_ptr<Version>& v, const std::string& why) {
   if (!v->MarkCorrupt()) return;  // already handled
-  spdlog::error("{} on {}: {}; quarantining it", v->location, v->store()->Describe(), why);
+  spdlog::error("{} on {}: {}; quarantining it", v->location(), v->store()->Describe(), why);
   uint64_t parent_ino = 0;
   std::string name;
   {
@@ -102,8 +102,8 @@ void Engine::QuarantineVersion(Inode* inode, const std::shared_ptr<Version>& v, 
       inode->committed.reset();
       inode->evicted = true;
     }
-    Status s = v->store()->Quarantine(v->location);
-    if (!s.ok()) spdlog::error("quarantine of {} failed: {}", v->location, s.message());
+    Status s = v->store()->Quarantine(v->location());
+    if (!s.ok()) spdlog::error("quarantine of {} failed: {}", v->location(), s.message());
     runtime_[v->store_index()]->quarantined.fetch_add(1, std::memory_order_relaxed);
   }
   if (EngineObserver* o = observer_.load()) o->EntryEvicted(parent_ino, name, inode->ino);
@@ -140,7 +140,7 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
   if (!span) {
     Result<std::shared_ptr<ChunkSpan>> r = ReadChunks(v.get(), offset, end);
     if (!r.ok()) {
-      spdlog::error("read of {} on {} failed: {}", v->location, v->store()->Describe(), r.status().message());
+      spdlog::error("read of {} on {} failed: {}", v->location(), v->store()->Describe(), r.status().message());
       // EBADMSG marks damage to the object itself (not a failing device).
       if (r.err() == EBADMSG) QuarantineVersion(handle->inode, v, r.status().message());
       return Status::Error(EIO, r.status().message());

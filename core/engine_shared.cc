@@ -108,7 +108,7 @@ void Engine::ApplyRemote(uint32_t si, const ScannedObject& obj, std::vector<Noti
     }
     return;
   }
-  if (existing->committed && existing->committed->location == obj.location &&
+  if (existing->committed && existing->committed->location() == obj.location &&
       existing->committed->file_id == obj.file_id) {
     return;  // already indexed
   }
@@ -132,11 +132,11 @@ void Engine::RemoveRemote(uint64_t ino, const std::string& location, uint64_t fi
   std::lock_guard<std::mutex> g(mu_);
   Inode* inode = ns_.Get(ino);
   if (!inode || !inode->linked() || inode->ino == kRootIno || !inode->committed) return;
-  if (inode->committed->location != location || inode->committed->file_id != file_id) return;
+  if (inode->committed->location() != location || inode->committed->file_id != file_id) return;
   uint32_t si = inode->committed->store_index();
   if (inode->is_dir) {
     // The record is gone; the directory stays while it has entries here.
-    if (!inode->dir->by_name.empty()) {
+    if (!inode->dir->empty()) {
       inode->committed.reset();
       return;
     }
@@ -184,7 +184,7 @@ Status Engine::Revalidate(uint64_t ino) {
     if (!inode || inode->is_dir || !inode->committed || !inode->linked()) return Status::Ok();
     si = inode->committed->store_index();
     if (!stores_[si]->Shared()) return Status::Ok();
-    location = inode->committed->location;
+    location = inode->committed->location();
     file_id = inode->committed->file_id;
   }
   Result<ListedObject> now = stores_[si]->StatObject(location);
@@ -235,7 +235,7 @@ void Engine::Reconcile(uint32_t si) {
     std::lock_guard<std::mutex> g(mu_);
     ns_.ForEach([&](Inode* inode) {
       if (inode->linked() && inode->committed && inode->committed->store_index() == si) {
-        known[inode->committed->location] = Known{inode->ino, inode->committed->file_id};
+        known[inode->committed->location()] = Known{inode->ino, inode->committed->file_id};
       }
     });
   }
@@ -288,7 +288,7 @@ void Engine::ShareAccesses(uint32_t si, bool holder) {
     auto it = sh.inode_by_location.find(location);
     if (it == sh.inode_by_location.end()) continue;
     Inode* inode = ns_.Get(it->second);
-    if (!inode || !inode->committed || inode->committed->location != location) continue;
+    if (!inode || !inode->committed || inode->committed->location() != location) continue;
     for (uint64_t i = 0; i < std::min<uint64_t>(n, 3); ++i) runtime_[si]->policy->Access(inode->ino);
   }
 }

@@ -151,11 +151,11 @@ bool Engine::EvictOne(uint32_t si, EvictionCause cause) {
     // this index last looked: that one is not the victim.
     bool replaced = false;
     if (shared_[si]) {
-      Result<ListedObject> now = victim->store()->StatObject(victim->location);
+      Result<ListedObject> now = victim->store()->StatObject(victim->location());
       replaced = !now.ok() || now->file_id != victim->file_id;
     }
-    Status s = replaced ? Status::Ok() : victim->store()->Remove(victim->location, /*sync=*/false);
-    if (!s.ok() && s.err() != ENOENT) spdlog::warn("evict {}: {}", victim->location, s.message());
+    Status s = replaced ? Status::Ok() : victim->store()->Remove(victim->location(), /*sync=*/false);
+    if (!s.ok() && s.err() != ENOENT) spdlog::warn("evict {}: {}", victim->location(), s.message());
     StoreRuntime& rt = *runtime_[si];
     rt.evicted_bytes.fetch_add(victim->footprint(), std::memory_order_relaxed);
     switch (cause) {

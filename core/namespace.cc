@@ -6,6 +6,38 @@
 
 namespace kvfs {
 
+size_t Directory::NameHash::operator()(const Inode* i) const noexcept { return (*this)(std::string_view(i->name)); }
+
+bool Directory::NameEq::operator()(std::string_view n, const Inode* i) const noexcept { return n == i->name; }
+
+Inode* Directory::Find(std::string_view name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : *it;
+}
+
+void Directory::Add(Inode* child) {
+  child->dir_seq = next_seq_++;
+  by_name_.insert(child);
+  by_seq_.emplace_back(child->dir_seq, child);
+}
+
+void Directory::Remove(Inode* child) {
+  auto it = by_name_.find(std::string_view(child->name));
+  if (it == by_name_.end() || *it != child) return;
+  by_name_.erase(it);
+  auto pos = std::lower_bound(by_seq_.begin(), by_seq_.end(), child->dir_seq,
+                              [](const std::pair<uint64_t, Inode*>& e, uint64_t seq) { return e.first < seq; });
+  if (pos != by_seq_.end() && pos->first == child->dir_seq) {
+    pos->second = nullptr;
+    ++holes_;
+  }
+  if (holes_ > 64 && holes_ > by_seq_.size() / 2) {
+    std::erase_if(by_seq_, [](const std::pair<uint64_t, Inode*>& e) { return e.second == nullptr; });
+    holes_ = 0;
+    if (by_seq_.capacity() > 2 * by_seq_.size() + 16) by_seq_.shrink_to_fit();
+  }
+}
+
 Namespace::Namespace() {
   auto root = std::make_unique<Inode>();
   root->ino = kRootIno;
@@ -23,8 +55,7 @@ Inode* Namespace::Get(uint64_t ino) const {
 
 Inode* Namespace::Child(const Inode* dir, std::string_view name) const {
   if (!dir || !dir->dir) return nullptr;
-  auto it = dir->dir->by_name.find(std::string(name));
-  return it == dir->dir->by_name.end() ? nullptr : it->second;
+  return dir->dir->Find(name);
 }
 
 Inode* Namespace::NewInode(bool is_dir, const Attributes& attr) {
@@ -41,17 +72,14 @@ Inode* Namespace::NewInode(bool is_dir, const Attributes& attr) {
 void Namespace::Attach(Inode* dir, Inode* child, std::string name) {
   child->parent = dir;
   child->name = std::move(name);
-  child->dir_seq = dir->dir->next_seq++;
-  dir->dir->by_name[child->name] = child;
-  dir->dir->by_seq[child->dir_seq] = child;
+  dir->dir->Add(child);
   if (child->visible()) dir->dir->visible_entries++;
 }
 
 void Namespace::Detach(Inode* child) {
   Inode* dir = child->parent;
   if (!dir) return;
-  dir->dir->by_name.erase(child->name);
-  dir->dir->by_seq.erase(child->dir_seq);
+  dir->dir->Remove(child);
   if (child->visible()) dir->dir->visible_entries--;
   child->parent = nullptr;
 }
@@ -68,7 +96,10 @@ void Namespace::Reap(Inode* inode) {
   if (inode->dir) {
     // An unlinked directory is empty (rmdir) or was replaced by rename; detach what is left.
     std::vector<Inode*> children;
-    for (auto& [name, c] : inode->dir->by_name) children.push_back(c);
+    inode->dir->ForEachAfter(0, [&](uint64_t, Inode* c) {
+      children.push_back(c);
+      return true;
+    });
     for (Inode* c : children) {
       Detach(c);
       Reap(c);

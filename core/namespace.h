@@ -8,6 +8,8 @@
 // name, and by a per-directory sequence number that serves as the readdir
 // offset, so that paging stays correct while entries come and go (entries
 // added during a listing get larger numbers; removed ones are simply absent).
+// The per-key structures are kept small: the index of a store with millions
+// of keys lives in the daemon's memory.
 //
 // Inode lifetime: an inode lives while it is linked into a directory, or the
 // kernel still holds lookups on it (nlookup > 0), or a file handle is open on
@@ -16,12 +18,16 @@
 // Thread-safety: none. The Engine guards a Namespace with its index mutex.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "core/draft.h"
 #include "core/version.h"
@@ -41,11 +47,45 @@ struct Attributes {
 
 struct Inode;
 
-struct Directory {
-  std::unordered_map<std::string, Inode*> by_name;
-  std::map<uint64_t, Inode*> by_seq;
-  uint64_t next_seq = 3;  // offsets 1 and 2 are "." and ".."
+// A directory's children, by name and in listing order. Each child is kept
+// once per view: a hash set of Inode pointers keyed by the child's own name
+// (no copy of the name), and an append-only array of (sequence, child) in
+// sequence order, where a removed child leaves a hole until holes outnumber
+// children and the array is compacted (sequence numbers never change, so
+// readdir offsets stay valid across compaction).
+class Directory {
+ public:
+  Inode* Find(std::string_view name) const;
+  // Adds child under child->name with the next sequence number (stored in
+  // child->dir_seq). The name must not be present.
+  void Add(Inode* child);
+  void Remove(Inode* child);
+  bool empty() const { return by_name_.empty(); }
+  size_t size() const { return by_name_.size(); }
+  // Calls fn(seq, child) for each child with a sequence number above
+  // `after`, in order, until fn returns false. fn must not add or remove
+  // children.
+  template <typename Fn>
+  void ForEachAfter(uint64_t after, Fn&& fn) const;
+
   size_t visible_entries = 0;
+
+ private:
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view n) const noexcept { return std::hash<std::string_view>{}(n); }
+    size_t operator()(const Inode* i) const noexcept;
+  };
+  struct NameEq {
+    using is_transparent = void;
+    bool operator()(const Inode* a, const Inode* b) const noexcept { return a == b; }
+    bool operator()(std::string_view n, const Inode* i) const noexcept;
+    bool operator()(const Inode* i, std::string_view n) const noexcept { return (*this)(n, i); }
+  };
+  std::unordered_set<Inode*, NameHash, NameEq> by_name_;
+  std::vector<std::pair<uint64_t, Inode*>> by_seq_;  // null child: removed
+  size_t holes_ = 0;
+  uint64_t next_seq_ = 3;  // offsets 1 and 2 are "." and ".."
 };
 
 struct Inode {
@@ -76,6 +116,15 @@ struct Inode {
   bool linked() const { return parent != nullptr || ino == kRootIno; }
   bool visible() const { return is_dir || committed != nullptr; }
 };
+
+template <typename Fn>
+void Directory::ForEachAfter(uint64_t after, Fn&& fn) const {
+  auto it = std::upper_bound(by_seq_.begin(), by_seq_.end(), after,
+                             [](uint64_t seq, const std::pair<uint64_t, Inode*>& e) { return seq < e.first; });
+  for (; it != by_seq_.end(); ++it) {
+    if (it->second && !fn(it->first, it->second)) return;
+  }
+}
 
 class Namespace {
  public:

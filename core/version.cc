@@ -8,67 +8,101 @@
 
 namespace kvfs {
 
-Version::Version(Store* store, uint32_t store_index, std::string loc, ObjectHeader hdr,
-                 std::shared_ptr<SpaceAccount> account, std::shared_ptr<SpaceAccount> store_account)
-    : location(std::move(loc)),
-      header(std::move(hdr)),
-      store_(store),
-      store_index_(store_index),
+Version::Version(std::shared_ptr<const VersionHome> home, const std::string& location, std::string_view key,
+                 ObjectHeader hdr)
+    : header(std::move(hdr)),
+      home_(std::move(home)),
       size_(header.size),
-      footprint_(ObjectFootprint(header.kind == ObjectKind::kFile ? header.size : 0)),
-      account_(std::move(account)),
-      store_account_(std::move(store_account)) {
-  for (SpaceAccount* a : {account_.get(), store_account_.get()}) {
+      is_file_(header.kind == ObjectKind::kFile) {
+  SetLocation(location, key);
+  // The key is the inode's path in the index; a copy here would double it.
+  header.key.clear();
+  header.key.shrink_to_fit();
+  for (SpaceAccount* a : {home_->total.get(), home_->store_account.get()}) {
     if (!a) continue;
-    a->used_bytes.fetch_add(footprint_);
-    if (header.kind == ObjectKind::kFile) a->objects.fetch_add(1);
+    a->used_bytes.fetch_add(footprint());
+    if (is_file_) a->objects.fetch_add(1);
   }
 }
 
 Version::~Version() {
-  if (fd_ >= 0) ::close(fd_);
-  for (SpaceAccount* a : {account_.get(), store_account_.get()}) {
+  LeaseState* st = lease_state_.load();
+  if (st && st->fd >= 0) ::close(st->fd);
+  delete st;
+  for (SpaceAccount* a : {home_->total.get(), home_->store_account.get()}) {
     if (!a) continue;
-    a->used_bytes.fetch_sub(footprint_);
-    if (header.kind == ObjectKind::kFile) a->objects.fetch_sub(1);
+    a->used_bytes.fetch_sub(footprint());
+    if (is_file_) a->objects.fetch_sub(1);
   }
 }
 
+std::string Version::location() const {
+  return location_path_ ? *location_path_ : home_->store->LocationFor(location_hash_);
+}
+
+void Version::SetLocation(const std::string& location, std::string_view key) {
+  KeyHash h = HashKey(key);
+  if (home_->store->LocationFor(h) == location) {
+    location_hash_ = h;
+    location_path_.reset();
+  } else {
+    location_path_ = std::make_unique<std::string>(location);
+  }
+}
+
+Version::LeaseState& Version::State() {
+  LeaseState* st = lease_state_.load(std::memory_order_acquire);
+  if (st) return *st;
+  auto* fresh = new LeaseState;
+  if (lease_state_.compare_exchange_strong(st, fresh, std::memory_order_acq_rel)) return *fresh;
+  delete fresh;  // another thread installed one first: st now points at it
+  return *st;
+}
+
+int Version::fd() const {
+  LeaseState* st = lease_state_.load(std::memory_order_acquire);
+  return st ? st->fd : -1;
+}
+
 Status Version::AddLease() {
-  std::lock_guard<std::mutex> g(mu_);
-  if (leases_ == 0) {
-    Result<int> fd = store_->OpenForRead(location);
+  LeaseState& st = State();
+  std::lock_guard<std::mutex> g(st.mu);
+  if (st.leases == 0) {
+    std::string loc = location();
+    Result<int> fd = home_->store->OpenForRead(loc);
     if (!fd.ok()) return fd.status();
-    struct stat st;
-    if (file_id != 0 && (::fstat(*fd, &st) != 0 || static_cast<uint64_t>(st.st_ino) != file_id)) {
+    struct stat sb;
+    if (file_id != 0 && (::fstat(*fd, &sb) != 0 || static_cast<uint64_t>(sb.st_ino) != file_id)) {
       // The location already holds another version (a replace is under way).
       ::close(*fd);
-      return Status::Error(ESTALE, location + " holds another version");
+      return Status::Error(ESTALE, loc + " holds another version");
     }
-    fd_ = *fd;
-    if (account_) account_->leased_bytes.fetch_add(footprint_);
-    if (store_account_) store_account_->leased_bytes.fetch_add(footprint_);
+    st.fd = *fd;
+    if (home_->total) home_->total->leased_bytes.fetch_add(footprint());
+    if (home_->store_account) home_->store_account->leased_bytes.fetch_add(footprint());
   }
-  ++leases_;
+  ++st.leases;
   return Status::Ok();
 }
 
 void Version::DropLease() {
-  std::lock_guard<std::mutex> g(mu_);
-  if (leases_ == 0) return;
-  if (--leases_ == 0) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-    checksums_.reset();
-    if (account_) account_->leased_bytes.fetch_sub(footprint_);
-    if (store_account_) store_account_->leased_bytes.fetch_sub(footprint_);
+  LeaseState& st = State();
+  std::lock_guard<std::mutex> g(st.mu);
+  if (st.leases == 0) return;
+  if (--st.leases == 0) {
+    if (st.fd >= 0) ::close(st.fd);
+    st.fd = -1;
+    st.checksums.reset();
+    if (home_->total) home_->total->leased_bytes.fetch_sub(footprint());
+    if (home_->store_account) home_->store_account->leased_bytes.fetch_sub(footprint());
   }
 }
 
 Result<std::shared_ptr<const std::vector<uint64_t>>> Version::ChunkChecksums() {
-  std::lock_guard<std::mutex> g(mu_);
-  if (checksums_) return checksums_;
-  if (fd_ < 0) return Status::Error(EBADF, "no lease");
+  LeaseState& st = State();
+  std::lock_guard<std::mutex> g(st.mu);
+  if (st.checksums) return st.checksums;
+  if (st.fd < 0) return Status::Error(EBADF, "no lease");
   uint64_t count = ChunkCount(size_);
   uint64_t bytes = ChecksumTableBytes(size_);
   auto table = std::make_shared<std::vector<uint64_t>>(count);
@@ -77,26 +111,28 @@ Result<std::shared_ptr<const std::vector<uint64_t>>> Version::ChunkChecksums() {
     if (::posix_memalign(&buf, 4096, bytes) != 0) return Status::Error(ENOMEM, "checksum table");
     uint64_t done = 0;
     while (done < bytes) {
-      ssize_t n = ::pread(fd_, static_cast<uint8_t*>(buf) + done, bytes - done,
+      ssize_t n = ::pread(st.fd, static_cast<uint8_t*>(buf) + done, bytes - done,
                           static_cast<off_t>(ChecksumTableOffset(size_) + done));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         int err = n < 0 ? errno : EBADMSG;  // a short file is damage, not a device error
         std::free(buf);
-        return Status::FromErrno(err, "read checksum table of " + location);
+        return Status::FromErrno(err, "read checksum table of " + location());
       }
       done += static_cast<uint64_t>(n);
     }
     std::memcpy(table->data(), buf, count * 8);
     std::free(buf);
   }
-  checksums_ = std::move(table);
-  return checksums_;
+  st.checksums = std::move(table);
+  return st.checksums;
 }
 
 uint32_t Version::leases() const {
-  std::lock_guard<std::mutex> g(mu_);
-  return leases_;
+  LeaseState* st = lease_state_.load(std::memory_order_acquire);
+  if (!st) return 0;
+  std::lock_guard<std::mutex> g(st->mu);
+  return st->leases;
 }
 
 Result<Lease> Lease::Take(std::shared_ptr<Version> v) {

@@ -11,7 +11,7 @@
 // last lease ends, so unleased objects cost no file descriptor.
 //
 // Thread-safety: lease counting and the descriptor are guarded by an internal
-// mutex. `header` and `location` change only on rename or attribute updates,
+// mutex (allocated with the first lease). `header` and `location` change only on rename or attribute updates,
 // which the Engine does under its index mutex; readers take a copy under the
 // same mutex.
 #pragma once
@@ -21,8 +21,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "adapters/key_hash.h"
 #include "adapters/object_header.h"
 #include "adapters/store.h"
 
@@ -35,24 +37,45 @@ struct SpaceAccount {
   std::atomic<uint64_t> leased_bytes{0};
 };
 
+// What every Version on one store shares: the store, its index in the
+// engine's list, and the accounts its footprint is charged to (the mount's
+// and the store's). One per store, so that a Version carries one pointer
+// for all of it.
+struct VersionHome {
+  Store* store = nullptr;
+  uint32_t store_index = 0;
+  std::shared_ptr<SpaceAccount> total;
+  std::shared_ptr<SpaceAccount> store_account;
+};
+
+// Per-object memory matters here (the index keeps one Version per key):
+// what only opened versions need (the lease count, the descriptor, the
+// checksum table and their mutex) lives in a LeaseState allocated on the
+// first lease, and the location is kept as the key hash it derives from.
 class Version {
  public:
-  Version(Store* store, uint32_t store_index, std::string location, ObjectHeader header,
-          std::shared_ptr<SpaceAccount> account, std::shared_ptr<SpaceAccount> store_account);
+  // `location` is where the object sits on home->store; `key` the key it
+  // was placed by (the location is usually home->store->LocationFor of the
+  // key's hash, and is then stored as that hash).
+  Version(std::shared_ptr<const VersionHome> home, const std::string& location, std::string_view key,
+          ObjectHeader header);
   ~Version();
   Version(const Version&) = delete;
   Version& operator=(const Version&) = delete;
 
-  Store* store() const { return store_; }
-  uint32_t store_index() const { return store_index_; }
+  Store* store() const { return home_->store; }
+  uint32_t store_index() const { return home_->store_index; }
   uint64_t size() const { return size_; }
-  uint64_t footprint() const { return footprint_; }
+  uint64_t footprint() const { return ObjectFootprint(is_file_ ? size_ : 0); }
 
-  // Guarded by the Engine's index mutex.
-  std::string location;
+  // Guarded by the Engine's index mutex (location and header).
+  std::string location() const;
+  void SetLocation(const std::string& location, std::string_view key);
+  // The object's header as last written, except `key`, which is left empty:
+  // the key is the path of the inode that holds this version.
   ObjectHeader header;
   // Identity of the object file (st_ino) when known, else 0. A lease that
-  // opens `location` and finds another file fails with ESTALE.
+  // opens the location and finds another file fails with ESTALE.
   uint64_t file_id = 0;
 
   // Takes a lease: opens the store descriptor if this is the first one.
@@ -60,7 +83,7 @@ class Version {
   void DropLease();
   uint32_t leases() const;
   // The shared read descriptor; valid while the caller holds a lease.
-  int fd() const { return fd_; }
+  int fd() const;
   // The per-chunk checksums of the data (ObjectHeader), read from the store
   // on first use and kept while leased. The caller holds a lease.
   Result<std::shared_ptr<const std::vector<uint64_t>>> ChunkChecksums();
@@ -68,16 +91,21 @@ class Version {
   bool MarkCorrupt() { return !corrupt_.exchange(true); }
 
  private:
-  Store* store_;
-  uint32_t store_index_;
+  struct LeaseState {
+    std::mutex mu;
+    uint32_t leases = 0;  // guarded by mu
+    int fd = -1;          // guarded by mu for open/close
+    std::shared_ptr<const std::vector<uint64_t>> checksums;  // guarded by mu
+  };
+  // Created on first use and kept until the Version goes.
+  LeaseState& State();
+
+  std::shared_ptr<const VersionHome> home_;
   uint64_t size_;
-  uint64_t footprint_;
-  std::shared_ptr<SpaceAccount> account_;
-  std::shared_ptr<SpaceAccount> store_account_;
-  mutable std::mutex mu_;
-  uint32_t leases_ = 0;  // guarded by mu_
-  int fd_ = -1;          // guarded by mu_ for open/close
-  std::shared_ptr<const std::vector<uint64_t>> checksums_;  // guarded by mu_
+  KeyHash location_hash_;                       // when location_path_ is null
+  std::unique_ptr<std::string> location_path_;  // a location not derived from a key hash
+  std::atomic<LeaseState*> lease_state_{nullptr};
+  bool is_file_;
   std::atomic<bool> corrupt_{false};
 };
 

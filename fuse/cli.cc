@@ -24,7 +24,7 @@ int RunCli(int argc, char** argv) {
   app.require_subcommand(1);
 
   MountOptions mo;
-  std::string capacity_text, buffer_size_text = "1M";
+  std::string capacity_text, buffer_size_text = "1M", max_request_text = "1M";
   CLI::App* mount = app.add_subcommand("mount", "mount kvfs on MOUNTPOINT");
   mount->add_option("mountpoint", mo.mountpoint, "directory to mount on")->required();
   mount->add_option("--store", mo.stores,
@@ -47,6 +47,11 @@ int RunCli(int argc, char** argv) {
   mount->add_option("--log-level", mo.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   mount->add_option("--read-ahead-kb", mo.read_ahead_kb, "kernel readahead for the mount, KiB (0: leave as is)");
+  mount->add_option("--max-request", max_request_text,
+                    "largest FUSE read/write request, 4K to 1M in 4K steps (default 1M)");
+  mount->add_option("--max-background", mo.max_background,
+                    "FUSE requests the kernel keeps in flight in the background (default 64)")
+      ->check(CLI::Range(1, 65535));
   mount->add_option("--buffers", mo.buffer_count, "number of registered read buffers")->check(CLI::Range(1, 65536));
   mount->add_option("--buffer-size", buffer_size_text, "size of each read buffer, a multiple of 256K (default 1M)");
   mount->add_option("--io-uring", mo.io_uring, "use io_uring for store I/O (true/false)");
@@ -151,6 +156,12 @@ int RunCli(int argc, char** argv) {
       return Misuse("--buffer-size must be a multiple of 256K, at most 64M");
     }
     mo.buffer_size = *bs;
+    Result<uint64_t> mr = ParseSize(max_request_text);
+    if (!mr.ok()) return Misuse("--max-request: " + mr.status().message());
+    if (*mr < 4096 || *mr % 4096 != 0 || *mr > (1 << 20)) {
+      return Misuse("--max-request must be a multiple of 4K between 4K and 1M");
+    }
+    mo.max_request = *mr;
     return RunMount(mo);
   }
   if (umount->parsed()) return RunUmount(umount_point);

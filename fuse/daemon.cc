@@ -245,6 +245,8 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   ctx.entry_timeout = o.entry_timeout;
   ctx.page_cache = o.page_cache;
   ctx.negative_timeout = o.negative_timeout;
+  ctx.max_write = static_cast<unsigned>(o.max_request);
+  ctx.max_background = o.max_background;
   if (any_dfs) {
     // Other hosts change a shared store without telling this kernel: cache
     // names, attributes and misses only briefly.

@@ -48,6 +48,11 @@ struct MountOptions {
   std::string log_file;                 // empty: stderr (foreground) or <first store>/kvfs.log
   std::string log_level = "info";
   unsigned read_ahead_kb = 1024;
+  // FUSE request sizing: the largest WRITE (and, through the kernel's page
+  // limit, READ) request, and how many background requests (readahead,
+  // async direct I/O) the kernel keeps in flight.
+  uint64_t max_request = 1 << 20;
+  unsigned max_background = 64;
   size_t buffer_count = 64;
   uint64_t buffer_size = 1 << 20;
   bool io_uring = true;
