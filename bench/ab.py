@@ -13,7 +13,7 @@ Scenarios:
          --threads writers for --seconds; objects/s.
   read:  cold sequential reads (page cache dropped first) of --count whole
          objects of --size bytes by --threads readers, O_DIRECT (buffered
-         with --buffered, in 1 MiB reads); GB/s.
+         with --buffered), in --block byte reads (1 MiB); GB/s.
   stat:  os.stat of --count existing names (with --missing: names that do
          not exist) in a shuffled order, one thread, for --seconds; stats/s.
 Run as root (mounts, drops the page cache). Standard library only.
@@ -124,14 +124,14 @@ def run_stat(paths, missing, seconds):
     return n / (time.perf_counter() - t0)
 
 
-def run_read(paths, size, threads, buffered):
+def run_read(paths, size, threads, buffered, block):
     import mmap
     drop_caches()
     nxt = [0]
     lock = threading.Lock()
 
     def reader():
-        buf = mmap.mmap(-1, MiB)
+        buf = mmap.mmap(-1, block)
         while True:
             with lock:
                 if nxt[0] >= len(paths):
@@ -161,6 +161,7 @@ def main():
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--seconds", type=float, default=2.0, help="write: length of each run")
     p.add_argument("--count", type=int, default=None, help="read: objects per run (32); stat: names (20000)")
+    p.add_argument("--block", default="1M", help="read: bytes per read call (default 1M)")
     p.add_argument("--buffered", action="store_true", help="read: buffered reads instead of O_DIRECT")
     p.add_argument("--missing", action="store_true", help="stat: names that do not exist")
     p.add_argument("--reps", type=int, default=5)
@@ -191,7 +192,7 @@ def main():
                 elif a.scenario == "stat":
                     v = run_stat(paths[k], a.missing, a.seconds)
                 else:
-                    v = run_read(paths[k], size, a.threads, a.buffered)
+                    v = run_read(paths[k], size, a.threads, a.buffered, parse_size(a.block))
                 got[k].append(v)
                 print(f"rep {rep} {k}: {v:.3f}", flush=True)
         unit = {"write": "objects/s", "read": "GB/s", "stat": "stats/s"}[a.scenario]

@@ -16,8 +16,7 @@ Version::Version(std::shared_ptr<const VersionHome> home, const std::string& loc
       is_file_(header.kind == ObjectKind::kFile) {
   SetLocation(location, key);
   // The key is the inode's path in the index; a copy here would double it.
-  header.key.clear();
-  header.key.shrink_to_fit();
+  std::string().swap(header.key);
   for (SpaceAccount* a : {home_->total.get(), home_->store_account.get()}) {
     if (!a) continue;
     a->used_bytes.fetch_add(footprint());

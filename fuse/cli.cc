@@ -46,7 +46,7 @@ int RunCli(int argc, char** argv) {
   mount->add_option("--log-file", mo.log_file, "log file (default: <first store>/kvfs.log; stderr in the foreground)");
   mount->add_option("--log-level", mo.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
-  mount->add_option("--read-ahead-kb", mo.read_ahead_kb, "kernel readahead for the mount, KiB (0: leave as is)");
+  mount->add_option("--read-ahead-kb", mo.read_ahead_kb, "kernel readahead for the mount, KiB (0, default: leave the kernel's)");
   mount->add_option("--max-request", max_request_text,
                     "largest FUSE read/write request, 4K to 1M in 4K steps (default 1M)");
   mount->add_option("--max-background", mo.max_background,
