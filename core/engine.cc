@@ -174,8 +174,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::
 
 std::shared_ptr<Version> Engine::MakeVersion(uint32_t store_index, std::string location, ObjectHeader header,
                                              uint64_t file_id) {
-  std::string key = header.key;
-  auto v = std::make_shared<Version>(homes_[store_index], location, key, std::move(header));
+  auto v = std::make_shared<Version>(homes_[store_index], location, header.key, header);
   v->file_id = file_id;
   return v;
 }
@@ -207,7 +206,7 @@ Attr Engine::AttrOfLocked(const Inode* inode, const FileHandle* handle) const {
     a.size = handle->draft->size();
   } else if (handle && handle->lease) {
     a.size = handle->lease.version()->size();
-    a.mtime_ns = handle->lease.version()->header.mtime_ns;
+    a.mtime_ns = handle->lease.version()->mtime_ns();
   } else if (inode->committed) {
     a.size = inode->committed->size();
   } else if (std::shared_ptr<Version> last = inode->last_version.lock()) {
@@ -360,8 +359,8 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
         record = inode->committed;
         header = HeaderFor(inode, ns_.KeyOf(inode));
         if (record) {
-          header.size = record->header.size;
-          header.checksum = record->header.checksum;
+          header.size = record->size();
+          header.checksum = record->checksum();
         }
       }
     }
@@ -508,7 +507,7 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
     std::lock_guard<std::mutex> g(mu_);
     v = inode->committed;
     if (!v) return Status::Ok();
-    before = v->header;
+    before = v->header();
     before.key = ns_.KeyOf(inode);
     header = before;
     header.key = new_key;
@@ -716,12 +715,12 @@ Result<std::string> Engine::GetXattr(uint64_t ino, const std::string& name) {
   if (v) {
     if (name == "user.kvfs.store") return v->store()->Describe();
     if (name == "user.kvfs.location") return v->location();
-    if (name == "user.kvfs.version") return std::to_string(v->header.generation);
+    if (name == "user.kvfs.version") return std::to_string(v->generation());
     if (name == "user.kvfs.size") return std::to_string(v->size());
     if (name == "user.kvfs.footprint") return std::to_string(v->footprint());
     if (name == "user.kvfs.leases") return std::to_string(v->leases());
     if (name == "user.kvfs.checksum" && !inode->is_dir) {
-      std::snprintf(hex, sizeof(hex), "xxh3:%016" PRIx64, v->header.checksum);
+      std::snprintf(hex, sizeof(hex), "xxh3:%016" PRIx64, v->checksum());
       return std::string(hex);
     }
   }

@@ -283,7 +283,7 @@ Status Engine::WriteSpareHeaderSlot(Version* version, const std::string& current
   ObjectHeader current;
   {
     std::lock_guard<std::mutex> g(mu_);
-    current = version->header;
+    current = version->header();
   }
   current.key = current_key;
   header.slot = 1 - current.slot;
@@ -291,9 +291,8 @@ Status Engine::WriteSpareHeaderSlot(Version* version, const std::string& current
   KVFS_RETURN_IF_ERROR(EncodeHeader(current, block.data));
   KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
   KVFS_RETURN_IF_ERROR(version->store()->WriteHeaderBlock(version->location(), block.data));
-  header.key.clear();
   std::lock_guard<std::mutex> g(mu_);
-  version->header = std::move(header);
+  version->set_header(header);
   return Status::Ok();
 }
 

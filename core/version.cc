@@ -9,14 +9,10 @@
 namespace kvfs {
 
 Version::Version(std::shared_ptr<const VersionHome> home, const std::string& location, std::string_view key,
-                 ObjectHeader hdr)
-    : header(std::move(hdr)),
-      home_(std::move(home)),
-      size_(header.size),
-      is_file_(header.kind == ObjectKind::kFile) {
+                 const ObjectHeader& hdr)
+    : home_(std::move(home)), size_(hdr.size), is_file_(hdr.kind == ObjectKind::kFile) {
   SetLocation(location, key);
-  // The key is the inode's path in the index; a copy here would double it.
-  std::string().swap(header.key);
+  set_header(hdr);
   for (SpaceAccount* a : {home_->total.get(), home_->store_account.get()}) {
     if (!a) continue;
     a->used_bytes.fetch_add(footprint());
@@ -33,6 +29,34 @@ Version::~Version() {
     a->used_bytes.fetch_sub(footprint());
     if (is_file_) a->objects.fetch_sub(1);
   }
+}
+
+ObjectHeader Version::header() const {
+  ObjectHeader h;
+  h.kind = is_file_ ? ObjectKind::kFile : ObjectKind::kDirectory;
+  h.generation = generation_;
+  h.size = size_;
+  h.checksum = checksum_;
+  h.chunk_shift = chunk_shift_;
+  h.mode = mode_;
+  h.uid = uid_;
+  h.gid = gid_;
+  h.mtime_ns = mtime_ns_;
+  h.ctime_ns = ctime_ns_;
+  h.slot = slot_;
+  return h;
+}
+
+void Version::set_header(const ObjectHeader& h) {
+  generation_ = h.generation;
+  checksum_ = h.checksum;
+  chunk_shift_ = static_cast<uint8_t>(h.chunk_shift);
+  mode_ = h.mode;
+  uid_ = h.uid;
+  gid_ = h.gid;
+  mtime_ns_ = h.mtime_ns;
+  ctime_ns_ = h.ctime_ns;
+  slot_ = static_cast<uint8_t>(h.slot);
 }
 
 std::string Version::location() const {

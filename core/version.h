@@ -11,7 +11,7 @@
 // last lease ends, so unleased objects cost no file descriptor.
 //
 // Thread-safety: lease counting and the descriptor are guarded by an internal
-// mutex (allocated with the first lease). `header` and `location` change only on rename or attribute updates,
+// mutex (allocated with the first lease). The header and location change only on rename or attribute updates,
 // which the Engine does under its index mutex; readers take a copy under the
 // same mutex.
 #pragma once
@@ -58,7 +58,7 @@ class Version {
   // was placed by (the location is usually home->store->LocationFor of the
   // key's hash, and is then stored as that hash).
   Version(std::shared_ptr<const VersionHome> home, const std::string& location, std::string_view key,
-          ObjectHeader header);
+          const ObjectHeader& header);
   ~Version();
   Version(const Version&) = delete;
   Version& operator=(const Version&) = delete;
@@ -72,8 +72,13 @@ class Version {
   std::string location() const;
   void SetLocation(const std::string& location, std::string_view key);
   // The object's header as last written, except `key`, which is left empty:
-  // the key is the path of the inode that holds this version.
-  ObjectHeader header;
+  // the key is the path of the inode that holds this version. Kept packed;
+  // set_header ignores the key and the size (a version's size is fixed).
+  ObjectHeader header() const;
+  void set_header(const ObjectHeader& h);
+  uint64_t generation() const { return generation_; }
+  uint64_t checksum() const { return checksum_; }
+  int64_t mtime_ns() const { return mtime_ns_; }
   // Identity of the object file (st_ino) when known, else 0. A lease that
   // opens the location and finds another file fails with ESTALE.
   uint64_t file_id = 0;
@@ -102,6 +107,16 @@ class Version {
 
   std::shared_ptr<const VersionHome> home_;
   uint64_t size_;
+  // The header, packed (see header()); guarded by the index mutex.
+  uint64_t generation_ = 0;
+  uint64_t checksum_ = 0;
+  int64_t mtime_ns_ = 0;
+  int64_t ctime_ns_ = 0;
+  uint32_t mode_ = 0;
+  uint32_t uid_ = 0;
+  uint32_t gid_ = 0;
+  uint8_t chunk_shift_ = 0;
+  uint8_t slot_ = 0;
   KeyHash location_hash_;                       // when location_path_ is null
   std::unique_ptr<std::string> location_path_;  // a location not derived from a key hash
   std::atomic<LeaseState*> lease_state_{nullptr};
