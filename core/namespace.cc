@@ -39,18 +39,16 @@ void Directory::Remove(Inode* child) {
 }
 
 Namespace::Namespace() {
-  auto root = std::make_unique<Inode>();
-  root->ino = kRootIno;
-  root->is_dir = true;
-  root->attr.mode = S_IFDIR | 0755;
-  root->dir = std::make_unique<Directory>();
-  root_ = root.get();
-  inodes_.emplace(kRootIno, std::move(root));
+  root_ = &inodes_[kRootIno];
+  root_->ino = kRootIno;
+  root_->is_dir = true;
+  root_->attr.mode = S_IFDIR | 0755;
+  root_->dir = std::make_unique<Directory>();
 }
 
 Inode* Namespace::Get(uint64_t ino) const {
   auto it = inodes_.find(ino);
-  return it == inodes_.end() ? nullptr : it->second.get();
+  return it == inodes_.end() ? nullptr : const_cast<Inode*>(&it->second);
 }
 
 Inode* Namespace::Child(const Inode* dir, std::string_view name) const {
@@ -59,14 +57,13 @@ Inode* Namespace::Child(const Inode* dir, std::string_view name) const {
 }
 
 Inode* Namespace::NewInode(bool is_dir, const Attributes& attr) {
-  auto inode = std::make_unique<Inode>();
-  inode->ino = next_ino_++;
+  uint64_t ino = next_ino_++;
+  Inode* inode = &inodes_[ino];
+  inode->ino = ino;
   inode->is_dir = is_dir;
   inode->attr = attr;
   if (is_dir) inode->dir = std::make_unique<Directory>();
-  Inode* raw = inode.get();
-  inodes_.emplace(raw->ino, std::move(inode));
-  return raw;
+  return inode;
 }
 
 void Namespace::Attach(Inode* dir, Inode* child, std::string name) {

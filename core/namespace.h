@@ -37,12 +37,12 @@ namespace kvfs {
 inline constexpr uint64_t kRootIno = 1;
 
 struct Attributes {
-  uint32_t mode = 0;  // including S_IFREG / S_IFDIR
-  uint32_t uid = 0;
-  uint32_t gid = 0;
   int64_t atime_ns = 0;
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;
+  uint32_t mode = 0;  // including S_IFREG / S_IFDIR
+  uint32_t uid = 0;
+  uint32_t gid = 0;
 };
 
 struct Inode;
@@ -89,29 +89,29 @@ class Directory {
 };
 
 struct Inode {
+  // Fields are ordered for packing: the index holds one Inode per key.
   uint64_t ino = 0;
-  bool is_dir = false;
   Inode* parent = nullptr;  // null for the root and for unlinked inodes
   std::string name;
   uint64_t dir_seq = 0;
   Attributes attr;
-
   uint64_t nlookup = 0;
-  uint32_t open_handles = 0;
-  uint32_t read_leases = 0;  // handles holding a lease on some version
 
   // Files: the committed version (null while pending) and the draft.
   // Directories: `committed` is the directory's record on its store, if any.
   std::shared_ptr<Version> committed;
   std::shared_ptr<Draft> draft;
-  uint32_t writers = 0;     // open handles with write access
-  bool committing = false;  // a commit is writing this inode's draft out
-  bool evicted = false;     // removed by the evictor (stat by inode gives ENOENT)
   // The last committed version of an unlinked file, for fstat through a
   // descriptor that outlives the name (the kernel asks without a handle).
   std::weak_ptr<Version> last_version;
-
   std::unique_ptr<Directory> dir;
+
+  uint32_t open_handles = 0;
+  uint32_t read_leases = 0;  // handles holding a lease on some version
+  uint32_t writers = 0;      // open handles with write access
+  bool is_dir = false;
+  bool committing = false;  // a commit is writing this inode's draft out
+  bool evicted = false;     // removed by the evictor (stat by inode gives ENOENT)
 
   bool linked() const { return parent != nullptr || ino == kRootIno; }
   bool visible() const { return is_dir || committed != nullptr; }
@@ -150,11 +150,12 @@ class Namespace {
   // Calls fn for every inode (linked or not), in no particular order.
   template <typename Fn>
   void ForEach(Fn&& fn) const {
-    for (const auto& [ino, inode] : inodes_) fn(inode.get());
+    for (const auto& [ino, inode] : inodes_) fn(const_cast<Inode*>(&inode));
   }
 
  private:
-  std::unordered_map<uint64_t, std::unique_ptr<Inode>> inodes_;
+  // Inodes live in the map's nodes (stable addresses, one allocation each).
+  std::unordered_map<uint64_t, Inode> inodes_;
   Inode* root_ = nullptr;
   uint64_t next_ino_ = kRootIno + 1;
 };
