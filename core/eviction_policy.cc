@@ -11,41 +11,91 @@ namespace {
 // How many entries one Evict call may look at before giving up.
 constexpr size_t kScanBound = 4096;
 
+// The policies' bookkeeping, one allocation per id: a hash map from id to a
+// Node that also carries the node's place in a doubly linked queue (a
+// policy with millions of objects pays for one map node per object, not a
+// map node plus a list node).
+struct Node {
+  uint64_t id = 0;
+  uint64_t bytes = 0;
+  Node* prev = nullptr;  // towards the front (newer)
+  Node* next = nullptr;  // towards the back (older)
+  uint8_t queue = 0;     // which Queue holds it (S3-FIFO: small or main)
+  uint8_t freq = 0;      // S3-FIFO: touches, capped; SIEVE: the visited bit
+};
+
+// An intrusive FIFO/LRU queue of Nodes: front is newest, back is oldest.
+class Queue {
+ public:
+  bool empty() const { return size_ == 0; }
+  size_t size() const { return size_; }
+  Node* back() const { return back_; }
+  Node* front() const { return front_; }
+  void PushFront(Node* n) {
+    n->prev = nullptr;
+    n->next = front_;
+    if (front_) front_->prev = n;
+    front_ = n;
+    if (!back_) back_ = n;
+    ++size_;
+  }
+  void Unlink(Node* n) {
+    (n->prev ? n->prev->next : front_) = n->next;
+    (n->next ? n->next->prev : back_) = n->prev;
+    n->prev = n->next = nullptr;
+    --size_;
+  }
+  void MoveToFront(Node* n) {
+    Unlink(n);
+    PushFront(n);
+  }
+
+ private:
+  Node* front_ = nullptr;
+  Node* back_ = nullptr;
+  size_t size_ = 0;
+};
+
+using NodeMap = std::unordered_map<uint64_t, Node>;
+
 class LruPolicy final : public EvictionPolicy {
  public:
   const char* name() const override { return "lru"; }
-  void Insert(uint64_t id, uint64_t) override {
+  void Insert(uint64_t id, uint64_t bytes) override {
     Remove(id);
-    order_.push_front(id);
-    where_[id] = order_.begin();
+    Node& n = nodes_[id];
+    n.id = id;
+    n.bytes = bytes;
+    order_.PushFront(&n);
   }
   void Access(uint64_t id) override {
-    auto it = where_.find(id);
-    if (it != where_.end()) order_.splice(order_.begin(), order_, it->second);
+    auto it = nodes_.find(id);
+    if (it != nodes_.end()) order_.MoveToFront(&it->second);
   }
   void Remove(uint64_t id) override {
-    auto it = where_.find(id);
-    if (it == where_.end()) return;
-    order_.erase(it->second);
-    where_.erase(it);
+    auto it = nodes_.find(id);
+    if (it == nodes_.end()) return;
+    order_.Unlink(&it->second);
+    nodes_.erase(it);
   }
   std::optional<uint64_t> Evict(const std::function<bool(uint64_t)>& can_evict) override {
     for (size_t n = 0; n < kScanBound && n < order_.size(); ++n) {
-      uint64_t id = order_.back();
+      Node* victim = order_.back();
+      uint64_t id = victim->id;
       if (can_evict(id)) {
         Remove(id);
         return id;
       }
       // In use: it is as good as recently used.
-      order_.splice(order_.begin(), order_, std::prev(order_.end()));
+      order_.MoveToFront(victim);
     }
     return std::nullopt;
   }
-  size_t size() const override { return where_.size(); }
+  size_t size() const override { return nodes_.size(); }
 
  private:
-  std::list<uint64_t> order_;  // front: most recent
-  std::unordered_map<uint64_t, std::list<uint64_t>::iterator> where_;
+  NodeMap nodes_;
+  Queue order_;  // front: most recent
 };
 
 class S3FifoPolicy final : public EvictionPolicy {
@@ -55,94 +105,88 @@ class S3FifoPolicy final : public EvictionPolicy {
   void Insert(uint64_t id, uint64_t bytes) override {
     Remove(id);
     bool was_ghost = ghost_set_.erase(id) > 0;
-    Queue q = was_ghost ? kMain : kSmall;
-    List& l = q == kSmall ? small_ : main_;
-    l.push_front(Entry{id, bytes, 0});
-    where_[id] = Where{q, l.begin()};
-    (q == kSmall ? small_bytes_ : main_bytes_) += bytes;
+    Node& n = nodes_[id];
+    n.id = id;
+    n.bytes = bytes;
+    n.freq = 0;
+    Push(&n, was_ghost ? kMain : kSmall);
   }
 
   void Access(uint64_t id) override {
-    auto it = where_.find(id);
-    if (it != where_.end()) it->second.it->freq = std::min(it->second.it->freq + 1, 3);
+    auto it = nodes_.find(id);
+    if (it != nodes_.end()) it->second.freq = static_cast<uint8_t>(std::min(it->second.freq + 1, 3));
   }
 
   void Remove(uint64_t id) override {
-    auto it = where_.find(id);
-    if (it == where_.end()) return;
-    Where w = it->second;
-    (w.queue == kSmall ? small_bytes_ : main_bytes_) -= w.it->bytes;
-    (w.queue == kSmall ? small_ : main_).erase(w.it);
-    where_.erase(it);
+    auto it = nodes_.find(id);
+    if (it == nodes_.end()) return;
+    Pull(&it->second);
+    nodes_.erase(it);
   }
 
   std::optional<uint64_t> Evict(const std::function<bool(uint64_t)>& can_evict) override {
     // Pinned entries passed over in a row, per queue: once a whole queue has
     // been passed over, the victim must come from the other one.
     size_t small_pinned = 0, main_pinned = 0;
-    for (size_t n = 0; n < kScanBound && !where_.empty(); ++n) {
+    for (size_t n = 0; n < kScanBound && !nodes_.empty(); ++n) {
       bool small_done = small_.empty() || small_pinned >= small_.size();
       bool main_done = main_.empty() || main_pinned >= main_.size();
       if (small_done && main_done) break;
       uint64_t total = small_bytes_ + main_bytes_;
       bool from_small = !small_done && (small_bytes_ * 10 > total || main_done);
       if (from_small) {
-        Entry e = small_.back();
-        if (e.freq > 0) {
+        Node* e = small_.back();
+        if (e->freq > 0) {
           // Touched again while probationary: promote to the main FIFO.
-          Move(e.id, kMain, 0);
+          Move(e, kMain, 0);
           continue;
         }
-        if (!can_evict(e.id)) {
-          Move(e.id, kSmall, e.freq);
+        if (!can_evict(e->id)) {
+          Move(e, kSmall, e->freq);
           ++small_pinned;
           continue;
         }
-        Remove(e.id);
-        RememberGhost(e.id);
-        return e.id;
+        uint64_t id = e->id;
+        Remove(id);
+        RememberGhost(id);
+        return id;
       }
-      Entry e = main_.back();
-      if (e.freq > 0) {
-        Move(e.id, kMain, e.freq - 1);
+      Node* e = main_.back();
+      if (e->freq > 0) {
+        Move(e, kMain, e->freq - 1);
         continue;
       }
-      if (!can_evict(e.id)) {
-        Move(e.id, kMain, 0);
+      if (!can_evict(e->id)) {
+        Move(e, kMain, 0);
         ++main_pinned;
         continue;
       }
-      Remove(e.id);
-      return e.id;
+      uint64_t id = e->id;
+      Remove(id);
+      return id;
     }
     return std::nullopt;
   }
 
-  size_t size() const override { return where_.size(); }
+  size_t size() const override { return nodes_.size(); }
 
  private:
-  enum Queue { kSmall, kMain };
-  struct Entry {
-    uint64_t id;
-    uint64_t bytes;
-    int freq;
-  };
-  using List = std::list<Entry>;  // front: newest; evict from the back
-  struct Where {
-    Queue queue;
-    List::iterator it;
-  };
+  enum Which : uint8_t { kSmall, kMain };
 
-  // Moves id to the front of queue q with frequency freq.
-  void Move(uint64_t id, Queue q, int freq) {
-    Where& w = where_[id];
-    uint64_t bytes = w.it->bytes;
-    (w.queue == kSmall ? small_bytes_ : main_bytes_) -= bytes;
-    (w.queue == kSmall ? small_ : main_).erase(w.it);
-    List& l = q == kSmall ? small_ : main_;
-    l.push_front(Entry{id, bytes, freq});
-    w = Where{q, l.begin()};
-    (q == kSmall ? small_bytes_ : main_bytes_) += bytes;
+  void Push(Node* n, Which q) {
+    n->queue = q;
+    (q == kSmall ? small_ : main_).PushFront(n);
+    (q == kSmall ? small_bytes_ : main_bytes_) += n->bytes;
+  }
+  void Pull(Node* n) {
+    (n->queue == kSmall ? small_ : main_).Unlink(n);
+    (n->queue == kSmall ? small_bytes_ : main_bytes_) -= n->bytes;
+  }
+  // Moves n to the front of queue q with frequency freq.
+  void Move(Node* n, Which q, int freq) {
+    Pull(n);
+    n->freq = static_cast<uint8_t>(freq);
+    Push(n, q);
   }
 
   void RememberGhost(uint64_t id) {
@@ -155,9 +199,9 @@ class S3FifoPolicy final : public EvictionPolicy {
     }
   }
 
-  List small_, main_;
+  NodeMap nodes_;
+  Queue small_, main_;  // front: newest; evict from the back
   uint64_t small_bytes_ = 0, main_bytes_ = 0;
-  std::unordered_map<uint64_t, Where> where_;
   std::list<uint64_t> ghost_;
   std::unordered_set<uint64_t> ghost_set_;
 };
@@ -165,56 +209,49 @@ class S3FifoPolicy final : public EvictionPolicy {
 class SievePolicy final : public EvictionPolicy {
  public:
   const char* name() const override { return "sieve"; }
-  void Insert(uint64_t id, uint64_t) override {
+  void Insert(uint64_t id, uint64_t bytes) override {
     Remove(id);
-    order_.push_front(Entry{id, false});
-    where_[id] = order_.begin();
+    Node& n = nodes_[id];
+    n.id = id;
+    n.bytes = bytes;
+    n.freq = 0;
+    order_.PushFront(&n);
   }
   void Access(uint64_t id) override {
-    auto it = where_.find(id);
-    if (it != where_.end()) it->second->visited = true;
+    auto it = nodes_.find(id);
+    if (it != nodes_.end()) it->second.freq = 1;
   }
   void Remove(uint64_t id) override {
-    auto it = where_.find(id);
-    if (it == where_.end()) return;
-    if (hand_valid_ && hand_ == it->second) Retreat();
-    order_.erase(it->second);
-    where_.erase(it);
+    auto it = nodes_.find(id);
+    if (it == nodes_.end()) return;
+    if (hand_ == &it->second) Retreat();
+    order_.Unlink(&it->second);
+    nodes_.erase(it);
   }
   std::optional<uint64_t> Evict(const std::function<bool(uint64_t)>& can_evict) override {
     for (size_t n = 0; n < kScanBound && !order_.empty(); ++n) {
-      if (!hand_valid_) {
-        hand_ = std::prev(order_.end());
-        hand_valid_ = true;
-      }
-      Entry& e = *hand_;
-      if (e.visited || !can_evict(e.id)) {
-        e.visited = false;
+      if (!hand_) hand_ = order_.back();
+      Node* e = hand_;
+      if (e->freq || !can_evict(e->id)) {
+        e->freq = 0;
         Retreat();
         continue;
       }
-      uint64_t id = e.id;
+      uint64_t id = e->id;
       Remove(id);
       return id;
     }
     return std::nullopt;
   }
-  size_t size() const override { return where_.size(); }
+  size_t size() const override { return nodes_.size(); }
 
  private:
-  struct Entry {
-    uint64_t id;
-    bool visited;
-  };
-  // Moves the hand one step towards the newest entry (wrapping to the oldest).
-  void Retreat() {
-    if (hand_ == order_.begin()) hand_valid_ = false;
-    else --hand_;
-  }
-  std::list<Entry> order_;  // front: newest
-  std::unordered_map<uint64_t, std::list<Entry>::iterator> where_;
-  std::list<Entry>::iterator hand_;
-  bool hand_valid_ = false;
+  // Moves the hand one step towards the newest entry (past the newest: none,
+  // and the next Evict starts again from the oldest).
+  void Retreat() { hand_ = hand_->prev; }
+  NodeMap nodes_;
+  Queue order_;  // front: newest
+  Node* hand_ = nullptr;
 };
 
 }  // namespace
