@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """A/B test of one kvfs setting: two kvfs mounts side by side, on two scratch
 stores on the same drive, that differ only in the mount flags given as
---a and --b; one scenario run on each, alternating A and B run by run;
+--a and --b (or in the binary, with --kvfs-b); one scenario run on each, alternating A and B run by run;
 medians and the B/A ratio. For deciding whether a fast-path change earns its
 place (see the README's benchmark section).
 
   python3 bench/ab.py --scenario write --a="--group-commit true" --b="--group-commit false"
   python3 bench/ab.py --scenario read --a="--read-ahead-kb 1024" --b="--read-ahead-kb 0"
+  python3 bench/ab.py --scenario read --kvfs-b /tmp/variant/kvfs   # a code change
 
 Scenarios:
   write: durable writes (create + write + close) of --size byte objects by
@@ -167,6 +168,8 @@ def main():
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--base", default="/var/tmp/kvfs-ab")
     p.add_argument("--kvfs", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "kvfs"))
+    p.add_argument("--kvfs-b", default=None,
+                   help="a second kvfs binary for variant B (to A/B a code change; default: --kvfs)")
     a = p.parse_args()
     size = parse_size(a.size or ("256K" if a.scenario == "write" else "16M"))
     count = a.count or (20000 if a.scenario == "stat" else 32)
@@ -175,7 +178,7 @@ def main():
     mounts = {}
     try:
         mounts["A"] = Mount(a.kvfs, base, "a", shlex.split(a.a))
-        mounts["B"] = Mount(a.kvfs, base, "b", shlex.split(a.b))
+        mounts["B"] = Mount(a.kvfs_b or a.kvfs, base, "b", shlex.split(a.b))
         paths = {}
         if a.scenario == "read":
             for k, m in mounts.items():
