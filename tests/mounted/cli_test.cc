@@ -80,6 +80,15 @@ TEST_F(CliTest, CapacityIsNotASize) {
   ExpectCleanMountFailure({mnt2, "--store", store, "--capacity", "banana"}, mnt2);
 }
 
+TEST_F(CliTest, BadRequestSizingIsRefused) {
+  const std::string mnt2 = MakeDir("mnt2");
+  const std::string store = MakeDir("store2");
+  ExpectCleanMountFailure({mnt2, "--store", store, "--max-request", "3K"}, mnt2);
+  ExpectCleanMountFailure({mnt2, "--store", store, "--max-request", "2M"}, mnt2);
+  ExpectCleanMountFailure({mnt2, "--store", store, "--max-request", "lots"}, mnt2);
+  ExpectCleanMountFailure({mnt2, "--store", store, "--max-background", "0"}, mnt2);
+}
+
 TEST_F(CliTest, SecondMountWithItsOwnStoreAndCapacity) {
   // A second mount (own daemon, own store, explicit capacity) works
   // alongside the first one.
