@@ -172,8 +172,8 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::
   return engine;
 }
 
-std::shared_ptr<Version> Engine::MakeVersion(uint32_t store_index, std::string location, ObjectHeader header,
-                                             uint64_t file_id) {
+std::shared_ptr<Version> Engine::MakeVersion(uint32_t store_index, const std::string& location,
+                                             const ObjectHeader& header, uint64_t file_id) {
   auto v = std::make_shared<Version>(homes_[store_index], location, header.key, header);
   v->file_id = file_id;
   return v;

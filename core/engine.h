@@ -358,8 +358,9 @@ class Engine {
   Status MoveTree(Inode* inode, const std::string& new_key);                          // publish_mu_
   Result<std::shared_ptr<Version>> CopyToStore(const std::shared_ptr<Version>& version, uint32_t store_index,
                                                ObjectHeader header);                  // publish_mu_
-  std::shared_ptr<Version> MakeVersion(uint32_t store_index, std::string location, ObjectHeader header,
-                                       uint64_t file_id = 0);
+  // A version of header.key's object at location on store store_index.
+  std::shared_ptr<Version> MakeVersion(uint32_t store_index, const std::string& location,
+                                       const ObjectHeader& header, uint64_t file_id = 0);
   ObjectHeader HeaderFor(const Inode* inode, const std::string& key) const;            // mu_
   Status EnsureDirRecord(Inode* dir);                                                 // publish_mu_
   // Reserves bytes on a store for a commit, evicting synchronously (bounded)

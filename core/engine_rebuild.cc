@@ -123,7 +123,7 @@ Status Engine::Rebuild() {
     if (key.empty()) {
       if (is_dir) {
         ns_.root()->attr = attr;
-        ns_.root()->committed = MakeVersion(f.store_index, std::move(f.location), std::move(f.header), f.file_id);
+        ns_.root()->committed = MakeVersion(f.store_index, f.location, f.header, f.file_id);
       }
       continue;
     }
@@ -132,14 +132,14 @@ Status Engine::Rebuild() {
       Inode* existing = ns_.Child(cur, name);
       if (!existing) {
         Inode* inode = ns_.NewInode(is_dir, attr);
-        inode->committed = MakeVersion(f.store_index, std::move(f.location), std::move(f.header), f.file_id);
+        inode->committed = MakeVersion(f.store_index, f.location, f.header, f.file_id);
         ns_.Attach(cur, inode, std::move(name));
         if (!is_dir) TrackCommitted(inode, nullptr);
         continue;
       }
       if (existing->is_dir && is_dir && !existing->committed) {
         existing->attr = attr;
-        existing->committed = MakeVersion(f.store_index, std::move(f.location), std::move(f.header), f.file_id);
+        existing->committed = MakeVersion(f.store_index, f.location, f.header, f.file_id);
         continue;
       }
     }
