@@ -3,9 +3,9 @@
 //
 // libfuse hands WRITE payloads over at arbitrary addresses, so they are copied
 // into 1 MiB, 4 KiB-aligned chunks; at commit the chunks go to the store with
-// O_DIRECT writes unchanged. Chunks are allocated on first touch; a chunk
-// never written reads as zeros (a hole). Writes at any offset and truncation
-// are supported. A draft holds at most one object, so its size is bounded by
+// O_DIRECT writes unchanged. Chunks are allocated on first touch, from a
+// small process-wide cache of zeroed chunks; a chunk never written reads as
+// zeros (a hole). Writes at any offset and truncation are supported. A draft holds at most one object, so its size is bounded by
 // the object size limit the engine enforces.
 //
 // Thread-safety: all methods lock the draft's mutex; Lock() lets the commit
@@ -70,10 +70,12 @@ class Draft {
 
  private:
   uint8_t* ChunkFor(size_t index);  // allocates; caller holds mu_
+  void FreeChunk(size_t index);     // returns it for reuse; caller holds mu_ (or destroys)
 
   mutable std::mutex mu_;
   std::vector<uint8_t*> chunks_;
   std::atomic<uint64_t> size_{0};
+  uint64_t high_water_ = 0;  // guarded by mu_: no byte at or past it was ever written
   std::atomic<bool> dirty_{true};
 };
 

@@ -191,5 +191,34 @@ TEST(DraftTest, ZeroChunkIsAlignedZeros) {
   EXPECT_EQ(ZeroChunk(), z);
 }
 
+// Chunks are reused across drafts: a reused chunk must read as zeros
+// wherever its new draft has not written, whatever the old draft left there.
+TEST(DraftTest, ReusedChunksReadAsZerosWhereNotWritten) {
+  for (int round = 0; round < 3; ++round) {
+    {
+      Draft old;
+      std::vector<uint8_t> junk(kDraftChunkSize, 0xA5);
+      ASSERT_TRUE(old.Write(0, junk.data(), junk.size()).ok());
+      ASSERT_TRUE(old.Write(kDraftChunkSize, junk.data(), 12345).ok());
+      ASSERT_TRUE(old.Truncate(kDraftChunkSize + 100).ok());
+    }
+    Draft fresh;
+    uint8_t one = 0x5A;
+    ASSERT_TRUE(fresh.Write(kDraftChunkSize / 2, &one, 1).ok());
+    ASSERT_TRUE(fresh.Write(kDraftChunkSize + 7, &one, 1).ok());
+    std::vector<uint8_t> got = ReadAll(fresh, 0, kDraftChunkSize + 8);
+    ASSERT_EQ(got.size(), kDraftChunkSize + 8);
+    for (size_t i = 0; i < got.size(); ++i) {
+      uint8_t want = (i == kDraftChunkSize / 2 || i == kDraftChunkSize + 7) ? 0x5A : 0;
+      ASSERT_EQ(got[i], want) << "round " << round << ", byte " << i;
+    }
+    // The committed form reads the chunks directly: check them too.
+    auto lk = fresh.lock();
+    ASSERT_EQ(fresh.chunk_count_locked(), 2u);
+    EXPECT_EQ(fresh.chunk_locked(1)[kDraftChunkSize - 1], 0) << "past the size, a chunk holds zeros as well";
+    EXPECT_EQ(fresh.chunk_locked(0)[0], 0);
+  }
+}
+
 }  // namespace
 }  // namespace kvfs
