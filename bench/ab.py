@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """A/B test of one kvfs setting: two kvfs mounts side by side, on two scratch
 stores on the same drive, that differ only in the mount flags given as
---a and --b (or in the binary, with --kvfs-b); one scenario run on each, alternating A and B run by run;
-medians and the B/A ratio. For deciding whether a fast-path change earns its
+--a and --b (or in the binary, with --kvfs-b); one scenario run on each,
+alternating which goes first run by run and which store each uses every
+second run (with each variant always on the same store, where that store's
+files lay on the virtual disk favoured one side by up to 1.3x); medians and
+the B/A ratio. For deciding whether a fast-path change earns its
 place (see the README's benchmark section).
 
   python3 bench/ab.py --scenario write --a="--group-commit true" --b="--group-commit false"
@@ -44,20 +47,29 @@ def drop_caches():
         f.write("3\n")
 
 
-class Mount:
-    def __init__(self, kvfs, base, name, flags):
-        self.kvfs, self.flags = kvfs, flags
+class Slot:
+    """A scratch store and a mount point. Each variant runs on both slots in
+    turn (see main), so that where a store's files lie on the drive, and
+    which mount came first, favour neither variant."""
+
+    def __init__(self, base, name):
         self.store = os.path.join(base, f"store-{name}")
         self.mnt = os.path.join(base, f"mnt-{name}")
+        self.kvfs = None
         os.makedirs(self.store)
         os.makedirs(self.mnt)
+
+    def mount(self, kvfs, flags):
         cmd = [kvfs, "mount", self.mnt, "--store", self.store, "--capacity", "20G", "--min-free", "1G"] + flags
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
-            raise RuntimeError(f"mount {name} failed: {r.stderr.strip() or r.stdout.strip()}")
+            raise RuntimeError(f"mount {self.mnt} failed: {r.stderr.strip() or r.stdout.strip()}")
+        self.kvfs = kvfs
 
     def umount(self):
-        subprocess.run([self.kvfs, "umount", self.mnt], capture_output=True, timeout=120)
+        if self.kvfs:
+            subprocess.run([self.kvfs, "umount", self.mnt], capture_output=True, timeout=120)
+            self.kvfs = None
 
 
 def run_write(mnt, tag, size, threads, seconds):
@@ -94,7 +106,7 @@ def prepare_read(mnt, size, count):
     for i in range(count):
         with open(f"{d}/o{i}", "wb") as f:
             f.write(data)
-    return [f"{d}/o{i}" for i in range(count)]
+    return [f"objs/o{i}" for i in range(count)]
 
 
 def prepare_stat(mnt, count):
@@ -102,7 +114,7 @@ def prepare_stat(mnt, count):
     os.mkdir(d)
     for i in range(count):
         os.close(os.open(f"{d}/k{i}", os.O_WRONLY | os.O_CREAT, 0o644))
-    return [f"{d}/k{i}" for i in range(count)]
+    return [f"names/k{i}" for i in range(count)]
 
 
 def run_stat(paths, missing, seconds):
@@ -165,7 +177,7 @@ def main():
     p.add_argument("--block", default="1M", help="read: bytes per read call (default 1M)")
     p.add_argument("--buffered", action="store_true", help="read: buffered reads instead of O_DIRECT")
     p.add_argument("--missing", action="store_true", help="stat: names that do not exist")
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=8, help="runs of each variant (a multiple of 4 balances slots and order)")
     p.add_argument("--base", default="/var/tmp/kvfs-ab")
     p.add_argument("--kvfs", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "kvfs"))
     p.add_argument("--kvfs-b", default=None,
@@ -175,29 +187,41 @@ def main():
     count = a.count or (20000 if a.scenario == "stat" else 32)
     os.makedirs(a.base, exist_ok=True)
     base = tempfile.mkdtemp(prefix="run-", dir=a.base)
-    mounts = {}
+    variants = {"A": (a.kvfs, shlex.split(a.a)), "B": (a.kvfs_b or a.kvfs, shlex.split(a.b))}
+    slots = [Slot(base, "1"), Slot(base, "2")]
     try:
-        mounts["A"] = Mount(a.kvfs, base, "a", shlex.split(a.a))
-        mounts["B"] = Mount(a.kvfs_b or a.kvfs, base, "b", shlex.split(a.b))
-        paths = {}
-        if a.scenario == "read":
-            for k, m in mounts.items():
-                paths[k] = prepare_read(m.mnt, size, count)
-        if a.scenario == "stat":
-            for k, m in mounts.items():
-                paths[k] = prepare_stat(m.mnt, count)
+        # The same data set on both slots, written through variant A.
+        rel = []
+        for slot in slots:
+            slot.mount(*variants["A"])
+            if a.scenario == "read":
+                rel = prepare_read(slot.mnt, size, count)
+            elif a.scenario == "stat":
+                rel = prepare_stat(slot.mnt, count)
+            slot.umount()
         got = {"A": [], "B": []}
         for rep in range(a.reps):
+            # Each block of 4 runs gives each variant each slot and each
+            # position once: the order alternates every run, the slots every
+            # second run.
+            swap = (rep // 2) % 2
+            where = {"A": slots[swap], "B": slots[1 - swap]}
             order = ["A", "B"] if rep % 2 == 0 else ["B", "A"]
             for k in order:
+                where[k].mount(*variants[k])
+            for k in order:
+                mnt = where[k].mnt
                 if a.scenario == "write":
-                    v = run_write(mounts[k].mnt, f"rep{rep}", size, a.threads, a.seconds)
+                    v = run_write(mnt, f"rep{rep}-{k}", size, a.threads, a.seconds)
                 elif a.scenario == "stat":
-                    v = run_stat(paths[k], a.missing, a.seconds)
+                    v = run_stat([os.path.join(mnt, r) for r in rel], a.missing, a.seconds)
                 else:
-                    v = run_read(paths[k], size, a.threads, a.buffered, parse_size(a.block))
+                    v = run_read([os.path.join(mnt, r) for r in rel], size, a.threads, a.buffered,
+                                 parse_size(a.block))
                 got[k].append(v)
                 print(f"rep {rep} {k}: {v:.3f}", flush=True)
+            for slot in slots:
+                slot.umount()
         unit = {"write": "objects/s", "read": "GB/s", "stat": "stats/s"}[a.scenario]
         ma, mb = statistics.median(got["A"]), statistics.median(got["B"])
         print(f"A [{a.a}] median {ma:.3f} {unit}")
@@ -205,8 +229,8 @@ def main():
         what = (f"{count} names" if a.scenario == "stat" else f"{a.threads} threads, {size} byte objects")
         print(f"B/A {mb / ma:.3f} ({a.reps} alternated runs each, {what})")
     finally:
-        for m in mounts.values():
-            m.umount()
+        for slot in slots:
+            slot.umount()
         subprocess.run(["rm", "-rf", base])
 
 

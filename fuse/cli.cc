@@ -50,7 +50,7 @@ int RunCli(int argc, char** argv) {
   mount->add_option("--max-request", max_request_text,
                     "largest FUSE read/write request, 4K to 1M in 4K steps (default 1M)");
   mount->add_option("--max-background", mo.max_background,
-                    "FUSE requests the kernel keeps in flight in the background (default 64)")
+                    "FUSE requests the kernel keeps in flight in the background (default 12, the kernel's)")
       ->check(CLI::Range(1, 65535));
   mount->add_option("--buffers", mo.buffer_count, "number of registered read buffers")->check(CLI::Range(1, 65536));
   mount->add_option("--buffer-size", buffer_size_text, "size of each read buffer, a multiple of 256K (default 1M)");

@@ -54,7 +54,7 @@ struct MountOptions {
   // limit, READ) request, and how many background requests (readahead,
   // async direct I/O) the kernel keeps in flight.
   uint64_t max_request = 1 << 20;
-  unsigned max_background = 64;
+  unsigned max_background = 12;
   size_t buffer_count = 64;
   uint64_t buffer_size = 1 << 20;
   bool io_uring = true;

@@ -28,7 +28,7 @@ struct FuseContext {
   double negative_timeout = 1.0;
   double dir_attr_timeout = 1.0;
   unsigned max_write = 1 << 20;
-  unsigned max_background = 64;
+  unsigned max_background = 12;
   bool page_cache = false;
 };
 
