@@ -11,9 +11,9 @@
 // last lease ends, so unleased objects cost no file descriptor.
 //
 // Thread-safety: lease counting and the descriptor are guarded by an internal
-// mutex (allocated with the first lease). The header and location change only on rename or attribute updates,
-// which the Engine does under its index mutex; readers take a copy under the
-// same mutex.
+// mutex (allocated with the first lease). The header and location change
+// only on rename or attribute updates, which the Engine does under its index
+// mutex; readers take a copy under the same mutex.
 #pragma once
 
 #include <atomic>
