@@ -244,8 +244,9 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   // allocator's per-thread caches) and pin their pages, so a large store
   // kept about 250 bytes per object of free but resident memory (914 against
   // 660 bytes per object in kvfs_mount_bench). Request paths allocate little
-  // and mostly from the per-thread caches, which one arena keeps.
-  mallopt(M_ARENA_MAX, 1);
+  // and mostly from the per-thread caches, which one arena keeps. An operator
+  // who sets MALLOC_ARENA_MAX gets that instead.
+  if (!std::getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 1);
   Result<std::unique_ptr<Engine>> engine = Engine::Open(eo, std::move(stores));
   if (!engine.ok()) return fail(engine.status().message());
 
