@@ -109,7 +109,9 @@ Status Version::AddLease() {
 }
 
 void Version::DropLease() {
-  LeaseState& st = State();
+  LeaseState* state = lease_state_.load(std::memory_order_acquire);
+  if (!state) return;  // never leased
+  LeaseState& st = *state;
   std::lock_guard<std::mutex> g(st.mu);
   if (st.leases == 0) return;
   if (--st.leases == 0) {
