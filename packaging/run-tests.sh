@@ -5,6 +5,19 @@ set -eu
 cd "$(dirname "$0")/.."
 ./packaging/install-deps.sh
 ./packaging/build.sh
-(cd build && ctest --output-on-failure --timeout 900 "$@")
+rc=0
+(cd build && ctest --output-on-failure --timeout 900 "$@") || rc=$?
+if [ "$rc" -ne 0 ]; then
+  # ctest prints a failing test's output where it ran, far above the end of
+  # a long log; repeat it here so that the end of the log explains the failure.
+  echo "=== output of the failing tests (from build/Testing/Temporary/LastTest.log) ==="
+  awk '
+    /^[0-9]+\/[0-9]+ Testing: / { buf = ""; keep = 1 }
+    keep { buf = buf $0 "\n" }
+    /^Test Passed\./ { keep = 0; buf = "" }
+    keep && /^Test [A-Z]/ && !/^Test Passed/ { printf "%s", buf; keep = 0 }
+  ' build/Testing/Temporary/LastTest.log | tail -n 300
+  exit "$rc"
+fi
 # Parsers of on-store bytes, fuzzed for a bounded time.
 ./packaging/run-fuzz.sh
