@@ -17,7 +17,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 #ifndef KVFS_BINARY
@@ -878,6 +880,7 @@ void MountedTest::Stats(JsonValue* out) {
 
 void MountedTest::TearDown() {
   if (root_.empty()) return;
+  if (HasFailure()) PrintDaemonLogTail();
   if (mounted_ || IsKvfsMounted(mnt_)) {
     std::string error = Unmount();
     if (!error.empty()) ADD_FAILURE() << "TearDown: " << error;
@@ -888,6 +891,21 @@ void MountedTest::TearDown() {
   }
   // FTW_MOUNT: never cross into a mount point; FTW_PHYS: never follow links.
   nftw(root_.c_str(), RemoveEntry, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+void MountedTest::PrintDaemonLogTail() const {
+  // The daemon logs to <first store>/kvfs.log unless the test chose a file.
+  const std::string path = store_path(0) + "/kvfs.log";
+  std::ifstream in(path);
+  if (!in) return;
+  std::deque<std::string> tail;
+  for (std::string line; std::getline(in, line);) {
+    tail.push_back(std::move(line));
+    if (tail.size() > 40) tail.pop_front();
+  }
+  std::cout << "[ daemon   ] last " << tail.size() << " lines of " << path << ":\n";
+  for (const std::string& line : tail) std::cout << "[ daemon   ] " << line << "\n";
+  std::cout << std::flush;
 }
 
 }  // namespace kvfs::mounted_test

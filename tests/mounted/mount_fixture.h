@@ -236,7 +236,10 @@ std::optional<JsonValue> ParseJson(std::string_view text, std::string* error);
 class MountedTest : public ::testing::Test {
  protected:
   void SetUp() override;
+  // Unmounts and removes the test folder; after a failure it first prints
+  // the end of the daemon's log, so that the test output explains it.
   void TearDown() override;
+  void PrintDaemonLogTail() const;
 
   // Store folders, relative to the test folder. Override for multi-store tests.
   virtual std::vector<std::string> StoreNames() const { return {"store"}; }
