@@ -15,7 +15,7 @@ if [ "$rc" -ne 0 ]; then
     /^[0-9]+\/[0-9]+ Testing: / { buf = ""; keep = 1 }
     keep { buf = buf $0 "\n" }
     /^Test Passed\./ { keep = 0; buf = "" }
-    keep && /^Test [A-Z]/ && !/^Test Passed/ { printf "%s", buf; keep = 0 }
+    keep && /^Test [A-Z]/ { printf "%s", buf; keep = 0 }
   ' build/Testing/Temporary/LastTest.log | tail -n 300
   exit "$rc"
 fi

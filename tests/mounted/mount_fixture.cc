@@ -895,6 +895,7 @@ void MountedTest::TearDown() {
 
 void MountedTest::PrintDaemonLogTail() const {
   // The daemon logs to <first store>/kvfs.log unless the test chose a file.
+  if (StoreNames().empty()) return;
   const std::string path = store_path(0) + "/kvfs.log";
   std::ifstream in(path);
   if (!in) return;
