@@ -381,8 +381,14 @@ TEST_F(SharedTierTest, KilledHostMidWrite) {
   pid_t daemon = DaemonPid(0);
   ASSERT_GT(daemon, 0);
   ChildProcess stream([&](Channel& ch) -> std::string {
+    // Through a descriptor of the mount's root: once the killed mount is
+    // detached, a path under the mountpoint would reach the bare directory
+    // beneath, and writes there would succeed and be counted as commits.
+    Fd root(open(P(0, "").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!root.valid()) return ErrnoMessage("open " + P(0, ""));
+    const std::string via = "/proc/self/fd/" + std::to_string(root.get()) + "/";
     for (int i = 0; i < kKeys; ++i) {
-      std::string err = WriteFile(P(0, Key("k", i)), MakeData(1000 + i, kSize));
+      std::string err = WriteFile(via + Key("k", i), MakeData(1000 + i, kSize));
       if (!err.empty()) return "stopped at " + Key("k", i) + ": " + err;
       ch.Send(std::to_string(i));
     }
