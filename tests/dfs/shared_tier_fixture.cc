@@ -105,14 +105,7 @@ void SharedTierTest::SetUp() {
       InChild([&] { return mkdir(StoreDir().c_str(), 0755) == 0 ? "ok" : ErrnoMessage("mkdir " + StoreDir()); });
   ASSERT_EQ(make, "ok");
 
-  const char* tmpdir = getenv("TMPDIR");
-  std::string base = (tmpdir != nullptr && *tmpdir != '\0') ? tmpdir : "/tmp";
-  std::string templ = base + "/kvfs-test-XXXXXX";
-  ASSERT_NE(mkdtemp(templ.data()), nullptr) << ErrnoMessage("mkdtemp(" + templ + ")");
-  char* real = realpath(templ.c_str(), nullptr);
-  ASSERT_NE(real, nullptr) << ErrnoMessage("realpath");
-  local_root_ = real;
-  free(real);
+  ASSERT_EQ(MakeTestRoot(&local_root_), "");
 
   hosts_.resize(HostCount());
   for (size_t i = 0; i < hosts_.size(); ++i) {

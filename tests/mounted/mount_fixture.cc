@@ -817,17 +817,22 @@ std::vector<std::string> MountedTest::MountCommand() const {
   return argv;
 }
 
-void MountedTest::SetUp() {
-  // A child that died early must fail a Send, not kill the test with SIGPIPE.
-  signal(SIGPIPE, SIG_IGN);
+std::string MakeTestRoot(std::string* root) {
   const char* tmpdir = getenv("TMPDIR");
   std::string base = (tmpdir != nullptr && *tmpdir != '\0') ? tmpdir : "/tmp";
   std::string templ = base + "/kvfs-test-XXXXXX";
-  ASSERT_NE(mkdtemp(templ.data()), nullptr) << ErrnoMessage("mkdtemp(" + templ + ")");
+  if (mkdtemp(templ.data()) == nullptr) return ErrnoMessage("mkdtemp(" + templ + ")");
   char* real = realpath(templ.c_str(), nullptr);
-  ASSERT_NE(real, nullptr) << ErrnoMessage("realpath");
-  root_ = real;
+  if (real == nullptr) return ErrnoMessage("realpath " + templ);
+  *root = real;
   free(real);
+  return "";
+}
+
+void MountedTest::SetUp() {
+  // A child that died early must fail a Send, not kill the test with SIGPIPE.
+  signal(SIGPIPE, SIG_IGN);
+  ASSERT_EQ(MakeTestRoot(&root_), "");
   mnt_ = root_ + "/mnt";
   ASSERT_EQ(mkdir(mnt_.c_str(), 0755), 0) << ErrnoMessage("mkdir " + mnt_);
   for (size_t i = 0; i < StoreNames().size(); ++i) {

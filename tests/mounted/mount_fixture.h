@@ -61,6 +61,11 @@ std::string ErrnoName(int err);
 // "<what>: ENOENT (No such file or directory)" for the current errno.
 std::string ErrnoMessage(const std::string& what);
 
+// Creates a fresh test folder, ${TMPDIR:-/tmp}/kvfs-test-XXXXXX (the
+// cleanup step looks for mounts under such folders), and sets *root to its
+// real path. "" or what failed.
+std::string MakeTestRoot(std::string* root);
+
 // ---------------------------------------------------------------- fds
 
 // Owns one file descriptor; closes it on destruction.
