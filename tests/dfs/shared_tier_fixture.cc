@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -128,19 +127,7 @@ std::vector<std::string> SharedTierTest::MountCommand(size_t host) const {
   return argv;
 }
 
-std::string SharedTierTest::LogTail(size_t host, size_t lines) const {
-  std::ifstream in(hosts_.at(host).log);
-  if (!in) return "(no log at " + hosts_.at(host).log + ")";
-  std::deque<std::string> tail;
-  std::string line;
-  while (std::getline(in, line)) {
-    tail.push_back(line);
-    if (tail.size() > lines) tail.pop_front();
-  }
-  std::string out;
-  for (const auto& l : tail) out += l + "\n";
-  return out;
-}
+std::string SharedTierTest::LogTail(size_t host, size_t lines) const { return FileTail(hosts_.at(host).log, lines); }
 
 std::string SharedTierTest::MountHost(size_t host) {
   Host& h = hosts_.at(host);

@@ -817,6 +817,19 @@ std::vector<std::string> MountedTest::MountCommand() const {
   return argv;
 }
 
+std::string FileTail(const std::string& path, size_t lines) {
+  std::ifstream in(path);
+  if (!in) return "(no log at " + path + ")\n";
+  std::deque<std::string> tail;
+  for (std::string line; std::getline(in, line);) {
+    tail.push_back(std::move(line));
+    if (tail.size() > lines) tail.pop_front();
+  }
+  std::string out;
+  for (const std::string& l : tail) out += l + "\n";
+  return out;
+}
+
 std::string MakeTestRoot(std::string* root) {
   const char* tmpdir = getenv("TMPDIR");
   std::string base = (tmpdir != nullptr && *tmpdir != '\0') ? tmpdir : "/tmp";
@@ -902,16 +915,7 @@ void MountedTest::PrintDaemonLogTail() const {
   // The daemon logs to <first store>/kvfs.log unless the test chose a file.
   if (StoreNames().empty()) return;
   const std::string path = store_path(0) + "/kvfs.log";
-  std::ifstream in(path);
-  if (!in) return;
-  std::deque<std::string> tail;
-  for (std::string line; std::getline(in, line);) {
-    tail.push_back(std::move(line));
-    if (tail.size() > 40) tail.pop_front();
-  }
-  std::cout << "[ daemon   ] last " << tail.size() << " lines of " << path << ":\n";
-  for (const std::string& line : tail) std::cout << "[ daemon   ] " << line << "\n";
-  std::cout << std::flush;
+  std::cout << "---- last lines of " << path << " ----\n" << FileTail(path) << std::flush;
 }
 
 }  // namespace kvfs::mounted_test

@@ -118,6 +118,9 @@ std::string WriteFile(const std::string& path, const std::vector<uint8_t>& data,
 // 4 KiB block (still O_DIRECT) and then ftruncate(2)ing the file to its exact
 // size before close, the way O_DIRECT engines write unaligned objects.
 std::string WriteFileDirect(const std::string& path, const std::vector<uint8_t>& data, size_t chunk = kMiB);
+// The last `lines` lines of a text file (a daemon's log), each ending in a
+// newline; "(no log at PATH)" when it cannot be opened.
+std::string FileTail(const std::string& path, size_t lines = 40);
 // Reads the whole file with read(2) calls of `chunk` bytes until EOF.
 std::string ReadFile(const std::string& path, std::vector<uint8_t>* out, size_t chunk = kMiB);
 // Reads the whole file with O_DIRECT into an aligned buffer until EOF.
