@@ -136,19 +136,19 @@ Result<int> DeadlineStore::OpenForRead(const std::string& location) {
   return Counted(sh->fd);
 }
 
-Status DeadlineStore::WriteHeaderBlock(const std::string& location, const uint8_t* block) {
+Status DeadlineStore::WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) {
   auto copy = std::make_shared<std::vector<uint8_t>>(block, block + kHeaderSize);
   auto out = std::make_shared<Status>();
   std::string loc = location;
-  if (!RunWithDeadline([t = target(), copy, out, loc] { *out = t->WriteHeaderBlock(loc, copy->data()); })) {
+  if (!RunWithDeadline([t = target(), copy, out, loc, sync] { *out = t->WriteHeaderBlock(loc, copy->data(), sync); })) {
     return CountTimeout(TimedOut("write header " + location, deadline_));
   }
   return Counted(*out);
 }
 
-Status DeadlineStore::Move(const std::string& from, const std::string& to) {
+Status DeadlineStore::Move(const std::string& from, const std::string& to, bool sync) {
   auto out = std::make_shared<Status>();
-  if (!RunWithDeadline([t = target(), out, from, to] { *out = t->Move(from, to); })) {
+  if (!RunWithDeadline([t = target(), out, from, to, sync] { *out = t->Move(from, to, sync); })) {
     return CountTimeout(TimedOut("move " + from, deadline_));
   }
   return Counted(*out);

@@ -38,8 +38,8 @@ class DeadlineStore final : public StoreWrapper {
   Status Link(StagingFile& file, const std::string& location) override;
   Status SyncAll() override;
   Result<int> OpenForRead(const std::string& location) override;
-  Status WriteHeaderBlock(const std::string& location, const uint8_t* block) override;
-  Status Move(const std::string& from, const std::string& to) override;
+  Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) override;
+  Status Move(const std::string& from, const std::string& to, bool sync) override;
   Status Remove(const std::string& location, bool sync) override;
   Status Quarantine(const std::string& location) override;
   Result<StoreSpace> Space() const override;

@@ -241,7 +241,9 @@ Result<ListedObject> DfsStore::StatObject(const std::string& location) {
   return o;
 }
 
-Status DfsStore::WriteHeaderBlock(const std::string& location, const uint8_t* block) {
+// A DFS store makes header writes and renames durable one by one whatever
+// `sync` says: SyncAll cannot reach the DFS's servers.
+Status DfsStore::WriteHeaderBlock(const std::string& location, const uint8_t* block, bool /*sync*/) {
   Result<int> fd = fs_->Open(Abs(location), O_WRONLY | (direct_io_ ? O_DIRECT : 0));
   if (!fd.ok()) return fd.status();
   Aligned buf(kHeaderSize);
@@ -259,7 +261,7 @@ Status DfsStore::WriteHeaderBlock(const std::string& location, const uint8_t* bl
   return s;
 }
 
-Status DfsStore::Move(const std::string& from, const std::string& to) {
+Status DfsStore::Move(const std::string& from, const std::string& to, bool /*sync*/) {
   Status s = fs_->Rename(Abs(from), Abs(to));
   if (!s.ok()) {
     if (s.err() != ENOENT || !fs_->Stat(Abs(from)).ok()) return s;

@@ -78,8 +78,8 @@ class DfsStore final : public Store {
   Status Link(StagingFile& file, const std::string& location) override;
   Status SyncAll() override { return Status::Ok(); }
   Result<int> OpenForRead(const std::string& location) override;
-  Status WriteHeaderBlock(const std::string& location, const uint8_t* block) override;
-  Status Move(const std::string& from, const std::string& to) override;
+  Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) override;
+  Status Move(const std::string& from, const std::string& to, bool sync) override;
   Status Remove(const std::string& location, bool sync = true) override;
   Status Quarantine(const std::string& location) override;
   Status Scan(const std::function<void(const ScannedObject&)>& fn, int threads) override;

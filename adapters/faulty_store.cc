@@ -80,16 +80,16 @@ Result<int> FaultyStore::OpenForRead(const std::string& location) {
   return StoreWrapper::OpenForRead(location);
 }
 
-Status FaultyStore::WriteHeaderBlock(const std::string& location, const uint8_t* block) {
+Status FaultyStore::WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) {
   std::optional<Fault> f = Take(StoreOp::kWriteHeaderBlock);
   if (f && f->err) return Status::Error(f->err, "injected fault: write header");
-  return StoreWrapper::WriteHeaderBlock(location, block);
+  return StoreWrapper::WriteHeaderBlock(location, block, sync);
 }
 
-Status FaultyStore::Move(const std::string& from, const std::string& to) {
+Status FaultyStore::Move(const std::string& from, const std::string& to, bool sync) {
   std::optional<Fault> f = Take(StoreOp::kMove);
   if (f && f->err) return Status::Error(f->err, "injected fault: move");
-  return StoreWrapper::Move(from, to);
+  return StoreWrapper::Move(from, to, sync);
 }
 
 Status FaultyStore::Remove(const std::string& location, bool sync) {

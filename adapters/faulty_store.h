@@ -48,8 +48,8 @@ class FaultyStore final : public StoreWrapper {
   // Publish faults apply to Link too (both are how a commit lands).
   Status Link(StagingFile& file, const std::string& location) override;
   Result<int> OpenForRead(const std::string& location) override;
-  Status WriteHeaderBlock(const std::string& location, const uint8_t* block) override;
-  Status Move(const std::string& from, const std::string& to) override;
+  Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) override;
+  Status Move(const std::string& from, const std::string& to, bool sync) override;
   Status Remove(const std::string& location, bool sync) override;
   Status Scan(const std::function<void(const ScannedObject&)>& fn, int threads) override;
   Result<StoreSpace> Space() const override;

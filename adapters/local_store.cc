@@ -206,7 +206,7 @@ Result<int> LocalStore::OpenForRead(const std::string& location) {
   return fd;
 }
 
-Status LocalStore::WriteHeaderBlock(const std::string& location, const uint8_t* block) {
+Status LocalStore::WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) {
   std::string path = Abs(location);
   int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | (direct_io_ ? O_DIRECT : 0));
   if (fd < 0) return Status::FromErrno("open " + path);
@@ -221,18 +221,19 @@ Status LocalStore::WriteHeaderBlock(const std::string& location, const uint8_t* 
   std::free(aligned);
   Status s;
   if (n != static_cast<ssize_t>(kHeaderSize)) s = Status::FromErrno(n < 0 ? err : EIO, "write header " + path);
-  else if (::fdatasync(fd) != 0) s = Status::FromErrno("fdatasync " + path);
+  else if (sync && ::fdatasync(fd) != 0) s = Status::FromErrno("fdatasync " + path);
   ::close(fd);
   return s;
 }
 
-Status LocalStore::Move(const std::string& from, const std::string& to) {
+Status LocalStore::Move(const std::string& from, const std::string& to, bool sync) {
   std::string src = Abs(from), dst = Abs(to);
   if (::rename(src.c_str(), dst.c_str()) != 0) {
     if (errno != ENOENT || ::access(src.c_str(), F_OK) != 0) return Status::FromErrno("rename " + src + " -> " + dst);
-    KVFS_RETURN_IF_ERROR(EnsureParentDirs(to));
+    KVFS_RETURN_IF_ERROR(EnsureParentDirs(to, sync));
     if (::rename(src.c_str(), dst.c_str()) != 0) return Status::FromErrno("rename " + src + " -> " + dst);
   }
+  if (!sync) return Status::Ok();
   KVFS_RETURN_IF_ERROR(SyncDirectory(dst.substr(0, dst.rfind('/'))));
   std::string src_dir = src.substr(0, src.rfind('/'));
   if (src_dir != dst.substr(0, dst.rfind('/'))) KVFS_RETURN_IF_ERROR(SyncDirectory(src_dir));

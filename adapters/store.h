@@ -116,12 +116,14 @@ class Store {
 
   // Opens an object for reading. ENOENT when it does not exist.
   virtual Result<int> OpenForRead(const std::string& location) = 0;
-  // Durably overwrites the 4 KiB header block of an existing object.
-  virtual Status WriteHeaderBlock(const std::string& location, const uint8_t* block) = 0;
-  // Atomically and durably renames an object to a new location (replacing).
-  virtual Status Move(const std::string& from, const std::string& to) = 0;
-  // Removes an object; with sync, durably (the directory is fsync'ed).
-  // ENOENT when it does not exist.
+  // Overwrites the 4 KiB header block of an existing object; with sync,
+  // durably (fdatasync), otherwise at the next SyncAll.
+  virtual Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) = 0;
+  // Atomically renames an object to a new location (replacing); with sync,
+  // durably (the directories are fsync'ed), otherwise at the next SyncAll.
+  virtual Status Move(const std::string& from, const std::string& to, bool sync) = 0;
+  // Removes an object; with sync, durably (the directory is fsync'ed),
+  // otherwise at the next SyncAll. ENOENT when it does not exist.
   virtual Status Remove(const std::string& location, bool sync = true) = 0;
   // Moves a damaged object out of the namespace into the store's quarantine
   // area, where fsck and operators can look at it; it is never served again.

@@ -24,10 +24,12 @@ class StoreWrapper : public Store {
   Status Link(StagingFile& file, const std::string& location) override { return target_->Link(file, location); }
   Status SyncAll() override { return target_->SyncAll(); }
   Result<int> OpenForRead(const std::string& location) override { return target_->OpenForRead(location); }
-  Status WriteHeaderBlock(const std::string& location, const uint8_t* block) override {
-    return target_->WriteHeaderBlock(location, block);
+  Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) override {
+    return target_->WriteHeaderBlock(location, block, sync);
   }
-  Status Move(const std::string& from, const std::string& to) override { return target_->Move(from, to); }
+  Status Move(const std::string& from, const std::string& to, bool sync) override {
+    return target_->Move(from, to, sync);
+  }
   Status Remove(const std::string& location, bool sync) override { return target_->Remove(location, sync); }
   Status Quarantine(const std::string& location) override { return target_->Quarantine(location); }
   Status Scan(const std::function<void(const ScannedObject&)>& fn, int threads) override {

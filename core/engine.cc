@@ -62,7 +62,10 @@ std::string EngineStats::ToJson() const {
     << ",\"open_handles\":" << open_handles << ",\"reads\":" << reads << ",\"read_bytes\":" << read_bytes
     << ",\"writes\":" << writes << ",\"write_bytes\":" << write_bytes << ",\"commits\":" << commits
     << ",\"commit_failures\":" << commit_failures << ",\"group_commits\":" << group_commits
-    << ",\"group_commit_jobs\":" << group_commit_jobs << ",\"lookups\":" << lookups
+    << ",\"group_commit_jobs\":" << group_commit_jobs << ",\"durability\":\"" << durability
+    << "\",\"background_syncs\":" << background_syncs
+    << ",\"background_sync_failures\":" << background_sync_failures
+    << ",\"stores_not_durable\":" << stores_not_durable << ",\"lookups\":" << lookups
     << ",\"negative_lookups\":" << negative_lookups << ",\"pool_hits\":" << pool_hits
     << ",\"pool_misses\":" << pool_misses << ",\"pool_buffers\":" << pool_buffers
     << ",\"pool_buffer_bytes\":" << pool_buffer_bytes << ",\"io_in_flight\":" << io_in_flight
@@ -126,6 +129,11 @@ Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>>
   options_.capacity_bytes = total;
   pool_ = std::make_unique<BufferPool>(options_.buffer_size, options_.buffer_count);
   io_ = std::make_unique<IoExecutor>(pool_.get(), options_.use_io_uring);
+  if (options_.durability == EngineOptions::Durability::kBackground) {
+    std::vector<Store*> raw;
+    for (auto& s : stores_) raw.push_back(s.get());
+    background_sync_ = std::make_unique<BackgroundSync>(std::move(raw), options_.sync_interval);
+  }
 }
 
 Engine::~Engine() {
@@ -143,6 +151,7 @@ Engine::~Engine() {
   }
   evictor_wake_.notify_all();
   if (evictor_.joinable()) evictor_.join();
+  background_sync_.reset();  // flushes what is still pending
 }
 
 Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::vector<std::unique_ptr<Store>> stores) {
@@ -411,7 +420,7 @@ Result<Attr> Engine::Mkdir(uint64_t parent, std::string_view name, uint32_t mode
   Inode* dir = ns_.Get(parent);
   if (!dir || !dir->linked() || ns_.Child(dir, name)) {
     // A file of that name was created meanwhile: the directory loses.
-    stores_[store_index]->Remove((*record)->location());
+    (void)RemoveObject(**record);
     return Status::Error(dir ? EEXIST : ENOENT, "exists");
   }
   Inode* inode = ns_.NewInode(true, attr);
@@ -436,7 +445,7 @@ Status Engine::Rmdir(uint64_t parent, std::string_view name) {
     record = child->committed;
   }
   if (record) {
-    Status s = record->store()->Remove(record->location());
+    Status s = RemoveObject(*record);
     if (!s.ok() && s.err() != ENOENT) return Status::Error(EIO, s.message());
   }
   std::lock_guard<std::mutex> g(mu_);
@@ -469,7 +478,7 @@ Status Engine::Unlink(uint64_t parent, std::string_view name) {
     version = child->committed;
   }
   if (version) {
-    Status s = version->store()->Remove(version->location());
+    Status s = RemoveObject(*version);
     if (!s.ok() && s.err() != ENOENT) return Status::Error(EIO, s.message());
   }
   std::lock_guard<std::mutex> g(mu_);
@@ -496,7 +505,7 @@ Result<std::shared_ptr<Version>> Engine::CopyToStore(const std::shared_ptr<Versi
   }
   std::string location = store->LocationFor(HashKey(header.key));
   uint64_t file_id = FileId(staging->fd());
-  KVFS_RETURN_IF_ERROR(store->Publish(*staging, location));
+  KVFS_RETURN_IF_ERROR(PublishStaging(store_index, *staging, location));
   return MakeVersion(store_index, location, header, file_id);
 }
 
@@ -525,8 +534,11 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
       // Under mu_ so that no open looks for the object between the rename
       // and the index update.
       std::lock_guard<std::mutex> g(mu_);
-      moved = v->store()->Move(v->location(), new_location);
-      if (moved.ok()) v->SetLocation(new_location, new_key);
+      moved = v->store()->Move(v->location(), new_location, !Deferred(v->store_index()));
+      if (moved.ok()) {
+        v->SetLocation(new_location, new_key);
+        Dirtied(v->store_index());
+      }
     }
     if (!moved.ok()) {
       // Put the old key back with a newer generation, so that a later mount
@@ -548,7 +560,7 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
   header.slot = 0;
   Result<std::shared_ptr<Version>> copy = CopyToStore(v, new_store, header);
   if (!copy.ok()) return copy.status();
-  Status s = v->store()->Remove(v->location());
+  Status s = RemoveObject(*v);
   if (!s.ok()) spdlog::warn("rename: old copy {} not removed: {}", v->location(), s.message());
   std::lock_guard<std::mutex> g(mu_);
   std::shared_ptr<Version> old = std::move(inode->committed);
@@ -638,7 +650,7 @@ Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
   }
   if (dst_version && !src_has_object) {
     // Nothing was moved onto the target's location: remove its object explicitly.
-    Status s = dst_version->store()->Remove(dst_version->location());
+    Status s = RemoveObject(*dst_version);
     if (!s.ok() && s.err() != ENOENT) return Status::Error(EIO, s.message());
   }
   std::lock_guard<std::mutex> g(mu_);
@@ -762,6 +774,12 @@ EngineStats Engine::Stats() const {
   s.commit_failures = commit_failures_.load();
   s.group_commits = group_commits_.load();
   s.group_commit_jobs = group_commit_jobs_.load();
+  s.durability = background_sync_ ? "background" : "close";
+  if (background_sync_) {
+    s.background_syncs = background_sync_->syncs();
+    s.background_sync_failures = background_sync_->failures();
+    s.stores_not_durable = background_sync_->dirty_stores();
+  }
   s.lookups = lookups_.load();
   s.negative_lookups = negative_lookups_.load();
   s.pool_hits = pool_->hits();

@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "adapters/store.h"
+#include "core/background_sync.h"
 #include "core/buffer_pool.h"
 #include "core/eviction_policy.h"
 #include "core/io_ring.h"
@@ -83,6 +84,14 @@ struct EngineOptions {
   // of an fdatasync and a directory fsync each. Needs a journaling store
   // filesystem (ext4, XFS); see docs/durability.md.
   bool group_commit = true;
+  // When a commit (and a rename, unlink or mkdir) is made durable against
+  // power loss. kBackground: it is published atomically at once and made
+  // durable by a background flush within sync_interval (fsync makes it
+  // durable before returning). kClose: before the call returns, as fsync.
+  // Shared (DFS) stores always behave as kClose. See docs/durability.md.
+  enum class Durability { kBackground, kClose };
+  Durability durability = Durability::kBackground;
+  std::chrono::milliseconds sync_interval{1000};
   // Objects a writer may evict synchronously to make room for one commit.
   int max_sync_evictions = 256;
   // Read buffers: count x size bytes, registered with io_uring.
@@ -216,6 +225,10 @@ struct EngineStats {
   uint64_t commit_failures = 0;
   uint64_t group_commits = 0;       // publish groups (flushes shared by commits)
   uint64_t group_commit_jobs = 0;   // commits published through them
+  std::string durability;           // "background" or "close"
+  uint64_t background_syncs = 0;    // flushes made by the background sync
+  uint64_t background_sync_failures = 0;
+  uint32_t stores_not_durable = 0;  // stores with changes awaiting the background flush
   uint64_t lookups = 0;
   uint64_t negative_lookups = 0;
   uint64_t pool_hits = 0;
@@ -306,6 +319,10 @@ class Engine {
   // that started after this call (tests use it instead of sleeping). False
   // on timeout or when there is no shared store.
   bool WaitForReconcile(std::chrono::milliseconds timeout);
+  // Background durability: waits until every change made before this call
+  // has been flushed by the background sync (tests use it instead of
+  // sleeping). True at once in kClose mode; false on timeout.
+  bool WaitForBackgroundSync(std::chrono::milliseconds timeout);
 
  private:
   Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>> stores);
@@ -330,11 +347,17 @@ class Engine {
     std::function<Status()> link;            // under publish_mu_
     std::function<void()> complete;          // under publish_mu_, when linked
     Store* store = nullptr;
+    uint32_t store_index = 0;
     Status result;
     bool linked = false;  // the file is in place (even if its sync failed)
     bool done = false;    // guarded by publish_mu_
   };
-  Status RunPublishJob(PublishJob* job);                                             // no locks
+  Status RunPublishJob(PublishJob* job);
+  // Puts a staging file in place at location: durably (Store::Publish), or
+  // linked and left to the background sync when the store's syncs are deferred.
+  Status PublishStaging(uint32_t store_index, StagingFile& staging, const std::string& location);  // no locks
+  // Removes a version's object file (durably unless the store's syncs are deferred).
+  Status RemoveObject(const Version& version);  // no locks                                             // no locks
   void PublishBatch();                                                               // publish_mu_
   Status WriteObject(Store* store, const ObjectHeader& header, const Draft* draft,
                      std::unique_ptr<StagingFile>* out);                              // draft locked
@@ -453,6 +476,15 @@ class Engine {
   std::thread evictor_;
   bool stop_evictor_ = false;               // guarded by mu_
   std::condition_variable evictor_wake_;    // with mu_
+  // Durability. Whether changes on a store are flushed later by
+  // background_sync_ (kBackground on a local store) or before each call
+  // returns; Deferred is set at construction and never changes.
+  bool Deferred(uint32_t store_index) const { return background_sync_ && !stores_[store_index]->Shared(); }
+  // Records an un-flushed change on a store whose syncs are deferred.
+  void Dirtied(uint32_t store_index) {
+    if (Deferred(store_index)) background_sync_->MarkDirty(store_index);
+  }
+  std::unique_ptr<BackgroundSync> background_sync_;  // null in kClose mode
   std::unique_ptr<BufferPool> pool_;
   std::unique_ptr<IoExecutor> io_;
   std::atomic<EngineObserver*> observer_{nullptr};

@@ -178,10 +178,13 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     location = store->LocationFor(HashKey(key));
     file_id = FileId(staging->fd());
     published = true;
-    // With group commit, SyncAll (one flush for the group) follows.
-    return options_.group_commit ? store->Link(*staging, location) : store->Publish(*staging, location);
+    // With group commit, SyncAll (one flush for the group) follows; with
+    // deferred syncs, the background sync's.
+    return options_.group_commit || Deferred(store_index) ? store->Link(*staging, location)
+                                                          : store->Publish(*staging, location);
   };
   job.store = store;
+  job.store_index = store_index;
   uint64_t parent_ino = 0;
   std::string name;
   // Runs under publish_mu_ once the new file is in place (and durable, unless
@@ -243,11 +246,17 @@ void Engine::PublishBatch() {
     publish_queue_.clear();
   }
   for (PublishJob* j : batch) j->result = j->link();
+  for (PublishJob* j : batch) {
+    if (j->result.ok()) Dirtied(j->store_index);
+  }
   if (options_.group_commit) {
     // One flush for the whole group: every linked file and rename is durable after it.
     std::vector<Store*> synced;
     for (PublishJob* j : batch) {
-      if (!j->result.ok() || std::find(synced.begin(), synced.end(), j->store) != synced.end()) continue;
+      if (!j->result.ok() || Deferred(j->store_index) ||
+          std::find(synced.begin(), synced.end(), j->store) != synced.end()) {
+        continue;
+      }
       synced.push_back(j->store);
       Status st = j->store->SyncAll();
       if (st.ok()) continue;
@@ -275,8 +284,26 @@ Result<std::shared_ptr<Version>> Engine::PublishRecord(uint32_t store_index, Obj
   KVFS_RETURN_IF_ERROR(WriteObject(store, header, nullptr, &staging));
   std::string location = store->LocationFor(HashKey(header.key));
   uint64_t file_id = FileId(staging->fd());
-  KVFS_RETURN_IF_ERROR(store->Publish(*staging, location));
+  KVFS_RETURN_IF_ERROR(PublishStaging(store_index, *staging, location));
   return MakeVersion(store_index, location, header, file_id);
+}
+
+Status Engine::PublishStaging(uint32_t store_index, StagingFile& staging, const std::string& location) {
+  Store* store = stores_[store_index].get();
+  if (!Deferred(store_index)) return store->Publish(staging, location);
+  KVFS_RETURN_IF_ERROR(store->Link(staging, location));
+  Dirtied(store_index);
+  return Status::Ok();
+}
+
+Status Engine::RemoveObject(const Version& version) {
+  Status s = version.store()->Remove(version.location(), !Deferred(version.store_index()));
+  if (s.ok()) Dirtied(version.store_index());
+  return s;
+}
+
+bool Engine::WaitForBackgroundSync(std::chrono::milliseconds timeout) {
+  return !background_sync_ || background_sync_->WaitDurable(timeout);
 }
 
 Status Engine::WriteSpareHeaderSlot(Version* version, const std::string& current_key, ObjectHeader header) {
@@ -290,7 +317,9 @@ Status Engine::WriteSpareHeaderSlot(Version* version, const std::string& current
   AlignedBlock block;
   KVFS_RETURN_IF_ERROR(EncodeHeader(current, block.data));
   KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
-  KVFS_RETURN_IF_ERROR(version->store()->WriteHeaderBlock(version->location(), block.data));
+  KVFS_RETURN_IF_ERROR(
+      version->store()->WriteHeaderBlock(version->location(), block.data, !Deferred(version->store_index())));
+  Dirtied(version->store_index());
   std::lock_guard<std::mutex> g(mu_);
   version->set_header(header);
   return Status::Ok();

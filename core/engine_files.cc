@@ -262,14 +262,14 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner) {
 }
 
 Status Engine::Fsync(FileHandle* handle) {
-  if (!handle->writable) return Status::Ok();
   std::shared_ptr<Draft> draft;
-  {
+  if (handle->writable) {
     std::lock_guard<std::mutex> g(mu_);
     draft = handle->draft;
   }
-  if (!draft) return Status::Ok();
-  return CommitDraft(handle->inode, draft);
+  if (draft) KVFS_RETURN_IF_ERROR(CommitDraft(handle->inode, draft));
+  // The committed version (and every earlier change) is durable before fsync returns.
+  return background_sync_ ? background_sync_->SyncDirty() : Status::Ok();
 }
 
 void Engine::Abandon(FileHandle* handle) {

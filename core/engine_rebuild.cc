@@ -100,7 +100,7 @@ Status Engine::Rebuild() {
     if (f.store_index != StoreIndexFor(key)) continue;  // a cross-store leftover: indexed where it is
     std::string expected = stores_[f.store_index]->LocationFor(HashKey(key));
     if (f.location == expected) continue;
-    Status s = stores_[f.store_index]->Move(f.location, expected);
+    Status s = stores_[f.store_index]->Move(f.location, expected, true);
     if (s.ok()) {
       spdlog::info("{}: moved '{}' from {} to {}", stores_[f.store_index]->Describe(), key, f.location, expected);
       f.location = expected;

@@ -62,6 +62,13 @@ int RunCli(int argc, char** argv) {
   mount->add_option("--group-commit", mo.group_commit,
                     "commits meeting at the publish step share one syncfs (true, default; needs ext4/XFS) or each "
                     "fdatasync + fsync its directory (false)");
+  mount->add_option("--durability", mo.durability,
+                    "background (default): a commit at close is atomic and visible at once, and flushed to the "
+                    "drive within --sync-interval; close: flushed before close() returns")
+      ->check(CLI::IsMember({"background", "close"}));
+  mount->add_option("--sync-interval", mo.sync_interval_s,
+                    "background durability: seconds at most between a commit and its flush (default 1)")
+      ->check(CLI::Range(0.001, 3600.0));
   mount->add_option("--verify-one-in", mo.verify_one_in,
                     "verify the checksum of one chunk in N read from the stores (1: all, default; 0: none)");
   mount->add_option("--page-cache", mo.page_cache,

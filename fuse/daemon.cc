@@ -227,6 +227,8 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   eo.use_io_uring = o.io_uring;
   eo.verify_one_in = o.verify_one_in;
   eo.group_commit = o.group_commit;
+  eo.durability = o.durability == "close" ? EngineOptions::Durability::kClose : EngineOptions::Durability::kBackground;
+  eo.sync_interval = std::chrono::milliseconds(static_cast<int64_t>(o.sync_interval_s * 1000));
   eo.shared_refresh = std::chrono::milliseconds(static_cast<int64_t>(o.dfs_refresh_s * 1000));
   if (ready_fd >= 0) {
     // Long rebuilds show progress in the terminal of `kvfs mount`.

@@ -64,6 +64,10 @@ struct MountOptions {
   bool page_cache = false;
   uint32_t verify_one_in = 1;
   bool group_commit = true;
+  // "background" (default): a commit is published at close and flushed to
+  // the drive within sync_interval_s; "close": flushed before close returns.
+  std::string durability = "background";
+  double sync_interval_s = 1.0;
   // Deadline of each store operation (0: none).
   double store_deadline_s = 30.0;
   // Kernel caching of names and of committed file attributes; every change

@@ -28,6 +28,12 @@ std::string FormatStatsText(const EngineStats& s) {
   o << "writes        " << s.writes << " (" << FormatSize(s.write_bytes) << ")\n";
   o << "commits       " << s.commits << " (" << s.commit_failures << " failed), " << s.group_commits
     << " publish groups for " << s.group_commit_jobs << " commits\n";
+  o << "durability    " << s.durability;
+  if (s.durability == "background") {
+    o << ", " << s.background_syncs << " background flushes (" << s.background_sync_failures << " failed), "
+      << s.stores_not_durable << " stores awaiting a flush";
+  }
+  o << "\n";
   o << "lookups       " << s.lookups << " (" << s.negative_lookups << " misses)\n";
   o << "buffer pool   " << s.pool_buffers << " x " << FormatSize(s.pool_buffer_bytes) << ", hits " << s.pool_hits
     << ", misses " << s.pool_misses << " (" << pct(s.pool_hits, s.pool_hits + s.pool_misses) << " hit)\n";

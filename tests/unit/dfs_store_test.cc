@@ -623,7 +623,7 @@ TEST_F(DfsStoreTest, PublishMoveAndQuarantine) {
 
   // Move to another location (its parent directories are created).
   std::string to = a->LocationFor(HashKey("q"));
-  ASSERT_TRUE(b->Move(loc, to).ok());
+  ASSERT_TRUE(b->Move(loc, to, true).ok());
   EXPECT_EQ(a->StatObject(loc).err(), ENOENT);
   EXPECT_TRUE(a->StatObject(to).ok());
 

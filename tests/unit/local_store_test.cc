@@ -334,7 +334,7 @@ TEST_F(LocalStoreTest, MoveRenamesAndReplaces) {
   std::string loc_a, loc_b;
   ASSERT_TRUE(PublishObject(*store, "key/a", a, 1, &loc_a).ok());
   std::string loc_new = store->LocationFor(HashKey("key/renamed"));
-  Status m = store->Move(loc_a, loc_new);
+  Status m = store->Move(loc_a, loc_new, true);
   ASSERT_TRUE(m.ok()) << m.ToString();
   EXPECT_EQ(store->OpenForRead(loc_a).err(), ENOENT);
   Result<int> fd = store->OpenForRead(loc_new);
@@ -345,7 +345,7 @@ TEST_F(LocalStoreTest, MoveRenamesAndReplaces) {
 
   // Move over an existing object replaces it.
   ASSERT_TRUE(PublishObject(*store, "key/b", b, 1, &loc_b).ok());
-  ASSERT_TRUE(store->Move(loc_new, loc_b).ok());
+  ASSERT_TRUE(store->Move(loc_new, loc_b, true).ok());
   EXPECT_EQ(store->OpenForRead(loc_new).err(), ENOENT);
   fd = store->OpenForRead(loc_b);
   ASSERT_TRUE(fd.ok());
@@ -354,7 +354,7 @@ TEST_F(LocalStoreTest, MoveRenamesAndReplaces) {
   EXPECT_EQ(rb.data, a);
 
   // Moving something that does not exist fails with ENOENT.
-  EXPECT_EQ(store->Move(store->LocationFor(HashKey("ghost")), loc_a).err(), ENOENT);
+  EXPECT_EQ(store->Move(store->LocationFor(HashKey("ghost")), loc_a, true).err(), ENOENT);
 }
 
 TEST_F(LocalStoreTest, RemoveDeletesAndSecondRemoveIsEnoent) {
@@ -455,7 +455,7 @@ TEST_F(LocalStoreTest, WriteHeaderBlockUpdatesHeaderAndKeepsData) {
   // Pass a deliberately unaligned copy: the store must cope.
   std::vector<uint8_t> unaligned(kHeaderSize + 1);
   std::memcpy(unaligned.data() + 1, block.data(), kHeaderSize);
-  Status w = store->WriteHeaderBlock(loc, unaligned.data() + 1);
+  Status w = store->WriteHeaderBlock(loc, unaligned.data() + 1, true);
   ASSERT_TRUE(w.ok()) << w.ToString();
 
   fd = store->OpenForRead(loc);
@@ -471,7 +471,7 @@ TEST_F(LocalStoreTest, WriteHeaderBlockUpdatesHeaderAndKeepsData) {
   ASSERT_EQ(::stat((Root() + "/" + loc).c_str(), &st), 0);
   EXPECT_EQ(static_cast<uint64_t>(st.st_size), kHeaderSize + Padded(data.size()));
 
-  EXPECT_EQ(store->WriteHeaderBlock(store->LocationFor(HashKey("ghost")), block.data()).err(), ENOENT);
+  EXPECT_EQ(store->WriteHeaderBlock(store->LocationFor(HashKey("ghost")), block.data(), true).err(), ENOENT);
 }
 
 TEST_F(LocalStoreTest, ScanFindsEveryObjectWithHeadersUsingThreads) {
