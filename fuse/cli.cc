@@ -73,6 +73,8 @@ int RunCli(int argc, char** argv) {
                     "verify the checksum of one chunk in N read from the stores (1: all, default; 0: none)");
   mount->add_option("--page-cache", mo.page_cache,
                     "let readers use the kernel page cache while nobody writes the key (true/false, default false)");
+  mount->add_option("--readdir-cache", mo.readdir_cache,
+                    "let the kernel cache directory listings, dropped on every change (true/false, default true)");
   mount->add_option("--host-id", mo.host_id, "this host's name on a dfs: store (default: the hostname)");
   mount->add_option("--dfs-refresh", mo.dfs_refresh_s,
                     "seconds between reconciliations with the other hosts of a dfs: store (default 2)")

@@ -256,6 +256,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   ctx.engine = engine->get();
   ctx.entry_timeout = o.entry_timeout;
   ctx.page_cache = o.page_cache;
+  ctx.readdir_cache = o.readdir_cache;
   ctx.negative_timeout = o.negative_timeout;
   ctx.max_write = static_cast<unsigned>(o.max_request);
   ctx.max_background = o.max_background;

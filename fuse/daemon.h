@@ -62,6 +62,8 @@ struct MountOptions {
   // Let read-only handles use the kernel page cache when no other version of
   // the file is open and nobody writes it (see docs/contract.md).
   bool page_cache = false;
+  // Let the kernel cache directory listings (invalidated on every change).
+  bool readdir_cache = true;
   uint32_t verify_one_in = 1;
   bool group_commit = true;
   // "background" (default): a commit is published at close and flushed to

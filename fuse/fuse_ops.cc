@@ -234,6 +234,15 @@ void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool 
   fuse_reply_buf(req, buf.data(), used);
 }
 
+void OnOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  fi->fh = 0;
+  if (Ctx(req)->readdir_cache) {
+    fi->cache_readdir = 1;
+    fi->keep_cache = 1;
+  }
+  fuse_reply_open(req, fi);
+}
+
 void OnReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   ReadDirCommon(req, ino, size, off, false);
 }
@@ -314,6 +323,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.flush = OnFlush;
   ops.fsync = OnFsync;
   ops.release = OnRelease;
+  ops.opendir = OnOpendir;
   ops.readdir = OnReaddir;
   ops.readdirplus = OnReaddirplus;
   ops.statfs = OnStatfs;

@@ -30,6 +30,11 @@ struct FuseContext {
   unsigned max_write = 1 << 20;
   unsigned max_background = 12;
   bool page_cache = false;
+  // Let the kernel cache directory listings (FOPEN_CACHE_DIR + KEEP_CACHE on
+  // every opendir). Correct only with a KernelNotifier attached: it drops a
+  // directory's cached listing whenever a name appears or goes without the
+  // kernel's doing (a commit, an eviction, another host's change).
+  bool readdir_cache = true;
 };
 
 // The operations table; pass a FuseContext* as userdata to fuse_session_new.

@@ -26,6 +26,12 @@ void KernelNotifier::InvalidateEntry(uint64_t parent_ino, const std::string& nam
   if (!ctx_->session) return;
   int rc = fuse_lowlevel_notify_inval_entry(ctx_->session, parent_ino, name.c_str(), name.size());
   if (rc != 0 && rc != -ENOENT) spdlog::debug("inval_entry {}/{}: {}", parent_ino, name, std::strerror(-rc));
+  if (ctx_->readdir_cache) {
+    // Offset 0, length 0: the directory's whole page cache, where the kernel
+    // keeps its cached listing.
+    rc = fuse_lowlevel_notify_inval_inode(ctx_->session, parent_ino, 0, 0);
+    if (rc != 0 && rc != -ENOENT) spdlog::debug("inval_inode (listing) {}: {}", parent_ino, std::strerror(-rc));
+  }
 }
 
 namespace {

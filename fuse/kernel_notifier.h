@@ -9,6 +9,10 @@
 //    sent, so that a negative entry cached by another process's earlier stat
 //    is gone when close() returns; the wait is bounded, so a busy directory
 //    delays a close a little but never deadlocks it.
+//  - With the kernel's readdir cache on, the same thread also drops the
+//    parent directory's cached listing (an inode invalidation of the
+//    directory's pages): the kernel marks a listing stale by itself only for
+//    changes it made, or when the name was in its dentry cache.
 //  - VersionCommitted (attributes only, no lock involved) is sent at once.
 //
 // Thread-safety: the observer methods may be called from any thread with no

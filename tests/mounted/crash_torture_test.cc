@@ -360,9 +360,14 @@ std::string Observe(const std::string& path, uint32_t writer, uint32_t key, cons
   return std::to_string(got.size()) + " bytes that are no acknowledged or in-flight version: " + DescribeTag(got);
 }
 
-class CrashTortureTest : public MountedTest {};
+// Runs once per durability mode: a daemon kill must lose nothing that was
+// acknowledged, whether commits are flushed at close or in the background.
+class CrashTortureTest : public MountedTest, public ::testing::WithParamInterface<const char*> {
+ protected:
+  std::vector<std::string> ExtraMountArgs() const override { return {"--durability", GetParam()}; }
+};
 
-TEST_F(CrashTortureTest, SigkillDuringWritesKeepsAcknowledgedState) {
+TEST_P(CrashTortureTest, SigkillDuringWritesKeepsAcknowledgedState) {
   const char* seed_env = getenv("KVFS_TORTURE_SEED");
   const uint64_t seed = seed_env != nullptr ? strtoull(seed_env, nullptr, 0) : 20240611;
   const char* rounds_env = getenv("KVFS_TORTURE_ROUNDS");
@@ -547,4 +552,7 @@ TEST_F(CrashTortureTest, SigkillDuringWritesKeepsAcknowledgedState) {
 }
 
 }  // namespace
+INSTANTIATE_TEST_SUITE_P(Durability, CrashTortureTest, ::testing::Values("background", "close"),
+                         [](const ::testing::TestParamInfo<const char*>& info) { return std::string(info.param); });
+
 }  // namespace kvfs::mounted_test

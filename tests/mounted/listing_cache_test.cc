@@ -1,0 +1,107 @@
+// Directory listings cached by the kernel (the default): every listing taken
+// after a change shows it, whether the kernel made the change itself
+// (rename, unlink by another process) or learned of it from kvfs (a commit
+// at close, an eviction). Each listing runs in a separate process, as an
+// engine's existence scan would.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "tests/mounted/mount_fixture.h"
+
+namespace kvfs::mounted_test {
+namespace {
+
+class ListingCacheTest : public MountedTest {
+ protected:
+  // The names in dir, sorted and joined by spaces, as another process lists them.
+  std::string ListFromChild(const std::string& dir) {
+    ChildOutcome out = RunInChild([&] {
+      std::vector<std::string> names;
+      std::string err = ListDir(dir, &names);
+      if (!err.empty()) return "error: " + err;
+      std::sort(names.begin(), names.end());
+      std::string joined;
+      for (const std::string& n : names) joined += (joined.empty() ? "" : " ") + n;
+      return joined;
+    });
+    return out.exited && out.exit_code == 0 ? out.result : "child failed: " + out.Summary();
+  }
+};
+
+TEST_F(ListingCacheTest, ListingCachedBeforeACommitShowsTheKeyRightAfterClose) {
+  const std::string dir = P("pages");
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0) << ErrnoMessage("mkdir");
+  ASSERT_EQ(WriteFile(dir + "/a", MakeData(1, 4096)), "");
+  // Listed twice: the second listing may come from the kernel's cache.
+  EXPECT_EQ(ListFromChild(dir), "a");
+  EXPECT_EQ(ListFromChild(dir), "a");
+
+  Fd fd(open((dir + "/b").c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644));
+  ASSERT_TRUE(fd.valid()) << ErrnoMessage("open");
+  std::vector<uint8_t> data = MakeData(2, 3 * kMiB + 5);
+  ASSERT_EQ(write(fd.get(), data.data(), data.size()), static_cast<ssize_t>(data.size()));
+  EXPECT_EQ(ListFromChild(dir), "a") << "a key being written is listed before its commit";
+  EXPECT_EQ(ListFromChild(dir), "a");
+  ASSERT_EQ(fd.Close(), 0) << ErrnoMessage("close");
+  EXPECT_EQ(ListFromChild(dir), "a b") << "the committed key is missing from a listing taken after close()";
+}
+
+TEST_F(ListingCacheTest, RenameAndUnlinkByAnotherProcessShowInTheNextListing) {
+  const std::string dir = P("d");
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0) << ErrnoMessage("mkdir");
+  for (const char* n : {"x", "y", "z"}) ASSERT_EQ(WriteFile(dir + "/" + n, MakeData(3, 8192)), "");
+  EXPECT_EQ(ListFromChild(dir), "x y z");
+  EXPECT_EQ(ListFromChild(dir), "x y z");
+  ASSERT_EQ(RunInChild([&] {
+              return rename((dir + "/x").c_str(), (dir + "/w").c_str()) == 0 ? "ok" : ErrnoMessage("rename");
+            }).Summary(),
+            "ok");
+  EXPECT_EQ(ListFromChild(dir), "w y z");
+  ASSERT_EQ(RunInChild([&] { return unlink((dir + "/y").c_str()) == 0 ? "ok" : ErrnoMessage("unlink"); }).Summary(),
+            "ok");
+  EXPECT_EQ(ListFromChild(dir), "w z");
+  // A temp file renamed over an existing key (SGLang's pattern).
+  ASSERT_EQ(WriteFile(dir + "/z.tmp", MakeData(4, 8192)), "");
+  EXPECT_EQ(ListFromChild(dir), "w z z.tmp");
+  ASSERT_EQ(rename((dir + "/z.tmp").c_str(), (dir + "/z").c_str()), 0) << ErrnoMessage("rename");
+  EXPECT_EQ(ListFromChild(dir), "w z");
+  EXPECT_EQ(CheckFile(dir + "/z", MakeData(4, 8192)), "");
+}
+
+// A small capacity: writing more than fits evicts older keys, which the
+// kernel learns of only from kvfs.
+class ListingCacheEvictionTest : public ListingCacheTest {
+ protected:
+  std::vector<std::string> ExtraMountArgs() const override { return {"--capacity", "24M", "--min-free", "0"}; }
+};
+
+TEST_F(ListingCacheEvictionTest, EvictedKeysLeaveTheCachedListing) {
+  const std::string dir = P("e");
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0) << ErrnoMessage("mkdir");
+  std::vector<uint8_t> data = MakeData(5, 4 * kMiB);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(WriteFile(dir + "/k" + std::to_string(i), data), "");
+  EXPECT_EQ(ListFromChild(dir), "k0 k1 k2");
+  EXPECT_EQ(ListFromChild(dir), "k0 k1 k2");
+  for (int i = 3; i < 12; ++i) ASSERT_EQ(WriteFile(dir + "/k" + std::to_string(i), data), "");
+  std::string listed = ListFromChild(dir);
+  // Every listed name exists, and every existing name is listed.
+  std::vector<std::string> want;
+  for (int i = 0; i < 12; ++i) {
+    std::string n = "k" + std::to_string(i);
+    if (StatErrno(dir + "/" + n) == 0) want.push_back(n);
+  }
+  std::sort(want.begin(), want.end());
+  std::string joined;
+  for (const std::string& n : want) joined += (joined.empty() ? "" : " ") + n;
+  EXPECT_LT(want.size(), 12u) << "nothing was evicted: the test needs a smaller capacity";
+  EXPECT_EQ(listed, joined) << "the listing disagrees with stat after evictions";
+}
+
+}  // namespace
+}  // namespace kvfs::mounted_test
