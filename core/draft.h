@@ -60,6 +60,13 @@ class Draft {
   // Set when loading the base of a copy-on-write draft failed: the bytes are
   // incomplete and must never be committed; writers joined to it get EIO.
   std::atomic<bool> broken{false};
+  // Every byte of this draft was written through the kernel's page cache of
+  // one inode (a new key's writers): once committed, those cached pages are
+  // the version's bytes. Guarded by the Engine's index mutex.
+  bool page_cached = false;
+  // Threads that opened or wrote this draft (a few; see Engine::GetAttr).
+  // Guarded by the Engine's index mutex.
+  std::vector<uint64_t> writer_threads;
 
   // For the commit path, which must hold lock() while using these.
   std::unique_lock<std::mutex> lock() const { return std::unique_lock<std::mutex>(mu_); }

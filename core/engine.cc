@@ -66,7 +66,8 @@ std::string EngineStats::ToJson() const {
     << "\",\"background_syncs\":" << background_syncs
     << ",\"background_sync_failures\":" << background_sync_failures
     << ",\"stores_not_durable\":" << stores_not_durable << ",\"lookups\":" << lookups
-    << ",\"negative_lookups\":" << negative_lookups << ",\"pool_hits\":" << pool_hits
+    << ",\"negative_lookups\":" << negative_lookups << ",\"page_cache_opens\":" << page_cache_opens
+    << ",\"superseded_inodes\":" << superseded_inodes << ",\"pool_hits\":" << pool_hits
     << ",\"pool_misses\":" << pool_misses << ",\"pool_buffers\":" << pool_buffers
     << ",\"pool_buffer_bytes\":" << pool_buffer_bytes << ",\"io_in_flight\":" << io_in_flight
     << ",\"io_uring\":" << (io_uring ? "true" : "false") << ",\"stores\":[";
@@ -195,7 +196,7 @@ uint32_t Engine::StoreIndexFor(const std::string& key) const {
 // ---------------------------------------------------------------------------
 // Attributes and lookups.
 
-Attr Engine::AttrOfLocked(const Inode* inode, const FileHandle* handle) const {
+Attr Engine::AttrOfLocked(const Inode* inode, const FileHandle* handle, uint64_t thread) const {
   Attr a;
   a.ino = inode->ino;
   a.mode = inode->attr.mode;
@@ -210,9 +211,14 @@ Attr Engine::AttrOfLocked(const Inode* inode, const FileHandle* handle) const {
     a.blocks = 8;
     return a;
   }
-  a.nlink = inode->linked() ? 1 : 0;
+  a.nlink = inode->linked() || inode->superseded ? 1 : 0;
+  a.size_in_flux = inode->draft != nullptr && inode->writers > 0;
+  const std::vector<uint64_t>* threads = inode->draft ? &inode->draft->writer_threads : nullptr;
   if (handle && handle->draft) {
     a.size = handle->draft->size();
+  } else if (!handle && thread != 0 && threads &&
+             std::find(threads->begin(), threads->end(), thread) != threads->end()) {
+    a.size = inode->draft->size();  // a writer's fstat
   } else if (handle && handle->lease) {
     a.size = handle->lease.version()->size();
     a.mtime_ns = handle->lease.version()->mtime_ns();
@@ -241,6 +247,7 @@ Result<Attr> Engine::Lookup(uint64_t parent, std::string_view name) {
       child->nlookup++;
       return AttrOfLocked(child, nullptr);
     }
+    if (child) child->lookup_refused = true;  // pending: invisible until its commit
     // A shared store may hold the key although the index does not yet.
     if (any_shared_ && !read_through_done && CheckName(name).ok()) {
       std::string key = JoinKey(ns_.KeyOf(dir), name);
@@ -266,12 +273,20 @@ void Engine::Forget(uint64_t ino, uint64_t n) {
   ns_.Reap(inode);
 }
 
-Result<Attr> Engine::GetAttr(uint64_t ino, FileHandle* handle) {
+Result<Attr> Engine::GetAttr(uint64_t ino, FileHandle* handle, uint64_t thread) {
   std::lock_guard<std::mutex> g(mu_);
   Inode* inode = ns_.Get(ino);
   if (!inode) return Status::Error(ENOENT, "stale inode");
   if (inode->evicted && !handle) return Status::Error(ENOENT, "evicted");
-  return AttrOfLocked(inode, handle);
+  return AttrOfLocked(inode, handle, thread);
+}
+
+void Engine::NoteDraftThreadLocked(FileHandle* handle, uint64_t thread) {
+  if (thread == 0 || !handle->draft) return;
+  std::vector<uint64_t>& threads = handle->draft->writer_threads;
+  if (threads.size() < 64 && std::find(threads.begin(), threads.end(), thread) == threads.end()) {
+    threads.push_back(thread);
+  }
 }
 
 ObjectHeader Engine::HeaderFor(const Inode* inode, const std::string& key) const {
@@ -318,10 +333,22 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
     } else {
       // truncate(path, n): a new version of its own, committed now.
       FileHandle tmp;
-      tmp.inode = inode;
       tmp.writable = true;
       {
-        std::lock_guard<std::mutex> g(mu_);
+        std::unique_lock<std::mutex> lk(mu_);
+        inode = ns_.Get(ino);
+        if (!inode) return Status::Error(ENOENT, "stale inode");
+        if (WritesUnderCacheReaders(inode, O_WRONLY)) {
+          // As in Open: the key moves to a fresh inode, and the kernel,
+          // told ESTALE, looks the name up again and truncates that one.
+          lk.unlock();
+          std::lock_guard<std::mutex> publish(publish_mu_);
+          std::lock_guard<std::mutex> g(mu_);
+          inode = ns_.Get(ino);
+          if (inode && inode->linked() && WritesUnderCacheReaders(inode, O_WRONLY)) SupersedeLocked(inode);
+          return Status::Error(ESTALE, "the key moved to a fresh inode for its writer");
+        }
+        tmp.inode = inode;
         inode->open_handles++;
         inode->writers++;
       }
@@ -782,6 +809,8 @@ EngineStats Engine::Stats() const {
   }
   s.lookups = lookups_.load();
   s.negative_lookups = negative_lookups_.load();
+  s.page_cache_opens = page_cache_opens_.load();
+  s.superseded_inodes = superseded_inodes_.load();
   s.pool_hits = pool_->hits();
   s.pool_misses = pool_->misses();
   s.pool_buffers = pool_->count();

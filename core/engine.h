@@ -92,6 +92,12 @@ struct EngineOptions {
   enum class Durability { kBackground, kClose };
   Durability durability = Durability::kBackground;
   std::chrono::milliseconds sync_interval{1000};
+  // Let the kernel cache committed versions' pages (see docs/contract.md,
+  // "Page cache"): read-only opens of the current version while no writer
+  // has the key open, and the writers of a new key, are served through the
+  // page cache; every other handle bypasses it. Stores shared with other
+  // hosts never use it.
+  bool page_cache = true;
   // Objects a writer may evict synchronously to make room for one commit.
   int max_sync_evictions = 256;
   // Read buffers: count x size bytes, registered with io_uring.
@@ -128,6 +134,10 @@ struct Attr {
   int64_t atime_ns = 0;
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;
+  // The key is being written: its size differs between the writers (their
+  // draft) and everyone else (the committed version), so the kernel must
+  // not cache these attributes.
+  bool size_in_flux = false;
 };
 
 struct SetAttrRequest {
@@ -144,9 +154,12 @@ class FileHandle;
 struct OpenResult {
   FileHandle* handle = nullptr;  // owned by the engine until Release
   Attr attr;
-  // True when the kernel may cache this handle's pages: a read-only handle on
-  // the current version while no handle is open on another version.
+  // True when the kernel may serve this handle through its page cache (no
+  // FOPEN_DIRECT_IO); false: every read and write comes to the engine.
   bool page_cache = false;
+  // True when the pages the kernel may already hold for this inode are this
+  // handle's bytes (FOPEN_KEEP_CACHE); false: the kernel must drop them.
+  bool keep_cache = false;
 };
 
 struct DirEntry {
@@ -231,6 +244,8 @@ struct EngineStats {
   uint32_t stores_not_durable = 0;  // stores with changes awaiting the background flush
   uint64_t lookups = 0;
   uint64_t negative_lookups = 0;
+  uint64_t page_cache_opens = 0;   // handles served through the kernel's page cache
+  uint64_t superseded_inodes = 0;  // keys moved to a fresh inode for an in-place writer
   uint64_t pool_hits = 0;
   uint64_t pool_misses = 0;
   uint64_t pool_buffers = 0;
@@ -247,7 +262,11 @@ class EngineObserver {
  public:
   virtual ~EngineObserver() = default;
   // A key became visible for the first time (its first commit).
-  virtual void EntryAppeared(uint64_t parent_ino, const std::string& name) = 0;
+  // name_was_refused: the kernel may hold a "no such name" entry for it (a
+  // lookup was answered ENOENT while it was pending, or another host made
+  // it); otherwise the kernel's entry for the name, if any, already points
+  // at the key's inode and must be kept (with its cached pages).
+  virtual void EntryAppeared(uint64_t parent_ino, const std::string& name, bool name_was_refused) = 0;
   // A new version of a file was committed: cached attributes are stale.
   // Called before the commit is reported to the writer.
   virtual void VersionCommitted(uint64_t ino) = 0;
@@ -271,7 +290,10 @@ class Engine {
   void Forget(uint64_t ino, uint64_t n);
   // With a handle, attributes as that handle sees them (its draft or leased
   // version); without, the committed state.
-  Result<Attr> GetAttr(uint64_t ino, FileHandle* handle);
+  // `thread` identifies the asking thread (0: unknown; see Write): a thread
+  // that opened or wrote the key's draft sees the draft's size even without
+  // a handle (fstat reaches the engine without one).
+  Result<Attr> GetAttr(uint64_t ino, FileHandle* handle, uint64_t thread = 0);
   Result<Attr> SetAttr(uint64_t ino, const SetAttrRequest& request, FileHandle* handle);
   Result<Attr> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, uint32_t uid, uint32_t gid);
   Status Rmdir(uint64_t parent, std::string_view name);
@@ -281,18 +303,24 @@ class Engine {
                 unsigned flags);
 
   // Files. flags are open(2) flags.
+  // `thread` identifies the opening thread (0: unknown), see GetAttr.
   Result<OpenResult> Create(uint64_t parent, std::string_view name, uint32_t mode, int flags, uint32_t uid,
-                            uint32_t gid);
-  Result<OpenResult> Open(uint64_t ino, int flags);
+                            uint32_t gid, uint64_t thread = 0);
+  Result<OpenResult> Open(uint64_t ino, int flags, uint64_t thread = 0);
   Status Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply* out);
   // owner identifies the writing process (FUSE lock_owner: one value per
   // file table, shared by threads, different in a forked child); 0 = unknown.
-  Result<size_t> Write(FileHandle* handle, uint64_t offset, const void* data, size_t size, uint64_t owner = 0);
+  // thread identifies the writing thread (0: unknown), see GetAttr.
+  Result<size_t> Write(FileHandle* handle, uint64_t offset, const void* data, size_t size, uint64_t owner = 0,
+                       uint64_t thread = 0);
   // Commits the draft when this handle is its last writer. A flush from an
   // owner that never wrote through the handle (a forked child closing its
   // inherited copy) does not commit; a handle with no writes yet commits at
-  // any flush (an empty or truncated version).
-  Status Flush(FileHandle* handle, uint64_t owner = 0);
+  // any flush (an empty or truncated version). other_owner is a second
+  // identity of the flusher (0: none): writes that arrive without a lock
+  // owner (the kernel's page-cache writes) are recorded under the writing
+  // thread's identity, which the flush passes here.
+  Status Flush(FileHandle* handle, uint64_t owner = 0, uint64_t other_owner = 0);
   // Commits the draft now (other writers keep writing into a new version).
   Status Fsync(FileHandle* handle);
   void Release(FileHandle* handle);
@@ -329,12 +357,27 @@ class Engine {
   Status Rebuild();
 
   // Helpers below document which locks they expect.
-  Attr AttrOfLocked(const Inode* inode, const FileHandle* handle) const;               // mu_
+  Attr AttrOfLocked(const Inode* inode, const FileHandle* handle, uint64_t thread = 0) const;  // mu_
+  // Records a thread that opened or wrote a handle's draft (see GetAttr).
+  static void NoteDraftThreadLocked(FileHandle* handle, uint64_t thread);              // mu_
   Result<Inode*> ChildForChangeLocked(uint64_t parent, std::string_view name);       // mu_
   // With `lease` (taken by the caller without the lock) the handle reads that
   // version; otherwise the current one is leased here, under the lock.
   Result<OpenResult> OpenLocked(Inode* inode, int flags, Lease lease = Lease());    // mu_
   Result<std::shared_ptr<Draft>> DraftForWrite(FileHandle* handle);                  // no locks
+  // A key is about to be written in place while page-cache readers have its
+  // inode open. The kernel's file size belongs to the inode, so the writer
+  // must not share it with them: the key moves to a fresh inode (same
+  // version, same place in its directory) and the old one keeps serving only
+  // its open handles, as if unlinked. Returns the fresh inode. The caller
+  // then answers ESTALE (the kernel looks the name up again and opens the
+  // fresh inode) or, for a CREATE, replies with the fresh inode.
+  Inode* SupersedeLocked(Inode* old);  // publish_mu_ and mu_
+  // Whether an open with these flags (or a truncate) writes the inode in
+  // place while page-cache readers have it open.
+  static bool WritesUnderCacheReaders(const Inode* inode, int flags);
+  // Decides how the kernel may cache a handle just opened on inode.
+  void ChooseCachingLocked(Inode* inode, FileHandle* handle, int flags, OpenResult* r);  // mu_
   uint32_t StoreIndexFor(const std::string& key) const;
   Status CommitDraft(Inode* inode, std::shared_ptr<Draft> draft);                    // no locks
   // Group commit. A committer queues its job and takes publish_mu_; if its job
@@ -495,6 +538,7 @@ class Engine {
   std::atomic<uint64_t> group_commits_{0}, group_commit_jobs_{0};
   mutable std::mutex mu_;
   std::condition_variable commit_done_;  // with mu_: an inode's `committing` went false
+  std::atomic<uint64_t> page_cache_opens_{0}, superseded_inodes_{0};
   Namespace ns_;                         // guarded by mu_
   uint64_t next_generation_ = 1;         // guarded by mu_
   uint64_t open_handles_ = 0;            // guarded by mu_

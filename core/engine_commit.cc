@@ -187,6 +187,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   job.store_index = store_index;
   uint64_t parent_ino = 0;
   std::string name;
+  bool name_was_refused = false;
   // Runs under publish_mu_ once the new file is in place (and durable, unless
   // the job reports a sync failure): switch the index to the new version.
   job.complete = [&] {
@@ -198,11 +199,14 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
       bool was_visible = inode->visible();
       old = std::move(inode->committed);
       inode->committed = version;
+      // Pages a new key's writers left in the kernel's cache are this version's bytes.
+      if (draft->page_cached) inode->cached_version = version;
       ns_.SetVisible(inode, was_visible);
       TrackCommitted(inode, old.get());
       if (!was_visible && inode->parent) {
         parent_ino = inode->parent->ino;
         name = inode->name;
+        name_was_refused = inode->lookup_refused;
       }
     }
     if (old && (old->store_index() != store_index || old->location() != location)) {
@@ -223,7 +227,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   Status done = finish(Status::Ok());
   if (EngineObserver* o = observer_.load()) {
     o->VersionCommitted(inode->ino);
-    if (parent_ino != 0) o->EntryAppeared(parent_ino, name);
+    if (parent_ino != 0) o->EntryAppeared(parent_ino, name, name_was_refused);
   }
   return done;
 }

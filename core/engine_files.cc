@@ -25,13 +25,29 @@ using namespace engine_detail;
 // Open, write, commit, release.
 
 Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32_t mode, int flags, uint32_t uid,
-                                  uint32_t gid) {
+                                  uint32_t gid, uint64_t thread) {
   KVFS_RETURN_IF_ERROR(CheckName(name));
   std::unique_lock<std::mutex> lk(mu_);
   Result<Inode*> dir = ChildForChangeLocked(parent, name);
   if (!dir.ok()) return dir.status();
   if (JoinKey(ns_.KeyOf(*dir), name).size() > kMaxKeyLength) return Status::Error(ENAMETOOLONG, "path too long");
   Inode* inode = ns_.Child(*dir, name);
+  if (inode && !(flags & O_EXCL) && !inode->is_dir && WritesUnderCacheReaders(inode, flags)) {
+    // Written in place while page-cache readers have it open: the key moves
+    // to a fresh inode, which this CREATE's reply gives the kernel.
+    lk.unlock();
+    {
+      std::lock_guard<std::mutex> publish(publish_mu_);
+      std::lock_guard<std::mutex> g(mu_);
+      Result<Inode*> d = ChildForChangeLocked(parent, name);
+      Inode* again = d.ok() ? ns_.Child(*d, name) : nullptr;
+      if (again && !again->is_dir && WritesUnderCacheReaders(again, flags)) SupersedeLocked(again);
+    }
+    lk.lock();
+    dir = ChildForChangeLocked(parent, name);
+    if (!dir.ok()) return dir.status();
+    inode = ns_.Child(*dir, name);
+  }
   bool created = false;
   if (inode) {
     if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
@@ -61,6 +77,8 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
   }
   if (r.ok()) {
     inode->nlookup++;
+    r->handle->thread = thread;
+    NoteDraftThreadLocked(r->handle, thread);
   } else if (created) {
     ns_.Detach(inode);
     ns_.Reap(inode);
@@ -74,7 +92,7 @@ void Engine::NoteAccessLocked(Inode* inode) {
   if (shared_[si]) shared_[si]->accesses[inode->committed->location()]++;
 }
 
-Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
+Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
   const bool reads = (flags & O_ACCMODE) != O_WRONLY;
   // On a shared store another host may have replaced or removed the object.
   KVFS_RETURN_IF_ERROR(Revalidate(ino));
@@ -108,10 +126,26 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags) {
         lease = std::move(*l);
       }
     }
-    std::lock_guard<std::mutex> g(mu_);
+    std::unique_lock<std::mutex> lk(mu_);
     Inode* inode = ns_.Get(ino);
     if (!inode) return Status::Error(ENOENT, "stale inode");
-    return OpenLocked(inode, flags, std::move(lease));
+    if (WritesUnderCacheReaders(inode, flags) || (inode->superseded && (flags & O_ACCMODE) != O_RDONLY)) {
+      // Written in place while page-cache readers have it open: the key
+      // moves to a fresh inode, and the kernel, told ESTALE, looks the name
+      // up again and opens that one.
+      lk.unlock();
+      std::lock_guard<std::mutex> publish(publish_mu_);
+      std::lock_guard<std::mutex> g(mu_);
+      inode = ns_.Get(ino);
+      if (inode && inode->linked() && WritesUnderCacheReaders(inode, flags)) SupersedeLocked(inode);
+      return Status::Error(ESTALE, "the key moved to a fresh inode for its writer");
+    }
+    Result<OpenResult> r = OpenLocked(inode, flags, std::move(lease));
+    if (r.ok()) {
+      r->handle->thread = thread;
+      NoteDraftThreadLocked(r->handle, thread);
+    }
+    return r;
   }
 }
 
@@ -147,6 +181,7 @@ Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags, Lease lease) {
     if (version == inode->committed) NoteAccessLocked(inode);
   }
   if (handle->writable) {
+    inode->writer_expected_until_ns = 0;
     if (flags & O_TRUNC) {
       // A new version of its own; writers opened without O_TRUNC join it.
       inode->draft = std::make_shared<Draft>();
@@ -164,10 +199,68 @@ Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags, Lease lease) {
   open_handles_++;
   OpenResult r;
   r.attr = AttrOfLocked(inode, handle.get());
-  r.page_cache = !handle->writable && inode->writers == 0 && handle->lease &&
-                 handle->lease.version() == inode->committed && inode->committed->leases() == inode->read_leases;
+  ChooseCachingLocked(inode, handle.get(), flags, &r);
   r.handle = handle.release();
   return r;
+}
+
+void Engine::ChooseCachingLocked(Inode* inode, FileHandle* handle, int flags, OpenResult* r) {
+  // Readers of different versions must never share the kernel's pages or its
+  // file size, which belong to the inode. So the page cache serves only
+  // (a) read-only handles of the current version while nobody writes the
+  // key and no handle holds another version, and (b) the writers of a new
+  // key, whose pages become the committed version's bytes.
+  const bool allowed = options_.page_cache && !any_shared_ && (flags & O_DIRECT) == 0;
+  std::shared_ptr<Version> cached = inode->cached_version.lock();
+  const Version* mine = handle->lease ? handle->lease.version().get() : nullptr;
+  bool keep = false;
+  if (allowed && !handle->writable) {
+    if (inode->writers == 0 && mine && handle->lease.version() == inode->committed &&
+        inode->committed->leases() == inode->read_leases &&
+        (inode->writer_expected_until_ns == 0 || NowNs() >= inode->writer_expected_until_ns)) {
+      handle->page_cache = handle->cache_reader = true;
+      keep = cached && cached.get() == mine;
+      inode->cached_version = inode->committed;
+    }
+  } else if (allowed && handle->draft) {
+    Draft* d = handle->draft.get();
+    if (d->writers == 1 && !inode->committed && inode->open_handles == 1 && inode->cache_handles == 0) {
+      d->page_cached = true;  // the first writer of a new key
+      handle->page_cache = true;
+    } else if (d->page_cached) {
+      handle->page_cache = true;  // joins a new key's page-cache writers
+      keep = true;
+    }
+  }
+  if (handle->writable && handle->draft && !handle->page_cache) handle->draft->page_cached = false;
+  if (handle->page_cache) {
+    inode->cache_handles++;
+    if (handle->cache_reader) inode->cache_readers++;
+    page_cache_opens_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    // Bypasses the cache: keep what others may be reading from it.
+    keep = inode->cache_handles > 0 || (cached && cached.get() == mine);
+  }
+  r->page_cache = handle->page_cache;
+  r->keep_cache = keep;
+}
+
+bool Engine::WritesUnderCacheReaders(const Inode* inode, int flags) {
+  return inode->cache_readers > 0 && ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC));
+}
+
+Inode* Engine::SupersedeLocked(Inode* old) {
+  Inode* fresh = ns_.NewInode(false, old->attr);
+  fresh->committed = old->committed;
+  UntrackCommitted(old);
+  ns_.Replace(old, fresh);
+  TrackCommitted(fresh, nullptr);
+  old->last_version = old->committed;
+  old->committed.reset();
+  old->superseded = true;
+  fresh->writer_expected_until_ns = NowNs() + 1000000000LL;
+  superseded_inodes_.fetch_add(1, std::memory_order_relaxed);
+  return fresh;
 }
 
 // Gives a writable handle without a draft its own copy-on-write draft of the
@@ -178,10 +271,12 @@ Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
   Inode* inode = handle->inode;
   if (inode->draft) {
     if (inode->draft->broken) return Status::Error(EIO, "the version being written could not be loaded");
+    if (!handle->page_cache) inode->draft->page_cached = false;  // a writer that bypasses the cache joins
     handle->draft = inode->draft;
     handle->draft->writers++;
     handle->draft->unflushed++;
     handle->flushed = false;
+    NoteDraftThreadLocked(handle, handle->thread);
     return handle->draft;
   }
   auto draft = std::make_shared<Draft>();
@@ -190,6 +285,7 @@ Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
   draft->writers++;
   draft->unflushed++;
   handle->flushed = false;
+  NoteDraftThreadLocked(handle, handle->thread);
   std::shared_ptr<Version> base = inode->committed;
   auto dlk = draft->lock();
   lk.unlock();
@@ -210,7 +306,8 @@ Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
   return draft;
 }
 
-Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* data, size_t size, uint64_t owner) {
+Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* data, size_t size, uint64_t owner,
+                             uint64_t thread) {
   if (!handle->writable) return Status::Error(EBADF, "handle not open for writing");
   Result<std::shared_ptr<Draft>> draft = DraftForWrite(handle);
   if (!draft.ok()) return draft.status();
@@ -219,6 +316,7 @@ Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* da
     std::lock_guard<std::mutex> g(mu_);
     auto& owners = handle->writer_owners;
     if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
+    NoteDraftThreadLocked(handle, thread);
     handle->commit_failed = false;
     if (handle->flushed) {
       handle->flushed = false;
@@ -234,7 +332,7 @@ Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* da
   return size;
 }
 
-Status Engine::Flush(FileHandle* handle, uint64_t owner) {
+Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
   if (!handle->writable) return Status::Ok();
   std::shared_ptr<Draft> draft;
   {
@@ -244,6 +342,7 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner) {
     const auto& owners = handle->writer_owners;
     bool closer_wrote = owners.empty() || owner == 0 ||
                         std::find(owners.begin(), owners.end(), owner) != owners.end() ||
+                        (other_owner != 0 && std::find(owners.begin(), owners.end(), other_owner) != owners.end()) ||
                         std::find(owners.begin(), owners.end(), uint64_t{0}) != owners.end();
     if (!closer_wrote) return Status::Ok();
     if (!handle->flushed) {
@@ -315,6 +414,10 @@ void Engine::Release(FileHandle* handle) {
       }
     }
     if (lease) inode->read_leases--;
+    if (handle->page_cache) {
+      inode->cache_handles--;
+      if (handle->cache_reader) inode->cache_readers--;
+    }
     inode->open_handles--;
     open_handles_--;
     ns_.Reap(inode);

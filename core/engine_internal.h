@@ -40,6 +40,12 @@ class FileHandle {
   bool flushed = false;  // guarded by Engine::mu_
   // Set when the open never reached the caller: release commits nothing.
   bool abandoned = false;  // guarded by Engine::mu_
+  // Served through the kernel's page cache (counted in the inode's
+  // cache_handles, and cache_readers when it reads a committed version).
+  bool page_cache = false;    // set at open
+  bool cache_reader = false;  // set at open
+  // The thread that opened it (0: unknown), recorded in its draft.
+  uint64_t thread = 0;  // set at open
   // The chunks of the last read, for the next sequential read.
   std::mutex cache_mu;
   std::shared_ptr<const ChunkSpan> cache;  // guarded by cache_mu

@@ -35,7 +35,7 @@ void Engine::SendNotices(const std::vector<Notice>& notices) {
   if (!o) return;
   for (const Notice& n : notices) {
     switch (n.kind) {
-      case Notice::kAppeared: o->EntryAppeared(n.parent_ino, n.name); break;
+      case Notice::kAppeared: o->EntryAppeared(n.parent_ino, n.name, true); break;
       case Notice::kReplaced: o->VersionCommitted(n.ino); break;
       case Notice::kRemoved: o->EntryEvicted(n.parent_ino, n.name, n.ino); break;
     }

@@ -38,6 +38,17 @@ void Directory::Remove(Inode* child) {
   }
 }
 
+void Directory::Replace(Inode* old, Inode* fresh) {
+  auto it = by_name_.find(std::string_view(old->name));
+  if (it == by_name_.end() || *it != old) return;
+  by_name_.erase(it);
+  fresh->dir_seq = old->dir_seq;
+  by_name_.insert(fresh);
+  auto pos = std::lower_bound(by_seq_.begin(), by_seq_.end(), old->dir_seq,
+                              [](const std::pair<uint64_t, Inode*>& e, uint64_t seq) { return e.first < seq; });
+  if (pos != by_seq_.end() && pos->first == old->dir_seq) pos->second = fresh;
+}
+
 Namespace::Namespace() {
   root_ = &inodes_[kRootIno];
   root_->ino = kRootIno;
@@ -79,6 +90,17 @@ void Namespace::Detach(Inode* child) {
   dir->dir->Remove(child);
   if (child->visible()) dir->dir->visible_entries--;
   child->parent = nullptr;
+}
+
+void Namespace::Replace(Inode* old, Inode* fresh) {
+  Inode* dir = old->parent;
+  if (!dir) return;
+  fresh->name = old->name;  // Directory::Replace finds old by name, then hashes fresh by it
+  dir->dir->Replace(old, fresh);
+  fresh->parent = dir;
+  if (old->visible()) dir->dir->visible_entries--;
+  if (fresh->visible()) dir->dir->visible_entries++;
+  old->parent = nullptr;
 }
 
 void Namespace::SetVisible(Inode* child, bool was_visible) {

@@ -59,6 +59,8 @@ class Directory {
   // child->dir_seq). The name must not be present.
   void Add(Inode* child);
   void Remove(Inode* child);
+  // fresh takes old's name and listing position; old leaves.
+  void Replace(Inode* old, Inode* fresh);
   bool empty() const { return by_name_.empty(); }
   size_t size() const { return by_name_.size(); }
   // Calls fn(seq, child) for each child with a sequence number above
@@ -103,14 +105,29 @@ struct Inode {
   // The last committed version of an unlinked file, for fstat through a
   // descriptor that outlives the name (the kernel asks without a handle).
   std::weak_ptr<Version> last_version;
+  // The committed version whose bytes the kernel's page cache may hold for
+  // this inode (expired or another version: the cache is stale).
+  std::weak_ptr<Version> cached_version;
   std::unique_ptr<Directory> dir;
 
   uint32_t open_handles = 0;
   uint32_t read_leases = 0;  // handles holding a lease on some version
   uint32_t writers = 0;      // open handles with write access
+  uint32_t cache_handles = 0;  // open handles served through the kernel's page cache
+  uint32_t cache_readers = 0;  // those of them reading a committed version
   bool is_dir = false;
   bool committing = false;  // a commit is writing this inode's draft out
   bool evicted = false;     // removed by the evictor (stat by inode gives ENOENT)
+  // Handed its key to a fresh inode (see Engine::SupersedeLocked): it only
+  // serves the handles that still read through it.
+  bool superseded = false;
+  // A lookup of this pending key was answered ENOENT (the kernel may cache
+  // that answer until the key's first commit invalidates it).
+  bool lookup_refused = false;
+  // A writer was sent to this inode (a fresh one, see superseded): until
+  // then (CLOCK_REALTIME ns), readers do not take the page cache, so that
+  // the writer does not find page-cache readers again.
+  int64_t writer_expected_until_ns = 0;
 
   bool linked() const { return parent != nullptr || ino == kRootIno; }
   bool visible() const { return is_dir || committed != nullptr; }
@@ -138,6 +155,9 @@ class Namespace {
   void Attach(Inode* dir, Inode* child, std::string name);
   // Unlinks child from its directory (it stays alive, see Reap).
   void Detach(Inode* child);
+  // Puts fresh (unlinked) where old is, under old's name and at old's place
+  // in the listing order; old becomes unlinked.
+  void Replace(Inode* old, Inode* fresh);
   // Marks a pending file visible (after its first commit) or back.
   void SetVisible(Inode* child, bool was_visible);
   // Frees inode if it is unlinked, unreferenced and unopened.

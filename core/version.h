@@ -94,6 +94,10 @@ class Version {
   Result<std::shared_ptr<const std::vector<uint64_t>>> ChunkChecksums();
   // True the first time it is called: so a corruption is logged once.
   bool MarkCorrupt() { return !corrupt_.exchange(true); }
+  // True the first time it is called: so a checksum mismatch is counted once
+  // per version, however many reads (the kernel's read-ahead and its
+  // retries) run into it.
+  bool MarkChecksumFailure() { return !checksum_failed_.exchange(true); }
 
  private:
   struct LeaseState {
@@ -122,6 +126,7 @@ class Version {
   std::atomic<LeaseState*> lease_state_{nullptr};
   bool is_file_;
   std::atomic<bool> corrupt_{false};
+  std::atomic<bool> checksum_failed_{false};
 };
 
 // A lease on a Version: RAII, move-only. Holding one guarantees the bytes

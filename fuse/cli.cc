@@ -72,7 +72,8 @@ int RunCli(int argc, char** argv) {
   mount->add_option("--verify-one-in", mo.verify_one_in,
                     "verify the checksum of one chunk in N read from the stores (1: all, default; 0: none)");
   mount->add_option("--page-cache", mo.page_cache,
-                    "let readers use the kernel page cache while nobody writes the key (true/false, default false)");
+                    "let the kernel cache committed versions' pages (true/false, default true; false: every read "
+                    "comes from the drive)");
   mount->add_option("--readdir-cache", mo.readdir_cache,
                     "let the kernel cache directory listings, dropped on every change (true/false, default true)");
   mount->add_option("--host-id", mo.host_id, "this host's name on a dfs: store (default: the hostname)");

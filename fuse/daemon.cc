@@ -227,6 +227,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   eo.use_io_uring = o.io_uring;
   eo.verify_one_in = o.verify_one_in;
   eo.group_commit = o.group_commit;
+  eo.page_cache = o.page_cache;
   eo.durability = o.durability == "close" ? EngineOptions::Durability::kClose : EngineOptions::Durability::kBackground;
   eo.sync_interval = std::chrono::milliseconds(static_cast<int64_t>(o.sync_interval_s * 1000));
   eo.shared_refresh = std::chrono::milliseconds(static_cast<int64_t>(o.dfs_refresh_s * 1000));
@@ -255,7 +256,6 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   FuseContext ctx;
   ctx.engine = engine->get();
   ctx.entry_timeout = o.entry_timeout;
-  ctx.page_cache = o.page_cache;
   ctx.readdir_cache = o.readdir_cache;
   ctx.negative_timeout = o.negative_timeout;
   ctx.max_write = static_cast<unsigned>(o.max_request);

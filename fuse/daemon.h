@@ -59,9 +59,8 @@ struct MountOptions {
   uint64_t buffer_size = 1 << 20;
   bool io_uring = true;
   bool direct_io = true;
-  // Let read-only handles use the kernel page cache when no other version of
-  // the file is open and nobody writes it (see docs/contract.md).
-  bool page_cache = false;
+  // Let the kernel cache committed versions' pages (see docs/contract.md).
+  bool page_cache = true;
   // Let the kernel cache directory listings (invalidated on every change).
   bool readdir_cache = true;
   uint32_t verify_one_in = 1;

@@ -15,6 +15,14 @@
 namespace kvfs {
 namespace {
 
+// The calling thread's identity for the engine (FUSE passes the thread id
+// as the request's pid), tagged so that it never equals a lock owner. Direct
+// writes carry the writing process's lock owner; the kernel's page-cache
+// writes carry none, so those are recorded under this identity, which a
+// FLUSH or GETATTR from the same thread matches.
+constexpr uint64_t kThreadOwnerTag = 1ULL << 63;
+uint64_t ThreadOwner(fuse_req_t req) { return kThreadOwnerTag | static_cast<uint32_t>(fuse_req_ctx(req)->pid); }
+
 FuseContext* Ctx(fuse_req_t req) { return static_cast<FuseContext*>(fuse_req_userdata(req)); }
 Engine* Eng(fuse_req_t req) { return Ctx(req)->engine; }
 FileHandle* Handle(fuse_file_info* fi) { return fi ? reinterpret_cast<FileHandle*>(fi->fh) : nullptr; }
@@ -48,6 +56,7 @@ struct stat ToStat(const Attr& a) {
 // Committed file attributes may be cached: kvfs invalidates them at every
 // commit, and the kernel itself drops them when a writer writes or truncates.
 double AttrTimeout(fuse_req_t req, const Attr& a) {
+  if (a.size_in_flux) return 0;  // writers and everyone else see different sizes
   return S_ISDIR(a.mode) ? Ctx(req)->dir_attr_timeout : Ctx(req)->entry_timeout;
 }
 
@@ -71,6 +80,10 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // kvfs decides when cached pages and listings are stale (FOPEN_KEEP_CACHE
+  // per open, invalidations at commits and evictions); the kernel's own
+  // guess from a changed mtime would drop the pages a writer just left.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   conn->max_write = ctx->max_write;
   conn->max_read = 0;
   conn->max_background = ctx->max_background;
@@ -105,7 +118,7 @@ void OnForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 }
 
 void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  Result<Attr> a = Eng(req)->GetAttr(ino, Handle(fi));
+  Result<Attr> a = Eng(req)->GetAttr(ino, Handle(fi), ThreadOwner(req));
   if (!a.ok()) return ReplyStatus(req, a.status());
   struct stat st = ToStat(*a);
   fuse_reply_attr(req, &st, AttrTimeout(req, *a));
@@ -153,13 +166,16 @@ void OnMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { OnRefuse(
 
 void FillOpenReply(fuse_req_t req, fuse_file_info* fi, const OpenResult& r) {
   fi->fh = reinterpret_cast<uint64_t>(r.handle);
-  fi->direct_io = Ctx(req)->page_cache && r.page_cache ? 0 : 1;
-  fi->keep_cache = 0;
+  // The engine decides which handles the kernel may serve from its page
+  // cache, and whether pages cached before this open are still this
+  // handle's bytes.
+  fi->direct_io = r.page_cache ? 0 : 1;
+  fi->keep_cache = r.keep_cache ? 1 : 0;
 }
 
 void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
   const fuse_ctx* c = fuse_req_ctx(req);
-  Result<OpenResult> r = Eng(req)->Create(parent, name, mode, fi->flags, c->uid, c->gid);
+  Result<OpenResult> r = Eng(req)->Create(parent, name, mode, fi->flags, c->uid, c->gid, ThreadOwner(req));
   if (!r.ok()) return ReplyStatus(req, r.status());
   FillOpenReply(req, fi, *r);
   fuse_entry_param e = ToEntry(req, r->attr);
@@ -174,7 +190,7 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
 }
 
 void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  Result<OpenResult> r = Eng(req)->Open(ino, fi->flags);
+  Result<OpenResult> r = Eng(req)->Open(ino, fi->flags, ThreadOwner(req));
   if (!r.ok()) return ReplyStatus(req, r.status());
   FillOpenReply(req, fi, *r);
   if (fuse_reply_open(req, fi) != 0) Eng(req)->Abandon(r->handle);
@@ -192,13 +208,14 @@ void OnRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
 }
 
 void OnWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
-  Result<size_t> n = Eng(req)->Write(Handle(fi), static_cast<uint64_t>(off), buf, size, fi->lock_owner);
+  uint64_t owner = fi->lock_owner != 0 ? fi->lock_owner : ThreadOwner(req);
+  Result<size_t> n = Eng(req)->Write(Handle(fi), static_cast<uint64_t>(off), buf, size, owner, ThreadOwner(req));
   if (!n.ok()) return ReplyStatus(req, n.status());
   fuse_reply_write(req, *n);
 }
 
 void OnFlush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  ReplyStatus(req, Eng(req)->Flush(Handle(fi), fi->lock_owner));
+  ReplyStatus(req, Eng(req)->Flush(Handle(fi), fi->lock_owner, ThreadOwner(req)));
 }
 
 void OnFsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) { ReplyStatus(req, Eng(req)->Fsync(Handle(fi))); }

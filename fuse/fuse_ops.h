@@ -29,7 +29,6 @@ struct FuseContext {
   double dir_attr_timeout = 1.0;
   unsigned max_write = 1 << 20;
   unsigned max_background = 12;
-  bool page_cache = false;
   // Let the kernel cache directory listings (FOPEN_CACHE_DIR + KEEP_CACHE on
   // every opendir). Correct only with a KernelNotifier attached: it drops a
   // directory's cached listing whenever a name appears or goes without the

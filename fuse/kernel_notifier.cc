@@ -22,10 +22,14 @@ void KernelNotifier::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void KernelNotifier::InvalidateEntry(uint64_t parent_ino, const std::string& name) {
+void KernelNotifier::Invalidate(const Job& job) {
   if (!ctx_->session) return;
-  int rc = fuse_lowlevel_notify_inval_entry(ctx_->session, parent_ino, name.c_str(), name.size());
-  if (rc != 0 && rc != -ENOENT) spdlog::debug("inval_entry {}/{}: {}", parent_ino, name, std::strerror(-rc));
+  const uint64_t parent_ino = job.parent_ino;
+  int rc = 0;
+  if (job.entry) {
+    rc = fuse_lowlevel_notify_inval_entry(ctx_->session, parent_ino, job.name.c_str(), job.name.size());
+    if (rc != 0 && rc != -ENOENT) spdlog::debug("inval_entry {}/{}: {}", parent_ino, job.name, std::strerror(-rc));
+  }
   if (ctx_->readdir_cache) {
     // Offset 0, length 0: the directory's whole page cache, where the kernel
     // keeps its cached listing.
@@ -38,8 +42,12 @@ namespace {
 constexpr auto kAppearWait = std::chrono::milliseconds(200);
 }  // namespace
 
-void KernelNotifier::EntryAppeared(uint64_t parent_ino, const std::string& name) {
-  auto job = std::make_shared<Job>(Job{parent_ino, name});
+void KernelNotifier::EntryAppeared(uint64_t parent_ino, const std::string& name, bool name_was_refused) {
+  // Without a refused lookup, the kernel's entry (if any) is the creator's,
+  // pointing at this inode: dropping it would drop the pages the writer
+  // left in the page cache. Only the parent's listing is stale then.
+  if (!name_was_refused && !ctx_->readdir_cache) return;
+  auto job = std::make_shared<Job>(Job{parent_ino, name, name_was_refused});
   std::unique_lock<std::mutex> lk(mu_);
   if (stop_ || !thread_.joinable()) return;
   queue_.push_back(job);
@@ -68,7 +76,7 @@ void KernelNotifier::Loop() {
     std::shared_ptr<Job> job = std::move(queue_.front());
     queue_.pop_front();
     lk.unlock();
-    InvalidateEntry(job->parent_ino, job->name);
+    Invalidate(*job);
     lk.lock();
     job->sent = true;
     sent_.notify_all();

@@ -1,8 +1,9 @@
 // KernelNotifier: tells the kernel about namespace changes it did not make
 // itself, so that its dentry cache never shows a stale answer.
 //
-//  - Entry invalidations (a key's first commit, an eviction) are sent by the
-//    notifier's own thread, never from a thread that is serving a request:
+//  - Entry invalidations (a key's first commit when a lookup of it was
+//    refused before, an eviction) are sent by the notifier's own thread,
+//    never from a thread that is serving a request:
 //    the kernel takes the parent directory's lock to process them, and that
 //    lock may be held by a CREATE waiting for one of our worker threads.
 //    EntryAppeared then waits (up to kAppearWait) for its invalidation to be
@@ -38,7 +39,7 @@ class KernelNotifier final : public EngineObserver {
 
   void Start();
   void Stop();
-  void EntryAppeared(uint64_t parent_ino, const std::string& name) override;
+  void EntryAppeared(uint64_t parent_ino, const std::string& name, bool name_was_refused) override;
   void EntryEvicted(uint64_t parent_ino, const std::string& name, uint64_t ino) override;
   // Sent at once: the kernel caches file attributes for entry_timeout, and a
   // stat after close() must show the committed version.
@@ -46,7 +47,6 @@ class KernelNotifier final : public EngineObserver {
 
  private:
   void Loop();
-  void InvalidateEntry(uint64_t parent_ino, const std::string& name);
 
   FuseContext* ctx_;
   std::mutex mu_;
@@ -54,8 +54,10 @@ class KernelNotifier final : public EngineObserver {
   struct Job {
     uint64_t parent_ino;
     std::string name;
+    bool entry = true;  // invalidate the name itself, not only the parent's listing
     bool sent = false;  // guarded by mu_
   };
+  void Invalidate(const Job& job);
   std::deque<std::shared_ptr<Job>> queue_;  // guarded by mu_
   std::condition_variable sent_;            // a job was sent
   bool stop_ = false;                                    // guarded by mu_

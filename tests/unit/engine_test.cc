@@ -67,6 +67,12 @@ class EngineTest : public ::testing::Test {
   static EngineOptions Defaults() {
     EngineOptions o;
     o.buffer_count = 16;
+    // These tests open readers and in-place writers of one key by inode
+    // number. With the page cache, such a writer is sent to a fresh inode
+    // (ESTALE, and the kernel looks the name up again): page_cache_test.cc
+    // covers that; here every handle bypasses the cache, unless a test
+    // turns it on.
+    o.page_cache = false;
     return o;
   }
 
@@ -770,33 +776,51 @@ TEST_F(EngineTest, WritePastMaxObjectSizeIsEfbig) {
 }
 
 TEST_F(EngineTest, PageCacheOnlyForReadOnlyHandlesOfTheOnlyOpenVersion) {
-  ASSERT_OK(OpenEngine());
+  EngineOptions options = Defaults();
+  options.page_cache = true;
+  ASSERT_OK(OpenEngine(1, 1ULL << 30, options));
   Result<uint64_t> ino = PutFile(kRootIno, "pc", testing::Pattern(1, 10000));
   ASSERT_TRUE(ino.ok());
   Result<OpenResult> r1 = E().Open(*ino, O_RDONLY);
   ASSERT_TRUE(r1.ok());
   EXPECT_TRUE(r1->page_cache);
+  // A writer must not share the page-cache reader's inode (the kernel keeps
+  // one file size per inode): ESTALE sends the kernel to look the name up
+  // again, and the key now has a fresh inode.
   Result<OpenResult> w = E().Open(*ino, O_RDWR);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.err(), ESTALE);
+  Result<Attr> fresh = E().Lookup(kRootIno, "pc");
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_NE(fresh->ino, *ino);
+  w = E().Open(fresh->ino, O_RDWR);
   ASSERT_TRUE(w.ok());
-  EXPECT_FALSE(w->page_cache) << "a writable handle must not use the page cache";
+  EXPECT_FALSE(w->page_cache) << "a writable handle of an existing key must not use the page cache";
+  // A reader while the key has a writer: no page cache either.
+  Result<OpenResult> during = E().Open(fresh->ino, O_RDONLY);
+  ASSERT_TRUE(during.ok());
+  EXPECT_FALSE(during->page_cache);
+  E().Release(during->handle);
   E().Release(w->handle);
-  // Replace the key while r1 still reads the old version: a handle on the
-  // new version must not share cached pages with the old one.
+  // Replace the key while r1 still reads the old version on its own inode:
+  // the new version lives on the fresh inode, with pages of its own.
   ASSERT_TRUE(PutFile(kRootIno, "pc", testing::Pattern(2, 20000)).ok());
-  Result<OpenResult> r2 = E().Open(*ino, O_RDONLY);
+  Result<OpenResult> r2 = E().Open(fresh->ino, O_RDONLY);
   ASSERT_TRUE(r2.ok());
-  EXPECT_FALSE(r2->page_cache);
+  EXPECT_TRUE(r2->page_cache);
+  EXPECT_FALSE(r2->keep_cache) << "no pages of an earlier version may be kept";
   E().Release(r1->handle);
   E().Release(r2->handle);
-  Result<OpenResult> r3 = E().Open(*ino, O_RDONLY);
+  Result<OpenResult> r3 = E().Open(fresh->ino, O_RDONLY);
   ASSERT_TRUE(r3.ok());
   EXPECT_TRUE(r3->page_cache);
+  EXPECT_TRUE(r3->keep_cache);
   E().Release(r3->handle);
 }
 
 class RecordingObserver : public EngineObserver {
  public:
-  void EntryAppeared(uint64_t parent_ino, const std::string& name) override {
+  void EntryAppeared(uint64_t parent_ino, const std::string& name, bool) override {
     std::lock_guard<std::mutex> g(mu);
     appeared.emplace_back(parent_ino, name);
   }
