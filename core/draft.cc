@@ -62,21 +62,90 @@ class ChunkCache {
 };
 }  // namespace
 
+namespace {
+std::atomic<uint64_t> g_draft_memory{0};
+}  // namespace
+
+uint64_t Draft::total_memory_bytes() { return g_draft_memory.load(std::memory_order_relaxed); }
+
+void Draft::SetSpill(DraftSpillFactory factory) {
+  std::lock_guard<std::mutex> g(mu_);
+  spill_factory_ = std::move(factory);
+}
+
 void Draft::FreeChunk(size_t index) {
+  if (!chunks_[index]) return;
   uint64_t start = static_cast<uint64_t>(index) * kDraftChunkSize;
   size_t dirty = high_water_ > start ? static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, high_water_ - start)) : 0;
   ChunkCache::Get().Give(chunks_[index], dirty);
   chunks_[index] = nullptr;
+  resident_--;
+  g_draft_memory.fetch_sub(kDraftChunkSize, std::memory_order_relaxed);
 }
 
 Draft::~Draft() {
   for (size_t i = 0; i < chunks_.size(); ++i) FreeChunk(i);
+  if (stream_) XXH3_freeState(stream_);
 }
 
-uint8_t* Draft::ChunkFor(size_t index) {
+Result<uint8_t*> Draft::ChunkFor(size_t index) {
   if (index >= chunks_.size()) chunks_.resize(index + 1, nullptr);
-  if (!chunks_[index]) chunks_[index] = ChunkCache::Get().Take();
-  return chunks_[index];
+  if (chunks_[index]) return chunks_[index];
+  uint8_t* c = ChunkCache::Get().Take();
+  if (!c) return Status::Error(ENOMEM, "out of staging memory");
+  if (spilled_locked(index)) {
+    // Written again: back into memory (the running checksum no longer holds).
+    Status s = spill_->Read(static_cast<uint64_t>(index) * kDraftChunkSize, c, kDraftChunkSize);
+    if (!s.ok()) {
+      ChunkCache::Get().Give(c, kDraftChunkSize);
+      return Status::Error(EIO, "reading a spilled chunk back: " + s.message());
+    }
+    spilled_[index] = false;
+    if (index < stream_next_) stream_valid_ = false;
+  }
+  chunks_[index] = c;
+  resident_++;
+  first_resident_hint_ = std::min(first_resident_hint_, index);
+  g_draft_memory.fetch_add(kDraftChunkSize, std::memory_order_relaxed);
+  return c;
+}
+
+Status Draft::SpillChunkLocked(size_t index) {
+  if (!spill_) {
+    Result<std::unique_ptr<DraftSpill>> made = spill_factory_();
+    if (!made.ok()) return made.status();
+    spill_ = std::move(*made);
+  }
+  const uint8_t* c = chunks_[index];
+  KVFS_RETURN_IF_ERROR(spill_->Write(static_cast<uint64_t>(index) * kDraftChunkSize, c, kDraftChunkSize));
+  if (spilled_.size() <= index) spilled_.resize(index + 1, false);
+  if (sums_.size() <= index) sums_.resize(index + 1);
+  for (size_t u = 0; u < kDraftSumsPerChunk; ++u) sums_[index][u] = XXH3_64bits(c + u * kDraftSumUnit, kDraftSumUnit);
+  if (stream_valid_ && index == stream_next_) {
+    if (!stream_) {
+      stream_ = XXH3_createState();
+      XXH3_64bits_reset(stream_);
+    }
+    XXH3_64bits_update(stream_, c, kDraftChunkSize);
+    stream_next_++;
+  } else {
+    stream_valid_ = false;
+  }
+  spilled_[index] = true;
+  FreeChunk(index);
+  return Status::Ok();
+}
+
+Status Draft::SpillLocked(size_t keep) {
+  if (!spill_factory_ || consumed_.load()) return Status::Ok();
+  size_t limit = g_draft_memory.load(std::memory_order_relaxed) > kDraftMemoryBudget ? 1 : kDraftResidentChunks;
+  for (size_t i = first_resident_hint_; i < chunks_.size() && resident_ > limit; ++i) {
+    if (i == keep || !chunks_[i]) continue;
+    KVFS_RETURN_IF_ERROR(SpillChunkLocked(i));
+  }
+  // Chunks below the first one still in memory stay out of it.
+  while (first_resident_hint_ < chunks_.size() && !chunks_[first_resident_hint_]) ++first_resident_hint_;
+  return Status::Ok();
 }
 
 Status Draft::Write(uint64_t off, const void* data, size_t len) {
@@ -88,21 +157,23 @@ Status Draft::WriteLocked(uint64_t off, const void* data, size_t len) {
   const uint8_t* src = static_cast<const uint8_t*>(data);
   uint64_t pos = off;
   size_t left = len;
+  size_t last = 0;
   while (left > 0) {
     size_t index = pos / kDraftChunkSize;
     size_t in_chunk = pos % kDraftChunkSize;
     size_t n = std::min(left, kDraftChunkSize - in_chunk);
-    uint8_t* chunk = ChunkFor(index);
-    if (!chunk) return Status::Error(ENOMEM, "out of staging memory");
-    std::memcpy(chunk + in_chunk, src, n);
+    Result<uint8_t*> chunk = ChunkFor(index);
+    if (!chunk.ok()) return chunk.status();
+    std::memcpy(*chunk + in_chunk, src, n);
     src += n;
     pos += n;
     left -= n;
+    last = index;
   }
   if (off + len > size_.load(std::memory_order_relaxed)) size_.store(off + len, std::memory_order_release);
   high_water_ = std::max<uint64_t>(high_water_, off + len);
   dirty_ = true;
-  return Status::Ok();
+  return len > 0 ? SpillLocked(last) : Status::Ok();
 }
 
 Status Draft::Truncate(uint64_t size) {
@@ -110,10 +181,14 @@ Status Draft::Truncate(uint64_t size) {
   size_t keep = static_cast<size_t>((size + kDraftChunkSize - 1) / kDraftChunkSize);
   for (size_t i = keep; i < chunks_.size(); ++i) FreeChunk(i);
   if (chunks_.size() > keep) chunks_.resize(keep);
+  if (spilled_.size() > keep) spilled_.resize(keep);
+  if (size < static_cast<uint64_t>(stream_next_) * kDraftChunkSize) stream_valid_ = false;
   // Zero the tail of the last kept chunk so growing again reads zeros.
-  if (size % kDraftChunkSize != 0 && keep > 0 && chunks_.size() == keep && chunks_[keep - 1]) {
+  if (size % kDraftChunkSize != 0 && keep > 0 && (spilled_locked(keep - 1) || (chunks_.size() == keep && chunks_[keep - 1]))) {
+    Result<uint8_t*> last = ChunkFor(keep - 1);
+    if (!last.ok()) return last.status();
     size_t from = size % kDraftChunkSize;
-    std::memset(chunks_[keep - 1] + from, 0, kDraftChunkSize - from);
+    std::memset(*last + from, 0, kDraftChunkSize - from);
   }
   size_.store(size, std::memory_order_release);
   dirty_ = true;
@@ -126,23 +201,74 @@ size_t Draft::Read(uint64_t off, size_t len, uint8_t* out) const {
   if (off >= size) return 0;
   size_t total = static_cast<size_t>(std::min<uint64_t>(len, size - off));
   size_t copied = 0;
+  uint8_t* scratch = nullptr;
   while (copied < total) {
     uint64_t pos = off + copied;
     size_t index = pos / kDraftChunkSize;
     size_t in_chunk = pos % kDraftChunkSize;
     size_t n = std::min(total - copied, kDraftChunkSize - in_chunk);
-    if (index < chunks_.size() && chunks_[index]) std::memcpy(out + copied, chunks_[index] + in_chunk, n);
-    else std::memset(out + copied, 0, n);
+    if (index < chunks_.size() && chunks_[index]) {
+      std::memcpy(out + copied, chunks_[index] + in_chunk, n);
+    } else if (spilled_locked(index)) {
+      if (!scratch) scratch = ChunkCache::Get().Take();
+      if (!scratch || !spill_->Read(static_cast<uint64_t>(index) * kDraftChunkSize, scratch, kDraftChunkSize).ok()) {
+        total = copied;  // a short read; the caller sees fewer bytes
+        break;
+      }
+      std::memcpy(out + copied, scratch + in_chunk, n);
+    } else {
+      std::memset(out + copied, 0, n);
+    }
     copied += n;
   }
+  if (scratch) ChunkCache::Get().Give(scratch, kDraftChunkSize);
   return total;
+}
+
+Result<const uint8_t*> Draft::ChunkBytesLocked(size_t i, uint8_t* scratch) const {
+  if (i < chunks_.size() && chunks_[i]) return static_cast<const uint8_t*>(chunks_[i]);
+  if (spilled_locked(i)) {
+    KVFS_RETURN_IF_ERROR(spill_->Read(static_cast<uint64_t>(i) * kDraftChunkSize, scratch, kDraftChunkSize));
+    return static_cast<const uint8_t*>(scratch);
+  }
+  return ZeroChunk();
+}
+
+Result<uint64_t> Draft::UnitChecksumLocked(uint64_t u, size_t len, uint8_t* scratch) const {
+  size_t i = static_cast<size_t>(u / kDraftSumsPerChunk);
+  size_t k = static_cast<size_t>(u % kDraftSumsPerChunk);
+  if (spilled_locked(i) && len == kDraftSumUnit) return sums_[i][k];
+  Result<const uint8_t*> bytes = ChunkBytesLocked(i, scratch);
+  if (!bytes.ok()) return bytes.status();
+  return XXH3_64bits(*bytes + k * kDraftSumUnit, len);
+}
+
+Result<uint64_t> Draft::ChecksumLocked(uint8_t* scratch) const {
+  uint64_t size = size_.load(std::memory_order_relaxed);
+  XXH3_state_t* st = XXH3_createState();
+  size_t from = 0;
+  if (stream_ && stream_valid_ && static_cast<uint64_t>(stream_next_) * kDraftChunkSize <= size) {
+    XXH3_copyState(st, stream_);
+    from = stream_next_;
+  } else {
+    XXH3_64bits_reset(st);
+  }
+  for (uint64_t pos = static_cast<uint64_t>(from) * kDraftChunkSize; pos < size; pos += kDraftChunkSize) {
+    Result<const uint8_t*> bytes = ChunkBytesLocked(static_cast<size_t>(pos / kDraftChunkSize), scratch);
+    if (!bytes.ok()) {
+      XXH3_freeState(st);
+      return bytes.status();
+    }
+    XXH3_64bits_update(st, *bytes, static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - pos)));
+  }
+  uint64_t h = XXH3_64bits_digest(st);
+  XXH3_freeState(st);
+  return h;
 }
 
 uint64_t Draft::memory_bytes() const {
   std::lock_guard<std::mutex> g(mu_);
-  uint64_t n = 0;
-  for (uint8_t* c : chunks_) n += c ? kDraftChunkSize : 0;
-  return n;
+  return static_cast<uint64_t>(resident_) * kDraftChunkSize;
 }
 
 }  // namespace kvfs

@@ -1,20 +1,31 @@
-// Draft: the bytes of a version being written, held in aligned staging memory
-// until commit.
+// Draft: the bytes of a version being written.
 //
 // libfuse hands WRITE payloads over at arbitrary addresses, so they are copied
-// into 1 MiB, 4 KiB-aligned chunks; at commit the chunks go to the store with
-// O_DIRECT writes unchanged. Chunks are allocated on first touch, from a
-// small process-wide cache of zeroed chunks; a chunk never written reads as
-// zeros (a hole). Writes at any offset and truncation are supported. A draft holds at most one object, so its size is bounded by
-// the object size limit the engine enforces.
+// into 1 MiB, 4 KiB-aligned chunks. Chunks are allocated on first touch, from
+// a small process-wide cache of zeroed chunks; a chunk never written reads as
+// zeros (a hole). Writes at any offset and truncation are supported.
+//
+// Bounded memory: a draft given a spill target (SetSpill) keeps at most
+// kDraftResidentChunks chunks in memory (one, while all drafts together hold
+// more than kDraftMemoryBudget); older chunks are written, whole and
+// aligned, to the spill target (the version's staging file, at the chunk's
+// place in the object) and read back only when written again or read. Each
+// spilled chunk keeps the checksums of its 256 KiB pieces, and a running
+// checksum of the data while chunks spill in order, so a commit writes only
+// what is still in memory. Without a spill target, every chunk stays in
+// memory (the object size limit bounds it).
 //
 // Thread-safety: all methods lock the draft's mutex; Lock() lets the commit
 // path hold it across the whole write-out so that no write slips in between.
 #pragma once
 
+#include <xxhash.h>
+
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -24,6 +35,26 @@
 namespace kvfs {
 
 inline constexpr size_t kDraftChunkSize = 1 << 20;
+// Chunks a draft keeps in memory before it spills older ones.
+inline constexpr size_t kDraftResidentChunks = 4;
+// Bytes all drafts together may hold in memory before each spills down to
+// one chunk.
+inline constexpr uint64_t kDraftMemoryBudget = 256ULL << 20;
+// The checksum unit of an object (see object_header.h): 4 per draft chunk.
+inline constexpr size_t kDraftSumUnit = 256 << 10;
+inline constexpr size_t kDraftSumsPerChunk = kDraftChunkSize / kDraftSumUnit;
+
+// Where a draft's chunks go when they leave memory. Offsets are data
+// offsets of the object (the header is not counted); lengths and buffers
+// are 4 KiB aligned. Owned by its draft; used under the draft's lock.
+class DraftSpill {
+ public:
+  virtual ~DraftSpill() = default;
+  virtual Status Write(uint64_t offset, const uint8_t* data, size_t len) = 0;
+  virtual Status Read(uint64_t offset, uint8_t* data, size_t len) = 0;
+};
+// Makes the spill target the first time a chunk must leave memory.
+using DraftSpillFactory = std::function<Result<std::unique_ptr<DraftSpill>>()>;
 
 class Draft {
  public:
@@ -44,6 +75,11 @@ class Draft {
   uint64_t size() const { return size_.load(std::memory_order_acquire); }
   // Bytes of staging memory held.
   uint64_t memory_bytes() const;
+  // Bytes of chunk memory held by all drafts of the process.
+  static uint64_t total_memory_bytes();
+
+  // Lets the draft spill chunks to the target the factory makes (once).
+  void SetSpill(DraftSpillFactory factory);
 
   // Whether the draft holds changes not yet committed.
   // Lock-free, so the engine may ask while holding its index mutex (the
@@ -71,16 +107,49 @@ class Draft {
   // For the commit path, which must hold lock() while using these.
   std::unique_lock<std::mutex> lock() const { return std::unique_lock<std::mutex>(mu_); }
   size_t chunk_count_locked() const { return chunks_.size(); }
-  // The chunk, or nullptr for a hole.
+  // The chunk, or nullptr for a hole or a spilled chunk.
   const uint8_t* chunk_locked(size_t i) const { return chunks_[i]; }
+  bool spilled_locked(size_t i) const { return i < spilled_.size() && spilled_[i]; }
   uint64_t size_locked() const { return size_.load(std::memory_order_relaxed); }
+  // The spill target, or null when nothing spilled.
+  DraftSpill* spill_locked() const { return spill_.get(); }
+  // The bytes of chunk i: its memory, a spilled chunk read back into
+  // `scratch` (kDraftChunkSize, aligned), or zeros for a hole.
+  Result<const uint8_t*> ChunkBytesLocked(size_t i, uint8_t* scratch) const;
+  // XXH3-64 of the 256 KiB unit u of the data, of len bytes (len < the unit
+  // only for the last one): from memory, from the sums kept at spill, or
+  // read back.
+  Result<uint64_t> UnitChecksumLocked(uint64_t u, size_t len, uint8_t* scratch) const;
+  // XXH3-64 of the first size_locked() bytes.
+  Result<uint64_t> ChecksumLocked(uint8_t* scratch) const;
+  // A commit is publishing the spill target as the object: the draft's
+  // spilled bytes now live there (still readable through the draft), and
+  // nothing may be written into it any more, so a further write needs a new
+  // draft (see Engine::DraftForWrite). Undone when that commit fails.
+  void set_consumed(bool c) { consumed_.store(c); }
+  bool consumed() const { return consumed_.load(); }
 
  private:
-  uint8_t* ChunkFor(size_t index);  // allocates; caller holds mu_
+  Result<uint8_t*> ChunkFor(size_t index);  // allocates (reading a spilled chunk back); caller holds mu_
   void FreeChunk(size_t index);     // returns it for reuse; caller holds mu_ (or destroys)
+  // Spills chunks other than `keep` while over the resident limit.
+  Status SpillLocked(size_t keep);
+  Status SpillChunkLocked(size_t index);
 
   mutable std::mutex mu_;
   std::vector<uint8_t*> chunks_;
+  size_t resident_ = 0;                  // non-null chunks_
+  std::vector<bool> spilled_;            // chunk i is in the spill target (and not in memory)
+  std::vector<std::array<uint64_t, kDraftSumsPerChunk>> sums_;  // of spilled chunks, whole units
+  DraftSpillFactory spill_factory_;
+  std::unique_ptr<DraftSpill> spill_;
+  // Running checksum of chunks [0, stream_next_) while they spilled in
+  // order and stayed spilled; stream_valid_ false otherwise.
+  XXH3_state_t* stream_ = nullptr;
+  size_t stream_next_ = 0;
+  bool stream_valid_ = true;
+  std::atomic<bool> consumed_{false};
+  size_t first_resident_hint_ = 0;  // no chunk below it is in memory
   std::atomic<uint64_t> size_{0};
   uint64_t high_water_ = 0;  // guarded by mu_: no byte at or past it was ever written
   std::atomic<bool> dirty_{true};

@@ -402,6 +402,8 @@ class Engine {
   // Removes a version's object file (durably unless the store's syncs are deferred).
   Status RemoveObject(const Version& version);  // no locks                                             // no locks
   void PublishBatch();                                                               // publish_mu_
+  // Lets a new draft of inode spill to a staging file on the key's store.
+  void AttachSpillLocked(Inode* inode, Draft* draft);  // mu_
   Status WriteObject(Store* store, const ObjectHeader& header, const Draft* draft,
                      std::unique_ptr<StagingFile>* out);                              // draft locked
   Result<std::shared_ptr<Version>> PublishRecord(uint32_t store_index, ObjectHeader header);  // publish_mu_

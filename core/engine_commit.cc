@@ -21,71 +21,80 @@
 namespace kvfs {
 using namespace engine_detail;
 
+namespace {
+ObjectHeader header_with_checksum(ObjectHeader h, uint64_t checksum) {
+  h.checksum = checksum;
+  return h;
+}
+}  // namespace
+
 // ---------------------------------------------------------------------------
 // Store writes.
 
 Status Engine::WriteObject(Store* store, const ObjectHeader& header, const Draft* draft,
                            std::unique_ptr<StagingFile>* out) {
-  Result<std::unique_ptr<StagingFile>> staging = store->CreateStaging();
-  if (!staging.ok()) return staging.status();
+  // A draft that spilled already has its staging file, with the spilled
+  // chunks in place: only the rest is written into it (out stays empty).
+  auto* spill = draft ? static_cast<StagingSpill*>(draft->spill_locked()) : nullptr;
+  StagingFile* file = nullptr;
+  if (spill) {
+    file = &spill->file();
+  } else {
+    Result<std::unique_ptr<StagingFile>> staging = store->CreateStaging();
+    if (!staging.ok()) return staging.status();
+    *out = std::move(*staging);
+    file = out->get();
+  }
   AlignedBlock block;
   KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
   std::vector<IoRequest> reqs;
-  int fd = (*staging)->fd();
+  int fd = file->fd();
   reqs.push_back(IoRequest{fd, block.data, kHeaderSize, 0, true});
   uint64_t size = draft ? draft->size_locked() : 0;
-  for (size_t i = 0; draft && i < draft->chunk_count_locked() && i * kDraftChunkSize < size; ++i) {
-    uint64_t start = i * kDraftChunkSize;
+  for (uint64_t start = 0; start < size; start += kDraftChunkSize) {
+    size_t i = static_cast<size_t>(start / kDraftChunkSize);
+    if (draft->spilled_locked(i)) continue;  // in the file already
     size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - start));
     len = (len + 4095) / 4096 * 4096;
-    const uint8_t* chunk = draft->chunk_locked(i);
+    const uint8_t* chunk = i < draft->chunk_count_locked() ? draft->chunk_locked(i) : nullptr;
     reqs.push_back(IoRequest{fd, const_cast<uint8_t*>(chunk ? chunk : ZeroChunk()), len, kHeaderSize + start, true});
-  }
-  // Chunks past the last allocated one are holes up to `size`.
-  for (size_t i = draft ? draft->chunk_count_locked() : 0; i * kDraftChunkSize < size; ++i) {
-    uint64_t start = i * kDraftChunkSize;
-    size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - start));
-    len = (len + 4095) / 4096 * 4096;
-    reqs.push_back(IoRequest{fd, const_cast<uint8_t*>(ZeroChunk()), len, kHeaderSize + start, true});
   }
   // The chunk checksum table, after the data.
   uint64_t table_bytes = ChecksumTableBytes(size);
   std::unique_ptr<uint8_t, decltype(&std::free)> table(
       table_bytes ? static_cast<uint8_t*>(std::aligned_alloc(4096, table_bytes)) : nullptr, &std::free);
+  std::unique_ptr<uint8_t, decltype(&std::free)> scratch(
+      spill ? static_cast<uint8_t*>(std::aligned_alloc(4096, kDraftChunkSize)) : nullptr, &std::free);
   if (table_bytes) {
+    static_assert(kChunkSize == kDraftSumUnit, "the draft keeps sums of the object's checksum unit");
     std::memset(table.get(), 0, table_bytes);
     for (uint64_t c = 0; c < ChunkCount(size); ++c) {
       uint64_t start = c * kChunkSize;
       size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, size - start));
-      size_t di = start / kDraftChunkSize;
-      const uint8_t* chunk = di < draft->chunk_count_locked() ? draft->chunk_locked(di) : nullptr;
-      uint64_t h = XXH3_64bits((chunk ? chunk : ZeroChunk()) + start % kDraftChunkSize, len);
-      std::memcpy(table.get() + c * 8, &h, 8);
+      Result<uint64_t> h = draft->UnitChecksumLocked(c, len, scratch.get());
+      if (!h.ok()) return h.status();
+      std::memcpy(table.get() + c * 8, &*h, 8);
     }
     reqs.push_back(IoRequest{fd, table.get(), table_bytes, ChecksumTableOffset(size), true});
   }
   KVFS_RETURN_IF_ERROR(io_->Run(reqs));
-  *out = std::move(*staging);
+  if (spill) {
+    // Spilled chunks past the new end (a truncation) must not stay in the file.
+    off_t length = static_cast<off_t>(table_bytes ? ChecksumTableOffset(size) + table_bytes : kHeaderSize);
+    if (::ftruncate(fd, length) != 0) return Status::FromErrno("truncate " + file->path());
+  }
   return Status::Ok();
 }
 
-namespace {
-uint64_t ChecksumDraftLocked(const Draft& draft) {
-  XXH3_state_t* st = XXH3_createState();
-  XXH3_64bits_reset(st);
-  uint64_t size = draft.size_locked();
-  for (uint64_t pos = 0; pos < size; pos += kDraftChunkSize) {
-    size_t i = pos / kDraftChunkSize;
-    size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - pos));
-    const uint8_t* chunk = i < draft.chunk_count_locked() ? draft.chunk_locked(i) : nullptr;
-    XXH3_64bits_update(st, chunk ? chunk : ZeroChunk(), len);
-  }
-  uint64_t h = XXH3_64bits_digest(st);
-  XXH3_freeState(st);
-  return h;
+void Engine::AttachSpillLocked(Inode* inode, Draft* draft) {
+  uint32_t store_index = StoreIndexFor(ns_.KeyOf(inode));
+  Store* store = stores_[store_index].get();
+  draft->SetSpill([store, store_index]() -> Result<std::unique_ptr<DraftSpill>> {
+    Result<std::unique_ptr<StagingFile>> staging = store->CreateStaging();
+    if (!staging.ok()) return staging.status();
+    return std::unique_ptr<DraftSpill>(std::make_unique<StagingSpill>(store_index, std::move(*staging)));
+  });
 }
-}  // namespace
-
 
 Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   std::unique_lock<std::mutex> lk(mu_);
@@ -114,23 +123,38 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     return s;
   };
 
-  Store* store = stores_[store_index].get();
-  std::unique_ptr<StagingFile> staging;
+  Store* store = nullptr;
+  std::unique_ptr<StagingFile> staging;  // when the draft did not spill
+  StagingFile* staging_file = nullptr;   // what gets published
   uint64_t footprint;
+  bool spilled = false;
   {
     auto dlk = draft->lock();
+    // A draft that spilled publishes its staging file, on the store it was
+    // made on (the key may hash elsewhere after a rename; its next commit
+    // moves it home).
+    auto* spill = static_cast<StagingSpill*>(draft->spill_locked());
+    spilled = spill != nullptr;
+    if (spill) store_index = spill->store_index();
+    store = stores_[store_index].get();
     header.size = draft->size_locked();
     footprint = ObjectFootprint(header.size);
     if (header.size > options_.max_object_bytes) return finish(Status::Error(EFBIG, "object too large"));
     Status reserved = ReserveSpace(store_index, footprint);
     if (!reserved.ok()) return finish(reserved);
-    header.checksum = ChecksumDraftLocked(*draft);
-    Status s = WriteObject(store, header, draft.get(), &staging);
+    std::unique_ptr<uint8_t, decltype(&std::free)> scratch(
+        spill ? static_cast<uint8_t*>(std::aligned_alloc(4096, kDraftChunkSize)) : nullptr, &std::free);
+    Result<uint64_t> sum = draft->ChecksumLocked(scratch.get());
+    Status s = sum.ok() ? WriteObject(store, header_with_checksum(header, *sum), draft.get(), &staging) : sum.status();
     if (!s.ok()) {
       ReleaseReservation(store_index, footprint);
       spdlog::error("commit of '{}' failed: {}", key, s.message());
       return finish(Status::Error(s.err() == ENOSPC ? ENOSPC : EIO, s.message()));
     }
+    header.checksum = *sum;
+    staging_file = spill ? &spill->file() : staging.get();
+    // The staging file now becomes the object: no more spilling into it.
+    if (spill) draft->set_consumed(true);
     draft->set_dirty(false);
   }
   // Phase 3, run by whichever committer leads the next group commit (see
@@ -171,17 +195,17 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
       key = now_key;
       AlignedBlock block;
       KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
-      if (::pwrite(staging->fd(), block.data, kHeaderSize, 0) != static_cast<ssize_t>(kHeaderSize)) {
+      if (::pwrite(staging_file->fd(), block.data, kHeaderSize, 0) != static_cast<ssize_t>(kHeaderSize)) {
         return Status::FromErrno(EIO, "rewrite header");
       }
     }
     location = store->LocationFor(HashKey(key));
-    file_id = FileId(staging->fd());
+    file_id = FileId(staging_file->fd());
     published = true;
     // With group commit, SyncAll (one flush for the group) follows; with
     // deferred syncs, the background sync's.
-    return options_.group_commit || Deferred(store_index) ? store->Link(*staging, location)
-                                                          : store->Publish(*staging, location);
+    return options_.group_commit || Deferred(store_index) ? store->Link(*staging_file, location)
+                                                          : store->Publish(*staging_file, location);
   };
   job.store = store;
   job.store_index = store_index;
@@ -219,7 +243,10 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   Status s = RunPublishJob(&job);
   ReleaseReservation(store_index, footprint);
   if (!s.ok()) {
-    if (!job.linked) draft->set_dirty(true);
+    if (!job.linked) {
+      draft->set_dirty(true);
+      if (spilled) draft->set_consumed(false);
+    }
     spdlog::error("commit of '{}' failed: {}", key, s.message());
     // A store that did not answer in time (ETIMEDOUT) is an I/O error to the caller.
     return finish(Status::Error(s.err() == ENOSPC ? ENOSPC : EIO, s.message()));

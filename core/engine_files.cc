@@ -185,6 +185,7 @@ Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags, Lease lease) {
     if (flags & O_TRUNC) {
       // A new version of its own; writers opened without O_TRUNC join it.
       inode->draft = std::make_shared<Draft>();
+      AttachSpillLocked(inode, inode->draft.get());
       handle->draft = inode->draft;
     } else if (inode->draft) {
       handle->draft = inode->draft;
@@ -267,9 +268,22 @@ Inode* Engine::SupersedeLocked(Inode* old) {
 // committed version (or joins the inode's current draft).
 Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
   std::unique_lock<std::mutex> lk(mu_);
-  if (handle->draft) return handle->draft;
   Inode* inode = handle->inode;
-  if (inode->draft) {
+  if (handle->draft && handle->draft->consumed()) {
+    // Its staging file became the committed object (the draft had spilled):
+    // later writes go to a new copy-on-write draft of what was committed,
+    // once that commit has switched the index.
+    commit_done_.wait(lk, [&] { return !inode->committing; });
+    if (handle->draft->consumed()) {
+      std::shared_ptr<Draft> old = std::move(handle->draft);
+      old->writers--;
+      if (!handle->flushed) old->unflushed--;
+      handle->flushed = true;
+      if (inode->draft == old) inode->draft.reset();
+    }
+  }
+  if (handle->draft) return handle->draft;
+  if (inode->draft && !inode->draft->consumed()) {
     if (inode->draft->broken) return Status::Error(EIO, "the version being written could not be loaded");
     if (!handle->page_cache) inode->draft->page_cached = false;  // a writer that bypasses the cache joins
     handle->draft = inode->draft;
@@ -280,6 +294,7 @@ Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
     return handle->draft;
   }
   auto draft = std::make_shared<Draft>();
+  AttachSpillLocked(inode, draft.get());
   inode->draft = draft;
   handle->draft = draft;
   draft->writers++;

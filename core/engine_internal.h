@@ -51,6 +51,44 @@ class FileHandle {
   std::shared_ptr<const ChunkSpan> cache;  // guarded by cache_mu
 };
 
+// Where a draft's chunks spill: the staging file of its version, on the
+// store the key belonged to when the draft first spilled. The commit writes
+// the header, what is still in memory and the checksum table into the same
+// file and publishes it; the file stays open here, so the draft can still
+// read its spilled chunks (now the published object's bytes).
+class StagingSpill final : public DraftSpill {
+ public:
+  StagingSpill(uint32_t store_index, std::unique_ptr<StagingFile> file)
+      : store_index_(store_index), file_(std::move(file)) {}
+  Status Write(uint64_t offset, const uint8_t* data, size_t len) override {
+    return Transfer(true, offset, const_cast<uint8_t*>(data), len);
+  }
+  Status Read(uint64_t offset, uint8_t* data, size_t len) override { return Transfer(false, offset, data, len); }
+  uint32_t store_index() const { return store_index_; }
+  StagingFile& file() { return *file_; }
+
+ private:
+  Status Transfer(bool write, uint64_t offset, uint8_t* data, size_t len) {
+    size_t done = 0;
+    while (done < len) {
+      off_t at = static_cast<off_t>(kHeaderSize + offset + done);
+      ssize_t n = write ? ::pwrite(file_->fd(), data + done, len - done, at)
+                        : ::pread(file_->fd(), data + done, len - done, at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return Status::FromErrno(write ? "spill write " + file_->path() : "spill read " + file_->path());
+      if (n == 0) {
+        if (write) return Status::Error(EIO, "spill write made no progress");
+        std::memset(data + done, 0, len - done);  // past the end: never written
+        break;
+      }
+      done += static_cast<size_t>(n);
+    }
+    return Status::Ok();
+  }
+  uint32_t store_index_;
+  std::unique_ptr<StagingFile> file_;
+};
+
 // A chunk-aligned range [start, end) of an object's data, read into
 // consecutive pool buffers and verified against the chunk checksums.
 struct ChunkSpan {

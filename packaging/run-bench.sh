@@ -3,7 +3,9 @@
 # benchmark: installs what it needs from Debian's own archive (apt-get),
 # builds kvfs and kvfs_mount_bench, and runs bench/run_bench.py, which mounts
 # kvfs on a scratch directory, compares it with a plain directory and fio,
-# unmounts, and writes bench/results/latest.{json,md,png}.
+# unmounts, and writes bench/results/latest.{json,md,png}; then
+# bench/engine_patterns.py, the inference engines' own file patterns
+# (bench/results/engine_patterns.{json,md}).
 #
 #   ./packaging/run-bench.sh            # default run (a few minutes)
 #   ./packaging/run-bench.sh --quick    # smoke run (about a minute)
@@ -37,4 +39,10 @@ fi
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)" --target kvfs kvfs_mount_bench
 
-exec env PYTHONDONTWRITEBYTECODE=1 python3 bench/run_bench.py "$@"
+export PYTHONDONTWRITEBYTECODE=1
+python3 bench/run_bench.py "$@"
+# The inference engines' own file patterns (kvfs with its defaults against a
+# plain directory): bench/results/engine_patterns.{json,md}.
+quick=""
+for a in "$@"; do [ "$a" = "--quick" ] && quick="--quick"; done
+exec python3 bench/engine_patterns.py $quick
