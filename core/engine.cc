@@ -338,16 +338,8 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
         std::unique_lock<std::mutex> lk(mu_);
         inode = ns_.Get(ino);
         if (!inode) return Status::Error(ENOENT, "stale inode");
-        if (WritesUnderCacheReaders(inode, O_WRONLY)) {
-          // As in Open: the key moves to a fresh inode, and the kernel,
-          // told ESTALE, looks the name up again and truncates that one.
-          lk.unlock();
-          std::lock_guard<std::mutex> publish(publish_mu_);
-          std::lock_guard<std::mutex> g(mu_);
-          inode = ns_.Get(ino);
-          if (inode && inode->linked() && WritesUnderCacheReaders(inode, O_WRONLY)) SupersedeLocked(inode);
-          return Status::Error(ESTALE, "the key moved to a fresh inode for its writer");
-        }
+        // As in Open: the kernel, told ESTALE, truncates the fresh inode.
+        if (WritesUnderCacheReaders(inode, O_WRONLY)) return SendWriterToFreshInode(lk, ino, O_WRONLY);
         tmp.inode = inode;
         inode->open_handles++;
         inode->writers++;

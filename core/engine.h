@@ -376,6 +376,11 @@ class Engine {
   // Whether an open with these flags (or a truncate) writes the inode in
   // place while page-cache readers have it open.
   static bool WritesUnderCacheReaders(const Inode* inode, int flags);
+  // For an open (or truncate) of ino that writes under page-cache readers:
+  // moves the key to a fresh inode (lk, on mu_, is released first; then
+  // publish_mu_ and mu_ are taken) and returns ESTALE, so that the kernel
+  // looks the name up again and retries on the fresh inode.
+  Status SendWriterToFreshInode(std::unique_lock<std::mutex>& lk, uint64_t ino, int flags);
   // Decides how the kernel may cache a handle just opened on inode.
   void ChooseCachingLocked(Inode* inode, FileHandle* handle, int flags, OpenResult* r);  // mu_
   uint32_t StoreIndexFor(const std::string& key) const;

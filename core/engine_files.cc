@@ -130,15 +130,7 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
     Inode* inode = ns_.Get(ino);
     if (!inode) return Status::Error(ENOENT, "stale inode");
     if (WritesUnderCacheReaders(inode, flags) || (inode->superseded && (flags & O_ACCMODE) != O_RDONLY)) {
-      // Written in place while page-cache readers have it open: the key
-      // moves to a fresh inode, and the kernel, told ESTALE, looks the name
-      // up again and opens that one.
-      lk.unlock();
-      std::lock_guard<std::mutex> publish(publish_mu_);
-      std::lock_guard<std::mutex> g(mu_);
-      inode = ns_.Get(ino);
-      if (inode && inode->linked() && WritesUnderCacheReaders(inode, flags)) SupersedeLocked(inode);
-      return Status::Error(ESTALE, "the key moved to a fresh inode for its writer");
+      return SendWriterToFreshInode(lk, ino, flags);
     }
     Result<OpenResult> r = OpenLocked(inode, flags, std::move(lease));
     if (r.ok()) {
@@ -244,6 +236,15 @@ void Engine::ChooseCachingLocked(Inode* inode, FileHandle* handle, int flags, Op
   }
   r->page_cache = handle->page_cache;
   r->keep_cache = keep;
+}
+
+Status Engine::SendWriterToFreshInode(std::unique_lock<std::mutex>& lk, uint64_t ino, int flags) {
+  lk.unlock();
+  std::lock_guard<std::mutex> publish(publish_mu_);
+  std::lock_guard<std::mutex> g(mu_);
+  Inode* inode = ns_.Get(ino);
+  if (inode && inode->linked() && WritesUnderCacheReaders(inode, flags)) SupersedeLocked(inode);
+  return Status::Error(ESTALE, "the key moved to a fresh inode for its writer");
 }
 
 bool Engine::WritesUnderCacheReaders(const Inode* inode, int flags) {

@@ -54,20 +54,26 @@ std::string CheckAllWays(int fd, const std::vector<uint8_t>& want) {
   return same ? "" : "mmap: wrong bytes";
 }
 
+// A child that opens path, checks it holds `want` in every way, says
+// "open", waits for "again" and checks the same descriptor once more.
+ChildProcess::Body KeepsReading(const std::string& path, const std::vector<uint8_t>& want) {
+  return [path, want](Channel& ch) -> std::string {
+    Fd fd(open(path.c_str(), O_RDONLY));
+    if (!fd.valid()) return ErrnoMessage("open");
+    if (std::string e = CheckAllWays(fd.get(), want); !e.empty()) return "before: " + e;
+    ch.Send("open");
+    if (std::string e = ch.Expect("again"); !e.empty()) return e;
+    if (std::string e = CheckAllWays(fd.get(), want); !e.empty()) return "after the key changed: " + e;
+    return "ok";
+  };
+}
+
 TEST_F(PageCacheTest, ReadersOfTwoVersionsEachSeeTheirOwnBytesAndSize) {
   const std::string path = P("k");
   const std::vector<uint8_t> v1 = MakeData(1, 5 * kMiB + 123), v2 = MakeData(2, 2 * kMiB + 7);
   ASSERT_EQ(WriteFile(path, v1), "");
   // Reader A opens the first version and keeps it open.
-  ChildProcess reader([&](Channel& ch) -> std::string {
-    Fd fd(open(path.c_str(), O_RDONLY));
-    if (!fd.valid()) return ErrnoMessage("open");
-    if (std::string e = CheckAllWays(fd.get(), v1); !e.empty()) return "before: " + e;
-    ch.Send("open");
-    if (std::string e = ch.Expect("again"); !e.empty()) return e;
-    if (std::string e = CheckAllWays(fd.get(), v1); !e.empty()) return "after the rewrite: " + e;
-    return "ok";
-  });
+  ChildProcess reader(KeepsReading(path, v1));
   ASSERT_EQ(reader.channel().Expect("open"), "");
   // Another process rewrites the key in place (O_TRUNC) with a shorter version.
   EXPECT_EQ(RunInChild([&] { return WriteFile(path, v2).empty() ? "ok" : "rewrite failed"; }).Summary(), "ok");
@@ -89,15 +95,7 @@ TEST_F(PageCacheTest, ReplacementThroughATempFileKeepsTheOldReadersVersion) {
   const std::string path = P("k");
   const std::vector<uint8_t> v1 = MakeData(3, 3 * kMiB), v2 = MakeData(4, 7 * kMiB + 1);
   ASSERT_EQ(WriteFile(path, v1), "");
-  ChildProcess reader([&](Channel& ch) -> std::string {
-    Fd fd(open(path.c_str(), O_RDONLY));
-    if (!fd.valid()) return ErrnoMessage("open");
-    if (std::string e = CheckAllWays(fd.get(), v1); !e.empty()) return "before: " + e;
-    ch.Send("open");
-    if (std::string e = ch.Expect("again"); !e.empty()) return e;
-    if (std::string e = CheckAllWays(fd.get(), v1); !e.empty()) return "after the replacement: " + e;
-    return "ok";
-  });
+  ChildProcess reader(KeepsReading(path, v1));
   ASSERT_EQ(reader.channel().Expect("open"), "");
   EXPECT_EQ(RunInChild([&] {
               if (!WriteFile(path + ".tmp", v2).empty()) return std::string("write tmp failed");
