@@ -56,7 +56,7 @@ class PowerLossStore : public StoreWrapper {
   Status Link(StagingFile& file, const std::string& location) override {
     std::lock_guard<std::mutex> g(mu_);
     if (dark_) return Dark();
-    Undo u{Undo::kUnlink, location, "", BackupLocked(location)};
+    Undo u{Undo::kUnlink, location, "", BackupLocked(location), {}};
     Status s = StoreWrapper::Link(file, location);
     if (s.ok()) undo_.push_back(u);
     return s;
@@ -71,7 +71,7 @@ class PowerLossStore : public StoreWrapper {
   Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) override {
     std::lock_guard<std::mutex> g(mu_);
     if (dark_) return Dark();
-    Undo u{Undo::kHeader, location, "", ""};
+    Undo u{Undo::kHeader, location, "", "", {}};
     u.header.resize(kHeaderSize);
     int fd = ::open(Path(location).c_str(), O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
@@ -86,7 +86,7 @@ class PowerLossStore : public StoreWrapper {
   Status Move(const std::string& from, const std::string& to, bool sync) override {
     std::lock_guard<std::mutex> g(mu_);
     if (dark_) return Dark();
-    Undo u{Undo::kMoveBack, to, from, BackupLocked(to)};
+    Undo u{Undo::kMoveBack, to, from, BackupLocked(to), {}};
     Status s = StoreWrapper::Move(from, to, sync);
     if (s.ok()) Record(u, sync);
     return s;
@@ -94,7 +94,7 @@ class PowerLossStore : public StoreWrapper {
   Status Remove(const std::string& location, bool sync) override {
     std::lock_guard<std::mutex> g(mu_);
     if (dark_) return Dark();
-    Undo u{Undo::kRestore, location, "", BackupLocked(location)};
+    Undo u{Undo::kRestore, location, "", BackupLocked(location), {}};
     Status s = StoreWrapper::Remove(location, sync);
     if (s.ok()) Record(u, sync);
     return s;
