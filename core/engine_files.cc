@@ -83,6 +83,20 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
     ns_.Detach(inode);
     ns_.Reap(inode);
   }
+  if (r.ok() && created && !r->handle->writable) {
+    // O_CREAT without write access: nothing can ever be written through
+    // this handle, so the new key is its empty version, committed now.
+    const uint64_t ino = inode->ino;
+    lk.unlock();
+    Status s = CommitDraft(inode, std::make_shared<Draft>());
+    if (!s.ok()) {
+      Release(r->handle);
+      Forget(ino, 1);
+      return s;
+    }
+    lk.lock();
+    r->attr = AttrOfLocked(inode, r->handle, thread);
+  }
   return r;
 }
 

@@ -91,6 +91,40 @@ TEST_F(PageCacheTest, ReadersOfTwoVersionsEachSeeTheirOwnBytesAndSize) {
   EXPECT_EQ(CheckFile(path, v2), "");
 }
 
+TEST_F(PageCacheTest, TruncateByPathAndRewriteInPlaceLeaveTheOpenReaderItsVersion) {
+  const std::string path = P("k");
+  const std::vector<uint8_t> v1 = MakeData(21, 3 * kMiB + 99);
+  ASSERT_EQ(WriteFile(path, v1), "");
+  ChildProcess reader(KeepsReading(path, v1));
+  ASSERT_EQ(reader.channel().Expect("open"), "");
+  // truncate(2) by path, then a rewrite of the middle without O_TRUNC, from
+  // another process each, while the reader holds the first version.
+  EXPECT_EQ(RunInChild([&] { return truncate(path.c_str(), kMiB) == 0 ? std::string("ok") : ErrnoMessage("truncate"); })
+                .Summary(),
+            "ok");
+  std::vector<uint8_t> v2(v1.begin(), v1.begin() + kMiB);
+  std::vector<uint8_t> patch = MakeData(22, 4096);
+  std::copy(patch.begin(), patch.end(), v2.begin() + 8192);
+  EXPECT_EQ(RunInChild([&] {
+              Fd fd(open(path.c_str(), O_RDWR));
+              if (!fd.valid()) return ErrnoMessage("open O_RDWR");
+              if (pwrite(fd.get(), patch.data(), patch.size(), 8192) != static_cast<ssize_t>(patch.size())) {
+                return ErrnoMessage("pwrite");
+              }
+              return fd.Close() == 0 ? std::string("ok") : ErrnoMessage("close");
+            }).Summary(),
+            "ok");
+  EXPECT_EQ(RunInChild([&] {
+              Fd fd(open(path.c_str(), O_RDONLY));
+              if (!fd.valid()) return ErrnoMessage("open");
+              std::string e = CheckAllWays(fd.get(), v2);
+              return e.empty() ? std::string("ok") : e;
+            }).Summary(),
+            "ok");
+  reader.channel().Send("again");
+  EXPECT_EQ(reader.Wait().Summary(), "ok");
+}
+
 TEST_F(PageCacheTest, ReplacementThroughATempFileKeepsTheOldReadersVersion) {
   const std::string path = P("k");
   const std::vector<uint8_t> v1 = MakeData(3, 3 * kMiB), v2 = MakeData(4, 7 * kMiB + 1);

@@ -30,6 +30,31 @@ std::string PwriteAll(int fd, const std::vector<uint8_t>& data, size_t offset) {
   return "";
 }
 
+// open(O_CREAT) without write access creates the (empty) file, as POSIX
+// says; an existing key opened that way keeps its bytes.
+TEST_F(PosixSurfaceTest, CreateWithoutWriteAccessCreatesAnEmptyFile) {
+  const std::string path = P("made-read-only");
+  Fd fd(open(path.c_str(), O_CREAT | O_RDONLY, 0640));
+  ASSERT_TRUE(fd.valid()) << ErrnoMessage("open(O_CREAT|O_RDONLY)");
+  char c;
+  EXPECT_EQ(read(fd.get(), &c, 1), 0);
+  ASSERT_EQ(fd.Close(), 0);
+  EXPECT_EQ(RunInChild([&] {
+              struct stat st {};
+              if (stat(path.c_str(), &st) != 0) return ErrnoMessage("stat");
+              if (st.st_size != 0) return "size " + std::to_string(st.st_size);
+              if ((st.st_mode & 07777) != 0640) return "mode " + std::to_string(st.st_mode & 07777);
+              return std::string("ok");
+            }).Summary(),
+            "ok");
+  const std::vector<uint8_t> data = MakeData(31, 5000);
+  ASSERT_EQ(WriteFile(path, data), "");
+  Fd again(open(path.c_str(), O_CREAT | O_RDONLY, 0640));
+  ASSERT_TRUE(again.valid()) << ErrnoMessage("open existing with O_CREAT|O_RDONLY");
+  ASSERT_EQ(again.Close(), 0);
+  EXPECT_EQ(CheckFile(path, data), "");
+}
+
 TEST_F(PosixSurfaceTest, ReadWriteHandleReadsItsOwnUnflushedWrites) {
   const std::string path = P("rw");
   Fd fd(open(path.c_str(), O_CREAT | O_RDWR, 0644));
