@@ -130,6 +130,7 @@ Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>>
   options_.capacity_bytes = total;
   pool_ = std::make_unique<BufferPool>(options_.buffer_size, options_.buffer_count);
   io_ = std::make_unique<IoExecutor>(pool_.get(), options_.use_io_uring);
+  if (options_.read_ahead_bytes > 0) read_ahead_ = std::make_unique<ReadAhead>(2);
   if (options_.durability == EngineOptions::Durability::kBackground) {
     std::vector<Store*> raw;
     for (auto& s : stores_) raw.push_back(s.get());
@@ -138,6 +139,7 @@ Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>>
 }
 
 Engine::~Engine() {
+  read_ahead_.reset();  // its reads use the pool, the executor and the stores
   {
     std::lock_guard<std::mutex> g(shared_mu_);
     stop_shared_ = true;

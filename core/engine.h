@@ -52,6 +52,7 @@
 #include "core/eviction_policy.h"
 #include "core/io_ring.h"
 #include "core/namespace.h"
+#include "core/read_ahead.h"
 
 namespace kvfs {
 
@@ -105,6 +106,10 @@ struct EngineOptions {
   size_t buffer_count = 64;
   // One large read is split into segments of this size, all in flight at once.
   size_t read_segment_bytes = 256 << 10;
+  // A handle that reads sequentially and bypasses the page cache has the
+  // next this many bytes read ahead on a background thread (0: off). The
+  // page cache's readers get the kernel's read-ahead instead.
+  uint64_t read_ahead_bytes = 2 << 20;
   bool use_io_uring = true;
   // Verify the checksum of one in N chunks read from the stores (1: every
   // chunk, the default; 0: never). A mismatch gives EIO and quarantines the
@@ -424,6 +429,11 @@ class Engine {
   // EBADMSG when the object is damaged (checksum, short file), EIO when the
   // store failed.
   Result<std::shared_ptr<ChunkSpan>> ReadChunks(Version* version, uint64_t offset, uint64_t end);  // no locks
+  // After a read of [offset, end) through handle (served from span_end's
+  // chunks): when the handle reads sequentially, starts reading the next
+  // read_ahead_bytes in the background.
+  void MaybeReadAhead(FileHandle* handle, const std::shared_ptr<Version>& v, uint64_t offset, uint64_t end,
+                      uint64_t span_end);  // no locks
   // Takes a corrupt version out of service: EIO was returned, now the name
   // goes and the file moves to the store's quarantine.
   void QuarantineVersion(Inode* inode, const std::shared_ptr<Version>& version, const std::string& why);  // no locks
@@ -537,6 +547,7 @@ class Engine {
   std::unique_ptr<BackgroundSync> background_sync_;  // null in kClose mode
   std::unique_ptr<BufferPool> pool_;
   std::unique_ptr<IoExecutor> io_;
+  std::unique_ptr<ReadAhead> read_ahead_;  // null when read_ahead_bytes is 0
   std::atomic<EngineObserver*> observer_{nullptr};
 
   std::mutex publish_mu_;

@@ -46,9 +46,12 @@ class FileHandle {
   bool cache_reader = false;  // set at open
   // The thread that opened it (0: unknown), recorded in its draft.
   uint64_t thread = 0;  // set at open
-  // The chunks of the last read, for the next sequential read.
+  // The chunks of the last read, for the next sequential read, and the
+  // read ahead of it (see Engine::MaybeReadAhead).
   std::mutex cache_mu;
   std::shared_ptr<const ChunkSpan> cache;  // guarded by cache_mu
+  std::shared_ptr<Prefetch> ahead;         // guarded by cache_mu
+  uint64_t next_offset = 0;                // guarded by cache_mu: where a sequential read goes on
 };
 
 // Where a draft's chunks spill: the staging file of its version, on the

@@ -131,11 +131,26 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
   if (offset >= v->size() || size == 0) return Status::Ok();
   uint64_t end = std::min<uint64_t>(offset + size, v->size());
   std::shared_ptr<const ChunkSpan> span;
+  std::shared_ptr<Prefetch> ahead;
   {
     // Sequential reads smaller than a chunk are served from the chunks the
-    // previous read of this handle already fetched and verified.
+    // previous read of this handle already fetched and verified, or from
+    // what was read ahead of it.
     std::lock_guard<std::mutex> g(handle->cache_mu);
-    if (handle->cache && offset >= handle->cache->start && end <= handle->cache->end) span = handle->cache;
+    if (handle->cache && offset >= handle->cache->start && end <= handle->cache->end) {
+      span = handle->cache;
+    } else if (handle->ahead && offset >= handle->ahead->start() && end <= handle->ahead->end()) {
+      ahead = handle->ahead;
+    }
+  }
+  if (!span && ahead) {
+    std::shared_ptr<ChunkSpan> got = ahead->Wait();
+    if (got && offset >= got->start && end <= got->end) {
+      span = got;
+      std::lock_guard<std::mutex> g(handle->cache_mu);
+      handle->cache = span;
+      if (handle->ahead == ahead) handle->ahead.reset();
+    }
   }
   if (!span) {
     Result<std::shared_ptr<ChunkSpan>> r = ReadChunks(v.get(), offset, end);
@@ -151,7 +166,35 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
   }
   AppendSlices(span, offset, end, out);
   read_bytes_.fetch_add(end - offset, std::memory_order_relaxed);
+  MaybeReadAhead(handle, v, offset, end, span->end);
   return Status::Ok();
+}
+
+void Engine::MaybeReadAhead(FileHandle* handle, const std::shared_ptr<Version>& v, uint64_t offset, uint64_t end,
+                            uint64_t span_end) {
+  if (!read_ahead_ || handle->page_cache) return;
+  std::shared_ptr<Prefetch> p;
+  {
+    std::lock_guard<std::mutex> g(handle->cache_mu);
+    bool sequential = offset == handle->next_offset;
+    handle->next_offset = end;
+    if (!sequential || span_end >= v->size()) return;
+    if (handle->ahead && handle->ahead->end() > span_end) return;  // already ahead
+    p = std::make_shared<Prefetch>(span_end, std::min<uint64_t>(span_end + options_.read_ahead_bytes, v->size()));
+    handle->ahead = p;
+  }
+  // The task holds a lease of its own: the handle may be released first.
+  Result<Lease> lease = Lease::Take(v);
+  if (!lease.ok()) {
+    p->Finish(nullptr);
+    return;
+  }
+  auto held = std::make_shared<Lease>(std::move(*lease));
+  bool queued = read_ahead_->Submit([this, p, held] {
+    Result<std::shared_ptr<ChunkSpan>> r = ReadChunks(held->version().get(), p->start(), p->end());
+    p->Finish(r.ok() ? *r : nullptr);  // a failed read ahead is not used; the reader's own read reports it
+  });
+  if (!queued) p->Finish(nullptr);
 }
 
 Status Engine::LoadDraft(const std::shared_ptr<Version>& version, Draft* draft) {

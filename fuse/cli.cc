@@ -24,7 +24,7 @@ int RunCli(int argc, char** argv) {
   app.require_subcommand(1);
 
   MountOptions mo;
-  std::string capacity_text, buffer_size_text = "1M", max_request_text = "1M";
+  std::string capacity_text, buffer_size_text = "1M", max_request_text = "1M", read_ahead_text = "2M";
   CLI::App* mount = app.add_subcommand("mount", "mount kvfs on MOUNTPOINT");
   mount->add_option("mountpoint", mo.mountpoint, "directory to mount on")->required();
   mount->add_option("--store", mo.stores,
@@ -47,6 +47,9 @@ int RunCli(int argc, char** argv) {
   mount->add_option("--log-level", mo.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   mount->add_option("--read-ahead-kb", mo.read_ahead_kb, "kernel readahead for the mount, KiB (0, default: leave the kernel's)");
+  mount->add_option("--daemon-read-ahead", read_ahead_text,
+                    "bytes the daemon reads ahead for a sequential reader that bypasses the page cache "
+                    "(O_DIRECT), 0 to 64M (default 2M; 0: off)");
   mount->add_option("--max-request", max_request_text,
                     "largest FUSE read/write request, 4K to 1M in 4K steps (default 1M)");
   mount->add_option("--max-background", mo.max_background,
@@ -172,6 +175,10 @@ int RunCli(int argc, char** argv) {
       return Misuse("--max-request must be a multiple of 4K between 4K and 1M");
     }
     mo.max_request = *mr;
+    Result<uint64_t> ra = ParseSize(read_ahead_text);
+    if (!ra.ok()) return Misuse("--daemon-read-ahead: " + ra.status().message());
+    if (*ra > (64 << 20)) return Misuse("--daemon-read-ahead must be at most 64M");
+    mo.daemon_read_ahead = *ra;
     return RunMount(mo);
   }
   if (umount->parsed()) return RunUmount(umount_point);

@@ -228,6 +228,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   eo.verify_one_in = o.verify_one_in;
   eo.group_commit = o.group_commit;
   eo.page_cache = o.page_cache;
+  eo.read_ahead_bytes = o.daemon_read_ahead;
   eo.durability = o.durability == "close" ? EngineOptions::Durability::kClose : EngineOptions::Durability::kBackground;
   eo.sync_interval = std::chrono::milliseconds(static_cast<int64_t>(o.sync_interval_s * 1000));
   eo.shared_refresh = std::chrono::milliseconds(static_cast<int64_t>(o.dfs_refresh_s * 1000));

@@ -54,6 +54,9 @@ struct MountOptions {
   // limit, READ) request, and how many background requests (readahead,
   // async direct I/O) the kernel keeps in flight.
   uint64_t max_request = 1 << 20;
+  // Bytes the daemon reads ahead for a sequential reader that bypasses the
+  // page cache (0: off).
+  uint64_t daemon_read_ahead = 2 << 20;
   unsigned max_background = 12;
   size_t buffer_count = 64;
   uint64_t buffer_size = 1 << 20;
