@@ -68,6 +68,17 @@ ChildProcess::Body KeepsReading(const std::string& path, const std::vector<uint8
   };
 }
 
+// "ok" when a new open of path, in another process, sees `want` in every way.
+std::string NewOpenSeesInEveryWay(const std::string& path, const std::vector<uint8_t>& want) {
+  return RunInChild([&] {
+           Fd fd(open(path.c_str(), O_RDONLY));
+           if (!fd.valid()) return ErrnoMessage("open");
+           std::string e = CheckAllWays(fd.get(), want);
+           return e.empty() ? std::string("ok") : e;
+         })
+      .Summary();
+}
+
 TEST_F(PageCacheTest, ReadersOfTwoVersionsEachSeeTheirOwnBytesAndSize) {
   const std::string path = P("k");
   const std::vector<uint8_t> v1 = MakeData(1, 5 * kMiB + 123), v2 = MakeData(2, 2 * kMiB + 7);
@@ -78,13 +89,7 @@ TEST_F(PageCacheTest, ReadersOfTwoVersionsEachSeeTheirOwnBytesAndSize) {
   // Another process rewrites the key in place (O_TRUNC) with a shorter version.
   EXPECT_EQ(RunInChild([&] { return WriteFile(path, v2).empty() ? "ok" : "rewrite failed"; }).Summary(), "ok");
   // Reader B sees the new version in every way; reader A still its own.
-  EXPECT_EQ(RunInChild([&] {
-              Fd fd(open(path.c_str(), O_RDONLY));
-              if (!fd.valid()) return ErrnoMessage("open");
-              std::string e = CheckAllWays(fd.get(), v2);
-              return e.empty() ? std::string("ok") : e;
-            }).Summary(),
-            "ok");
+  EXPECT_EQ(NewOpenSeesInEveryWay(path, v2), "ok");
   reader.channel().Send("again");
   EXPECT_EQ(reader.Wait().Summary(), "ok");
   // With the reader gone, the name still gives the new version.
@@ -114,13 +119,7 @@ TEST_F(PageCacheTest, TruncateByPathAndRewriteInPlaceLeaveTheOpenReaderItsVersio
               return fd.Close() == 0 ? std::string("ok") : ErrnoMessage("close");
             }).Summary(),
             "ok");
-  EXPECT_EQ(RunInChild([&] {
-              Fd fd(open(path.c_str(), O_RDONLY));
-              if (!fd.valid()) return ErrnoMessage("open");
-              std::string e = CheckAllWays(fd.get(), v2);
-              return e.empty() ? std::string("ok") : e;
-            }).Summary(),
-            "ok");
+  EXPECT_EQ(NewOpenSeesInEveryWay(path, v2), "ok");
   reader.channel().Send("again");
   EXPECT_EQ(reader.Wait().Summary(), "ok");
 }
@@ -136,13 +135,7 @@ TEST_F(PageCacheTest, ReplacementThroughATempFileKeepsTheOldReadersVersion) {
               return rename((path + ".tmp").c_str(), path.c_str()) == 0 ? std::string("ok") : ErrnoMessage("rename");
             }).Summary(),
             "ok");
-  EXPECT_EQ(RunInChild([&] {
-              Fd fd(open(path.c_str(), O_RDONLY));
-              if (!fd.valid()) return ErrnoMessage("open");
-              std::string e = CheckAllWays(fd.get(), v2);
-              return e.empty() ? std::string("ok") : e;
-            }).Summary(),
-            "ok");
+  EXPECT_EQ(NewOpenSeesInEveryWay(path, v2), "ok");
   reader.channel().Send("again");
   EXPECT_EQ(reader.Wait().Summary(), "ok");
 }
