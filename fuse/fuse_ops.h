@@ -2,13 +2,15 @@
 // request into an Engine call and the Engine's Status into a reply errno.
 //
 // Inode numbers are the Engine's; fi->fh carries the Engine's FileHandle.
-// Cache policy (see docs/contract.md): file attributes are never cached by
-// the kernel (attr timeout 0), so stat always shows the committed version;
-// positive entries are cached for `entry_timeout`, negative ones for
-// `negative_timeout`, and a key's first commit invalidates any cached
-// negative entry before close() returns. Readers get the page cache only
-// when no other version of the file is open (Engine::Open decides); writers
-// always bypass it.
+// Cache policy (see docs/contract.md, "Kernel caching"): names and the
+// attributes of committed files are cached for `entry_timeout` (not those of
+// a key being written: its writers and everyone else see different sizes),
+// missing names for `negative_timeout`; kvfs invalidates what the kernel
+// cannot know (KernelNotifier). Directory listings are cached when
+// `readdir_cache` is on. The Engine decides per open whether the kernel may
+// serve a handle from its page cache and keep the pages it holds
+// (OpenResult::page_cache and keep_cache -> FOPEN_DIRECT_IO and
+// FOPEN_KEEP_CACHE); read-only handles skip FLUSH.
 //
 // Thread-safety: callbacks run on libfuse's worker threads concurrently; all
 // shared state lives in the Engine. Notifications to the kernel are sent with
