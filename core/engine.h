@@ -386,6 +386,11 @@ class Engine {
   // publish_mu_ and mu_ are taken) and returns ESTALE, so that the kernel
   // looks the name up again and retries on the fresh inode.
   Status SendWriterToFreshInode(std::unique_lock<std::mutex>& lk, uint64_t ino, int flags);
+  // The common part: releases lk (on mu_), takes publish_mu_ and mu_, finds
+  // the inode again with `find` (null: gone) and supersedes it if it is
+  // still linked and still written under page-cache readers. Returns with
+  // lk released and no lock held.
+  void SupersedeUnderCacheReaders(std::unique_lock<std::mutex>& lk, int flags, const std::function<Inode*()>& find);
   // Decides how the kernel may cache a handle just opened on inode.
   void ChooseCachingLocked(Inode* inode, FileHandle* handle, int flags, OpenResult* r);  // mu_
   uint32_t StoreIndexFor(const std::string& key) const;

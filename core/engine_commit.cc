@@ -21,13 +21,6 @@
 namespace kvfs {
 using namespace engine_detail;
 
-namespace {
-ObjectHeader header_with_checksum(ObjectHeader h, uint64_t checksum) {
-  h.checksum = checksum;
-  return h;
-}
-}  // namespace
-
 // ---------------------------------------------------------------------------
 // Store writes.
 
@@ -145,13 +138,16 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     std::unique_ptr<uint8_t, decltype(&std::free)> scratch(
         spill ? static_cast<uint8_t*>(std::aligned_alloc(4096, kDraftChunkSize)) : nullptr, &std::free);
     Result<uint64_t> sum = draft->ChecksumLocked(scratch.get());
-    Status s = sum.ok() ? WriteObject(store, header_with_checksum(header, *sum), draft.get(), &staging) : sum.status();
+    Status s = sum.status();
+    if (sum.ok()) {
+      header.checksum = *sum;
+      s = WriteObject(store, header, draft.get(), &staging);
+    }
     if (!s.ok()) {
       ReleaseReservation(store_index, footprint);
       spdlog::error("commit of '{}' failed: {}", key, s.message());
       return finish(Status::Error(s.err() == ENOSPC ? ENOSPC : EIO, s.message()));
     }
-    header.checksum = *sum;
     staging_file = spill ? &spill->file() : staging.get();
     // The staging file now becomes the object: no more spilling into it.
     if (spill) draft->set_consumed(true);

@@ -35,14 +35,11 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
   if (inode && !(flags & O_EXCL) && !inode->is_dir && WritesUnderCacheReaders(inode, flags)) {
     // Written in place while page-cache readers have it open: the key moves
     // to a fresh inode, which this CREATE's reply gives the kernel.
-    lk.unlock();
-    {
-      std::lock_guard<std::mutex> publish(publish_mu_);
-      std::lock_guard<std::mutex> g(mu_);
+    SupersedeUnderCacheReaders(lk, flags, [&]() -> Inode* {
       Result<Inode*> d = ChildForChangeLocked(parent, name);
       Inode* again = d.ok() ? ns_.Child(*d, name) : nullptr;
-      if (again && !again->is_dir && WritesUnderCacheReaders(again, flags)) SupersedeLocked(again);
-    }
+      return again && !again->is_dir ? again : nullptr;
+    });
     lk.lock();
     dir = ChildForChangeLocked(parent, name);
     if (!dir.ok()) return dir.status();
@@ -252,12 +249,17 @@ void Engine::ChooseCachingLocked(Inode* inode, FileHandle* handle, int flags, Op
   r->keep_cache = keep;
 }
 
-Status Engine::SendWriterToFreshInode(std::unique_lock<std::mutex>& lk, uint64_t ino, int flags) {
+void Engine::SupersedeUnderCacheReaders(std::unique_lock<std::mutex>& lk, int flags,
+                                        const std::function<Inode*()>& find) {
   lk.unlock();
   std::lock_guard<std::mutex> publish(publish_mu_);
   std::lock_guard<std::mutex> g(mu_);
-  Inode* inode = ns_.Get(ino);
+  Inode* inode = find();
   if (inode && inode->linked() && WritesUnderCacheReaders(inode, flags)) SupersedeLocked(inode);
+}
+
+Status Engine::SendWriterToFreshInode(std::unique_lock<std::mutex>& lk, uint64_t ino, int flags) {
+  SupersedeUnderCacheReaders(lk, flags, [&] { return ns_.Get(ino); });
   return Status::Error(ESTALE, "the key moved to a fresh inode for its writer");
 }
 
