@@ -20,86 +20,10 @@
 namespace kvfs {
 using namespace engine_detail;
 
-namespace {
-std::string JsonEscape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-}  // namespace
-
 size_t ReadReply::bytes() const {
   size_t n = 0;
   for (const iovec& v : iov) n += v.iov_len;
   return n;
-}
-
-namespace {
-void EvictionsJson(std::ostringstream& o, const EvictionCounts& e) {
-  o << "\"evictions\":{\"total\":" << e.total() << ",\"capacity\":" << e.capacity << ",\"watermark\":" << e.watermark
-    << ",\"floor\":" << e.floor << ",\"bytes\":" << e.bytes << "}";
-}
-}  // namespace
-
-std::string EngineStats::ToJson() const {
-  std::ostringstream o;
-  o << "{\"capacity_bytes\":" << capacity_bytes << ",\"used_bytes\":" << used_bytes
-    << ",\"leased_bytes\":" << leased_bytes << ",\"pinned_bytes\":" << pinned_bytes << ",";
-  EvictionsJson(o, evictions);
-  o << ",\"enospc\":" << enospc << ",\"checksum_failures\":" << checksum_failures
-    << ",\"quarantined\":" << quarantined << ",\"eviction_policy\":\"" << eviction_policy << "\"" << ",\"objects\":" << objects << ",\"inodes\":" << inodes
-    << ",\"open_handles\":" << open_handles << ",\"reads\":" << reads << ",\"read_bytes\":" << read_bytes
-    << ",\"writes\":" << writes << ",\"write_bytes\":" << write_bytes << ",\"commits\":" << commits
-    << ",\"commit_failures\":" << commit_failures << ",\"group_commits\":" << group_commits
-    << ",\"group_commit_jobs\":" << group_commit_jobs << ",\"durability\":\"" << durability
-    << "\",\"background_syncs\":" << background_syncs
-    << ",\"background_sync_failures\":" << background_sync_failures
-    << ",\"stores_not_durable\":" << stores_not_durable << ",\"lookups\":" << lookups
-    << ",\"negative_lookups\":" << negative_lookups << ",\"page_cache_opens\":" << page_cache_opens
-    << ",\"superseded_inodes\":" << superseded_inodes << ",\"pool_hits\":" << pool_hits
-    << ",\"pool_misses\":" << pool_misses << ",\"pool_buffers\":" << pool_buffers
-    << ",\"pool_buffer_bytes\":" << pool_buffer_bytes << ",\"io_in_flight\":" << io_in_flight
-    << ",\"io_uring\":" << (io_uring ? "true" : "false") << ",\"stores\":[";
-  for (size_t i = 0; i < stores.size(); ++i) {
-    const StoreStats& s = stores[i];
-    if (i) o << ",";
-    o << "{\"name\":\"" << JsonEscape(s.name) << "\",\"capacity_bytes\":" << s.capacity_bytes
-      << ",\"floor_bytes\":" << s.floor_bytes << ",\"objects\":" << s.objects << ",\"used_bytes\":" << s.used_bytes
-      << ",\"leased_bytes\":" << s.leased_bytes << ",\"pinned_bytes\":" << s.pinned_bytes << ",";
-    EvictionsJson(o, s.evictions);
-    o << ",\"enospc\":" << s.enospc << ",\"checksum_failures\":" << s.checksum_failures
-      << ",\"quarantined\":" << s.quarantined << ",\"fs_total_bytes\":" << s.fs_total_bytes
-      << ",\"fs_free_bytes\":" << s.fs_free_bytes << ",\"direct_io\":" << (s.direct_io ? "true" : "false");
-    o << ",\"health\":{\"calls\":" << s.health.calls << ",\"failures\":" << s.health.failures
-      << ",\"timeouts\":" << s.health.timeouts << ",\"errors\":{";
-    bool first = true;
-    for (const auto& [err, n] : s.health.errors_by_errno) {
-      o << (first ? "" : ",") << "\"" << ErrnoName(err) << "\":" << n;
-      first = false;
-    }
-    o << "}}";
-    if (s.shared) {
-      o << ",\"shared\":{\"host_id\":\"" << JsonEscape(s.host_id) << "\",\"evictor_holder\":\""
-        << JsonEscape(s.evictor_holder) << "\",\"holds_evictor\":" << (s.holds_evictor ? "true" : "false")
-        << ",\"reconcile_passes\":" << s.reconcile_passes << ",\"reconcile_failures\":" << s.reconcile_failures
-        << ",\"remote_added\":" << s.remote_added << ",\"remote_replaced\":" << s.remote_replaced
-        << ",\"remote_removed\":" << s.remote_removed << ",\"read_through\":" << s.read_through << "}";
-    }
-    o << "}";
-  }
-  o << "]}";
-  return o.str();
 }
 
 Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>> stores)
@@ -719,66 +643,26 @@ Status Engine::ReadDir(uint64_t ino, uint64_t offset, bool plus, const std::func
 // ---------------------------------------------------------------------------
 // Debugging surface.
 
-Result<std::string> Engine::GetXattr(uint64_t ino, const std::string& name) {
-  if (ino == kRootIno && name == "user.kvfs.stats") return Stats().ToJson();
-  if (ino == kRootIno && name == "user.kvfs.pid") return std::to_string(::getpid());
-  if (ino == kRootIno && (name == "user.kvfs.capacity" || name == "user.kvfs.used" || name == "user.kvfs.pinned" ||
-                          name == "user.kvfs.evictions")) {
-    EngineStats st = Stats();
-    if (name == "user.kvfs.capacity") return std::to_string(st.capacity_bytes);
-    if (name == "user.kvfs.used") return std::to_string(st.used_bytes);
-    if (name == "user.kvfs.pinned") return std::to_string(st.pinned_bytes);
-    return "capacity=" + std::to_string(st.evictions.capacity) + " watermark=" + std::to_string(st.evictions.watermark) +
-           " floor=" + std::to_string(st.evictions.floor);
-  }
+Result<InodeInfo> Engine::Inspect(uint64_t ino) const {
   std::lock_guard<std::mutex> g(mu_);
-  Inode* inode = ns_.Get(ino);
+  const Inode* inode = ns_.Get(ino);
   if (!inode) return Status::Error(ENOENT, "stale inode");
-  std::string key = ns_.KeyOf(inode);
-  const Version* v = inode->committed.get();
-  char hex[32];
-  if (name == "user.kvfs.key") return key;
-  if (name == "user.kvfs.key_hash") return HashKey(key).Hex();
-  if (name == "user.kvfs.open_handles") return std::to_string(inode->open_handles);
-  if (name == "user.kvfs.state") {
-    if (inode->is_dir) return std::string("directory");
-    if (inode->draft && inode->draft->dirty()) return std::string(v ? "committed+writing" : "writing");
-    return std::string("committed");
+  InodeInfo info;
+  info.key = ns_.KeyOf(inode);
+  info.is_dir = inode->is_dir;
+  info.open_handles = inode->open_handles;
+  info.writing = inode->draft && inode->draft->dirty();
+  if (const Version* v = inode->committed.get()) {
+    info.has_version = true;
+    info.store = v->store()->Describe();
+    info.location = v->location();
+    info.generation = v->generation();
+    info.size = v->size();
+    info.footprint = v->footprint();
+    info.leases = v->leases();
+    info.checksum = v->checksum();
   }
-  if (v) {
-    if (name == "user.kvfs.store") return v->store()->Describe();
-    if (name == "user.kvfs.location") return v->location();
-    if (name == "user.kvfs.version") return std::to_string(v->generation());
-    if (name == "user.kvfs.size") return std::to_string(v->size());
-    if (name == "user.kvfs.footprint") return std::to_string(v->footprint());
-    if (name == "user.kvfs.leases") return std::to_string(v->leases());
-    if (name == "user.kvfs.checksum" && !inode->is_dir) {
-      std::snprintf(hex, sizeof(hex), "xxh3:%016" PRIx64, v->checksum());
-      return std::string(hex);
-    }
-  }
-  return Status::Error(ENODATA, "no such attribute");
-}
-
-Result<std::vector<std::string>> Engine::ListXattr(uint64_t ino) {
-  std::lock_guard<std::mutex> g(mu_);
-  Inode* inode = ns_.Get(ino);
-  if (!inode) return Status::Error(ENOENT, "stale inode");
-  std::vector<std::string> names = {"user.kvfs.key", "user.kvfs.key_hash", "user.kvfs.open_handles", "user.kvfs.state"};
-  if (inode->committed) {
-    for (const char* n : {"user.kvfs.store", "user.kvfs.location", "user.kvfs.version", "user.kvfs.size",
-                          "user.kvfs.footprint", "user.kvfs.leases"}) {
-      names.emplace_back(n);
-    }
-    if (!inode->is_dir) names.emplace_back("user.kvfs.checksum");
-  }
-  if (ino == kRootIno) {
-    for (const char* n : {"user.kvfs.stats", "user.kvfs.pid", "user.kvfs.capacity", "user.kvfs.used",
-                          "user.kvfs.pinned", "user.kvfs.evictions"}) {
-      names.emplace_back(n);
-    }
-  }
-  return names;
+  return info;
 }
 
 EngineStats Engine::Stats() const {

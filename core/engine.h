@@ -258,7 +258,24 @@ struct EngineStats {
   uint64_t io_in_flight = 0;
   bool io_uring = false;
   std::vector<StoreStats> stores;
-  std::string ToJson() const;
+};
+
+// What the engine knows about one inode, for the debugging surface
+// (fuse/debug_xattrs.h renders it as user.kvfs.* attributes).
+struct InodeInfo {
+  std::string key;  // "" for the root
+  bool is_dir = false;
+  uint64_t open_handles = 0;
+  bool writing = false;  // a draft holds writes not committed yet
+  // The committed version, when there is one.
+  bool has_version = false;
+  std::string store;  // Store::Describe() of its store
+  std::string location;
+  uint64_t generation = 0;
+  uint64_t size = 0;
+  uint64_t footprint = 0;
+  uint64_t leases = 0;
+  uint64_t checksum = 0;  // XXH3 of the data
 };
 
 // Receives namespace changes the kernel cannot know about, so that the
@@ -338,9 +355,9 @@ class Engine {
   // lookup reference (only when emit returns true).
   Status ReadDir(uint64_t ino, uint64_t offset, bool plus, const std::function<bool(const DirEntry&)>& emit);
 
-  // Debugging surface: user.kvfs.* attributes.
-  Result<std::string> GetXattr(uint64_t ino, const std::string& name);
-  Result<std::vector<std::string>> ListXattr(uint64_t ino);
+  // Debugging surface: what the index holds for an inode. ENOENT when the
+  // inode is not known.
+  Result<InodeInfo> Inspect(uint64_t ino) const;
 
   EngineStats Stats() const;
   const EngineOptions& options() const { return options_; }

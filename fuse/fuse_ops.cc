@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "fuse/stats_format.h"
+#include "fuse/debug_xattrs.h"
 
 namespace kvfs {
 namespace {
@@ -298,15 +298,13 @@ void ReplyXattr(fuse_req_t req, const std::string& value, size_t size) {
 }
 
 void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  std::string n(name);
-  if (ino == kRootIno && n == "user.kvfs.stats.text") return ReplyXattr(req, FormatStatsText(Eng(req)->Stats()), size);
-  Result<std::string> v = Eng(req)->GetXattr(ino, n);
+  Result<std::string> v = GetDebugXattr(*Eng(req), ino, name);
   if (!v.ok()) return ReplyStatus(req, v.status());
   ReplyXattr(req, *v, size);
 }
 
 void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-  Result<std::vector<std::string>> names = Eng(req)->ListXattr(ino);
+  Result<std::vector<std::string>> names = ListDebugXattrs(*Eng(req), ino);
   if (!names.ok()) return ReplyStatus(req, names.status());
   std::string list;
   for (const std::string& n : *names) {

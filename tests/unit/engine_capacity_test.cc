@@ -31,6 +31,8 @@
 #include "adapters/object_header.h"
 #include "core/engine.h"
 #include "tests/unit/test_util.h"
+#include "fuse/debug_xattrs.h"
+#include "fuse/stats_format.h"
 
 namespace kvfs {
 namespace {
@@ -668,20 +670,20 @@ TEST_F(EngineCapacityTest, EvictionCountsByCauseAppearInStats) {
   EXPECT_EQ(st.stores[0].evictions.capacity, by_capacity);
   EXPECT_EQ(st.stores[0].evictions.watermark, by_watermark);
   EXPECT_EQ(st.stores[0].evictions.total(), st.evictions.total());
-  std::string json = st.ToJson();
+  std::string json = FormatStatsJson(st);
   EXPECT_NE(json.find("\"evictions\":{\"total\":" + std::to_string(st.evictions.total()) +
                       ",\"capacity\":" + std::to_string(by_capacity) + ",\"watermark\":" +
                       std::to_string(by_watermark)),
             std::string::npos)
       << json;
 
-  Result<std::string> x = engine_->GetXattr(kRootIno, "user.kvfs.evictions");
+  Result<std::string> x = GetDebugXattr(*engine_, kRootIno, "user.kvfs.evictions");
   ASSERT_TRUE(x.ok());
   EXPECT_EQ(*x, "capacity=" + std::to_string(by_capacity) + " watermark=" + std::to_string(by_watermark) + " floor=0");
-  x = engine_->GetXattr(kRootIno, "user.kvfs.used");
+  x = GetDebugXattr(*engine_, kRootIno, "user.kvfs.used");
   ASSERT_TRUE(x.ok());
   EXPECT_EQ(*x, std::to_string(st.used_bytes));
-  x = engine_->GetXattr(kRootIno, "user.kvfs.capacity");
+  x = GetDebugXattr(*engine_, kRootIno, "user.kvfs.capacity");
   ASSERT_TRUE(x.ok());
   EXPECT_EQ(*x, std::to_string(kCapacity));
 }

@@ -47,6 +47,7 @@
 #include "adapters/local_store.h"
 #include "core/engine.h"
 #include "tests/unit/test_util.h"
+#include "fuse/stats_format.h"
 
 namespace kvfs {
 namespace {
@@ -823,7 +824,7 @@ TEST_F(EngineSharedTest, StatsNameTheHolderOnBothHosts) {
   EXPECT_EQ(sh.evictor_holder, sh.host_id);
   EXPECT_EQ(so.evictor_holder, sh.host_id);
   EXPECT_NE(sh.host_id, so.host_id);
-  std::string json = holder->Stats().ToJson();
+  std::string json = FormatStatsJson(holder->Stats());
   EXPECT_NE(json.find("\"holds_evictor\":true"), std::string::npos) << json;
 }
 

@@ -30,6 +30,8 @@
 #include "adapters/key_hash.h"
 #include "adapters/local_store.h"
 #include "tests/unit/test_util.h"
+#include "fuse/debug_xattrs.h"
+#include "fuse/stats_format.h"
 
 namespace kvfs {
 namespace {
@@ -571,7 +573,7 @@ TEST_F(EngineTest, RenameOfAFileIntoAnotherDirectoryAcrossStores) {
   E().Release(reader->handle);
   Result<uint64_t> moved = LookupIno(sub->ino, to);
   ASSERT_TRUE(moved.ok());
-  Result<std::string> store = E().GetXattr(*moved, "user.kvfs.store");
+  Result<std::string> store = GetDebugXattr(E(), *moved, "user.kvfs.store");
   ASSERT_TRUE(store.ok());
   EXPECT_EQ(*store, "local:" + roots_[JumpConsistentHash(HashKey("sub/" + to).low, 2)]);
   EngineStats st = E().Stats();
@@ -1013,7 +1015,7 @@ TEST_F(EngineTest, RenameOfADirectoryWithChildren) {
       // The key (and so the header and placement) follows the new path.
       Result<uint64_t> fino = LookupIno(i % 2 ? *e_ino : *sub_ino, name);
       ASSERT_TRUE(fino.ok());
-      Result<std::string> key = E().GetXattr(*fino, "user.kvfs.key");
+      Result<std::string> key = GetDebugXattr(E(), *fino, "user.kvfs.key");
       if (key.ok()) {
         EXPECT_EQ(*key, (i % 2 ? "e/" : "e/sub/") + name);
       }
@@ -1376,10 +1378,10 @@ TEST_F(EngineTest, KeysSpreadOverTwoStoresAndComeBackAfterReopen) {
       expected_on_0 += want == 0;
       Result<uint64_t> ino = LookupIno(kRootIno, name);
       ASSERT_TRUE(ino.ok());
-      Result<std::string> store = E().GetXattr(*ino, "user.kvfs.store");
+      Result<std::string> store = GetDebugXattr(E(), *ino, "user.kvfs.store");
       ASSERT_TRUE(store.ok());
       EXPECT_EQ(*store, "local:" + roots_[want]) << name;
-      Result<std::string> loc = E().GetXattr(*ino, "user.kvfs.location");
+      Result<std::string> loc = GetDebugXattr(E(), *ino, "user.kvfs.location");
       if (loc.ok()) {
         std::string hex = HashKey(name).Hex();
         EXPECT_EQ(*loc, "objects/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex);
@@ -1458,7 +1460,7 @@ TEST_F(EngineTest, RebuildReadsIndependentlyWrittenObjectsNewestWinsAndSkipsGarb
   ASSERT_TRUE(PutFile(kRootIno, "k", older).ok());
   Result<uint64_t> kino = LookupIno(kRootIno, "k");
   ASSERT_TRUE(kino.ok());
-  Result<std::string> version = E().GetXattr(*kino, "user.kvfs.version");
+  Result<std::string> version = GetDebugXattr(E(), *kino, "user.kvfs.version");
   ASSERT_TRUE(version.ok());
   EXPECT_GT(std::stoull(*version), 9u);
   ASSERT_OK(OpenEngine(2));
@@ -1597,8 +1599,8 @@ TEST_F(EngineTest, CommitThatEvictsDoesNotDeadlockWithConcurrentXattrReads) {
   Engine* engine = engine_.get();
   std::thread getfattr([engine, ino, stop] {
     while (!stop->load()) {
-      (void)engine->GetXattr(ino, "user.kvfs.state");
-      (void)engine->ListXattr(ino);
+      (void)GetDebugXattr(*engine, ino, "user.kvfs.state");
+      (void)ListDebugXattrs(*engine, ino);
     }
   });
   FileHandle* h = c->handle;
@@ -1636,7 +1638,7 @@ TEST_F(EngineTest, XattrsOfACommittedFile) {
   Result<uint64_t> ino = PutFile(kRootIno, "x", data);
   ASSERT_TRUE(ino.ok());
 
-  Result<std::string> checksum = E().GetXattr(*ino, "user.kvfs.checksum");
+  Result<std::string> checksum = GetDebugXattr(E(), *ino, "user.kvfs.checksum");
   ASSERT_TRUE(checksum.ok()) << ErrText(checksum.status());
   uint64_t sum = XXH3_64bits(data.data(), data.size());
   char hex[17];
@@ -1644,41 +1646,41 @@ TEST_F(EngineTest, XattrsOfACommittedFile) {
   EXPECT_TRUE(checksum->find(hex) != std::string::npos || checksum->find(std::to_string(sum)) != std::string::npos)
       << "checksum xattr '" << *checksum << "' does not show XXH3-64 of the data (" << hex << ")";
 
-  Result<std::string> version = E().GetXattr(*ino, "user.kvfs.version");
+  Result<std::string> version = GetDebugXattr(E(), *ino, "user.kvfs.version");
   ASSERT_TRUE(version.ok()) << ErrText(version.status());
   uint64_t v1 = std::stoull(*version);
   EXPECT_GT(v1, 0u);
 
-  Result<std::string> store = E().GetXattr(*ino, "user.kvfs.store");
+  Result<std::string> store = GetDebugXattr(E(), *ino, "user.kvfs.store");
   ASSERT_TRUE(store.ok());
   EXPECT_EQ(*store, "local:" + roots_[0]);
 
-  Result<std::string> key_hash = E().GetXattr(*ino, "user.kvfs.key_hash");
+  Result<std::string> key_hash = GetDebugXattr(E(), *ino, "user.kvfs.key_hash");
   if (key_hash.ok()) {
     EXPECT_EQ(*key_hash, HashKey("x").Hex());
   }
 
-  EXPECT_EQ(E().GetXattr(*ino, "user.kvfs.no_such_thing").err(), ENODATA);
-  EXPECT_EQ(E().GetXattr(*ino, "user.other").err(), ENODATA);
-  EXPECT_EQ(E().GetXattr(*ino, "trusted.kvfs.checksum").err(), ENODATA);
+  EXPECT_EQ(GetDebugXattr(E(), *ino, "user.kvfs.no_such_thing").err(), ENODATA);
+  EXPECT_EQ(GetDebugXattr(E(), *ino, "user.other").err(), ENODATA);
+  EXPECT_EQ(GetDebugXattr(E(), *ino, "trusted.kvfs.checksum").err(), ENODATA);
 
-  Result<std::vector<std::string>> names = E().ListXattr(*ino);
+  Result<std::vector<std::string>> names = ListDebugXattrs(E(), *ino);
   ASSERT_TRUE(names.ok());
   for (const char* n : {"user.kvfs.checksum", "user.kvfs.version", "user.kvfs.store"}) {
     EXPECT_NE(std::find(names->begin(), names->end(), n), names->end()) << n;
   }
   for (const std::string& n : *names) {
-    Result<std::string> value = E().GetXattr(*ino, n);
+    Result<std::string> value = GetDebugXattr(E(), *ino, n);
     EXPECT_TRUE(value.ok()) << "listed attribute " << n << " cannot be read";
   }
 
   // A new version has a higher version number and its own checksum.
   std::vector<uint8_t> data2 = testing::Pattern(78, 1000);
   ASSERT_TRUE(PutFile(kRootIno, "x", data2).ok());
-  version = E().GetXattr(*ino, "user.kvfs.version");
+  version = GetDebugXattr(E(), *ino, "user.kvfs.version");
   ASSERT_TRUE(version.ok());
   EXPECT_GT(std::stoull(*version), v1);
-  checksum = E().GetXattr(*ino, "user.kvfs.checksum");
+  checksum = GetDebugXattr(E(), *ino, "user.kvfs.checksum");
   ASSERT_TRUE(checksum.ok());
   std::snprintf(hex, sizeof(hex), "%016" PRIx64, XXH3_64bits(data2.data(), data2.size()));
   EXPECT_NE(checksum->find(hex), std::string::npos) << *checksum;
@@ -1688,11 +1690,11 @@ TEST_F(EngineTest, XattrsOfACommittedFile) {
   ASSERT_OK(OpenEngine());
   Result<uint64_t> ino2 = LookupIno(kRootIno, "x");
   ASSERT_TRUE(ino2.ok());
-  Result<std::string> v_after = E().GetXattr(*ino2, "user.kvfs.version");
+  Result<std::string> v_after = GetDebugXattr(E(), *ino2, "user.kvfs.version");
   ASSERT_TRUE(v_after.ok());
   EXPECT_EQ(std::stoull(*v_after), before_reopen);
   ASSERT_TRUE(PutFile(kRootIno, "x", data).ok());
-  v_after = E().GetXattr(*ino2, "user.kvfs.version");
+  v_after = GetDebugXattr(E(), *ino2, "user.kvfs.version");
   ASSERT_TRUE(v_after.ok());
   EXPECT_GT(std::stoull(*v_after), before_reopen);
 }
@@ -1736,7 +1738,7 @@ TEST_F(EngineTest, StatsCountReadsWritesAndCommits) {
   const uint64_t neg0 = s2.negative_lookups;
   EXPECT_EQ(E().Lookup(kRootIno, "absent").err(), ENOENT);
   EXPECT_EQ(E().Stats().negative_lookups, neg0 + 1);
-  EXPECT_FALSE(E().Stats().ToJson().empty());
+  EXPECT_FALSE(FormatStatsJson(E().Stats()).empty());
 }
 
 TEST_F(EngineTest, CorruptedObjectOnStoreReadsAsEioNotWrongBytes) {

@@ -36,6 +36,8 @@
 #include "core/engine.h"
 #include "core/fsck.h"
 #include "tests/unit/test_util.h"
+#include "fuse/debug_xattrs.h"
+#include "fuse/stats_format.h"
 
 namespace kvfs {
 namespace {
@@ -398,7 +400,7 @@ TEST_F(FaultInjectionTest, CorruptionIsCountedInStats) {
   ASSERT_EQ(Describe(Put("victim", data)), "OK");
   Result<Attr> a = E().Lookup(kRoot, "victim");
   ASSERT_TRUE(a.ok());
-  Result<std::string> location = E().GetXattr(a->ino, "user.kvfs.location");
+  Result<std::string> location = GetDebugXattr(E(), a->ino, "user.kvfs.location");
   E().Forget(a->ino, 1);
   ASSERT_TRUE(location.ok()) << Describe(location.status());
   // Flip one data byte on the store.
@@ -422,7 +424,7 @@ TEST_F(FaultInjectionTest, CorruptionIsCountedInStats) {
   EXPECT_EQ(st.stores[0].quarantined, 1u) << "per-store quarantined";
   EXPECT_EQ(st.checksum_failures, 1u) << "total checksum_failures";
   EXPECT_EQ(st.quarantined, 1u) << "total quarantined";
-  std::string json = st.ToJson();
+  std::string json = FormatStatsJson(st);
   EXPECT_NE(json.find("\"checksum_failures\":1"), std::string::npos) << json;
   EXPECT_NE(json.find("\"quarantined\":1"), std::string::npos) << json;
 }
@@ -513,7 +515,7 @@ TEST_F(FaultInjectionTest, FaultyStoreDoesNotAffectHealthyStore) {
   for (auto [key, store] : {std::pair{good_key, 0}, std::pair{bad_key, 1}}) {
     Result<Attr> a = E().Lookup(kRoot, key);
     ASSERT_TRUE(a.ok());
-    Result<std::string> where = E().GetXattr(a->ino, "user.kvfs.store");
+    Result<std::string> where = GetDebugXattr(E(), a->ino, "user.kvfs.store");
     E().Forget(a->ino, 1);
     ASSERT_TRUE(where.ok());
     EXPECT_NE(where->find(Root(store)), std::string::npos) << key << " is on " << *where;
