@@ -28,7 +28,6 @@ size_t ReadReply::bytes() const {
 
 Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>> stores)
     : options_(options), stores_(std::move(stores)), account_(std::make_shared<SpaceAccount>()) {
-  uint64_t total = 0;
   for (size_t i = 0; i < stores_.size(); ++i) {
     store_accounts_.push_back(std::make_shared<SpaceAccount>());
     auto home = std::make_shared<VersionHome>();
@@ -37,21 +36,10 @@ Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>>
     home->total = account_;
     home->store_account = store_accounts_.back();
     homes_.push_back(std::move(home));
-    auto rt = std::make_unique<StoreRuntime>();
-    if (options_.store_limits.size() == stores_.size()) {
-      rt->limits = options_.store_limits[i];
-    } else {
-      rt->limits.capacity_bytes = options_.capacity_bytes / stores_.size();
-    }
-    total += rt->limits.capacity_bytes;
-    Result<StoreSpace> space = stores_[i]->Space();
-    if (space.ok()) rt->fs_total_bytes = space->total_bytes;
-    rt->policy = std::move(*MakeEvictionPolicy(options_.eviction_policy));
-    runtime_.push_back(std::move(rt));
+    integrity_.push_back(std::make_unique<IntegrityCounters>());
     shared_.push_back(stores_[i]->Shared() ? std::make_unique<SharedRuntime>() : nullptr);
     any_shared_ |= stores_[i]->Shared();
   }
-  options_.capacity_bytes = total;
   pool_ = std::make_unique<BufferPool>(options_.buffer_size, options_.buffer_count);
   io_ = std::make_unique<IoExecutor>(pool_.get(), options_.use_io_uring);
   if (options_.read_ahead_bytes > 0) read_ahead_ = std::make_unique<ReadAhead>(2);
@@ -72,12 +60,7 @@ Engine::~Engine() {
   reconciled_.notify_all();
   if (shared_thread_.joinable()) shared_thread_.join();
   if (lease_thread_.joinable()) lease_thread_.join();
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    stop_evictor_ = true;
-  }
-  evictor_wake_.notify_all();
-  if (evictor_.joinable()) evictor_.join();
+  space_.reset();  // stops the evictor, whose evictions use everything below
   background_sync_.reset();  // flushes what is still pending
 }
 
@@ -92,19 +75,27 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::
   if (!options.store_limits.empty() && options.store_limits.size() != stores.size()) {
     return Status::Error(EINVAL, "store_limits must have one entry per store");
   }
-  Result<std::unique_ptr<EvictionPolicy>> policy = MakeEvictionPolicy(options.eviction_policy);
-  if (!policy.ok()) return policy.status();
-  if (!(options.low_watermark > 0 && options.low_watermark <= options.high_watermark && options.high_watermark <= 1)) {
-    return Status::Error(EINVAL, "watermarks must satisfy 0 < low <= high <= 1");
-  }
   std::unique_ptr<Engine> engine(new Engine(options, std::move(stores)));
+  SpaceManager::Options space;
+  space.capacity_bytes = options.capacity_bytes;
+  space.store_limits = options.store_limits;
+  space.eviction_policy = options.eviction_policy;
+  space.high_watermark = options.high_watermark;
+  space.low_watermark = options.low_watermark;
+  space.max_sync_evictions = options.max_sync_evictions;
+  std::vector<Store*> raw;
+  for (auto& s : engine->stores_) raw.push_back(s.get());
+  Result<std::unique_ptr<SpaceManager>> manager = SpaceManager::Create(space, raw, engine->store_accounts_, engine.get());
+  if (!manager.ok()) return manager.status();
+  engine->space_ = std::move(*manager);
+  engine->options_.capacity_bytes = engine->space_->capacity_bytes();
   KVFS_RETURN_IF_ERROR(engine->Rebuild());
   if (options.shared_refresh.count() <= 0) return Status::Error(EINVAL, "the shared-store refresh interval must be positive");
   if (engine->any_shared_) {
     engine->lease_thread_ = std::thread([e = engine.get()] { e->LeaseLoop(); });
     engine->shared_thread_ = std::thread([e = engine.get()] { e->SharedLoop(); });
   }
-  if (options.background_eviction) engine->evictor_ = std::thread([e = engine.get()] { e->EvictorLoop(); });
+  if (options.background_eviction) engine->space_->StartEvictor();
   return engine;
 }
 
@@ -703,21 +694,18 @@ EngineStats Engine::Stats() const {
   s.eviction_policy = options_.eviction_policy;
   for (size_t i = 0; i < stores_.size(); ++i) {
     StoreStats st;
-    const StoreRuntime& rt = *runtime_[i];
+    SpaceManager::StoreCounters room = space_->Counters(static_cast<uint32_t>(i));
     st.name = stores_[i]->Describe();
-    st.capacity_bytes = rt.limits.capacity_bytes;
-    st.floor_bytes = FloorBytes(static_cast<uint32_t>(i));
+    st.capacity_bytes = room.limits.capacity_bytes;
+    st.floor_bytes = room.floor_bytes;
     st.objects = store_accounts_[i]->objects.load();
     st.used_bytes = store_accounts_[i]->used_bytes.load();
     st.leased_bytes = store_accounts_[i]->leased_bytes.load();
-    st.pinned_bytes = st.leased_bytes + rt.reserved.load();
-    st.evictions.capacity = rt.evicted_capacity.load();
-    st.evictions.watermark = rt.evicted_watermark.load();
-    st.evictions.floor = rt.evicted_floor.load();
-    st.evictions.bytes = rt.evicted_bytes.load();
-    st.enospc = rt.enospc.load();
-    st.checksum_failures = rt.checksum_failures.load();
-    st.quarantined = rt.quarantined.load();
+    st.pinned_bytes = st.leased_bytes + room.reserved_bytes;
+    st.evictions = room.evictions;
+    st.enospc = room.enospc;
+    st.checksum_failures = integrity_[i]->checksum_failures.load();
+    st.quarantined = integrity_[i]->quarantined.load();
     s.checksum_failures += st.checksum_failures;
     s.quarantined += st.quarantined;
     s.pinned_bytes += st.pinned_bytes;

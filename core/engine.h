@@ -53,20 +53,9 @@
 #include "core/io_ring.h"
 #include "core/namespace.h"
 #include "core/read_ahead.h"
+#include "core/space_manager.h"
 
 namespace kvfs {
-
-// Space rules for one store.
-struct StoreLimits {
-  // Bytes kvfs may use on this store (object footprints, see ObjectFootprint).
-  uint64_t capacity_bytes = 0;
-  // Free-space floor on the store's filesystem: kvfs never lets the free
-  // space drop below max(min_free_bytes, min_free_fraction x filesystem size)
-  // by writing, and evicts its own objects when something else pushes the
-  // free space below it.
-  uint64_t min_free_bytes = 0;
-  double min_free_fraction = 0.0;
-};
 
 struct EngineOptions {
   // Bytes the mount may use across all stores. Split evenly over the stores
@@ -185,14 +174,6 @@ struct ReadReply {
   size_t bytes() const;
 };
 
-struct EvictionCounts {
-  uint64_t capacity = 0;   // synchronous, to make room for a commit
-  uint64_t watermark = 0;  // background, above the high watermark
-  uint64_t floor = 0;      // the filesystem's free space fell below the floor
-  uint64_t bytes = 0;      // footprint evicted, all causes
-  uint64_t total() const { return capacity + watermark + floor; }
-};
-
 struct StoreStats {
   std::string name;
   uint64_t capacity_bytes = 0;
@@ -296,7 +277,7 @@ class EngineObserver {
   virtual void EntryEvicted(uint64_t parent_ino, const std::string& name, uint64_t ino) = 0;
 };
 
-class Engine {
+class Engine : private SpaceHost {
  public:
   // Takes ownership of the stores (at least one), rebuilds the index from
   // them, and returns a ready engine.
@@ -468,18 +449,13 @@ class Engine {
                                        const ObjectHeader& header, uint64_t file_id = 0);
   ObjectHeader HeaderFor(const Inode* inode, const std::string& key) const;            // mu_
   Status EnsureDirRecord(Inode* dir);                                                 // publish_mu_
-  // Reserves bytes on a store for a commit, evicting synchronously (bounded)
-  // when needed. ENOSPC when even that cannot make room. No locks held.
-  Status ReserveSpace(uint32_t store_index, uint64_t bytes);
-  void ReleaseReservation(uint32_t store_index, uint64_t bytes);
-  enum class EvictionCause { kCapacity, kWatermark, kFloor };
-  // Why a reservation of bytes does not fit now, or nullopt if it does.
-  std::optional<EvictionCause> TryReserve(uint32_t store_index, uint64_t bytes);
-  // Evicts one unpinned object of the store. False when none can go.
-  bool EvictOne(uint32_t store_index, EvictionCause cause);          // no locks
-  size_t BackgroundPass();                                           // no locks
-  void EvictorLoop();
-  uint64_t FloorBytes(uint32_t store_index) const;
+  // SpaceHost: what the space manager asks of the engine.
+  bool MayEvict(uint32_t store_index) const override;
+  // Takes the object the policy gives up out of the index and off the store.
+  bool EvictOne(uint32_t store_index, EvictionCause cause) override;  // no locks
+  void AskForRoom(uint32_t store_index, int64_t delta) override;
+  bool WaitForRoom(uint32_t store_index) override;
+  uint64_t RoomAskedOfUs(uint32_t store_index) const override;
   void TrackCommitted(Inode* inode, const Version* old_version);   // mu_
   // An open of the committed version: tells the policy (and, on a shared
   // store, the access counts this host publishes).
@@ -515,8 +491,6 @@ class Engine {
   void ShareAccesses(uint32_t store_index, bool holder);                              // no locks
   void SharedLoop();  // reconciliation and access sharing
   void LeaseLoop();   // evictor lease renewal and room requests
-  // True when this engine may evict from the store now.
-  bool MayEvict(uint32_t store_index) const;
   struct SharedRuntime {
     std::atomic<bool> holds_evictor{false};  // as of the last lease renewal
     std::atomic<uint64_t> pending_room{0};    // bytes this host's blocked commits ask for
@@ -543,21 +517,13 @@ class Engine {
   std::vector<std::shared_ptr<SpaceAccount>> store_accounts_;
   std::shared_ptr<SpaceAccount> account_;
   std::vector<std::shared_ptr<const VersionHome>> homes_;  // per store: what its Versions share
-  // Per-store space state. `policy` is guarded by mu_.
-  struct StoreRuntime {
-    StoreLimits limits;
-    uint64_t fs_total_bytes = 0;
-    std::atomic<uint64_t> reserved{0};
-    std::unique_ptr<EvictionPolicy> policy;
-    std::atomic<uint64_t> evicted_capacity{0}, evicted_watermark{0}, evicted_floor{0}, evicted_bytes{0};
-    std::atomic<uint64_t> enospc{0};
+  std::unique_ptr<SpaceManager> space_;  // set by Open, before the rebuild
+  // Per-store integrity counters.
+  struct IntegrityCounters {
     std::atomic<uint64_t> checksum_failures{0}, quarantined{0};
   };
+  std::vector<std::unique_ptr<IntegrityCounters>> integrity_;
   std::atomic<uint64_t> verify_counter_{0};
-  std::vector<std::unique_ptr<StoreRuntime>> runtime_;
-  std::thread evictor_;
-  bool stop_evictor_ = false;               // guarded by mu_
-  std::condition_variable evictor_wake_;    // with mu_
   // Durability. Whether changes on a store are flushed later by
   // background_sync_ (kBackground on a local store) or before each call
   // returns; Deferred is set at construction and never changes.

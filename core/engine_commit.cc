@@ -133,7 +133,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     header.size = draft->size_locked();
     footprint = ObjectFootprint(header.size);
     if (header.size > options_.max_object_bytes) return finish(Status::Error(EFBIG, "object too large"));
-    Status reserved = ReserveSpace(store_index, footprint);
+    Status reserved = space_->Reserve(store_index, footprint);
     if (!reserved.ok()) return finish(reserved);
     std::unique_ptr<uint8_t, decltype(&std::free)> scratch(
         spill ? static_cast<uint8_t*>(std::aligned_alloc(4096, kDraftChunkSize)) : nullptr, &std::free);
@@ -144,7 +144,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
       s = WriteObject(store, header, draft.get(), &staging);
     }
     if (!s.ok()) {
-      ReleaseReservation(store_index, footprint);
+      space_->Release(store_index, footprint);
       spdlog::error("commit of '{}' failed: {}", key, s.message());
       return finish(Status::Error(s.err() == ENOSPC ? ENOSPC : EIO, s.message()));
     }
@@ -237,7 +237,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     }
   };
   Status s = RunPublishJob(&job);
-  ReleaseReservation(store_index, footprint);
+  space_->Release(store_index, footprint);
   if (!s.ok()) {
     if (!job.linked) {
       draft->set_dirty(true);

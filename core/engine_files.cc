@@ -99,7 +99,7 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
 
 void Engine::NoteAccessLocked(Inode* inode) {
   uint32_t si = inode->committed->store_index();
-  runtime_[si]->policy->Access(inode->ino);
+  space_->Access(si, inode->ino);
   if (shared_[si]) shared_[si]->accesses[inode->committed->location()]++;
 }
 

@@ -77,7 +77,7 @@ Result<std::shared_ptr<ChunkSpan>> Engine::ReadChunks(Version* v, uint64_t offse
     const uint8_t* p = span->buffers[rel / span->buffer_size].data() + rel % span->buffer_size;
     size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, object_size - c * kChunkSize));
     if (c >= (*sums)->size() || XXH3_64bits(p, len) != (**sums)[c]) {
-      if (v->MarkChecksumFailure()) runtime_[v->store_index()]->checksum_failures.fetch_add(1, std::memory_order_relaxed);
+      if (v->MarkChecksumFailure()) integrity_[v->store_index()]->checksum_failures.fetch_add(1, std::memory_order_relaxed);
       return Status::Error(EBADMSG, "checksum mismatch in chunk " + std::to_string(c) + " of " + v->location());
     }
   }
@@ -104,7 +104,7 @@ void Engine::QuarantineVersion(Inode* inode, const std::shared_ptr<Version>& v, 
     }
     Status s = v->store()->Quarantine(v->location());
     if (!s.ok()) spdlog::error("quarantine of {} failed: {}", v->location(), s.message());
-    runtime_[v->store_index()]->quarantined.fetch_add(1, std::memory_order_relaxed);
+    integrity_[v->store_index()]->quarantined.fetch_add(1, std::memory_order_relaxed);
   }
   if (EngineObserver* o = observer_.load()) o->EntryEvicted(parent_ino, name, inode->ino);
 }

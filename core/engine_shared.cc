@@ -289,7 +289,7 @@ void Engine::ShareAccesses(uint32_t si, bool holder) {
     if (it == sh.inode_by_location.end()) continue;
     Inode* inode = ns_.Get(it->second);
     if (!inode || !inode->committed || inode->committed->location() != location) continue;
-    for (uint64_t i = 0; i < std::min<uint64_t>(n, 3); ++i) runtime_[si]->policy->Access(inode->ino);
+    space_->Access(si, inode->ino, static_cast<uint32_t>(std::min<uint64_t>(n, 3)));
   }
 }
 
