@@ -40,6 +40,9 @@ Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>>
     shared_.push_back(stores_[i]->Shared() ? std::make_unique<SharedRuntime>() : nullptr);
     any_shared_ |= stores_[i]->Shared();
   }
+  publisher_ = std::make_unique<PublishQueue>(
+      publish_mu_, options_.group_commit, [this](uint32_t si) { return Deferred(si); },
+      [this](uint32_t si) { Dirtied(si); });
   pool_ = std::make_unique<BufferPool>(options_.buffer_size, options_.buffer_count);
   io_ = std::make_unique<IoExecutor>(pool_.get(), options_.use_io_uring);
   if (options_.read_ahead_bytes > 0) read_ahead_ = std::make_unique<ReadAhead>(2);
@@ -668,8 +671,8 @@ EngineStats Engine::Stats() const {
   s.write_bytes = write_bytes_.load();
   s.commits = commits_.load();
   s.commit_failures = commit_failures_.load();
-  s.group_commits = group_commits_.load();
-  s.group_commit_jobs = group_commit_jobs_.load();
+  s.group_commits = publisher_->groups();
+  s.group_commit_jobs = publisher_->jobs();
   s.durability = background_sync_ ? "background" : "close";
   if (background_sync_) {
     s.background_syncs = background_sync_->syncs();

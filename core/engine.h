@@ -52,6 +52,7 @@
 #include "core/eviction_policy.h"
 #include "core/io_ring.h"
 #include "core/namespace.h"
+#include "core/publish_queue.h"
 #include "core/read_ahead.h"
 #include "core/space_manager.h"
 
@@ -393,28 +394,13 @@ class Engine : private SpaceHost {
   void ChooseCachingLocked(Inode* inode, FileHandle* handle, int flags, OpenResult* r);  // mu_
   uint32_t StoreIndexFor(const std::string& key) const;
   Status CommitDraft(Inode* inode, std::shared_ptr<Draft> draft);                    // no locks
-  // Group commit. A committer queues its job and takes publish_mu_; if its job
-  // is not done by then, it leads: links every queued job's file into place,
-  // makes them durable with one SyncAll per store (without group commit,
-  // each job's link is the store's own Publish), then runs each job's
-  // `complete` (the index switch) and marks it done. Jobs run on the
-  // leader's thread.
-  struct PublishJob {
-    std::function<Status()> link;            // under publish_mu_
-    std::function<void()> complete;          // under publish_mu_, when linked
-    Store* store = nullptr;
-    uint32_t store_index = 0;
-    Status result;
-    bool linked = false;  // the file is in place (even if its sync failed)
-    bool done = false;    // guarded by publish_mu_
-  };
-  Status RunPublishJob(PublishJob* job);
+  // The publish step of a commit (engine_commit.cc), run by PublishQueue.
+  class CommitJob;
   // Puts a staging file in place at location: durably (Store::Publish), or
   // linked and left to the background sync when the store's syncs are deferred.
   Status PublishStaging(uint32_t store_index, StagingFile& staging, const std::string& location);  // no locks
   // Removes a version's object file (durably unless the store's syncs are deferred).
   Status RemoveObject(const Version& version);  // no locks                                             // no locks
-  void PublishBatch();                                                               // publish_mu_
   // Lets a new draft of inode spill to a staging file on the key's store.
   void AttachSpillLocked(Inode* inode, Draft* draft);  // mu_
   Status WriteObject(Store* store, const ObjectHeader& header, const Draft* draft,
@@ -539,9 +525,7 @@ class Engine : private SpaceHost {
   std::atomic<EngineObserver*> observer_{nullptr};
 
   std::mutex publish_mu_;
-  std::mutex publish_queue_mu_;
-  std::vector<PublishJob*> publish_queue_;  // guarded by publish_queue_mu_
-  std::atomic<uint64_t> group_commits_{0}, group_commit_jobs_{0};
+  std::unique_ptr<PublishQueue> publisher_;  // group commit, under publish_mu_
   mutable std::mutex mu_;
   std::condition_variable commit_done_;  // with mu_: an inode's `committing` went false
   std::atomic<uint64_t> page_cache_opens_{0}, superseded_inodes_{0};

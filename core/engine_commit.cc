@@ -89,6 +89,115 @@ void Engine::AttachSpillLocked(Inode* inode, Draft* draft) {
   });
 }
 
+// The publish step of one commit (see PublishQueue). Built by the committer
+// with everything the step needs; Link and Complete run on the group's
+// leader, under publish_mu_, while the committer waits in PublishQueue::Run.
+class Engine::CommitJob final : public PublishJob {
+ public:
+  CommitJob(Engine& engine, uint32_t store_index, Inode* inode, std::shared_ptr<Draft> draft, ObjectHeader header,
+            std::string key, StagingFile* staging)
+      : PublishJob(engine.stores_[store_index].get(), store_index),
+        engine_(engine),
+        inode_(inode),
+        draft_(std::move(draft)),
+        header_(std::move(header)),
+        key_(std::move(key)),
+        staging_(staging) {}
+
+  // Takes the inode's current name and attributes into the header (it may
+  // have been renamed, chmod'ed or touched while its bytes were written;
+  // those belong to the new version too) and links the staging file at the
+  // name's location. Nothing is published when the name is gone.
+  Status Link() override {
+    std::string now_key;
+    bool linked;
+    bool attrs_changed = false;
+    {
+      std::lock_guard<std::mutex> g(engine_.mu_);
+      linked = inode_->linked();
+      if (linked) now_key = engine_.ns_.KeyOf(inode_);
+      const Attributes& a = inode_->attr;
+      attrs_changed = a.mode != header_.mode || a.uid != header_.uid || a.gid != header_.gid ||
+                      a.mtime_ns != header_.mtime_ns || a.ctime_ns != header_.ctime_ns;
+      if (attrs_changed) {
+        header_.mode = a.mode;
+        header_.uid = a.uid;
+        header_.gid = a.gid;
+        header_.mtime_ns = a.mtime_ns;
+        header_.ctime_ns = a.ctime_ns;
+      }
+    }
+    if (!linked) return Status::Ok();  // unlinked meanwhile: nothing to publish
+    if (now_key != key_ || attrs_changed) {
+      // Only the header changes: the staging file stays on the store it was
+      // written to, even if the new key hashes to another one (the index
+      // records where an object is; its next commit moves it home).
+      header_.key = now_key;
+      key_ = now_key;
+      AlignedBlock block;
+      KVFS_RETURN_IF_ERROR(EncodeHeader(header_, block.data));
+      if (::pwrite(staging_->fd(), block.data, kHeaderSize, 0) != static_cast<ssize_t>(kHeaderSize)) {
+        return Status::FromErrno(EIO, "rewrite header");
+      }
+    }
+    location_ = store()->LocationFor(HashKey(key_));
+    file_id_ = FileId(staging_->fd());
+    published_ = true;
+    // With group commit, SyncAll (one flush for the group) follows; with
+    // deferred syncs, the background sync's.
+    return engine_.options_.group_commit || engine_.Deferred(store_index()) ? store()->Link(*staging_, location_)
+                                                                            : store()->Publish(*staging_, location_);
+  }
+
+  // The new file is in place (and durable, unless result() says the flush
+  // failed): the index switches to the new version.
+  void Complete() override {
+    if (!published_) return;  // unlinked while being written: nothing was published
+    std::shared_ptr<Version> version = engine_.MakeVersion(store_index(), location_, header_, file_id_);
+    std::shared_ptr<Version> old;
+    {
+      std::lock_guard<std::mutex> g(engine_.mu_);
+      bool was_visible = inode_->visible();
+      old = std::move(inode_->committed);
+      inode_->committed = version;
+      // Pages a new key's writers left in the kernel's cache are this version's bytes.
+      if (draft_->page_cached) inode_->cached_version = version;
+      engine_.ns_.SetVisible(inode_, was_visible);
+      engine_.TrackCommitted(inode_, old.get());
+      if (!was_visible && inode_->parent) {
+        appeared_in = inode_->parent->ino;
+        appeared_as = inode_->name;
+        name_was_refused = inode_->lookup_refused;
+      }
+    }
+    if (old && (old->store_index() != store_index() || old->location() != location_)) {
+      // The previous version sat elsewhere (a leftover of an interrupted
+      // rename): remove it, or it would come back at the next mount.
+      Status r = old->store()->Remove(old->location(), false);
+      if (!r.ok() && r.err() != ENOENT) spdlog::warn("remove superseded {}: {}", old->location(), r.message());
+    }
+  }
+
+  const std::string& key() const { return key_; }
+
+  // Set by Complete when this commit made the key visible: the kernel hears
+  // of the new name once the committer holds no lock.
+  uint64_t appeared_in = 0;
+  std::string appeared_as;
+  bool name_was_refused = false;
+
+ private:
+  Engine& engine_;
+  Inode* const inode_;
+  const std::shared_ptr<Draft> draft_;
+  ObjectHeader header_;
+  std::string key_;
+  StagingFile* const staging_;
+  std::string location_;
+  uint64_t file_id_ = 0;
+  bool published_ = false;
+};
+
 Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   std::unique_lock<std::mutex> lk(mu_);
   commit_done_.wait(lk, [&] { return !inode->committing; });
@@ -153,156 +262,27 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     if (spill) draft->set_consumed(true);
     draft->set_dirty(false);
   }
-  // Phase 3, run by whichever committer leads the next group commit (see
-  // PublishBatch): fix the header if the file was renamed meanwhile, move the
+  // The publish step, run by whichever committer leads the next group (see
+  // PublishQueue): fix the header if the file was renamed meanwhile, move the
   // staging file into place, and, once durable, switch the index.
-  std::string location;
-  uint64_t file_id = 0;
-  bool published = false;
-  PublishJob job;
-  job.link = [&]() -> Status {
-    std::string now_key;
-    bool linked;
-    bool attrs_changed = false;
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      linked = inode->linked();
-      if (linked) now_key = ns_.KeyOf(inode);
-      // chmod/chown/utimens while the bytes were being written belong to
-      // the new version too.
-      const Attributes& a = inode->attr;
-      attrs_changed = a.mode != header.mode || a.uid != header.uid || a.gid != header.gid ||
-                      a.mtime_ns != header.mtime_ns || a.ctime_ns != header.ctime_ns;
-      if (attrs_changed) {
-        header.mode = a.mode;
-        header.uid = a.uid;
-        header.gid = a.gid;
-        header.mtime_ns = a.mtime_ns;
-        header.ctime_ns = a.ctime_ns;
-      }
-    }
-    if (!linked) return Status::Ok();  // unlinked meanwhile: nothing to publish
-    if (now_key != key || attrs_changed) {
-      // Renamed while its bytes were being written: fix the header (and the store).
-      // Only the header changes: the staging file stays on the store it was
-      // written to, even if the new key hashes to another one (the index
-      // records where an object is; its next commit moves it home).
-      header.key = now_key;
-      key = now_key;
-      AlignedBlock block;
-      KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
-      if (::pwrite(staging_file->fd(), block.data, kHeaderSize, 0) != static_cast<ssize_t>(kHeaderSize)) {
-        return Status::FromErrno(EIO, "rewrite header");
-      }
-    }
-    location = store->LocationFor(HashKey(key));
-    file_id = FileId(staging_file->fd());
-    published = true;
-    // With group commit, SyncAll (one flush for the group) follows; with
-    // deferred syncs, the background sync's.
-    return options_.group_commit || Deferred(store_index) ? store->Link(*staging_file, location)
-                                                          : store->Publish(*staging_file, location);
-  };
-  job.store = store;
-  job.store_index = store_index;
-  uint64_t parent_ino = 0;
-  std::string name;
-  bool name_was_refused = false;
-  // Runs under publish_mu_ once the new file is in place (and durable, unless
-  // the job reports a sync failure): switch the index to the new version.
-  job.complete = [&] {
-    if (!published) return;  // unlinked while being written: nothing was published
-    std::shared_ptr<Version> version = MakeVersion(store_index, location, header, file_id);
-    std::shared_ptr<Version> old;
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      bool was_visible = inode->visible();
-      old = std::move(inode->committed);
-      inode->committed = version;
-      // Pages a new key's writers left in the kernel's cache are this version's bytes.
-      if (draft->page_cached) inode->cached_version = version;
-      ns_.SetVisible(inode, was_visible);
-      TrackCommitted(inode, old.get());
-      if (!was_visible && inode->parent) {
-        parent_ino = inode->parent->ino;
-        name = inode->name;
-        name_was_refused = inode->lookup_refused;
-      }
-    }
-    if (old && (old->store_index() != store_index || old->location() != location)) {
-      // The previous version sat elsewhere (a leftover of an interrupted
-      // rename): remove it, or it would come back at the next mount.
-      Status r = old->store()->Remove(old->location(), false);
-      if (!r.ok() && r.err() != ENOENT) spdlog::warn("remove superseded {}: {}", old->location(), r.message());
-    }
-  };
-  Status s = RunPublishJob(&job);
+  CommitJob job(*this, store_index, inode, draft, std::move(header), key, staging_file);
+  Status s = publisher_->Run(&job);
   space_->Release(store_index, footprint);
   if (!s.ok()) {
-    if (!job.linked) {
+    if (!job.linked()) {
       draft->set_dirty(true);
       if (spilled) draft->set_consumed(false);
     }
-    spdlog::error("commit of '{}' failed: {}", key, s.message());
+    spdlog::error("commit of '{}' failed: {}", job.key(), s.message());
     // A store that did not answer in time (ETIMEDOUT) is an I/O error to the caller.
     return finish(Status::Error(s.err() == ENOSPC ? ENOSPC : EIO, s.message()));
   }
   Status done = finish(Status::Ok());
   if (EngineObserver* o = observer_.load()) {
     o->VersionCommitted(inode->ino);
-    if (parent_ino != 0) o->EntryAppeared(parent_ino, name, name_was_refused);
+    if (job.appeared_in != 0) o->EntryAppeared(job.appeared_in, job.appeared_as, job.name_was_refused);
   }
   return done;
-}
-
-Status Engine::RunPublishJob(PublishJob* job) {
-  {
-    std::lock_guard<std::mutex> g(publish_queue_mu_);
-    publish_queue_.push_back(job);
-  }
-  std::lock_guard<std::mutex> publish(publish_mu_);
-  if (!job->done) PublishBatch();  // this committer leads the group
-  return job->result;
-}
-
-void Engine::PublishBatch() {
-  std::vector<PublishJob*> batch;
-  {
-    std::lock_guard<std::mutex> g(publish_queue_mu_);
-    batch.assign(publish_queue_.begin(), publish_queue_.end());
-    publish_queue_.clear();
-  }
-  for (PublishJob* j : batch) j->result = j->link();
-  for (PublishJob* j : batch) {
-    if (j->result.ok()) Dirtied(j->store_index);
-  }
-  if (options_.group_commit) {
-    // One flush for the whole group: every linked file and rename is durable after it.
-    std::vector<Store*> synced;
-    for (PublishJob* j : batch) {
-      if (!j->result.ok() || Deferred(j->store_index) ||
-          std::find(synced.begin(), synced.end(), j->store) != synced.end()) {
-        continue;
-      }
-      synced.push_back(j->store);
-      Status st = j->store->SyncAll();
-      if (st.ok()) continue;
-      // In place but maybe not durable: the writers get the error (as fsync would).
-      for (PublishJob* k : batch) {
-        if (k->store == j->store && k->result.ok()) {
-          k->linked = true;
-          k->result = Status::Error(EIO, st.message());
-        }
-      }
-    }
-  }
-  group_commits_.fetch_add(1, std::memory_order_relaxed);
-  group_commit_jobs_.fetch_add(batch.size(), std::memory_order_relaxed);
-  for (PublishJob* j : batch) {
-    if (j->result.ok()) j->linked = true;
-    if (j->linked && j->complete) j->complete();
-    j->done = true;
-  }
 }
 
 Result<std::shared_ptr<Version>> Engine::PublishRecord(uint32_t store_index, ObjectHeader header) {
