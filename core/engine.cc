@@ -37,9 +37,11 @@ Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>>
     home->store_account = store_accounts_.back();
     homes_.push_back(std::move(home));
     integrity_.push_back(std::make_unique<IntegrityCounters>());
-    shared_.push_back(stores_[i]->Shared() ? std::make_unique<SharedRuntime>() : nullptr);
-    any_shared_ |= stores_[i]->Shared();
   }
+  std::vector<Store*> all;
+  for (auto& s : stores_) all.push_back(s.get());
+  shared_ = std::make_unique<SharedTier>(all, options_.shared_refresh, static_cast<SharedIndex*>(this));
+  inode_by_location_.resize(stores_.size());
   publisher_ = std::make_unique<PublishQueue>(
       publish_mu_, options_.group_commit, [this](uint32_t si) { return Deferred(si); },
       [this](uint32_t si) { Dirtied(si); });
@@ -55,15 +57,10 @@ Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>>
 
 Engine::~Engine() {
   read_ahead_.reset();  // its reads use the pool, the executor and the stores
-  {
-    std::lock_guard<std::mutex> g(shared_mu_);
-    stop_shared_ = true;
-  }
-  shared_wake_.notify_all();
-  reconciled_.notify_all();
-  if (shared_thread_.joinable()) shared_thread_.join();
-  if (lease_thread_.joinable()) lease_thread_.join();
-  space_.reset();  // stops the evictor, whose evictions use everything below
+  // The reconciler and the evictor call into each other's parts and into
+  // the index: both stop before anything goes.
+  shared_->Stop();
+  if (space_) space_->StopEvictor();
   background_sync_.reset();  // flushes what is still pending
 }
 
@@ -94,10 +91,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options, std::
   engine->options_.capacity_bytes = engine->space_->capacity_bytes();
   KVFS_RETURN_IF_ERROR(engine->Rebuild());
   if (options.shared_refresh.count() <= 0) return Status::Error(EINVAL, "the shared-store refresh interval must be positive");
-  if (engine->any_shared_) {
-    engine->lease_thread_ = std::thread([e = engine.get()] { e->LeaseLoop(); });
-    engine->shared_thread_ = std::thread([e = engine.get()] { e->SharedLoop(); });
-  }
+  engine->shared_->Start();
   if (options.background_eviction) engine->space_->StartEvictor();
   return engine;
 }
@@ -169,10 +163,10 @@ Result<Attr> Engine::Lookup(uint64_t parent, std::string_view name) {
     }
     if (child) child->lookup_refused = true;  // pending: invisible until its commit
     // A shared store may hold the key although the index does not yet.
-    if (any_shared_ && !read_through_done && CheckName(name).ok()) {
+    if (shared_->any() && !read_through_done && CheckName(name).ok()) {
       std::string key = JoinKey(ns_.KeyOf(dir), name);
       uint32_t si = StoreIndexFor(key);
-      if (shared_[si]) {
+      if (shared_->shared(si)) {
         lk.unlock();
         read_through_done = true;
         Status found = ReadThrough(si, key);
@@ -724,20 +718,18 @@ EngineStats Engine::Stats() const {
       st.fs_free_bytes = space->free_bytes;
     }
     st.health = stores_[i]->Health();
-    if (const SharedRuntime* sh = shared_[i].get()) {
+    if (shared_->shared(static_cast<uint32_t>(i))) {
+      SharedTier::StoreState sh = shared_->State(static_cast<uint32_t>(i));
       st.shared = true;
-      ClusterCoordinator* cluster = stores_[i]->cluster();
-      if (cluster) {
-        st.host_id = cluster->host_id();
-        st.evictor_holder = cluster->EvictorHolder();
-      }
-      st.holds_evictor = MayEvict(static_cast<uint32_t>(i));
-      st.reconcile_passes = sh->reconcile_passes.load();
-      st.reconcile_failures = sh->reconcile_failures.load();
-      st.remote_added = sh->remote_added.load();
-      st.remote_replaced = sh->remote_replaced.load();
-      st.remote_removed = sh->remote_removed.load();
-      st.read_through = sh->read_through.load();
+      st.host_id = sh.host_id;
+      st.evictor_holder = sh.evictor_holder;
+      st.holds_evictor = sh.holds_evictor;
+      st.reconcile_passes = sh.reconcile_passes;
+      st.reconcile_failures = sh.reconcile_failures;
+      st.remote_added = sh.remote_added;
+      st.remote_replaced = sh.remote_replaced;
+      st.remote_removed = sh.remote_removed;
+      st.read_through = sh.read_through;
     }
     s.stores.push_back(std::move(st));
   }

@@ -54,6 +54,7 @@
 #include "core/namespace.h"
 #include "core/publish_queue.h"
 #include "core/read_ahead.h"
+#include "core/shared_tier.h"
 #include "core/space_manager.h"
 
 namespace kvfs {
@@ -278,7 +279,7 @@ class EngineObserver {
   virtual void EntryEvicted(uint64_t parent_ino, const std::string& name, uint64_t ino) = 0;
 };
 
-class Engine : private SpaceHost {
+class Engine : private SpaceHost, private SharedIndex {
  public:
   // Takes ownership of the stores (at least one), rebuilds the index from
   // them, and returns a ready engine.
@@ -473,30 +474,13 @@ class Engine : private SpaceHost {
   // Before an open: follows a replacement or removal of the object by
   // another host. EIO when the store does not answer.
   Status Revalidate(uint64_t ino);                                                    // no locks
-  void Reconcile(uint32_t store_index);                                               // no locks
-  void ShareAccesses(uint32_t store_index, bool holder);                              // no locks
-  void SharedLoop();  // reconciliation and access sharing
-  void LeaseLoop();   // evictor lease renewal and room requests
-  struct SharedRuntime {
-    std::atomic<bool> holds_evictor{false};  // as of the last lease renewal
-    std::atomic<uint64_t> pending_room{0};    // bytes this host's blocked commits ask for
-    uint64_t room_published = 0;              // lease thread only: pending_room as last written
-    std::atomic<uint64_t> room_requested{0};  // holder: bytes other hosts asked for
-    std::atomic<uint64_t> remote_added{0}, remote_replaced{0}, remote_removed{0}, read_through{0};
-    std::atomic<uint64_t> reconcile_passes{0}, reconcile_failures{0};
-    std::map<std::string, uint64_t> accesses;                  // guarded by mu_: opens since last published
-    std::unordered_map<std::string, uint64_t> inode_by_location;  // guarded by mu_: as of the last pass
-  };
-  std::vector<std::unique_ptr<SharedRuntime>> shared_;  // per store; null when not shared
-  bool any_shared_ = false;                              // set at construction
-  std::thread shared_thread_;
-  std::thread lease_thread_;
-  std::mutex shared_mu_;
-  std::condition_variable shared_wake_;  // with shared_mu_
-  std::condition_variable reconciled_;   // with shared_mu_
-  bool stop_shared_ = false;             // guarded by shared_mu_
-  uint64_t shared_passes_started_ = 0;   // guarded by shared_mu_
-  uint64_t shared_passes_ = 0;           // guarded by shared_mu_: completed
+  // SharedIndex: what the shared tier's reconciler asks of the index.
+  bool ReconcileStore(uint32_t store_index, bool holder) override;                   // no locks
+  void ApplyRemoteAccesses(uint32_t store_index, const std::map<std::string, uint64_t>& counts) override;  // no locks
+  std::unique_ptr<SharedTier> shared_;  // the reconciler and the evictor lease of shared stores
+  // Per store, for the evictor lease holder: the inode indexed at each
+  // location as of the last reconciliation (guarded by mu_).
+  std::vector<std::unordered_map<std::string, uint64_t>> inode_by_location_;
 
   EngineOptions options_;
   std::vector<std::unique_ptr<Store>> stores_;

@@ -100,7 +100,7 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
 void Engine::NoteAccessLocked(Inode* inode) {
   uint32_t si = inode->committed->store_index();
   space_->Access(si, inode->ino);
-  if (shared_[si]) shared_[si]->accesses[inode->committed->location()]++;
+  shared_->NoteAccess(si, inode->committed->location());
 }
 
 Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
@@ -214,7 +214,7 @@ void Engine::ChooseCachingLocked(Inode* inode, FileHandle* handle, int flags, Op
   // (a) read-only handles of the current version while nobody writes the
   // key and no handle holds another version, and (b) the writers of a new
   // key, whose pages become the committed version's bytes.
-  const bool allowed = options_.page_cache && !any_shared_ && (flags & O_DIRECT) == 0;
+  const bool allowed = options_.page_cache && !shared_->any() && (flags & O_DIRECT) == 0;
   std::shared_ptr<Version> cached = inode->cached_version.lock();
   const Version* mine = handle->lease ? handle->lease.version().get() : nullptr;
   bool keep = false;

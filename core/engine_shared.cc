@@ -79,7 +79,6 @@ void Engine::ApplyRemote(uint32_t si, const ScannedObject& obj, std::vector<Noti
   // since it was read; commits publish under publish_mu_, which we hold.)
   Result<ListedObject> now = stores_[si]->StatObject(obj.location);
   if (!now.ok() || now->file_id != obj.file_id) return;
-  SharedRuntime& sh = *shared_[si];
   std::lock_guard<std::mutex> g(mu_);
   next_generation_ = std::max(next_generation_, h.generation + 1);
   if (h.key.empty()) {
@@ -95,7 +94,7 @@ void Engine::ApplyRemote(uint32_t si, const ScannedObject& obj, std::vector<Noti
     inode->committed = MakeVersion(si, obj.location, h, obj.file_id);
     ns_.Attach(parent, inode, leaf);
     if (!is_dir) TrackCommitted(inode, nullptr);
-    sh.remote_added.fetch_add(1, std::memory_order_relaxed);
+    shared_->Count(si, SharedTier::Remote::kAdded);
     notices->push_back({Notice::kAppeared, parent->ino, leaf, inode->ino});
     return;
   }
@@ -120,10 +119,10 @@ void Engine::ApplyRemote(uint32_t si, const ScannedObject& obj, std::vector<Noti
   ns_.SetVisible(existing, was_visible);
   TrackCommitted(existing, old.get());
   if (was_visible) {
-    sh.remote_replaced.fetch_add(1, std::memory_order_relaxed);
+    shared_->Count(si, SharedTier::Remote::kReplaced);
     notices->push_back({Notice::kReplaced, 0, "", existing->ino});
   } else {
-    sh.remote_added.fetch_add(1, std::memory_order_relaxed);
+    shared_->Count(si, SharedTier::Remote::kAdded);
     notices->push_back({Notice::kAppeared, parent->ino, leaf, existing->ino});
   }
 }
@@ -151,7 +150,7 @@ void Engine::RemoveRemote(uint64_t ino, const std::string& location, uint64_t fi
   inode->last_version = inode->committed;
   inode->committed.reset();
   ns_.Reap(inode);
-  shared_[si]->remote_removed.fetch_add(1, std::memory_order_relaxed);
+  shared_->Count(si, SharedTier::Remote::kRemoved);
   notices->push_back({Notice::kRemoved, parent_ino, name, ino});
 }
 
@@ -169,12 +168,12 @@ Status Engine::ReadThrough(uint32_t si, const std::string& key) {
     std::lock_guard<std::mutex> publish(publish_mu_);
     ApplyRemote(si, *obj, &notices);
   }
-  if (!notices.empty()) shared_[si]->read_through.fetch_add(1, std::memory_order_relaxed);
+  if (!notices.empty()) shared_->Count(si, SharedTier::Remote::kReadThrough);
   return Status::Ok();
 }
 
 Status Engine::Revalidate(uint64_t ino) {
-  if (!any_shared_) return Status::Ok();
+  if (!shared_->any()) return Status::Ok();
   uint32_t si;
   std::string location;
   uint64_t file_id;
@@ -211,8 +210,7 @@ Status Engine::Revalidate(uint64_t ino) {
   return Status::Ok();
 }
 
-void Engine::Reconcile(uint32_t si) {
-  SharedRuntime& sh = *shared_[si];
+bool Engine::ReconcileStore(uint32_t si, bool holder) {
   std::unordered_map<std::string, ListedObject> listed;
   std::mutex listed_mu;
   Status s = stores_[si]->List(
@@ -222,9 +220,8 @@ void Engine::Reconcile(uint32_t si) {
       },
       options_.scan_threads);
   if (!s.ok()) {
-    sh.reconcile_failures.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("{}: reconciliation failed: {}", stores_[si]->Describe(), s.message());
-    return;
+    return false;
   }
   struct Known {
     uint64_t ino;
@@ -254,102 +251,30 @@ void Engine::Reconcile(uint32_t si) {
     Result<ListedObject> again = stores_[si]->StatObject(location);
     if (!again.ok() && again.err() == ENOENT) RemoveRemote(k.ino, location, k.file_id, &notices);
   }
-  if (sh.holds_evictor.load()) {
-    // For the holder's use of other hosts' access counts (ShareAccesses).
+  if (holder) {
+    // For the holder's use of other hosts' access counts (ApplyRemoteAccesses).
     std::unordered_map<std::string, uint64_t> by_location;
     by_location.reserve(known.size());
     for (auto& [location, k] : known) by_location.emplace(location, k.ino);
     std::lock_guard<std::mutex> g(mu_);
-    sh.inode_by_location.swap(by_location);
+    inode_by_location_[si].swap(by_location);
   }
-  sh.reconcile_passes.fetch_add(1, std::memory_order_relaxed);
   SendNotices(notices);
+  return true;
 }
 
-void Engine::ShareAccesses(uint32_t si, bool holder) {
-  ClusterCoordinator* cluster = stores_[si]->cluster();
-  if (!cluster) return;
-  SharedRuntime& sh = *shared_[si];
-  std::map<std::string, uint64_t> mine;
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    mine.swap(sh.accesses);
-  }
-  if (!holder) {
-    // The holder's own opens already reached its policy; others publish theirs.
-    Status p = cluster->PublishAccesses(mine);
-    if (!p.ok()) spdlog::debug("{}: cannot publish access counts: {}", stores_[si]->Describe(), p.message());
-    return;
-  }
-  Result<std::map<std::string, uint64_t>> theirs = cluster->CollectAccesses();
-  if (!theirs.ok()) return;
+void Engine::ApplyRemoteAccesses(uint32_t si, const std::map<std::string, uint64_t>& counts) {
   std::lock_guard<std::mutex> g(mu_);
-  for (const auto& [location, n] : *theirs) {
-    auto it = sh.inode_by_location.find(location);
-    if (it == sh.inode_by_location.end()) continue;
+  const std::unordered_map<std::string, uint64_t>& by_location = inode_by_location_[si];
+  for (const auto& [location, n] : counts) {
+    auto it = by_location.find(location);
+    if (it == by_location.end()) continue;
     Inode* inode = ns_.Get(it->second);
     if (!inode || !inode->committed || inode->committed->location() != location) continue;
     space_->Access(si, inode->ino, static_cast<uint32_t>(std::min<uint64_t>(n, 3)));
   }
 }
 
-void Engine::SharedLoop() {
-  uint64_t pass = 0;
-  std::unique_lock<std::mutex> lk(shared_mu_);
-  while (!stop_shared_) {
-    ++shared_passes_started_;
-    lk.unlock();
-    for (uint32_t si = 0; si < stores_.size(); ++si) {
-      if (!shared_[si]) continue;
-      SharedRuntime& sh = *shared_[si];
-      ClusterCoordinator* cluster = stores_[si]->cluster();
-      bool holder = sh.holds_evictor.load();
-      Reconcile(si);
-      ShareAccesses(si, holder);
-      if (holder && cluster && pass % 100 == 99) {
-        uint64_t n = cluster->SweepAbandoned();
-        if (n > 0) spdlog::info("{}: removed {} files abandoned by stopped hosts", stores_[si]->Describe(), n);
-      }
-    }
-    ++pass;
-    lk.lock();
-    ++shared_passes_;
-    reconciled_.notify_all();
-    shared_wake_.wait_for(lk, options_.shared_refresh, [&] { return stop_shared_; });
-  }
-}
-
-void Engine::LeaseLoop() {
-  std::unique_lock<std::mutex> lk(shared_mu_);
-  while (!stop_shared_) {
-    lk.unlock();
-    for (uint32_t si = 0; si < stores_.size(); ++si) {
-      if (!shared_[si]) continue;
-      SharedRuntime& sh = *shared_[si];
-      ClusterCoordinator* cluster = stores_[si]->cluster();
-      bool holder = cluster ? cluster->RenewEvictorLease() : true;
-      bool was = sh.holds_evictor.exchange(holder);
-      if (holder != was) {
-        spdlog::info("{}: this host {} the evictor lease", stores_[si]->Describe(), holder ? "now holds" : "gave up");
-      }
-      sh.room_requested.store(holder && cluster ? cluster->RoomRequested() : 0);
-      // Blocked commits' room requests reach the DFS from here, not from the
-      // committing threads.
-      uint64_t pending = sh.pending_room.load();
-      if (cluster && pending != sh.room_published && cluster->RequestRoom(pending).ok()) sh.room_published = pending;
-    }
-    lk.lock();
-    shared_wake_.wait_for(lk, options_.shared_refresh, [&] { return stop_shared_; });
-  }
-}
-
-bool Engine::WaitForReconcile(std::chrono::milliseconds timeout) {
-  if (!any_shared_) return false;
-  std::unique_lock<std::mutex> lk(shared_mu_);
-  // Passes run one after the other: the first to start after this call is
-  // number started + 1, and it is done when that many passes are.
-  uint64_t target = shared_passes_started_ + 1;
-  return reconciled_.wait_for(lk, timeout, [&] { return stop_shared_ || shared_passes_ >= target; });
-}
+bool Engine::WaitForReconcile(std::chrono::milliseconds timeout) { return shared_->WaitForPass(timeout); }
 
 }  // namespace kvfs

@@ -11,21 +11,15 @@
 
 namespace kvfs {
 
-bool Engine::MayEvict(uint32_t si) const {
-  if (!shared_[si]) return true;
-  if (!shared_[si]->holds_evictor.load()) return false;
-  ClusterCoordinator* cluster = stores_[si]->cluster();
-  return !cluster || cluster->HoldsEvictorLease();  // not if a stalled pass let the lease age
+bool Engine::MayEvict(uint32_t si) const { return shared_->MayEvict(si); }
+
+void Engine::AskForRoom(uint32_t si, int64_t delta) { shared_->AskForRoom(si, delta); }
+
+bool Engine::WaitForRoom(uint32_t si) {
+  return shared_->shared(si) && shared_->WaitForPass(options_.shared_refresh * 3);
 }
 
-void Engine::AskForRoom(uint32_t si, int64_t delta) {
-  // The lease thread writes the request to the store.
-  if (shared_[si]) shared_[si]->pending_room.fetch_add(static_cast<uint64_t>(delta));
-}
-
-bool Engine::WaitForRoom(uint32_t si) { return shared_[si] && WaitForReconcile(options_.shared_refresh * 3); }
-
-uint64_t Engine::RoomAskedOfUs(uint32_t si) const { return shared_[si] ? shared_[si]->room_requested.load() : 0; }
+uint64_t Engine::RoomAskedOfUs(uint32_t si) const { return shared_->RoomAskedOfUs(si); }
 
 void Engine::TrackCommitted(Inode* inode, const Version* old_version) {
   if (old_version) space_->Untrack(old_version->store_index(), inode->ino);
@@ -67,7 +61,7 @@ bool Engine::EvictOne(uint32_t si, EvictionCause cause) {
     // On a shared store another host may have put a new version there since
     // this index last looked: that one is not the victim.
     bool replaced = false;
-    if (shared_[si]) {
+    if (shared_->shared(si)) {
       Result<ListedObject> now = victim->store()->StatObject(victim->location());
       replaced = !now.ok() || now->file_id != victim->file_id;
     }

@@ -32,7 +32,9 @@ Result<std::unique_ptr<SpaceManager>> SpaceManager::Create(const Options& option
   return m;
 }
 
-SpaceManager::~SpaceManager() {
+SpaceManager::~SpaceManager() { StopEvictor(); }
+
+void SpaceManager::StopEvictor() {
   {
     std::lock_guard<std::mutex> g(evictor_mu_);
     stop_evictor_ = true;

@@ -116,8 +116,10 @@ class SpaceManager {
   SpaceManager(const SpaceManager&) = delete;
   SpaceManager& operator=(const SpaceManager&) = delete;
 
-  // Starts the background evictor thread (once).
+  // Starts the background evictor thread (once); StopEvictor ends it
+  // (idempotent; the destructor does it too).
   void StartEvictor();
+  void StopEvictor();
 
   Status Reserve(uint32_t store, uint64_t bytes);
   void Release(uint32_t store, uint64_t bytes);
