@@ -553,6 +553,29 @@ StoreSpec ParseStoreSpec(const std::string& spec_in) {
   return StoreSpec{dfs, spec, std::nullopt};
 }
 
+namespace {
+
+// The message with control characters (a newline in a path, say) written
+// as escapes, so that it stays one line.
+std::string OneLine(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", u);
+      out += buf;
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 CliCommand ParseCommandLine(const std::vector<std::string>& args, const ConfigReader& read_config) {
   try {
     Parser parser(read_config);
@@ -560,7 +583,7 @@ CliCommand ParseCommandLine(const std::vector<std::string>& args, const ConfigRe
   } catch (const CliError& e) {
     CliCommand c;
     c.exit_code = 2;
-    c.error = "kvfs: " + e.message + " (see kvfs --help)";
+    c.error = OneLine("kvfs: " + e.message + " (see kvfs --help)");
     return c;
   } catch (const std::bad_alloc&) {
     CliCommand c;
@@ -570,7 +593,7 @@ CliCommand ParseCommandLine(const std::vector<std::string>& args, const ConfigRe
   } catch (const std::exception& e) {
     CliCommand c;
     c.exit_code = 2;
-    c.error = std::string("kvfs: ") + e.what() + " (see kvfs --help)";
+    c.error = OneLine(std::string("kvfs: ") + e.what() + " (see kvfs --help)");
     return c;
   }
 }

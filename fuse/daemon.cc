@@ -44,7 +44,21 @@
 namespace kvfs {
 namespace {
 
-void PrintError(const std::string& message) { std::cerr << "kvfs: " << message << std::endl; }
+// One line on stderr: control characters (a newline in a path) are escaped.
+void PrintError(const std::string& message) {
+  std::string line = "kvfs: ";
+  for (char c : message) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", u);
+      line += buf;
+    } else {
+      line.push_back(c);
+    }
+  }
+  std::cerr << line << std::endl;
+}
 
 // The last message libfuse logged, so start-up failures can be reported in one line.
 std::string last_fuse_message;
@@ -135,7 +149,11 @@ void RaiseReadAhead(const std::string& mountpoint, unsigned kb) {
 // Start-up report from the daemon to `kvfs mount`: "OK ..." or an error line.
 void Report(int fd, const std::string& line) {
   if (fd < 0) return;
-  std::string l = line + "\n";
+  std::string l = line;
+  for (char& c : l) {
+    if (c == '\n' || c == '\r') c = ' ';  // one report, one line
+  }
+  l += "\n";
   ssize_t n = ::write(fd, l.data(), l.size());
   (void)n;
   ::close(fd);

@@ -238,6 +238,9 @@ TEST(CliParseTest, ConfigFileMistakesNameTheLine) {
   files.files["o"] = "o = [\"capacity=1G\"]\n";
   ExpectRefused(Mount({"--config", "o"}, &files), "own key");
   ExpectRefused(Mount({"--config", "missing"}, &files), "missing");
+  // A newline in a path stays escaped: the error is still one line.
+  files.files["two\nlines"] = "capacity = 0\n";
+  ExpectRefused(Mount({"--config", "two\nlines"}, &files), "two\\nlines");
   ExpectRefused(Mount({"--config", ""}, &files), "--config");
   ExpectRefused(Mount({"--config"}, &files), "--config");
 }
