@@ -518,6 +518,14 @@ CliCommand Parser::FinishMount() {
       throw CliError{Where("store") + " " + s + ": '" + plain.substr(colon + 1) + "' is not a size"};
     }
   }
+  if (mo.capacity) {
+    uint64_t fixed = 0;
+    for (const std::string& s : mo.stores) fixed += ParseStoreSpec(s).capacity.value_or(0);
+    if (fixed > *mo.capacity) {
+      throw CliError{"the stores' own sizes add up to " + FormatSize(fixed) + ", more than " + Where("capacity") +
+                     " (" + FormatSize(*mo.capacity) + ")"};
+    }
+  }
   if (!mo.host_id.empty() && !ValidHostId(mo.host_id)) {
     throw CliError{Where("host-id") + " '" + mo.host_id + "': use letters, digits, '.', '-' and '_' only"};
   }

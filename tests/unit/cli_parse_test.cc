@@ -149,6 +149,7 @@ TEST(CliParseTest, SizesAreBounded) {
   ExpectRefused(Mount({"--eviction", "fifo"}), "--eviction");
   ExpectRefused(Mount({"--durability", "never"}), "--durability");
   ExpectRefused(Mount({"--host-id", "a b"}), "--host-id");
+  ExpectRefused(Mount({"--store", "/a", "--store", "/b:1G", "--capacity", "512M"}), "add up to");
   CliCommand c = Mount({"--capacity", "1.5T", "--store", "/s:64M", "--min-free", "20G"});
   ASSERT_EQ(c.action, CliCommand::Action::kMount) << c.error;
   EXPECT_EQ(*c.mount.capacity, (uint64_t{3} << 40) / 2);
