@@ -386,6 +386,10 @@ void Parser::ApplyFuseOptionItems() {
   for (const std::string& item : mo.fuse_options) {
     if (item.empty()) throw CliError{"-o: empty option (two commas in a row?)"};
     if (IsMountHelperOption(item)) continue;
+    if (item == "nonempty") {  // kvfs's own check; libfuse 3 no longer knows it
+      mo.nonempty = true;
+      continue;
+    }
     size_t eq = item.find('=');
     std::string key = item.substr(0, eq);
     CLI::Option* opt = FindOption(mount_, key);
@@ -443,6 +447,10 @@ void Parser::ApplyConfigFile() {
         while (std::getline(items, item, ',')) {
           if (item.empty()) throw CliError{at + " (o): empty option (two commas in a row?)"};
           if (IsMountHelperOption(item)) continue;
+          if (item == "nonempty") {
+            cmd_.mount.nonempty = true;
+            continue;
+          }
           std::string key = item.substr(0, item.find('='));
           if (FindOption(mount_, key) != nullptr) throw CliError{at + " (o): write '" + key + " = ...' as its own key"};
           if (IsReservedFuseOption(key)) throw CliError{at + " (o): kvfs sets " + key + " itself"};

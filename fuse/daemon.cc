@@ -1,5 +1,6 @@
 #include "fuse/daemon.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fuse_log.h>
 #include <fuse_lowlevel.h>
@@ -93,7 +94,22 @@ std::string MountedDevice(const std::string& path) {
   return found;
 }
 
-Result<std::string> CheckMountpoint(const std::string& mountpoint) {
+// True when the directory has entries other than "." and "..".
+bool HasEntries(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return false;
+  bool found = false;
+  while (const dirent* e = ::readdir(d)) {
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
+      found = true;
+      break;
+    }
+  }
+  ::closedir(d);
+  return found;
+}
+
+Result<std::string> CheckMountpoint(const std::string& mountpoint, bool nonempty) {
   char resolved[PATH_MAX];
   if (!::realpath(mountpoint.c_str(), resolved)) {
     return Status::FromErrno("mountpoint " + mountpoint);
@@ -103,6 +119,10 @@ Result<std::string> CheckMountpoint(const std::string& mountpoint) {
   if (!S_ISDIR(st.st_mode)) return Status::Error(ENOTDIR, "mountpoint " + mountpoint + " is not a directory");
   if (!MountedDevice(resolved).empty()) {
     return Status::Error(EBUSY, "mountpoint " + mountpoint + " is already mounted (busy)");
+  }
+  if (!nonempty && HasEntries(resolved)) {
+    return Status::Error(ENOTEMPTY, "mountpoint " + mountpoint +
+                                        " is not empty (the mount would hide its files; -o nonempty mounts anyway)");
   }
   return std::string(resolved);
 }
@@ -434,7 +454,7 @@ int RunMount(const MountOptions& given) {
     if (spec.capacity) s += ":" + std::to_string(*spec.capacity);
   }
   if (!o.log_file.empty()) o.log_file = std::filesystem::absolute(o.log_file).lexically_normal().string();
-  Result<std::string> mnt = CheckMountpoint(o.mountpoint);
+  Result<std::string> mnt = CheckMountpoint(o.mountpoint, o.nonempty);
   if (!mnt.ok()) {
     PrintError(mnt.status().message());
     return 1;

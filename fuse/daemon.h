@@ -46,6 +46,9 @@ struct MountOptions {
   double high_watermark = 0.95;
   double low_watermark = 0.90;
   bool foreground = false;
+  // Mount over a directory that is not empty (its entries are hidden while
+  // mounted); `-o nonempty`. Without it such a mountpoint is refused.
+  bool nonempty = false;
   std::vector<std::string> fuse_options;
   std::string log_file;                 // empty: stderr (foreground) or <first store>/kvfs.log
   std::string log_level = "info";

@@ -154,6 +154,21 @@ TEST_F(CliTest, UmountOfSomethingElseFails) {
   EXPECT_TRUE(IsKvfsMounted(mnt())) << "umount of another path took down the fixture's mount";
 }
 
+TEST_F(CliTest, NonEmptyMountpointIsRefusedUnlessAskedFor) {
+  // Mounting over a directory hides what is in it (a mistyped `kvfs mount
+  // /tmp` hid /tmp from every process).
+  const std::string mnt2 = MakeDir("mnt2");
+  const std::string store = MakeDir("store2");
+  ASSERT_EQ(WriteFile(mnt2 + "/existing", MakeData(9, 100)), "");
+  ExpectCleanMountFailure({mnt2, "--store", store}, mnt2);
+  CommandResult r = RunCommand({kvfs_binary(), "mount", mnt2, "--store", store, "-o", "nonempty"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(IsKvfsMounted(mnt2));
+  EXPECT_EQ(StatErrno(mnt2 + "/existing"), ENOENT) << "the mount hides the directory's entries";
+  UnmountOther(mnt2);
+  EXPECT_EQ(CheckFile(mnt2 + "/existing", MakeData(9, 100)), "");
+}
+
 TEST_F(CliTest, TooManyBuffersIsRefusedNotAnAbort) {
   // 65536 x 1M used to throw bad_alloc in the daemon.
   const std::string mnt2 = MakeDir("mnt2");

@@ -167,6 +167,11 @@ TEST(CliParseTest, EveryOptionAsDashOKeyValue) {
   EXPECT_TRUE(c.mount.foreground);
   EXPECT_DOUBLE_EQ(c.mount.entry_timeout, 5.0);
   EXPECT_EQ(c.mount.fuse_options, (std::vector<std::string>{"allow_other", "max_read=65536"}));
+  EXPECT_FALSE(c.mount.nonempty);
+  c = Mount({"-o", "nonempty,allow_other"});
+  ASSERT_EQ(c.action, CliCommand::Action::kMount) << c.error;
+  EXPECT_TRUE(c.mount.nonempty);
+  EXPECT_EQ(c.mount.fuse_options, std::vector<std::string>{"allow_other"});
   ExpectRefused(Mount({"-o", "capacity=1G", "--capacity", "2G"}), "both given");
   ExpectRefused(Mount({"-o", "capacity=1G,capacity=2G"}), "twice");
   ExpectRefused(Mount({"-o", "capacity"}), "needs a value");
