@@ -1,5 +1,6 @@
 #include "fuse/daemon.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fuse_log.h>
 #include <fuse_lowlevel.h>
@@ -25,6 +26,11 @@
 #include <iostream>
 #include <memory>
 #include <sstream>
+#include <map>
+#include <csignal>
+#include <ctime>
+#include <chrono>
+#include <thread>
 
 #include "adapters/deadline_store.h"
 #include "adapters/dfs_store.h"
@@ -39,7 +45,21 @@
 namespace kvfs {
 namespace {
 
-void PrintError(const std::string& message) { std::cerr << "kvfs: " << message << std::endl; }
+// One line on stderr: control characters (a newline in a path) are escaped.
+void PrintError(const std::string& message) {
+  std::string line = "kvfs: ";
+  for (char c : message) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", u);
+      line += buf;
+    } else {
+      line.push_back(c);
+    }
+  }
+  std::cerr << line << std::endl;
+}
 
 // The last message libfuse logged, so start-up failures can be reported in one line.
 std::string last_fuse_message;
@@ -74,7 +94,22 @@ std::string MountedDevice(const std::string& path) {
   return found;
 }
 
-Result<std::string> CheckMountpoint(const std::string& mountpoint) {
+// True when the directory has entries other than "." and "..".
+bool HasEntries(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return false;
+  bool found = false;
+  while (const dirent* e = ::readdir(d)) {
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
+      found = true;
+      break;
+    }
+  }
+  ::closedir(d);
+  return found;
+}
+
+Result<std::string> CheckMountpoint(const std::string& mountpoint, bool nonempty) {
   char resolved[PATH_MAX];
   if (!::realpath(mountpoint.c_str(), resolved)) {
     return Status::FromErrno("mountpoint " + mountpoint);
@@ -85,6 +120,10 @@ Result<std::string> CheckMountpoint(const std::string& mountpoint) {
   if (!MountedDevice(resolved).empty()) {
     return Status::Error(EBUSY, "mountpoint " + mountpoint + " is already mounted (busy)");
   }
+  if (!nonempty && HasEntries(resolved)) {
+    return Status::Error(ENOTEMPTY, "mountpoint " + mountpoint +
+                                        " is not empty (the mount would hide its files; -o nonempty mounts anyway)");
+  }
   return std::string(resolved);
 }
 
@@ -94,22 +133,25 @@ std::string HostName() {
   return name;
 }
 
-// default_log: where the log goes when --log-file is not given.
-void SetupLogging(const MountOptions& o, const std::string& default_log) {
+// default_log: where the log goes when --log-file is not given. "" or why
+// the log cannot be opened.
+std::string SetupLogging(const MountOptions& o, const std::string& default_log) {
   std::shared_ptr<spdlog::logger> logger;
+  std::string path;
   try {
     if (o.foreground && o.log_file.empty()) {
       logger = spdlog::stderr_color_mt("kvfs");
     } else {
-      std::string path = o.log_file.empty() ? default_log : o.log_file;
+      path = o.log_file.empty() ? default_log : o.log_file;
       logger = spdlog::basic_logger_mt("kvfs", path);
     }
-  } catch (const spdlog::spdlog_ex&) {
-    logger = spdlog::stderr_color_mt("kvfs-stderr");
+  } catch (const spdlog::spdlog_ex& e) {
+    return "cannot open the log file " + path + ": " + e.what();
   }
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(o.log_level));
   spdlog::flush_on(spdlog::level::info);
+  return "";
 }
 
 // Raises the kernel's readahead for the mount's backing device; libfuse can
@@ -127,13 +169,21 @@ void RaiseReadAhead(const std::string& mountpoint, unsigned kb) {
 // Start-up report from the daemon to `kvfs mount`: "OK ..." or an error line.
 void Report(int fd, const std::string& line) {
   if (fd < 0) return;
-  std::string l = line + "\n";
+  std::string l = line;
+  for (char& c : l) {
+    if (c == '\n' || c == '\r') c = ' ';  // one report, one line
+  }
+  l += "\n";
   ssize_t n = ::write(fd, l.data(), l.size());
   (void)n;
   ::close(fd);
 }
 
-int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
+// The session between fuse_session_mount and fuse_session_unmount, so that
+// an exception in between (Serve's catch) leaves nothing mounted.
+fuse_session* mounted_session = nullptr;
+
+int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_fd, bool* reported) {
   std::vector<std::string> dirs = o.stores.empty() ? std::vector<std::string>{kDefaultStoreDir} : o.stores;
   // Until the stores are open there is no log file (its default place is the
   // first store): start-up errors travel through `fail`.
@@ -141,8 +191,9 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   fuse_set_log_func(FuseLogToSpdlog);
   auto fail = [&](const std::string& msg) {
     spdlog::error("{}", msg);
-    if (ready_fd >= 0) Report(ready_fd, msg);
-    else PrintError(msg);
+    if (ready_fd >= 0 && !*reported) Report(ready_fd, msg);
+    else if (ready_fd < 0) PrintError(msg);
+    *reported = true;
     return 1;
   };
 
@@ -216,7 +267,7 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
     std::filesystem::create_directories(kDfsLogDir, ec);
     default_log = std::string(kDfsLogDir) + "/kvfs." + host_id + ".log";
   }
-  SetupLogging(o, default_log);
+  if (std::string log_error = SetupLogging(o, default_log); !log_error.empty()) return fail(log_error);
   EngineOptions eo;
   eo.store_limits = limits;
   eo.eviction_policy = o.eviction_policy;
@@ -286,27 +337,59 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
     fuse_session_destroy(se);
     return fail("cannot mount on " + mountpoint + (last_fuse_message.empty() ? "" : ": " + last_fuse_message));
   }
+  mounted_session = se;
   if (!InstallDeviceIo(se)) spdlog::warn("could not install the /dev/fuse hook; shared mmap of files will fail");
   ctx.session = se;
   notifier.Start();
   (*engine)->SetObserver(&notifier);
   RaiseReadAhead(mountpoint, o.read_ahead_kb);
-  EngineStats st = (*engine)->Stats();
-  spdlog::info("mounted {} on {} store(s), capacity {}, {} objects", mountpoint, st.stores.size(),
-               FormatSize(st.capacity_bytes), st.objects);
-  if (ready_fd >= 0) {
-    Report(ready_fd, "OK mounted " + mountpoint + " (" + std::to_string(st.stores.size()) + " store(s), capacity " +
-                         FormatSize(st.capacity_bytes) + ", " + std::to_string(st.objects) + " objects)");
-    int null_fd = ::open("/dev/null", O_RDWR);
-    if (null_fd >= 0) {
-      ::dup2(null_fd, 0);
-      ::dup2(null_fd, 1);
-      ::dup2(null_fd, 2);
-      if (null_fd > 2) ::close(null_fd);
+
+  // The mount is usable only once the kernel's INIT has been answered and
+  // requests flow (a FUSE option the kernel dislikes ends the session right
+  // there). A thread outside the loop asks the mount for this daemon's pid;
+  // only its answer makes `kvfs mount` report success. When the mount does
+  // not answer, the probe ends the loop and start-up fails.
+  std::string probe_error;
+  bool probe_ok = false;
+  std::thread probe([&] {
+    char buf[32] = {0};
+    ssize_t n;
+    do {
+      n = ::getxattr(mountpoint.c_str(), "user.kvfs.pid", buf, sizeof buf - 1);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0 && std::atoi(buf) == ::getpid()) {
+      probe_ok = true;
+      *reported = true;
+      EngineStats st = (*engine)->Stats();
+      spdlog::info("mounted {} on {} store(s), capacity {}, {} objects", mountpoint, st.stores.size(),
+                   FormatSize(st.capacity_bytes), st.objects);
+      if (ready_fd >= 0) {
+        Report(ready_fd, "OK mounted " + mountpoint + " (" + std::to_string(st.stores.size()) +
+                             " store(s), capacity " + FormatSize(st.capacity_bytes) + ", " +
+                             std::to_string(st.objects) + " objects)");
+        int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null_fd >= 0) {
+          ::dup2(null_fd, 0);
+          ::dup2(null_fd, 1);
+          ::dup2(null_fd, 2);
+          if (null_fd > 2) ::close(null_fd);
+        }
+      } else {
+        std::cout << "kvfs: mounted " << mountpoint << "; serving in the foreground" << std::endl;
+      }
+      return;
     }
-  } else {
-    std::cout << "kvfs: mounted " << mountpoint << "; serving in the foreground" << std::endl;
-  }
+    const int err = n < 0 ? errno : 0;
+    probe_error = err ? std::string(std::strerror(err)) : "it answered with another pid";
+    // A dead connection (the kernel refused INIT) ends the loop by itself,
+    // and the main thread unmounts. Otherwise stop the loop: one more
+    // request wakes a worker, which then sees the exit flag.
+    if (err != ENOTCONN && err != ECONNREFUSED && err != ECONNABORTED) {
+      fuse_session_exit(se);
+      struct stat st;
+      ::stat(mountpoint.c_str(), &st);
+    }
+  });
 
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(cfg, 0);
@@ -317,33 +400,50 @@ int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
   (*engine)->SetObserver(nullptr);
   notifier.Stop();
   ctx.session = nullptr;
-  fuse_session_unmount(se);
+  fuse_session_unmount(se);  // closes the device: a probe still waiting gets ENOTCONN
+  mounted_session = nullptr;
+  probe.join();
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
+  if (!probe_ok) {
+    engine->reset();
+    std::string why = "the mount on " + mountpoint + " did not answer (" + probe_error + ")";
+    if (!last_fuse_message.empty()) why += ": " + last_fuse_message;
+    return fail(why);
+  }
   spdlog::info("unmounted {}", mountpoint);
   engine->reset();
   spdlog::shutdown();
   return rc == 0 ? 0 : 1;
 }
 
-}  // namespace
-
-StoreSpec ParseStoreSpec(const std::string& spec_in) {
-  std::string spec = spec_in;
-  bool dfs = false;
-  if (spec.rfind("dfs:", 0) == 0) {
-    dfs = true;
-    spec = spec.substr(4);
-  } else if (spec.rfind("local:", 0) == 0) {
-    spec = spec.substr(6);
+// ServeMount, with every exception turned into a one-line start-up error
+// (or a log line once the mount has been reported) and the mount taken down.
+int Serve(const MountOptions& o, const std::string& mountpoint, int ready_fd) {
+  bool reported = false;
+  std::string what;
+  try {
+    return ServeMount(o, mountpoint, ready_fd, &reported);
+  } catch (const std::bad_alloc&) {
+    what = "out of memory (--buffers x --buffer-size is " + FormatSize(o.buffer_count * o.buffer_size) + ")";
+  } catch (const std::exception& e) {
+    what = e.what();
   }
-  size_t colon = spec.rfind(':');
-  if (colon != std::string::npos && colon + 1 < spec.size()) {
-    Result<uint64_t> size = ParseSize(spec.substr(colon + 1));
-    if (size.ok()) return StoreSpec{dfs, spec.substr(0, colon), *size};
+  if (mounted_session != nullptr) {
+    fuse_session_unmount(mounted_session);
+    mounted_session = nullptr;
   }
-  return StoreSpec{dfs, spec, std::nullopt};
+  if (reported) {
+    spdlog::critical("{}", what);
+  } else if (ready_fd >= 0) {
+    Report(ready_fd, what);
+  } else {
+    PrintError(what);
+  }
+  return 1;
 }
+
+}  // namespace
 
 int RunMount(const MountOptions& given) {
   // The daemon runs in "/": make every path absolute first.
@@ -354,7 +454,7 @@ int RunMount(const MountOptions& given) {
     if (spec.capacity) s += ":" + std::to_string(*spec.capacity);
   }
   if (!o.log_file.empty()) o.log_file = std::filesystem::absolute(o.log_file).lexically_normal().string();
-  Result<std::string> mnt = CheckMountpoint(o.mountpoint);
+  Result<std::string> mnt = CheckMountpoint(o.mountpoint, o.nonempty);
   if (!mnt.ok()) {
     PrintError(mnt.status().message());
     return 1;
@@ -488,14 +588,140 @@ int RunUmount(const std::string& mountpoint) {
   return 0;
 }
 
-int RunStats(const std::string& mountpoint, bool json) {
-  Result<std::string> text = ReadRootXattr(mountpoint, json ? "user.kvfs.stats" : "user.kvfs.stats.text");
-  if (!text.ok()) {
-    PrintError(text.status().message());
+namespace {
+
+// Numbers of a `user.kvfs.stats` JSON document, by dotted path
+// ("reads", "evictions.total"); arrays are skipped. Enough for the fixed
+// document the daemon writes, and safe on anything else (it stops).
+std::map<std::string, double> FlattenNumbers(const std::string& json) {
+  std::map<std::string, double> out;
+  std::vector<std::string> path;  // keys of the enclosing objects
+  std::string key;
+  int array_depth = 0;
+  size_t i = 0;
+  auto read_string = [&](std::string* s) {
+    ++i;
+    while (i < json.size() && json[i] != '"') {
+      if (json[i] == '\\' && i + 1 < json.size()) ++i;
+      s->push_back(json[i++]);
+    }
+    ++i;
+  };
+  while (i < json.size()) {
+    char c = json[i];
+    if (c == '"') {
+      std::string s;
+      read_string(&s);
+      size_t j = i;
+      while (j < json.size() && json[j] == ' ') ++j;
+      if (j < json.size() && json[j] == ':') {
+        key = s;
+        i = j + 1;
+      }
+    } else if (c == '{') {
+      path.push_back(key);
+      ++i;
+    } else if (c == '}') {
+      if (!path.empty()) path.pop_back();
+      ++i;
+    } else if (c == '[') {
+      ++array_depth;
+      ++i;
+    } else if (c == ']') {
+      --array_depth;
+      ++i;
+    } else if ((c >= '0' && c <= '9') || c == '-') {
+      char* end = nullptr;
+      double v = std::strtod(json.c_str() + i, &end);
+      if (end == json.c_str() + i) break;
+      i = static_cast<size_t>(end - json.c_str());
+      if (array_depth == 0) {
+        std::string full;
+        for (size_t k = 1; k < path.size(); ++k) full += path[k] + ".";
+        out[full + key] = v;
+      }
+    } else {
+      ++i;
+    }
+  }
+  return out;
+}
+
+volatile sig_atomic_t stats_interrupted = 0;
+void OnStatsSignal(int) { stats_interrupted = 1; }
+
+// One line of rates between two samples taken `seconds` apart.
+std::string RateLine(const std::map<std::string, double>& a, const std::map<std::string, double>& b, double seconds) {
+  auto delta = [&](const char* k) {
+    auto ia = a.find(k), ib = b.find(k);
+    double d = (ia == a.end() || ib == b.end()) ? 0 : ib->second - ia->second;
+    return d < 0 ? 0.0 : d;
+  };
+  double lookups = delta("lookups"), misses = delta("negative_lookups");
+  char hit[16];
+  if (lookups > 0) std::snprintf(hit, sizeof hit, "%.1f%%", 100.0 * (lookups - misses) / lookups);
+  else std::snprintf(hit, sizeof hit, "-");
+  time_t now = ::time(nullptr);
+  struct tm tm;
+  ::localtime_r(&now, &tm);
+  char line[256];
+  std::snprintf(line, sizeof line, "%02d:%02d:%02d %10.1f %12.2f %10.1f %11.1f %9s", tm.tm_hour, tm.tm_min, tm.tm_sec,
+                delta("reads") / seconds, delta("read_bytes") / seconds / (1 << 20), delta("commits") / seconds,
+                delta("evictions.total") / seconds, hit);
+  return line;
+}
+
+}  // namespace
+
+int RunStats(const std::string& mountpoint, bool json, double watch_seconds, uint64_t watch_count) {
+  if (watch_seconds <= 0) {
+    Result<std::string> text = ReadRootXattr(mountpoint, json ? "user.kvfs.stats" : "user.kvfs.stats.text");
+    if (!text.ok()) {
+      PrintError(text.status().message());
+      return 1;
+    }
+    std::cout << *text;
+    if (text->empty() || text->back() != '\n') std::cout << "\n";
+    return 0;
+  }
+  // Like iostat: a header, then one line of rates per interval, until
+  // interrupted (SIGINT/SIGTERM: exit 0) or after watch_count lines.
+  struct sigaction sa {};
+  sa.sa_handler = OnStatsSignal;
+  ::sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  Result<std::string> first = ReadRootXattr(mountpoint, "user.kvfs.stats");
+  if (!first.ok()) {
+    PrintError(first.status().message());
     return 1;
   }
-  std::cout << *text;
-  if (text->empty() || text->back() != '\n') std::cout << "\n";
+  std::map<std::string, double> prev = FlattenNumbers(*first);
+  std::cout << "time        reads/s  read MiB/s  commits/s evictions/s hit ratio" << std::endl;
+  const auto interval = std::chrono::duration<double>(watch_seconds);
+  auto last = std::chrono::steady_clock::now();
+  for (uint64_t lines = 0; watch_count == 0 || lines < watch_count; ++lines) {
+    auto due = last + std::chrono::duration_cast<std::chrono::steady_clock::duration>(interval);
+    while (!stats_interrupted) {
+      auto left = due - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero()) break;
+      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+      struct timespec ts {static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+      ::nanosleep(&ts, nullptr);  // a signal cuts it short
+    }
+    if (stats_interrupted) return 0;
+    Result<std::string> text = ReadRootXattr(mountpoint, "user.kvfs.stats");
+    auto now = std::chrono::steady_clock::now();
+    if (!text.ok()) {
+      PrintError(text.status().message());
+      return 1;
+    }
+    std::map<std::string, double> cur = FlattenNumbers(*text);
+    double seconds = std::chrono::duration<double>(now - last).count();
+    std::cout << RateLine(prev, cur, seconds > 0 ? seconds : watch_seconds) << std::endl;
+    prev = std::move(cur);
+    last = now;
+  }
   return 0;
 }
 

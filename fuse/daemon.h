@@ -10,6 +10,8 @@
 // be opened again at once). RunStats reads live figures from the daemon via
 // the mount root's user.kvfs.stats attributes.
 //
+// ParseStoreSpec is pure (it lives with the command line, fuse/cli.cc).
+//
 // These functions print their own one-line errors to stderr and return a
 // process exit code. Not thread-safe (they own the process).
 #pragma once
@@ -44,6 +46,9 @@ struct MountOptions {
   double high_watermark = 0.95;
   double low_watermark = 0.90;
   bool foreground = false;
+  // Mount over a directory that is not empty (its entries are hidden while
+  // mounted); `-o nonempty`. Without it such a mountpoint is refused.
+  bool nonempty = false;
   std::vector<std::string> fuse_options;
   std::string log_file;                 // empty: stderr (foreground) or <first store>/kvfs.log
   std::string log_level = "info";
@@ -98,7 +103,11 @@ StoreSpec ParseStoreSpec(const std::string& spec);
 
 int RunMount(const MountOptions& options);
 int RunUmount(const std::string& mountpoint);
-int RunStats(const std::string& mountpoint, bool json);
+// Prints the stats once, or with watch_seconds > 0 a line of rates per
+// interval (reads, MiB read, commits and evictions per second, and the
+// share of lookups that found their key), watch_count lines (0: until
+// SIGINT or SIGTERM, which exit 0).
+int RunStats(const std::string& mountpoint, bool json, double watch_seconds = 0, uint64_t watch_count = 0);
 // Offline check of a store; exit 0 clean, 1 problems found, 2 could not check.
 int RunFsck(const std::string& store_dir, bool repair, bool json);
 

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds the libFuzzer targets with clang and runs each for a bounded time
-# (KVFS_FUZZ_SECONDS, default 20) from the seed corpus in fuzz/corpus.
+# (KVFS_FUZZ_SECONDS, default 20; four targets: header, manifest, config
+# file, command line) from the seed corpus in fuzz/corpus.
 # Exits non-zero when a target crashes. Skips (exit 0) without clang.
 set -eu
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ fi
 SECONDS_EACH=${KVFS_FUZZ_SECONDS:-20}
 cmake -S fuzz -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-fuzz -j"$(nproc)" >/dev/null
-for t in header manifest; do
+for t in header manifest config cli; do
   work=$(mktemp -d)
   cp fuzz/corpus/$t/* "$work"/
   echo "fuzz: ${t}_fuzz for ${SECONDS_EACH}s"
