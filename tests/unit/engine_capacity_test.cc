@@ -629,9 +629,14 @@ TEST_F(EngineCapacityTest, BackgroundEvictorRestoresLowWatermark) {
   constexpr uint64_t kCapacity = 16 * kMiB;
   EngineOptions o = Options(kCapacity);
   o.background_eviction = true;
-  o.high_watermark = 0.6;
+  // Only the last put crosses the high watermark (11 objects stay below
+  // 0.7 x 16 MiB, 12 do not): an evictor pass that ran between the puts
+  // would leave usage between the watermarks, where no later pass starts.
+  o.high_watermark = 0.7;
   o.low_watermark = 0.4;
   ASSERT_NO_FATAL_FAILURE(OpenEngine(o));
+  ASSERT_LT(11 * ObjectFootprint(kMiB), kCapacity * 7 / 10);
+  ASSERT_GT(12 * ObjectFootprint(kMiB), kCapacity * 7 / 10);
   for (int i = 0; i < 12; ++i) ASSERT_TRUE(Put("o" + std::to_string(i), Data(70 + i, kMiB)).ok());
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (St().used_bytes > kCapacity * 4 / 10 && std::chrono::steady_clock::now() < deadline) {
