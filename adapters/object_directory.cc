@@ -171,10 +171,8 @@ Result<int> ObjectDirectory::OpenObject(const std::string& location, int flags) 
   Status type = st.ok() ? CheckObjectType(*st, path) : st.status();
   // O_NONBLOCK only guarded the open; I/O on the object is ordinary
   // (io_uring would answer EAGAIN instead of waiting on an O_NONBLOCK file).
-  if (type.ok()) {
-    int now = ::fcntl(*fd, F_GETFL);
-    if (now < 0 || ::fcntl(*fd, F_SETFL, now & ~O_NONBLOCK) != 0) type = Status::FromErrno("fcntl " + path);
-  }
+  // (F_SETFL takes the status flags we opened with, O_NONBLOCK left out.)
+  if (type.ok() && ::fcntl(*fd, F_SETFL, flags & ~O_NONBLOCK) != 0) type = Status::FromErrno("fcntl " + path);
   if (!type.ok()) {
     ::close(*fd);
     return type;
@@ -269,6 +267,8 @@ Status ObjectDirectory::Walk(const std::function<void(const std::string&)>& fn, 
       for (const std::string& mid : mids) {
         std::string l2 = l1 + "/" + mid;
         if (!list_fanout(l2, &files)) continue;
+        // Both levels are real directories: publishes into l2 need not check again.
+        if (int index = FanOutIndex(l2 + "/-"); index >= 0) checked_[index].store(true, std::memory_order_release);
         for (const std::string& name : files) fn(l2 + "/" + name);
       }
     }
