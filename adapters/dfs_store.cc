@@ -33,7 +33,6 @@ struct Aligned {
   Aligned& operator=(const Aligned&) = delete;
 };
 
-
 }  // namespace
 
 bool ValidHostId(const std::string& id) {
