@@ -127,10 +127,10 @@ TEST_F(StoreSafetyTest, StagingSymlinkIsRefusedAndItsTargetUntouched) {
   std::string victim = MakeVictim();
   ASSERT_NO_FATAL_FAILURE(ReplaceWithSymlink("staging", victim));
   Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(Root(), LocalStoreOptions{});
+  ExpectVictimIntact(victim);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.err(), ELOOP) << Describe(s.status());
   EXPECT_NE(s.status().message().find("staging"), std::string::npos) << s.status().message();
-  ExpectVictimIntact(victim);
 }
 
 TEST_F(StoreSafetyTest, ObjectsAndQuarantineSymlinksAreRefused) {
@@ -162,9 +162,9 @@ TEST_F(StoreSafetyTest, DfsStagingSymlinkIsRefusedAndItsTargetUntouched) {
   }
   ASSERT_NO_FATAL_FAILURE(ReplaceWithSymlink("staging", victim));
   Result<std::unique_ptr<DfsStore>> s = DfsStore::Open(Root(), o);
-  ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.err(), ELOOP) << Describe(s.status());
   ExpectVictimIntact(victim);
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.err(), ELOOP) << Describe(s.status());
   for (int i = 0; i < 2; ++i) EXPECT_TRUE(PathExists(victim + "/hostA~999999" + std::to_string(i) + "~1-0.tmp"));
 }
 
