@@ -14,13 +14,13 @@
 #include <vector>
 
 #include "adapters/manifest.h"
+#include "adapters/object_directory.h"
 
 namespace kvfs {
 namespace {
 
-constexpr const char* kObjectsDir = "objects";
-constexpr const char* kStagingDir = "staging";
-constexpr const char* kQuarantineDir = "quarantine";
+constexpr const char* kObjectsDir = ObjectDirectory::kObjectsDir;
+constexpr const char* kStagingDir = ObjectDirectory::kStagingDir;
 constexpr const char* kClusterDir = "cluster";
 constexpr const char* kProbeDir = "probe";
 
@@ -32,8 +32,6 @@ struct Aligned {
   Aligned(const Aligned&) = delete;
   Aligned& operator=(const Aligned&) = delete;
 };
-
-std::string Dirname(const std::string& path) { return path.substr(0, path.rfind('/')); }
 
 }  // namespace
 
@@ -72,10 +70,7 @@ Result<std::unique_ptr<DfsStore>> DfsStore::Open(const std::string& root_in, con
   std::random_device rd;
   store->nonce_ = std::to_string(rd() % 1000000);
   KVFS_RETURN_IF_ERROR(store->SetUpManifest(options.create_if_missing));
-  for (const char* sub : {kObjectsDir, kStagingDir, kQuarantineDir, kClusterDir, kProbeDir}) {
-    Status s = store->fs_->Mkdir(root + "/" + sub);
-    if (!s.ok() && s.err() != EEXIST) return Status::Error(s.err(), "store " + root + ": " + s.message());
-  }
+  KVFS_RETURN_IF_ERROR(store->dir_.SetUp({kClusterDir, kProbeDir}, true));
   KVFS_RETURN_IF_ERROR(store->Probe(options.direct_io));
   if (options.sweep_staging) store->SweepOwnStaging();
   store->cluster_ = std::make_unique<DfsCluster>(store->fs_.get(), root + "/" + kClusterDir,
@@ -170,7 +165,7 @@ Status DfsStore::Probe(bool want_direct) {
 }
 
 void DfsStore::SweepOwnStaging() {
-  Result<std::vector<std::string>> names = fs_->ListDir(root_ + "/" + kStagingDir);
+  Result<std::vector<std::string>> names = dir_.ListStaging();
   if (!names.ok()) return;
   const std::string mine = host_id_ + "~";
   for (const std::string& name : *names) {
@@ -180,166 +175,63 @@ void DfsStore::SweepOwnStaging() {
     // (A predecessor that had our pid, as in a restarted container, is left
     // to the evicting host's sweep of files abandoned for long.)
     if (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM)) continue;
-    if (fs_->Unlink(root_ + "/" + kStagingDir + "/" + name).ok()) ++swept_;
+    if (dir_.RemoveStaging(name).ok()) ++swept_;
   }
   if (swept_ > 0) spdlog::info("store {}: removed {} unfinished staging files of this host", root_, swept_);
 }
 
-std::string DfsStore::LocationFor(const KeyHash& h) const {
-  std::string hex = h.Hex();
-  return std::string(kObjectsDir) + "/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex;
-}
+std::string DfsStore::LocationFor(const KeyHash& h) const { return ObjectDirectory::LocationFor(h); }
 
 Result<std::unique_ptr<StagingFile>> DfsStore::CreateStaging() {
-  std::string path = root_ + "/" + kStagingDir + "/" + host_id_ + "~" + std::to_string(::getpid()) + "~" + nonce_ +
-                     "-" + std::to_string(staging_counter_.fetch_add(1)) + ".tmp";
-  Result<int> fd = fs_->Open(path, O_RDWR | O_CREAT | O_EXCL | (direct_io_ ? O_DIRECT : 0), 0600);
-  if (!fd.ok()) return Status::Error(fd.err(), "create staging file: " + fd.status().message());
-  return std::make_unique<StagingFile>(*fd, path);
-}
-
-Status DfsStore::EnsureParentDirs(const std::string& location) {
-  size_t pos = 0;
-  while ((pos = location.find('/', pos + 1)) != std::string::npos) {
-    Status s = fs_->Mkdir(Abs(location.substr(0, pos)));
-    if (!s.ok() && s.err() != EEXIST) return s;
-  }
-  return Status::Ok();
-}
-
-Status DfsStore::RenameIntoPlace(const std::string& from, const std::string& location) {
-  Status s = fs_->Rename(from, Abs(location));
-  if (s.ok() || s.err() != ENOENT) return s;
-  KVFS_RETURN_IF_ERROR(EnsureParentDirs(location));
-  return fs_->Rename(from, Abs(location));
+  return dir_.CreateStaging(host_id_ + "~" + std::to_string(::getpid()) + "~" + nonce_ + "-" +
+                                std::to_string(staging_counter_.fetch_add(1)) + ".tmp",
+                            direct_io_);
 }
 
 Status DfsStore::Link(StagingFile& file, const std::string& location) {
   // Durable on its own: a DFS's servers are not reached by syncfs.
   if (::fdatasync(file.fd()) != 0) return Status::FromErrno("fdatasync " + file.path());
-  KVFS_RETURN_IF_ERROR(RenameIntoPlace(file.path(), location));
+  KVFS_RETURN_IF_ERROR(dir_.RenameIntoPlace(file.path(), location, false));
   file.MarkPublished();
   return Status::Ok();
 }
 
 Status DfsStore::Publish(StagingFile& file, const std::string& location) {
   KVFS_RETURN_IF_ERROR(Link(file, location));
-  return fs_->SyncDir(Dirname(Abs(location)));
+  return dir_.SyncParent(location);
 }
 
 Result<int> DfsStore::OpenForRead(const std::string& location) {
-  return fs_->Open(Abs(location), O_RDONLY | (direct_io_ ? O_DIRECT : 0));
+  return dir_.OpenObject(location, O_RDONLY | (direct_io_ ? O_DIRECT : 0));
 }
 
-Result<ListedObject> DfsStore::StatObject(const std::string& location) {
-  Result<FsStat> st = fs_->Stat(Abs(location));
-  if (!st.ok()) return st.status();
-  ListedObject o;
-  o.location = location;
-  o.file_id = st->ino;
-  o.file_bytes = st->size;
-  return o;
-}
+Result<ListedObject> DfsStore::StatObject(const std::string& location) { return dir_.StatObject(location); }
 
 // A DFS store makes header writes and renames durable one by one whatever
 // `sync` says: SyncAll cannot reach the DFS's servers.
 Status DfsStore::WriteHeaderBlock(const std::string& location, const uint8_t* block, bool /*sync*/) {
-  Result<int> fd = fs_->Open(Abs(location), O_WRONLY | (direct_io_ ? O_DIRECT : 0));
-  if (!fd.ok()) return fd.status();
-  Aligned buf(kHeaderSize);
-  if (!buf.p) {
-    ::close(*fd);
-    return Status::Error(ENOMEM, "header buffer");
-  }
-  std::memcpy(buf.p, block, kHeaderSize);
-  ssize_t n = ::pwrite(*fd, buf.p, kHeaderSize, 0);
-  int err = errno;
-  Status s;
-  if (n != static_cast<ssize_t>(kHeaderSize)) s = Status::FromErrno(n < 0 ? err : EIO, "write header " + location);
-  else if (::fdatasync(*fd) != 0) s = Status::FromErrno("fdatasync " + location);
-  ::close(*fd);
-  return s;
+  return dir_.WriteHeaderBlock(location, block, direct_io_, true);
 }
 
 Status DfsStore::Move(const std::string& from, const std::string& to, bool /*sync*/) {
-  Status s = fs_->Rename(Abs(from), Abs(to));
-  if (!s.ok()) {
-    if (s.err() != ENOENT || !fs_->Stat(Abs(from)).ok()) return s;
-    KVFS_RETURN_IF_ERROR(EnsureParentDirs(to));
-    KVFS_RETURN_IF_ERROR(fs_->Rename(Abs(from), Abs(to)));
-  }
-  return fs_->SyncDir(Dirname(Abs(to)));
+  KVFS_RETURN_IF_ERROR(dir_.Move(from, to, false));
+  return dir_.SyncParent(to);
 }
 
 Status DfsStore::Remove(const std::string& location, bool sync) {
-  KVFS_RETURN_IF_ERROR(fs_->Unlink(Abs(location)));
-  return sync ? fs_->SyncDir(Dirname(Abs(location))) : Status::Ok();
+  KVFS_RETURN_IF_ERROR(dir_.Remove(location));
+  return sync ? dir_.SyncParent(location) : Status::Ok();
 }
 
-Status DfsStore::Quarantine(const std::string& location) {
-  std::string base = location.substr(location.rfind('/') + 1);
-  std::string dst = root_ + "/" + kQuarantineDir + "/" + base + "." + host_id_ + "." + std::to_string(::time(nullptr));
-  KVFS_RETURN_IF_ERROR(fs_->Rename(Abs(location), dst));
-  return fs_->SyncDir(root_ + "/" + kQuarantineDir);
-}
-
-Status DfsStore::Walk(const std::function<void(const std::string&)>& fn, int threads) {
-  std::string objects = root_ + "/" + kObjectsDir;
-  Result<std::vector<std::string>> top = fs_->ListDir(objects);
-  if (!top.ok()) return top.status();
-  std::atomic<size_t> next{0};
-  std::mutex err_mu;
-  Status first_error;
-  auto note = [&](const Status& s) {
-    std::lock_guard<std::mutex> g(err_mu);
-    if (first_error.ok()) first_error = s;
-  };
-  auto worker = [&] {
-    for (size_t i = next.fetch_add(1); i < top->size(); i = next.fetch_add(1)) {
-      std::string l1 = std::string(kObjectsDir) + "/" + (*top)[i];
-      Result<std::vector<std::string>> mids = fs_->ListDir(Abs(l1));
-      if (!mids.ok()) {
-        if (mids.err() != ENOENT) note(mids.status());
-        continue;
-      }
-      for (const std::string& mid : *mids) {
-        std::string l2 = l1 + "/" + mid;
-        Result<std::vector<std::string>> files = fs_->ListDir(Abs(l2));
-        if (!files.ok()) {
-          if (files.err() != ENOENT) note(files.status());
-          continue;
-        }
-        for (const std::string& name : *files) fn(l2 + "/" + name);
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < std::max(1, threads); ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
-  return first_error;
-}
+Status DfsStore::Quarantine(const std::string& location) { return dir_.Quarantine(location, host_id_, false); }
 
 Status DfsStore::Scan(const std::function<void(const ScannedObject&)>& fn, int threads) {
-  return Walk(
-      [&](const std::string& location) {
-        Result<ScannedObject> obj = ReadObject(location);
-        if (!obj.ok()) {
-          if (obj.err() == ENOENT) return;  // removed by another host meanwhile
-          ScannedObject bad;
-          bad.location = location;
-          bad.header = obj.status();
-          fn(bad);
-          return;
-        }
-        fn(*obj);
-      },
-      threads);
+  return dir_.Scan(fn, threads, direct_io_);
 }
 
 Status DfsStore::List(const std::function<void(const ListedObject&)>& fn, int threads) {
   std::mutex fn_mu;
-  return Walk(
+  return dir_.Walk(
       [&](const std::string& location) {
         Result<ListedObject> o = StatObject(location);
         if (!o.ok()) return;  // gone meanwhile (or unreadable: the next pass retries)
@@ -349,11 +241,8 @@ Status DfsStore::List(const std::function<void(const ListedObject&)>& fn, int th
       threads);
 }
 
-Result<std::vector<std::string>> DfsStore::ListStaging() const { return fs_->ListDir(root_ + "/" + kStagingDir); }
+Result<std::vector<std::string>> DfsStore::ListStaging() const { return dir_.ListStaging(); }
 
-Status DfsStore::RemoveStaging(const std::string& name) {
-  if (name.find('/') != std::string::npos) return Status::Error(EINVAL, "bad staging name");
-  return fs_->Unlink(root_ + "/" + kStagingDir + "/" + name);
-}
+Status DfsStore::RemoveStaging(const std::string& name) { return dir_.RemoveStaging(name); }
 
 }  // namespace kvfs

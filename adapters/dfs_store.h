@@ -2,7 +2,9 @@
 // hosts use at once (CephFS, GlusterFS, JuiceFS, Lustre, 3FS), reached
 // through an FsClient. Selected explicitly with `--store dfs:/mnt/dfs/kv`.
 //
-// Layout under the root (the same on every host):
+// Layout under the root (the same on every host; objects/, staging/ and
+// quarantine/ are kept by an ObjectDirectory, shared with LocalStore, so
+// nothing there is followed as a symlink and new directories are 0700):
 //   kvfs-manifest.toml             format, hash, seed, layout; created once by
 //                                  whichever host comes first (under the
 //                                  cluster lock) and checked by every mount
@@ -37,6 +39,7 @@
 
 #include "adapters/dfs_cluster.h"
 #include "adapters/fs_client.h"
+#include "adapters/object_directory.h"
 #include "adapters/store.h"
 
 namespace kvfs {
@@ -97,20 +100,15 @@ class DfsStore final : public Store {
 
  private:
   DfsStore(std::string root, std::string host_id, std::unique_ptr<FsClient> fs)
-      : root_(std::move(root)), host_id_(std::move(host_id)), fs_(std::move(fs)) {}
-  std::string Abs(const std::string& location) const { return root_ + "/" + location; }
-  Status EnsureParentDirs(const std::string& location);
-  Status RenameIntoPlace(const std::string& from, const std::string& location);
+      : root_(std::move(root)), host_id_(std::move(host_id)), fs_(std::move(fs)), dir_(root_, fs_.get()) {}
   Status SetUpManifest(bool create_if_missing);
   Status Probe(bool want_direct);
   void SweepOwnStaging();
-  // Walks objects/: calls fn(location) for every object file, from up to
-  // `threads` threads.
-  Status Walk(const std::function<void(const std::string&)>& fn, int threads);
 
   std::string root_;
   std::string host_id_;
   std::unique_ptr<FsClient> fs_;
+  ObjectDirectory dir_;  // objects/, staging/, quarantine/
   bool direct_io_ = false;
   uint64_t swept_ = 0;
   std::atomic<uint64_t> staging_counter_{0};

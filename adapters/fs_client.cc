@@ -19,6 +19,8 @@ FsStat FromStat(const struct stat& st) {
   s.ino = static_cast<uint64_t>(st.st_ino);
   s.size = static_cast<uint64_t>(st.st_size);
   s.is_dir = S_ISDIR(st.st_mode);
+  s.is_regular = S_ISREG(st.st_mode);
+  s.is_symlink = S_ISLNK(st.st_mode);
   s.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
   return s;
 }
@@ -43,7 +45,7 @@ class PosixFsClient final : public FsClient {
     return FromStat(st);
   }
   Status Mkdir(const std::string& path) override {
-    if (::mkdir(path.c_str(), 0755) != 0) return Status::FromErrno("mkdir " + path);
+    if (::mkdir(path.c_str(), 0700) != 0) return Status::FromErrno("mkdir " + path);
     return Status::Ok();
   }
   Status Rename(const std::string& from, const std::string& to) override {
@@ -99,6 +101,12 @@ class PosixFsClient final : public FsClient {
 };
 
 }  // namespace
+
+Result<FsStat> FsClient::Lstat(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno("lstat " + path);
+  return FromStat(st);
+}
 
 std::unique_ptr<FsClient> MakePosixFsClient() { return std::make_unique<PosixFsClient>(); }
 

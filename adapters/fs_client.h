@@ -33,6 +33,8 @@ struct FsStat {
   uint64_t ino = 0;
   uint64_t size = 0;
   bool is_dir = false;
+  bool is_regular = false;
+  bool is_symlink = false;  // only ever true from Lstat
   int64_t mtime_ns = 0;
 };
 
@@ -44,7 +46,12 @@ class FsClient {
   virtual Result<int> Open(const std::string& path, int flags, mode_t mode = 0600) = 0;
   virtual Result<FsStat> Stat(const std::string& path) = 0;
   virtual Result<FsStat> StatFd(int fd) = 0;
-  // EEXIST when the directory exists.
+  // Like Stat, but a symlink at path is described itself (is_symlink), not
+  // followed. The default asks the kernel (lstat(2)); a client that does not
+  // go through the kernel's VFS overrides it.
+  virtual Result<FsStat> Lstat(const std::string& path);
+  // EEXIST when the directory exists. New directories are 0700: store
+  // directories are private to the daemon's user.
   virtual Status Mkdir(const std::string& path) = 0;
   // Atomic replace of `to`.
   virtual Status Rename(const std::string& from, const std::string& to) = 0;

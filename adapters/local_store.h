@@ -1,6 +1,7 @@
 // LocalStore: a Store in a directory on a local drive (typically NVMe).
 //
-// Layout under the root:
+// Layout under the root (objects/, staging/ and quarantine/ are kept by an
+// ObjectDirectory, shared with DfsStore):
 //   kvfs-manifest.toml      format, hash algorithm, seed, layout
 //   .lock                   flock()ed by the one process using the store
 //   objects/xx/yy/<hash>    published objects; xx, yy = first hex digits of
@@ -8,6 +9,12 @@
 //                           no directory holds millions of entries)
 //   staging/<pid>-<n>.tmp   versions being written; swept at open
 //   quarantine/<hash>.<t>   objects that failed a checksum or header check
+//
+// Nothing in the store is followed as a symlink (see ObjectDirectory); the
+// directories kvfs creates are 0700 and the lock file 0600. Opening a store
+// for writing runs a probe: a staging file is written, synced, renamed, read
+// back and removed, and a store on a kvfs mount is refused (its commits
+// would go through another kvfs daemon, or through this one).
 //
 // Files are opened with O_DIRECT where the filesystem supports it (checked
 // once at open; otherwise buffered I/O with one logged warning).
@@ -18,6 +25,8 @@
 #include <memory>
 #include <string>
 
+#include "adapters/fs_client.h"
+#include "adapters/object_directory.h"
 #include "adapters/store.h"
 
 namespace kvfs {
@@ -29,14 +38,22 @@ struct LocalStoreOptions {
   bool direct_io = true;
   // Remove leftover staging files at open (a mount does; fsck reports them).
   bool sweep_staging = true;
+  // Open for checking only (fsck without repair): nothing on the store is
+  // created or written, so a read-only store (a read-only mount, a directory
+  // without write permission) can be checked. The store must exist with its
+  // manifest; the lock is taken when the lock file exists. The mutating
+  // methods then fail (EROFS or EACCES, as the filesystem says).
+  bool read_only = false;
 };
 
 class LocalStore final : public Store {
  public:
   // Opens (or creates) a store at root: checks the manifest, takes the store
-  // lock, removes leftover staging files. Errors: ENOENT (missing root and
-  // !create_if_missing), ENOTDIR, EACCES, EBUSY (locked by another process),
-  // EPROTO (manifest from an incompatible kvfs).
+  // lock, runs the write probe, removes leftover staging files. Errors:
+  // ENOENT (missing root and !create_if_missing), ENOTDIR, EACCES, EBUSY
+  // (locked by another process), EPROTO (manifest from an incompatible
+  // kvfs), ELOOP (a store directory is a symlink), EXDEV (the store is on a
+  // kvfs mount), EIO (the probe failed).
   static Result<std::unique_ptr<LocalStore>> Open(const std::string& root, const LocalStoreOptions& options);
   ~LocalStore() override;
 
@@ -62,19 +79,26 @@ class LocalStore final : public Store {
   uint64_t swept_staging_files() const { return swept_; }
 
  private:
-  LocalStore(std::string root, int lock_fd, bool direct_io) : root_(std::move(root)), lock_fd_(lock_fd), direct_io_(direct_io) {}
-  std::string Abs(const std::string& location) const { return root_ + "/" + location; }
-  // Creates the fan-out directories of location; with sync, durably.
-  Status EnsureParentDirs(const std::string& location, bool sync = true);
+  LocalStore(std::string root, int lock_fd, std::unique_ptr<FsClient> fs)
+      : root_(std::move(root)), lock_fd_(lock_fd), fs_(std::move(fs)), dir_(root_, fs_.get()) {}
+  // Writes, syncs, renames, reads back and removes a file in staging/;
+  // decides direct_io_ (O_DIRECT when wanted and accepted).
+  Status Probe(bool want_direct);
 
   std::string root_;
   int lock_fd_;
-  bool direct_io_;
+  std::unique_ptr<FsClient> fs_;
+  ObjectDirectory dir_;
+  bool direct_io_ = false;
   uint64_t swept_ = 0;
   std::atomic<uint64_t> staging_counter_{0};
 };
 
 // fsync()s a directory so that entries created or removed in it are durable.
 Status SyncDirectory(const std::string& dir);
+
+// The mount point of the kvfs mount that holds path (after resolving it), or
+// "" when path is on no kvfs mount (read from /proc/self/mountinfo).
+std::string EnclosingKvfsMount(const std::string& path);
 
 }  // namespace kvfs

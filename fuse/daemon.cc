@@ -37,6 +37,7 @@
 #include "adapters/local_store.h"
 #include "core/engine.h"
 #include "core/fsck.h"
+#include "core/log_text.h"
 #include "core/size_parse.h"
 #include "fuse/device_io.h"
 #include "fuse/fuse_ops.h"
@@ -127,6 +128,38 @@ Result<std::string> CheckMountpoint(const std::string& mountpoint, bool nonempty
   return std::string(resolved);
 }
 
+// A store inside the mountpoint would be hidden by the mount (every commit
+// would go through the mount itself), and a mountpoint inside a store makes
+// the daemon serve its own store: refuse both before anything is opened.
+// mountpoint is resolved; store_dir need not exist yet.
+Status CheckStoreOutsideMountpoint(const std::string& store_dir, const std::string& mountpoint) {
+  std::error_code ec;
+  std::string store = std::filesystem::weakly_canonical(store_dir, ec).string();
+  if (ec) return Status::Error(ec.value(), "store " + store_dir + ": " + ec.message());
+  auto within = [](const std::string& path, const std::string& dir) {
+    return dir == "/" || path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
+  };
+  if (within(store, mountpoint)) {
+    return Status::Error(EINVAL, "store " + store_dir + " is inside the mountpoint " + mountpoint);
+  }
+  if (within(mountpoint, store)) {
+    return Status::Error(EINVAL, "mountpoint " + mountpoint + " is inside the store " + store_dir);
+  }
+  return Status::Ok();
+}
+
+// Creates the log file private to the daemon's user (0600), never through a
+// symlink; false when path is a symlink or not a regular file.
+bool PrepareLogFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  struct stat st;
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  if (ok && (st.st_mode & 077) != 0) ok = ::fchmod(fd, st.st_mode & 0600) == 0;
+  ::close(fd);
+  return ok;
+}
+
 std::string HostName() {
   char name[HOST_NAME_MAX + 1] = {0};
   if (::gethostname(name, sizeof name - 1) != 0 || name[0] == 0) return "localhost";
@@ -143,11 +176,14 @@ std::string SetupLogging(const MountOptions& o, const std::string& default_log) 
       logger = spdlog::stderr_color_mt("kvfs");
     } else {
       path = o.log_file.empty() ? default_log : o.log_file;
+      if (!PrepareLogFile(path)) throw spdlog::spdlog_ex("it is not a regular file");
       logger = spdlog::basic_logger_mt("kvfs", path);
     }
   } catch (const spdlog::spdlog_ex& e) {
     return "cannot open the log file " + path + ": " + e.what();
   }
+  // Key names reach log lines: none may hold a raw newline.
+  logger->set_formatter(std::make_unique<EscapingFormatter>());
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(o.log_level));
   spdlog::flush_on(spdlog::level::info);
@@ -212,6 +248,7 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   }
   for (const std::string& spec : dirs) {
     StoreSpec parsed = ParseStoreSpec(spec);
+    if (Status c = CheckStoreOutsideMountpoint(parsed.dir, mountpoint); !c.ok()) return fail(c.message());
     Result<std::unique_ptr<Store>> s = Status::Error(EINVAL, "unset");
     if (parsed.dfs) {
       DfsStoreOptions dso;
@@ -733,6 +770,7 @@ int RunFsck(const std::string& store_dir, bool repair, bool json) {
   LocalStoreOptions so;
   so.create_if_missing = false;
   so.sweep_staging = false;
+  so.read_only = !repair;  // a check writes nothing: read-only stores can be checked
   Result<std::unique_ptr<LocalStore>> store = LocalStore::Open(store_dir, so);
   if (!store.ok()) {
     PrintError(store.status().message());
