@@ -152,7 +152,7 @@ Result<Attr> Engine::Lookup(uint64_t parent, std::string_view name) {
   lookups_.fetch_add(1, std::memory_order_relaxed);
   bool read_through_done = false;
   while (true) {
-    std::unique_lock<std::mutex> lk(mu_);
+    UniqueLock lk(mu_);
     Inode* dir = ns_.Get(parent);
     if (!dir) return Status::Error(ENOENT, "no such directory");
     if (!dir->is_dir) return Status::Error(ENOTDIR, "not a directory");
@@ -180,7 +180,7 @@ Result<Attr> Engine::Lookup(uint64_t parent, std::string_view name) {
 }
 
 void Engine::Forget(uint64_t ino, uint64_t n) {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   Inode* inode = ns_.Get(ino);
   if (!inode) return;
   inode->nlookup -= std::min(n, inode->nlookup);
@@ -188,7 +188,7 @@ void Engine::Forget(uint64_t ino, uint64_t n) {
 }
 
 Result<Attr> Engine::GetAttr(uint64_t ino, FileHandle* handle, uint64_t thread) {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   Inode* inode = ns_.Get(ino);
   if (!inode) return Status::Error(ENOENT, "stale inode");
   if (inode->evicted && !handle) return Status::Error(ENOENT, "evicted");
@@ -232,7 +232,7 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
     std::shared_ptr<Draft> draft;
     bool temporary = false;
     {
-      std::lock_guard<std::mutex> g(mu_);
+      MutexLock g(mu_);
       inode = ns_.Get(ino);
       if (!inode) return Status::Error(ENOENT, "stale inode");
       if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
@@ -249,11 +249,14 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
       FileHandle tmp;
       tmp.writable = true;
       {
-        std::unique_lock<std::mutex> lk(mu_);
+        UniqueLock lk(mu_);
         inode = ns_.Get(ino);
         if (!inode) return Status::Error(ENOENT, "stale inode");
         // As in Open: the kernel, told ESTALE, truncates the fresh inode.
-        if (WritesUnderCacheReaders(inode, O_WRONLY)) return SendWriterToFreshInode(lk, ino, O_WRONLY);
+        if (WritesUnderCacheReaders(inode, O_WRONLY)) {
+          lk.unlock();
+          return SendWriterToFreshInode(ino, O_WRONLY);
+        }
         tmp.inode = inode;
         inode->open_handles++;
         inode->writers++;
@@ -264,7 +267,7 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
         temporary = true;
         KVFS_RETURN_IF_ERROR(draft->Truncate(*req.size));
         Status s = draft->writers == 1 ? CommitDraft(inode, draft) : Status::Ok();
-        std::lock_guard<std::mutex> g(mu_);
+        MutexLock g(mu_);
         draft->writers--;
         if (!tmp.flushed) draft->unflushed--;
         if (draft->writers == 0 && inode->draft == draft) inode->draft.reset();
@@ -272,7 +275,7 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
         inode->open_handles--;
         if (!s.ok()) return s;
       } else {
-        std::lock_guard<std::mutex> g(mu_);
+        MutexLock g(mu_);
         inode->writers--;
         inode->open_handles--;
         return d.status();
@@ -282,12 +285,12 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
   }
   bool meta = req.mode || req.uid || req.gid || req.atime_ns || req.mtime_ns;
   if (meta) {
-    std::lock_guard<std::mutex> publish(publish_mu_);
+    MutexLock publish(publish_mu_);
     std::shared_ptr<Version> record;
     ObjectHeader header;
     Inode* inode;
     {
-      std::lock_guard<std::mutex> g(mu_);
+      MutexLock g(mu_);
       inode = ns_.Get(ino);
       if (!inode) return Status::Error(ENOENT, "stale inode");
       Attributes& a = inode->attr;
@@ -315,7 +318,7 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
       // A pending file gets its attributes at commit.
     }
   }
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   Inode* inode = ns_.Get(ino);
   if (!inode) return Status::Error(ENOENT, "stale inode");
   return AttrOfLocked(inode, handle);
@@ -323,11 +326,11 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
 
 Result<Attr> Engine::Mkdir(uint64_t parent, std::string_view name, uint32_t mode, uint32_t uid, uint32_t gid) {
   KVFS_RETURN_IF_ERROR(CheckName(name));
-  std::lock_guard<std::mutex> publish(publish_mu_);
+  MutexLock publish(publish_mu_);
   ObjectHeader header;
   Attributes attr;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     Result<Inode*> dir = ChildForChangeLocked(parent, name);
     if (!dir.ok()) return dir.status();
     if (ns_.Child(*dir, name)) return Status::Error(EEXIST, "exists");
@@ -349,26 +352,32 @@ Result<Attr> Engine::Mkdir(uint64_t parent, std::string_view name, uint32_t mode
   uint32_t store_index = StoreIndexFor(header.key);
   Result<std::shared_ptr<Version>> record = PublishRecord(store_index, header);
   if (!record.ok()) return Status::Error(record.err() == ENOSPC ? ENOSPC : EIO, record.status().message());
-  std::lock_guard<std::mutex> g(mu_);
-  Inode* dir = ns_.Get(parent);
-  if (!dir || !dir->linked() || ns_.Child(dir, name)) {
-    // A file of that name was created meanwhile: the directory loses.
-    (void)RemoveObject(**record);
-    return Status::Error(dir ? EEXIST : ENOENT, "exists");
+  int lost = 0;  // the errno when the directory lost its name meanwhile
+  {
+    MutexLock g(mu_);
+    Inode* dir = ns_.Get(parent);
+    if (!dir || !dir->linked() || ns_.Child(dir, name)) {
+      lost = dir ? EEXIST : ENOENT;
+    } else {
+      Inode* inode = ns_.NewInode(true, attr);
+      inode->committed = *record;
+      ns_.Attach(dir, inode, std::string(name));
+      inode->nlookup++;
+      return AttrOfLocked(inode, nullptr);
+    }
   }
-  Inode* inode = ns_.NewInode(true, attr);
-  inode->committed = *record;
-  ns_.Attach(dir, inode, std::string(name));
-  inode->nlookup++;
-  return AttrOfLocked(inode, nullptr);
+  // A file of that name was created meanwhile: the directory loses. Its
+  // record goes with no index lock held (store I/O never runs under mu_).
+  (void)RemoveObject(**record);
+  return Status::Error(lost, "exists");
 }
 
 Status Engine::Rmdir(uint64_t parent, std::string_view name) {
   if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name too long");
-  std::lock_guard<std::mutex> publish(publish_mu_);
+  MutexLock publish(publish_mu_);
   std::shared_ptr<Version> record;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     Result<Inode*> dir = ChildForChangeLocked(parent, name);
     if (!dir.ok()) return dir.status();
     Inode* child = ns_.Child(*dir, name);
@@ -381,7 +390,7 @@ Status Engine::Rmdir(uint64_t parent, std::string_view name) {
     Status s = RemoveObject(*record);
     if (!s.ok() && s.err() != ENOENT) return Status::Error(EIO, s.message());
   }
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   Inode* child = ns_.Child(ns_.Get(parent), name);
   if (!child) return Status::Ok();
   if (!child->dir->empty()) {
@@ -397,11 +406,11 @@ Status Engine::Rmdir(uint64_t parent, std::string_view name) {
 
 Status Engine::Unlink(uint64_t parent, std::string_view name) {
   if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name too long");
-  std::lock_guard<std::mutex> publish(publish_mu_);
+  MutexLock publish(publish_mu_);
   std::shared_ptr<Version> version;
   Inode* child;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     Result<Inode*> dir = ChildForChangeLocked(parent, name);
     if (!dir.ok()) return dir.status();
     child = ns_.Child(*dir, name);
@@ -414,7 +423,7 @@ Status Engine::Unlink(uint64_t parent, std::string_view name) {
     Status s = RemoveObject(*version);
     if (!s.ok() && s.err() != ENOENT) return Status::Error(EIO, s.message());
   }
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   ns_.Detach(child);
   UntrackCommitted(child);
   child->last_version = child->committed;
@@ -446,7 +455,7 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
   std::shared_ptr<Version> v;
   ObjectHeader before, header;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     v = inode->committed;
     if (!v) return Status::Ok();
     before = v->header();
@@ -466,7 +475,7 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
     {
       // Under mu_ so that no open looks for the object between the rename
       // and the index update.
-      std::lock_guard<std::mutex> g(mu_);
+      MutexLock g(mu_);
       moved = v->store()->Move(v->location(), new_location, !Deferred(v->store_index()));
       if (moved.ok()) {
         v->SetLocation(new_location, new_key);
@@ -477,7 +486,7 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
       // Put the old key back with a newer generation, so that a later mount
       // does not carry out the rename this call reports as failed.
       {
-        std::lock_guard<std::mutex> g(mu_);
+        MutexLock g(mu_);
         before.generation = next_generation_++;
       }
       (void)WriteSpareHeaderSlot(v.get(), new_key, before);
@@ -487,7 +496,7 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
   // To another store: a copy with a newer generation than the claim, then the
   // source goes.
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     header.generation = next_generation_++;
   }
   header.slot = 0;
@@ -495,7 +504,7 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
   if (!copy.ok()) return copy.status();
   Status s = RemoveObject(*v);
   if (!s.ok()) spdlog::warn("rename: old copy {} not removed: {}", v->location(), s.message());
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   std::shared_ptr<Version> old = std::move(inode->committed);
   inode->committed = *copy;
   if (!inode->is_dir) TrackCommitted(inode, old.get());
@@ -509,7 +518,7 @@ Status Engine::MoveTree(Inode* inode, const std::string& new_key) {
   {
     // Each child is pinned (a lookup reference) while it is worked on
     // without the lock, so a concurrent release cannot free it.
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     inode->dir->ForEachAfter(0, [&](uint64_t, Inode* child) {
       child->nlookup++;
       children.emplace_back(child, child->name);
@@ -519,7 +528,7 @@ Status Engine::MoveTree(Inode* inode, const std::string& new_key) {
   Status result;
   for (auto& [child, name] : children) {
     if (result.ok()) result = MoveTree(child, new_key + "/" + name);
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     child->nlookup--;
     ns_.Reap(child);
   }
@@ -532,13 +541,13 @@ Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
   if (flags & ~kNoReplace) return Status::Error(EINVAL, "unsupported rename flags");
   KVFS_RETURN_IF_ERROR(CheckName(name));
   KVFS_RETURN_IF_ERROR(CheckName(new_name));
-  std::lock_guard<std::mutex> publish(publish_mu_);
+  MutexLock publish(publish_mu_);
   Inode* src;
   Inode* dst;
   std::string new_key;
   std::shared_ptr<Version> dst_version;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     Result<Inode*> dir = ChildForChangeLocked(parent, name);
     if (!dir.ok()) return dir.status();
     Result<Inode*> new_dir = ChildForChangeLocked(new_parent, new_name);
@@ -567,7 +576,7 @@ Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
     Inode* src;
     Inode* dst;
     ~Unpin() {
-      std::lock_guard<std::mutex> g(e->mu_);
+      MutexLock g(e->mu_);
       for (Inode* i : {src, dst}) {
         if (!i) continue;
         i->nlookup--;
@@ -578,7 +587,7 @@ Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
   KVFS_RETURN_IF_ERROR(MoveTree(src, new_key));
   bool src_has_object;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     src_has_object = src->committed != nullptr;
   }
   if (dst_version && !src_has_object) {
@@ -586,7 +595,7 @@ Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
     Status s = RemoveObject(*dst_version);
     if (!s.ok() && s.err() != ENOENT) return Status::Error(EIO, s.message());
   }
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   if (dst) {
     ns_.Detach(dst);
     UntrackCommitted(dst);
@@ -605,7 +614,7 @@ Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
 }
 
 Status Engine::ReadDir(uint64_t ino, uint64_t offset, bool plus, const std::function<bool(const DirEntry&)>& emit) {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   Inode* dir = ns_.Get(ino);
   if (!dir) return Status::Error(ENOENT, "stale inode");
   if (!dir->is_dir) return Status::Error(ENOTDIR, "not a directory");
@@ -619,6 +628,7 @@ Status Engine::ReadDir(uint64_t ino, uint64_t offset, bool plus, const std::func
     if (!emit(e)) return Status::Ok();
   }
   dir->dir->ForEachAfter(std::max<uint64_t>(offset, 2), [&](uint64_t seq, Inode* child) {
+    mu_.AssertHeld();
     if (!child->visible()) return true;
     DirEntry e{child->name, AttrOfLocked(child, nullptr), seq};
     if (!emit(e)) return false;
@@ -632,7 +642,7 @@ Status Engine::ReadDir(uint64_t ino, uint64_t offset, bool plus, const std::func
 // Debugging surface.
 
 Result<InodeInfo> Engine::Inspect(uint64_t ino) const {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   const Inode* inode = ns_.Get(ino);
   if (!inode) return Status::Error(ENOENT, "stale inode");
   InodeInfo info;
@@ -684,7 +694,7 @@ EngineStats Engine::Stats() const {
   s.io_in_flight = io_->in_flight();
   s.io_uring = io_->using_io_uring();
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     s.open_handles = open_handles_;
     s.inodes = ns_.inode_count();
   }

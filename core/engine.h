@@ -46,6 +46,7 @@
 #include <thread>
 #include <vector>
 
+#include "adapters/mutex.h"
 #include "adapters/store.h"
 #include "core/background_sync.h"
 #include "core/buffer_pool.h"
@@ -362,14 +363,14 @@ class Engine : private SpaceHost, private SharedIndex {
   Status Rebuild();
 
   // Helpers below document which locks they expect.
-  Attr AttrOfLocked(const Inode* inode, const FileHandle* handle, uint64_t thread = 0) const;  // mu_
+  Attr AttrOfLocked(const Inode* inode, const FileHandle* handle, uint64_t thread = 0) const KVFS_REQUIRES(mu_);
   // Records a thread that opened or wrote a handle's draft (see GetAttr).
   static void NoteDraftThreadLocked(FileHandle* handle, uint64_t thread);              // mu_
-  Result<Inode*> ChildForChangeLocked(uint64_t parent, std::string_view name);       // mu_
+  Result<Inode*> ChildForChangeLocked(uint64_t parent, std::string_view name) KVFS_REQUIRES(mu_);
   // With `lease` (taken by the caller without the lock) the handle reads that
   // version; otherwise the current one is leased here, under the lock.
-  Result<OpenResult> OpenLocked(Inode* inode, int flags, Lease lease = Lease());    // mu_
-  Result<std::shared_ptr<Draft>> DraftForWrite(FileHandle* handle);                  // no locks
+  Result<OpenResult> OpenLocked(Inode* inode, int flags, Lease lease = Lease()) KVFS_REQUIRES(mu_);
+  Result<std::shared_ptr<Draft>> DraftForWrite(FileHandle* handle) KVFS_EXCLUDES(publish_mu_, mu_);
   // A key is about to be written in place while page-cache readers have its
   // inode open. The kernel's file size belongs to the inode, so the writer
   // must not share it with them: the key moves to a fresh inode (same
@@ -377,77 +378,76 @@ class Engine : private SpaceHost, private SharedIndex {
   // its open handles, as if unlinked. Returns the fresh inode. The caller
   // then answers ESTALE (the kernel looks the name up again and opens the
   // fresh inode) or, for a CREATE, replies with the fresh inode.
-  Inode* SupersedeLocked(Inode* old);  // publish_mu_ and mu_
+  Inode* SupersedeLocked(Inode* old) KVFS_REQUIRES(publish_mu_, mu_);
   // Whether an open with these flags (or a truncate) writes the inode in
   // place while page-cache readers have it open.
   static bool WritesUnderCacheReaders(const Inode* inode, int flags);
   // For an open (or truncate) of ino that writes under page-cache readers:
-  // moves the key to a fresh inode (lk, on mu_, is released first; then
-  // publish_mu_ and mu_ are taken) and returns ESTALE, so that the kernel
-  // looks the name up again and retries on the fresh inode.
-  Status SendWriterToFreshInode(std::unique_lock<std::mutex>& lk, uint64_t ino, int flags);
-  // The common part: releases lk (on mu_), takes publish_mu_ and mu_, finds
-  // the inode again with `find` (null: gone) and supersedes it if it is
-  // still linked and still written under page-cache readers. Returns with
-  // lk released and no lock held.
-  void SupersedeUnderCacheReaders(std::unique_lock<std::mutex>& lk, int flags, const std::function<Inode*()>& find);
+  // moves the key to a fresh inode (takes publish_mu_ and mu_) and returns
+  // ESTALE, so that the kernel looks the name up again and retries on the
+  // fresh inode.
+  Status SendWriterToFreshInode(uint64_t ino, int flags) KVFS_EXCLUDES(publish_mu_, mu_);
+  // The common part: takes publish_mu_ and mu_, finds the inode again with
+  // `find` (called under mu_; null: gone) and supersedes it if it is still
+  // linked and still written under page-cache readers.
+  void SupersedeUnderCacheReaders(int flags, const std::function<Inode*()>& find) KVFS_EXCLUDES(publish_mu_, mu_);
   // Decides how the kernel may cache a handle just opened on inode.
-  void ChooseCachingLocked(Inode* inode, FileHandle* handle, int flags, OpenResult* r);  // mu_
+  void ChooseCachingLocked(Inode* inode, FileHandle* handle, int flags, OpenResult* r) KVFS_REQUIRES(mu_);
   uint32_t StoreIndexFor(const std::string& key) const;
-  Status CommitDraft(Inode* inode, std::shared_ptr<Draft> draft);                    // no locks
+  Status CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) KVFS_EXCLUDES(publish_mu_, mu_);
   // The publish step of a commit (engine_commit.cc), run by PublishQueue.
   class CommitJob;
   // Puts a staging file in place at location: durably (Store::Publish), or
   // linked and left to the background sync when the store's syncs are deferred.
-  Status PublishStaging(uint32_t store_index, StagingFile& staging, const std::string& location);  // no locks
+  Status PublishStaging(uint32_t store_index, StagingFile& staging, const std::string& location) KVFS_EXCLUDES(mu_);
   // Removes a version's object file (durably unless the store's syncs are deferred).
-  Status RemoveObject(const Version& version);  // no locks                                             // no locks
+  Status RemoveObject(const Version& version) KVFS_EXCLUDES(mu_);
   // Lets a new draft of inode spill to a staging file on the key's store.
-  void AttachSpillLocked(Inode* inode, Draft* draft);  // mu_
+  void AttachSpillLocked(Inode* inode, Draft* draft) KVFS_REQUIRES(mu_);
   Status WriteObject(Store* store, const ObjectHeader& header, const Draft* draft,
-                     std::unique_ptr<StagingFile>* out);                              // draft locked
-  Result<std::shared_ptr<Version>> PublishRecord(uint32_t store_index, ObjectHeader header);  // publish_mu_
-  Status RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header);  // publish_mu_
+                     std::unique_ptr<StagingFile>* out);
+  Result<std::shared_ptr<Version>> PublishRecord(uint32_t store_index, ObjectHeader header) KVFS_REQUIRES(publish_mu_);
+  Status RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header) KVFS_REQUIRES(publish_mu_);
   // Writes header (generation already assigned) into the slot of the object's
   // header block that is not current, keeping the current one, then makes it
   // the version's header: a torn write leaves the old header valid. The
   // index keeps no key in a version's header: current_key is the current
   // header's key.
-  Status WriteSpareHeaderSlot(Version* version, const std::string& current_key, ObjectHeader header);  // publish_mu_
-  Status LoadDraft(const std::shared_ptr<Version>& version, Draft* draft);            // no locks
+  Status WriteSpareHeaderSlot(Version* version, const std::string& current_key, ObjectHeader header) KVFS_REQUIRES(publish_mu_);
+  Status LoadDraft(const std::shared_ptr<Version>& version, Draft* draft) KVFS_EXCLUDES(mu_);
   // Reads and verifies the chunks covering [offset, end) of a leased version.
   // EBADMSG when the object is damaged (checksum, short file), EIO when the
   // store failed.
-  Result<std::shared_ptr<ChunkSpan>> ReadChunks(Version* version, uint64_t offset, uint64_t end);  // no locks
+  Result<std::shared_ptr<ChunkSpan>> ReadChunks(Version* version, uint64_t offset, uint64_t end) KVFS_EXCLUDES(publish_mu_, mu_);
   // After a read of [offset, end) through handle (served from span_end's
   // chunks): when the handle reads sequentially, starts reading the next
   // read_ahead_bytes in the background.
   void MaybeReadAhead(FileHandle* handle, const std::shared_ptr<Version>& v, uint64_t offset, uint64_t end,
-                      uint64_t span_end);  // no locks
+                      uint64_t span_end) KVFS_EXCLUDES(publish_mu_, mu_);
   // Takes a corrupt version out of service: EIO was returned, now the name
   // goes and the file moves to the store's quarantine.
-  void QuarantineVersion(Inode* inode, const std::shared_ptr<Version>& version, const std::string& why);  // no locks
-  Status MoveObject(Inode* inode, const std::string& new_key);                        // publish_mu_
-  Status MoveTree(Inode* inode, const std::string& new_key);                          // publish_mu_
+  void QuarantineVersion(Inode* inode, const std::shared_ptr<Version>& version, const std::string& why) KVFS_EXCLUDES(publish_mu_, mu_);
+  Status MoveObject(Inode* inode, const std::string& new_key) KVFS_REQUIRES(publish_mu_);
+  Status MoveTree(Inode* inode, const std::string& new_key) KVFS_REQUIRES(publish_mu_);
   Result<std::shared_ptr<Version>> CopyToStore(const std::shared_ptr<Version>& version, uint32_t store_index,
-                                               ObjectHeader header);                  // publish_mu_
+                                               ObjectHeader header) KVFS_REQUIRES(publish_mu_);
   // A version of header.key's object at location on store store_index.
   std::shared_ptr<Version> MakeVersion(uint32_t store_index, const std::string& location,
                                        const ObjectHeader& header, uint64_t file_id = 0);
-  ObjectHeader HeaderFor(const Inode* inode, const std::string& key) const;            // mu_
-  Status EnsureDirRecord(Inode* dir);                                                 // publish_mu_
+  ObjectHeader HeaderFor(const Inode* inode, const std::string& key) const KVFS_REQUIRES(mu_);
+  Status EnsureDirRecord(Inode* dir) KVFS_REQUIRES(publish_mu_);
   // SpaceHost: what the space manager asks of the engine.
   bool MayEvict(uint32_t store_index) const override;
   // Takes the object the policy gives up out of the index and off the store.
-  bool EvictOne(uint32_t store_index, EvictionCause cause) override;  // no locks
+  bool EvictOne(uint32_t store_index, EvictionCause cause) override KVFS_EXCLUDES(publish_mu_, mu_);
   void AskForRoom(uint32_t store_index, int64_t delta) override;
   bool WaitForRoom(uint32_t store_index) override;
   uint64_t RoomAskedOfUs(uint32_t store_index) const override;
-  void TrackCommitted(Inode* inode, const Version* old_version);   // mu_
+  void TrackCommitted(Inode* inode, const Version* old_version) KVFS_REQUIRES(mu_);
   // An open of the committed version: tells the policy (and, on a shared
   // store, the access counts this host publishes).
-  void NoteAccessLocked(Inode* inode);                              // mu_
-  void UntrackCommitted(Inode* inode);                              // mu_
+  void NoteAccessLocked(Inode* inode) KVFS_REQUIRES(mu_);
+  void UntrackCommitted(Inode* inode) KVFS_REQUIRES(mu_);
 
   // --- Shared stores (engine_shared.cc). ---------------------------------
   // A change the kernel must hear of, sent once no lock is held.
@@ -457,30 +457,30 @@ class Engine : private SpaceHost, private SharedIndex {
     std::string name;
     uint64_t ino;
   };
-  void SendNotices(const std::vector<Notice>& notices);                              // no locks
+  void SendNotices(const std::vector<Notice>& notices) KVFS_EXCLUDES(publish_mu_, mu_);
   // The directory that holds key's last component (created as implicit
   // directories where missing), and that component; null on a name clash.
-  Inode* ParentForKeyLocked(const std::string& key, std::string* leaf);               // mu_
+  Inode* ParentForKeyLocked(const std::string& key, std::string* leaf) KVFS_REQUIRES(mu_);
   // Indexes an object another host published at its key's location (new
   // key, new version or directory record) if it is still the file there.
-  void ApplyRemote(uint32_t store_index, const ScannedObject& obj, std::vector<Notice>* notices);  // publish_mu_
+  void ApplyRemote(uint32_t store_index, const ScannedObject& obj, std::vector<Notice>* notices) KVFS_REQUIRES(publish_mu_);
   // Drops an indexed object that is gone from the store (if still indexed
   // with that identity and not being written here).
   void RemoveRemote(uint64_t ino, const std::string& location, uint64_t file_id,
-                    std::vector<Notice>* notices);                                    // publish_mu_
+                    std::vector<Notice>* notices) KVFS_REQUIRES(publish_mu_);
   // Looks key up on a shared store: OK when it was found and indexed,
   // ENOENT when the store has no such key, EIO when the store failed.
-  Status ReadThrough(uint32_t store_index, const std::string& key);                  // no locks
+  Status ReadThrough(uint32_t store_index, const std::string& key) KVFS_EXCLUDES(publish_mu_, mu_);
   // Before an open: follows a replacement or removal of the object by
   // another host. EIO when the store does not answer.
-  Status Revalidate(uint64_t ino);                                                    // no locks
+  Status Revalidate(uint64_t ino) KVFS_EXCLUDES(publish_mu_, mu_);
   // SharedIndex: what the shared tier's reconciler asks of the index.
-  bool ReconcileStore(uint32_t store_index, bool holder) override;                   // no locks
-  void ApplyRemoteAccesses(uint32_t store_index, const std::map<std::string, uint64_t>& counts) override;  // no locks
+  bool ReconcileStore(uint32_t store_index, bool holder) override KVFS_EXCLUDES(publish_mu_, mu_);
+  void ApplyRemoteAccesses(uint32_t store_index, const std::map<std::string, uint64_t>& counts) override KVFS_EXCLUDES(publish_mu_, mu_);
   std::unique_ptr<SharedTier> shared_;  // the reconciler and the evictor lease of shared stores
   // Per store, for the evictor lease holder: the inode indexed at each
-  // location as of the last reconciliation (guarded by mu_).
-  std::vector<std::unordered_map<std::string, uint64_t>> inode_by_location_;
+  // location as of the last reconciliation.
+  std::vector<std::unordered_map<std::string, uint64_t>> inode_by_location_ KVFS_GUARDED_BY(mu_);
 
   EngineOptions options_;
   std::vector<std::unique_ptr<Store>> stores_;
@@ -508,14 +508,14 @@ class Engine : private SpaceHost, private SharedIndex {
   std::unique_ptr<ReadAhead> read_ahead_;  // null when read_ahead_bytes is 0
   std::atomic<EngineObserver*> observer_{nullptr};
 
-  std::mutex publish_mu_;
+  Mutex publish_mu_ KVFS_ACQUIRED_BEFORE(mu_);
   std::unique_ptr<PublishQueue> publisher_;  // group commit, under publish_mu_
-  mutable std::mutex mu_;
-  std::condition_variable commit_done_;  // with mu_: an inode's `committing` went false
+  mutable Mutex mu_;
+  CondVar commit_done_;  // with mu_: an inode's `committing` went false
   std::atomic<uint64_t> page_cache_opens_{0}, superseded_inodes_{0};
-  Namespace ns_;                         // guarded by mu_
-  uint64_t next_generation_ = 1;         // guarded by mu_
-  uint64_t open_handles_ = 0;            // guarded by mu_
+  Namespace ns_ KVFS_GUARDED_BY(mu_);
+  uint64_t next_generation_ KVFS_GUARDED_BY(mu_) = 1;
+  uint64_t open_handles_ KVFS_GUARDED_BY(mu_) = 0;
 
   std::atomic<uint64_t> reads_{0}, read_bytes_{0}, writes_{0}, write_bytes_{0};
   std::atomic<uint64_t> commits_{0}, commit_failures_{0}, lookups_{0}, negative_lookups_{0};

@@ -113,7 +113,7 @@ class Engine::CommitJob final : public PublishJob {
     bool linked;
     bool attrs_changed = false;
     {
-      std::lock_guard<std::mutex> g(engine_.mu_);
+      MutexLock g(engine_.mu_);
       linked = inode_->linked();
       if (linked) now_key = engine_.ns_.KeyOf(inode_);
       const Attributes& a = inode_->attr;
@@ -156,7 +156,7 @@ class Engine::CommitJob final : public PublishJob {
     std::shared_ptr<Version> version = engine_.MakeVersion(store_index(), location_, header_, file_id_);
     std::shared_ptr<Version> old;
     {
-      std::lock_guard<std::mutex> g(engine_.mu_);
+      MutexLock g(engine_.mu_);
       bool was_visible = inode_->visible();
       old = std::move(inode_->committed);
       inode_->committed = version;
@@ -199,7 +199,7 @@ class Engine::CommitJob final : public PublishJob {
 };
 
 Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
-  std::unique_lock<std::mutex> lk(mu_);
+  UniqueLock lk(mu_);
   commit_done_.wait(lk, [&] { return !inode->committing; });
   if (!draft->dirty()) return Status::Ok();
   if (!inode->linked()) {
@@ -217,7 +217,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   lk.unlock();
 
   auto finish = [&](Status s) {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     inode->committing = false;
     commit_done_.notify_all();
     if (s.ok()) commits_.fetch_add(1, std::memory_order_relaxed);
@@ -316,7 +316,7 @@ bool Engine::WaitForBackgroundSync(std::chrono::milliseconds timeout) {
 Status Engine::WriteSpareHeaderSlot(Version* version, const std::string& current_key, ObjectHeader header) {
   ObjectHeader current;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     current = version->header();
   }
   current.key = current_key;
@@ -327,14 +327,14 @@ Status Engine::WriteSpareHeaderSlot(Version* version, const std::string& current
   KVFS_RETURN_IF_ERROR(
       version->store()->WriteHeaderBlock(version->location(), block.data, !Deferred(version->store_index())));
   Dirtied(version->store_index());
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   version->set_header(header);
   return Status::Ok();
 }
 
 Status Engine::RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header) {
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     header.generation = next_generation_++;
   }
   std::string key = header.key;  // a header rewrite keeps the key
@@ -344,14 +344,14 @@ Status Engine::RewriteHeader(const std::shared_ptr<Version>& version, ObjectHead
 Status Engine::EnsureDirRecord(Inode* dir) {
   ObjectHeader header;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     if (dir->committed) return Status::Ok();
     header = HeaderFor(dir, ns_.KeyOf(dir));
     header.generation = next_generation_++;
   }
   Result<std::shared_ptr<Version>> v = PublishRecord(StoreIndexFor(header.key), header);
   if (!v.ok()) return v.status();
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   dir->committed = *v;
   return Status::Ok();
 }

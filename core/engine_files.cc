@@ -27,7 +27,7 @@ using namespace engine_detail;
 Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32_t mode, int flags, uint32_t uid,
                                   uint32_t gid, uint64_t thread) {
   KVFS_RETURN_IF_ERROR(CheckName(name));
-  std::unique_lock<std::mutex> lk(mu_);
+  UniqueLock lk(mu_);
   Result<Inode*> dir = ChildForChangeLocked(parent, name);
   if (!dir.ok()) return dir.status();
   if (JoinKey(ns_.KeyOf(*dir), name).size() > kMaxKeyLength) return Status::Error(ENAMETOOLONG, "path too long");
@@ -35,7 +35,9 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
   if (inode && !(flags & O_EXCL) && !inode->is_dir && WritesUnderCacheReaders(inode, flags)) {
     // Written in place while page-cache readers have it open: the key moves
     // to a fresh inode, which this CREATE's reply gives the kernel.
-    SupersedeUnderCacheReaders(lk, flags, [&]() -> Inode* {
+    lk.unlock();
+    SupersedeUnderCacheReaders(flags, [&]() -> Inode* {
+      mu_.AssertHeld();
       Result<Inode*> d = ChildForChangeLocked(parent, name);
       Inode* again = d.ok() ? ns_.Child(*d, name) : nullptr;
       return again && !again->is_dir ? again : nullptr;
@@ -45,42 +47,37 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
     if (!dir.ok()) return dir.status();
     inode = ns_.Child(*dir, name);
   }
-  bool created = false;
   if (inode) {
     if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
     if (flags & O_EXCL) return Status::Error(EEXIST, "exists");
-  } else {
-    Attributes attr;
-    attr.mode = S_IFREG | (mode & 07777);
-    attr.uid = uid;
-    attr.gid = gid;
-    attr.atime_ns = attr.mtime_ns = attr.ctime_ns = NowNs();
-    inode = ns_.NewInode(false, attr);
-    ns_.Attach(*dir, inode, std::string(name));
-    created = true;
-  }
-  // A new key starts a new (empty) version, as O_TRUNC does.
-  Result<OpenResult> r = OpenLocked(inode, (flags & ~O_EXCL) | (created ? O_TRUNC : 0));
-  if (!r.ok() && r.err() == ESTALE && !created) {
-    // As in Open: let the publish in progress finish, then try once more.
-    uint64_t ino = inode->ino;
-    inode->nlookup++;  // keep it alive while unlocked
+    // An existing key opens as Open opens it: its read lease is taken with
+    // no engine lock held (opening the object file is store I/O).
+    const uint64_t ino = inode->ino;
+    inode->nlookup++;  // the reference CREATE gives; keeps the inode alive unlocked
     lk.unlock();
-    { std::lock_guard<std::mutex> wait(publish_mu_); }
-    lk.lock();
-    inode = ns_.Get(ino);
-    inode->nlookup--;
-    r = OpenLocked(inode, flags & ~O_EXCL);
+    Result<OpenResult> r = Open(ino, flags & ~(O_CREAT | O_EXCL), thread);
+    if (!r.ok()) Forget(ino, 1);
+    return r;
   }
+  Attributes attr;
+  attr.mode = S_IFREG | (mode & 07777);
+  attr.uid = uid;
+  attr.gid = gid;
+  attr.atime_ns = attr.mtime_ns = attr.ctime_ns = NowNs();
+  inode = ns_.NewInode(false, attr);
+  ns_.Attach(*dir, inode, std::string(name));
+  // A new key starts a new (empty) version, as O_TRUNC does; it has no
+  // version to lease, so nothing here touches a store.
+  Result<OpenResult> r = OpenLocked(inode, (flags & ~O_EXCL) | O_TRUNC);
   if (r.ok()) {
     inode->nlookup++;
     r->handle->thread = thread;
     NoteDraftThreadLocked(r->handle, thread);
-  } else if (created) {
+  } else {
     ns_.Detach(inode);
     ns_.Reap(inode);
   }
-  if (r.ok() && created && !r->handle->writable) {
+  if (r.ok() && !r->handle->writable) {
     // O_CREAT without write access: nothing can ever be written through
     // this handle, so the new key is its empty version, committed now.
     const uint64_t ino = inode->ino;
@@ -114,7 +111,7 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
     if (reads) {
       std::shared_ptr<Version> version;
       {
-        std::lock_guard<std::mutex> g(mu_);
+        MutexLock g(mu_);
         Inode* inode = ns_.Get(ino);
         if (!inode) return Status::Error(ENOENT, "stale inode");
         if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
@@ -128,7 +125,7 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
           if (replaced && attempt == 0) {
             // The object file was replaced under the index (a commit or a
             // rename is publishing): wait for that publish, then look again.
-            std::lock_guard<std::mutex> wait(publish_mu_);
+            MutexLock wait(publish_mu_);
             continue;
           }
           spdlog::error("open of {} failed: {}", version->location(), l.status().message());
@@ -137,11 +134,12 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
         lease = std::move(*l);
       }
     }
-    std::unique_lock<std::mutex> lk(mu_);
+    UniqueLock lk(mu_);
     Inode* inode = ns_.Get(ino);
     if (!inode) return Status::Error(ENOENT, "stale inode");
     if (WritesUnderCacheReaders(inode, flags) || (inode->superseded && (flags & O_ACCMODE) != O_RDONLY)) {
-      return SendWriterToFreshInode(lk, ino, flags);
+      lk.unlock();
+      return SendWriterToFreshInode(ino, flags);
     }
     Result<OpenResult> r = OpenLocked(inode, flags, std::move(lease));
     if (r.ok()) {
@@ -249,17 +247,18 @@ void Engine::ChooseCachingLocked(Inode* inode, FileHandle* handle, int flags, Op
   r->keep_cache = keep;
 }
 
-void Engine::SupersedeUnderCacheReaders(std::unique_lock<std::mutex>& lk, int flags,
-                                        const std::function<Inode*()>& find) {
-  lk.unlock();
-  std::lock_guard<std::mutex> publish(publish_mu_);
-  std::lock_guard<std::mutex> g(mu_);
+void Engine::SupersedeUnderCacheReaders(int flags, const std::function<Inode*()>& find) {
+  MutexLock publish(publish_mu_);
+  MutexLock g(mu_);
   Inode* inode = find();
   if (inode && inode->linked() && WritesUnderCacheReaders(inode, flags)) SupersedeLocked(inode);
 }
 
-Status Engine::SendWriterToFreshInode(std::unique_lock<std::mutex>& lk, uint64_t ino, int flags) {
-  SupersedeUnderCacheReaders(lk, flags, [&] { return ns_.Get(ino); });
+Status Engine::SendWriterToFreshInode(uint64_t ino, int flags) {
+  SupersedeUnderCacheReaders(flags, [&] {
+    mu_.AssertHeld();
+    return ns_.Get(ino);
+  });
   return Status::Error(ESTALE, "the key moved to a fresh inode for its writer");
 }
 
@@ -284,7 +283,7 @@ Inode* Engine::SupersedeLocked(Inode* old) {
 // Gives a writable handle without a draft its own copy-on-write draft of the
 // committed version (or joins the inode's current draft).
 Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
-  std::unique_lock<std::mutex> lk(mu_);
+  UniqueLock lk(mu_);
   Inode* inode = handle->inode;
   if (handle->draft && handle->draft->consumed()) {
     // Its staging file became the committed object (the draft had spilled):
@@ -345,7 +344,7 @@ Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* da
   if (!draft.ok()) return draft.status();
   if ((*draft)->broken) return Status::Error(EIO, "the version being written could not be loaded");
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     auto& owners = handle->writer_owners;
     if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
     NoteDraftThreadLocked(handle, thread);
@@ -368,7 +367,7 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
   if (!handle->writable) return Status::Ok();
   std::shared_ptr<Draft> draft;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     draft = handle->draft;
     if (!draft) return Status::Ok();
     const auto& owners = handle->writer_owners;
@@ -387,7 +386,7 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
     if (draft->broken) return Status::Error(EIO, "the version being written could not be loaded");
   }
   Status s = CommitDraft(handle->inode, draft);
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   handle->commit_failed = !s.ok();
   return s;
 }
@@ -395,7 +394,7 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
 Status Engine::Fsync(FileHandle* handle) {
   std::shared_ptr<Draft> draft;
   if (handle->writable) {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     draft = handle->draft;
   }
   if (draft) KVFS_RETURN_IF_ERROR(CommitDraft(handle->inode, draft));
@@ -405,7 +404,7 @@ Status Engine::Fsync(FileHandle* handle) {
 
 void Engine::Abandon(FileHandle* handle) {
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     handle->abandoned = true;
   }
   Release(handle);
@@ -418,7 +417,7 @@ void Engine::Release(FileHandle* handle) {
   {
     // Leave the draft and decide, in one step, whether this was its last
     // writer and the version still needs its commit (no flush committed it).
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     if (std::shared_ptr<Draft> d = handle->draft) {
       if (!handle->flushed) d->unflushed--;
       d->writers--;
@@ -433,7 +432,7 @@ void Engine::Release(FileHandle* handle) {
   }
   Lease lease = std::move(handle->lease);
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     if (handle->draft) {
       if (handle->draft->writers == 0 && inode->draft == handle->draft) inode->draft.reset();
       handle->draft.reset();

@@ -49,10 +49,10 @@ class FileHandle {
   uint64_t thread = 0;  // set at open
   // The chunks of the last read, for the next sequential read, and the
   // read ahead of it (see Engine::MaybeReadAhead).
-  std::mutex cache_mu;
-  std::shared_ptr<const ChunkSpan> cache;  // guarded by cache_mu
-  std::shared_ptr<Prefetch> ahead;         // guarded by cache_mu
-  uint64_t next_offset = 0;                // guarded by cache_mu: where a sequential read goes on
+  Mutex cache_mu;  // a leaf: taken with no other lock, or after mu_
+  std::shared_ptr<const ChunkSpan> cache KVFS_GUARDED_BY(cache_mu);
+  std::shared_ptr<Prefetch> ahead KVFS_GUARDED_BY(cache_mu);
+  uint64_t next_offset KVFS_GUARDED_BY(cache_mu) = 0;  // where a sequential read goes on
 };
 
 // Where a draft's chunks spill: the staging file of its version, on the

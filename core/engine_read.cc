@@ -90,9 +90,9 @@ void Engine::QuarantineVersion(Inode* inode, const std::shared_ptr<Version>& v, 
   uint64_t parent_ino = 0;
   std::string name;
   {
-    std::lock_guard<std::mutex> publish(publish_mu_);
+    MutexLock publish(publish_mu_);
     {
-      std::lock_guard<std::mutex> g(mu_);
+      MutexLock g(mu_);
       if (inode->committed != v || !inode->linked()) return;  // replaced or gone meanwhile
       UntrackCommitted(inode);
       parent_ino = inode->parent->ino;
@@ -114,7 +114,7 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
   reads_.fetch_add(1, std::memory_order_relaxed);
   std::shared_ptr<Draft> draft;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     if (handle->draft) draft = handle->draft;
     else if (!handle->lease && handle->inode->draft) draft = handle->inode->draft;
   }
@@ -136,7 +136,7 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
     // Sequential reads smaller than a chunk are served from the chunks the
     // previous read of this handle already fetched and verified, or from
     // what was read ahead of it.
-    std::lock_guard<std::mutex> g(handle->cache_mu);
+    MutexLock g(handle->cache_mu);
     if (handle->cache && offset >= handle->cache->start && end <= handle->cache->end) {
       span = handle->cache;
     } else if (handle->ahead && offset >= handle->ahead->start() && end <= handle->ahead->end()) {
@@ -147,7 +147,7 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
     std::shared_ptr<ChunkSpan> got = ahead->Wait();
     if (got && offset >= got->start && end <= got->end) {
       span = got;
-      std::lock_guard<std::mutex> g(handle->cache_mu);
+      MutexLock g(handle->cache_mu);
       handle->cache = span;
       if (handle->ahead == ahead) handle->ahead.reset();
     }
@@ -161,7 +161,7 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
       return Status::Error(EIO, r.status().message());
     }
     span = *r;
-    std::lock_guard<std::mutex> g(handle->cache_mu);
+    MutexLock g(handle->cache_mu);
     handle->cache = span;
   }
   AppendSlices(span, offset, end, out);
@@ -175,7 +175,7 @@ void Engine::MaybeReadAhead(FileHandle* handle, const std::shared_ptr<Version>& 
   if (!read_ahead_ || handle->page_cache) return;
   std::shared_ptr<Prefetch> p;
   {
-    std::lock_guard<std::mutex> g(handle->cache_mu);
+    MutexLock g(handle->cache_mu);
     bool sequential = offset == handle->next_offset;
     handle->next_offset = end;
     if (!sequential || span_end >= v->size()) return;

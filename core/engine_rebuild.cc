@@ -109,7 +109,7 @@ Status Engine::Rebuild() {
     }
   }
 
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   next_generation_ = max_generation + 1;
   ns_.root()->attr.atime_ns = ns_.root()->attr.mtime_ns = ns_.root()->attr.ctime_ns = NowNs();
   // Each entry of `best` is handed over to the index and freed as it goes,

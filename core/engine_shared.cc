@@ -79,7 +79,7 @@ void Engine::ApplyRemote(uint32_t si, const ScannedObject& obj, std::vector<Noti
   // since it was read; commits publish under publish_mu_, which we hold.)
   Result<ListedObject> now = stores_[si]->StatObject(obj.location);
   if (!now.ok() || now->file_id != obj.file_id) return;
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   next_generation_ = std::max(next_generation_, h.generation + 1);
   if (h.key.empty()) {
     if (!ns_.root()->committed) ns_.root()->committed = MakeVersion(si, obj.location, h, obj.file_id);
@@ -128,7 +128,7 @@ void Engine::ApplyRemote(uint32_t si, const ScannedObject& obj, std::vector<Noti
 }
 
 void Engine::RemoveRemote(uint64_t ino, const std::string& location, uint64_t file_id, std::vector<Notice>* notices) {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   Inode* inode = ns_.Get(ino);
   if (!inode || !inode->linked() || inode->ino == kRootIno || !inode->committed) return;
   if (inode->committed->location() != location || inode->committed->file_id != file_id) return;
@@ -165,7 +165,7 @@ Status Engine::ReadThrough(uint32_t si, const std::string& key) {
   // directory lock that lookup holds).
   std::vector<Notice> notices;
   {
-    std::lock_guard<std::mutex> publish(publish_mu_);
+    MutexLock publish(publish_mu_);
     ApplyRemote(si, *obj, &notices);
   }
   if (!notices.empty()) shared_->Count(si, SharedTier::Remote::kReadThrough);
@@ -178,7 +178,7 @@ Status Engine::Revalidate(uint64_t ino) {
   std::string location;
   uint64_t file_id;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     Inode* inode = ns_.Get(ino);
     if (!inode || inode->is_dir || !inode->committed || !inode->linked()) return Status::Ok();
     si = inode->committed->store_index();
@@ -193,7 +193,7 @@ Status Engine::Revalidate(uint64_t ino) {
   }
   std::vector<Notice> notices;
   if (!now.ok()) {
-    std::lock_guard<std::mutex> publish(publish_mu_);
+    MutexLock publish(publish_mu_);
     Result<ListedObject> again = stores_[si]->StatObject(location);
     if (!again.ok() && again.err() == ENOENT) RemoveRemote(ino, location, file_id, &notices);
   } else {
@@ -202,7 +202,7 @@ Status Engine::Revalidate(uint64_t ino) {
       return Status::Error(EIO, "the shared store did not answer: " + obj.status().message());
     }
     if (obj.ok()) {
-      std::lock_guard<std::mutex> publish(publish_mu_);
+      MutexLock publish(publish_mu_);
       ApplyRemote(si, *obj, &notices);
     }
   }
@@ -229,7 +229,7 @@ bool Engine::ReconcileStore(uint32_t si, bool holder) {
   };
   std::unordered_map<std::string, Known> known;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     ns_.ForEach([&](Inode* inode) {
       if (inode->linked() && inode->committed && inode->committed->store_index() == si) {
         known[inode->committed->location()] = Known{inode->ino, inode->committed->file_id};
@@ -242,12 +242,12 @@ bool Engine::ReconcileStore(uint32_t si, bool holder) {
     if (it != known.end() && it->second.file_id == o.file_id) continue;
     Result<ScannedObject> obj = stores_[si]->ReadObject(location);
     if (!obj.ok()) continue;
-    std::lock_guard<std::mutex> publish(publish_mu_);
+    MutexLock publish(publish_mu_);
     ApplyRemote(si, *obj, &notices);
   }
   for (const auto& [location, k] : known) {
     if (listed.count(location)) continue;
-    std::lock_guard<std::mutex> publish(publish_mu_);
+    MutexLock publish(publish_mu_);
     Result<ListedObject> again = stores_[si]->StatObject(location);
     if (!again.ok() && again.err() == ENOENT) RemoveRemote(k.ino, location, k.file_id, &notices);
   }
@@ -256,7 +256,7 @@ bool Engine::ReconcileStore(uint32_t si, bool holder) {
     std::unordered_map<std::string, uint64_t> by_location;
     by_location.reserve(known.size());
     for (auto& [location, k] : known) by_location.emplace(location, k.ino);
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     inode_by_location_[si].swap(by_location);
   }
   SendNotices(notices);
@@ -264,7 +264,7 @@ bool Engine::ReconcileStore(uint32_t si, bool holder) {
 }
 
 void Engine::ApplyRemoteAccesses(uint32_t si, const std::map<std::string, uint64_t>& counts) {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   const std::unordered_map<std::string, uint64_t>& by_location = inode_by_location_[si];
   for (const auto& [location, n] : counts) {
     auto it = by_location.find(location);

@@ -39,11 +39,12 @@ bool Engine::EvictOne(uint32_t si, EvictionCause cause) {
   {
     // publish_mu_ keeps a new version of the same key from being renamed into
     // the location between our index update and the file removal.
-    std::lock_guard<std::mutex> publish(publish_mu_);
+    MutexLock publish(publish_mu_);
     std::shared_ptr<Version> victim;
     {
-      std::lock_guard<std::mutex> g(mu_);
+      MutexLock g(mu_);
       std::optional<uint64_t> id = space_->PickVictim(si, [&](uint64_t candidate) {
+        mu_.AssertHeld();
         Inode* i = ns_.Get(candidate);
         return i && !i->is_dir && i->linked() && i->committed && i->committed->store_index() == si &&
                !i->committing && i->writers == 0 && i->committed->leases() == 0;

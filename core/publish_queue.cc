@@ -6,10 +6,10 @@ namespace kvfs {
 
 Status PublishQueue::Run(PublishJob* job) {
   {
-    std::lock_guard<std::mutex> g(queue_mu_);
+    MutexLock g(queue_mu_);
     queue_.push_back(job);
   }
-  std::lock_guard<std::mutex> publish(publish_mu_);
+  MutexLock publish(publish_mu_);
   if (!job->done_) LeadGroup();
   return job->result_;
 }
@@ -17,7 +17,7 @@ Status PublishQueue::Run(PublishJob* job) {
 void PublishQueue::LeadGroup() {
   std::vector<PublishJob*> group;
   {
-    std::lock_guard<std::mutex> g(queue_mu_);
+    MutexLock g(queue_mu_);
     group.swap(queue_);
   }
   for (PublishJob* j : group) j->result_ = j->Link();

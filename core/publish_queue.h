@@ -28,6 +28,7 @@
 #include <mutex>
 #include <vector>
 
+#include "adapters/mutex.h"
 #include "adapters/status.h"
 #include "adapters/store.h"
 
@@ -68,7 +69,7 @@ class PublishQueue {
   // publish_mu: the publish lock (see above), owned by the caller.
   // deferred(store): whether that store's flushes are left to the background
   // sync. dirtied(store): a change was linked there without a flush.
-  PublishQueue(std::mutex& publish_mu, bool group_commit, std::function<bool(uint32_t)> deferred,
+  PublishQueue(Mutex& publish_mu, bool group_commit, std::function<bool(uint32_t)> deferred,
                std::function<void(uint32_t)> dirtied)
       : publish_mu_(publish_mu),
         group_commit_(group_commit),
@@ -81,21 +82,21 @@ class PublishQueue {
 
   // Jobs waiting for a leader now.
   size_t queued() const {
-    std::lock_guard<std::mutex> g(queue_mu_);
+    MutexLock g(queue_mu_);
     return queue_.size();
   }
   uint64_t groups() const { return groups_.load(); }  // groups led (flushes shared)
   uint64_t jobs() const { return jobs_.load(); }      // jobs published through them
 
  private:
-  void LeadGroup();  // publish lock held
+  void LeadGroup() KVFS_REQUIRES(publish_mu_);
 
-  std::mutex& publish_mu_;
+  Mutex& publish_mu_;
   const bool group_commit_;
   const std::function<bool(uint32_t)> deferred_;
   const std::function<void(uint32_t)> dirtied_;
-  mutable std::mutex queue_mu_;
-  std::vector<PublishJob*> queue_;  // guarded by queue_mu_
+  mutable Mutex queue_mu_;
+  std::vector<PublishJob*> queue_ KVFS_GUARDED_BY(queue_mu_);
   std::atomic<uint64_t> groups_{0}, jobs_{0};
 };
 

@@ -25,7 +25,7 @@ void SharedTier::Start() {
 
 void SharedTier::Stop() {
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     stop_ = true;
   }
   wake_.notify_all();
@@ -54,7 +54,7 @@ uint64_t SharedTier::RoomAskedOfUs(uint32_t si) const {
 void SharedTier::NoteAccess(uint32_t si, const std::string& location) {
   Shared* sh = stores_[si].shared.get();
   if (!sh) return;
-  std::lock_guard<std::mutex> g(access_mu_);
+  MutexLock g(access_mu_);
   sh->accesses[location]++;
 }
 
@@ -92,7 +92,7 @@ void SharedTier::ShareAccesses(uint32_t si, bool holder) {
   if (!cluster) return;
   std::map<std::string, uint64_t> mine;
   {
-    std::lock_guard<std::mutex> g(access_mu_);
+    MutexLock g(access_mu_);
     mine.swap(stores_[si].shared->accesses);
   }
   if (!holder) {
@@ -107,7 +107,7 @@ void SharedTier::ShareAccesses(uint32_t si, bool holder) {
 
 void SharedTier::ReconcileLoop() {
   uint64_t pass = 0;
-  std::unique_lock<std::mutex> lk(mu_);
+  UniqueLock lk(mu_);
   while (!stop_) {
     ++passes_started_;
     lk.unlock();
@@ -131,12 +131,15 @@ void SharedTier::ReconcileLoop() {
     lk.lock();
     ++passes_done_;
     pass_done_.notify_all();
-    wake_.wait_for(lk, refresh_, [&] { return stop_; });
+    wake_.wait_for(lk, refresh_, [&] {
+      mu_.AssertHeld();
+      return stop_;
+    });
   }
 }
 
 void SharedTier::LeaseLoop() {
-  std::unique_lock<std::mutex> lk(mu_);
+  UniqueLock lk(mu_);
   while (!stop_) {
     lk.unlock();
     for (uint32_t si = 0; si < stores_.size(); ++si) {
@@ -156,17 +159,23 @@ void SharedTier::LeaseLoop() {
       if (cluster && pending != sh->room_published && cluster->RequestRoom(pending).ok()) sh->room_published = pending;
     }
     lk.lock();
-    wake_.wait_for(lk, refresh_, [&] { return stop_; });
+    wake_.wait_for(lk, refresh_, [&] {
+      mu_.AssertHeld();
+      return stop_;
+    });
   }
 }
 
 bool SharedTier::WaitForPass(std::chrono::milliseconds timeout) {
   if (!any_) return false;
-  std::unique_lock<std::mutex> lk(mu_);
+  UniqueLock lk(mu_);
   // Passes run one after the other: the first to start after this call is
   // number started + 1, and it is done when that many passes are.
   uint64_t target = passes_started_ + 1;
-  return pass_done_.wait_for(lk, timeout, [&] { return stop_ || passes_done_ >= target; });
+  return pass_done_.wait_for(lk, timeout, [&] {
+      mu_.AssertHeld();
+      return stop_ || passes_done_ >= target;
+    });
 }
 
 }  // namespace kvfs

@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "adapters/mutex.h"
 #include "adapters/store.h"
 
 namespace kvfs {
@@ -99,7 +100,7 @@ class SharedTier {
     std::atomic<uint64_t> room_requested{0};   // holder: bytes other hosts asked for
     std::atomic<uint64_t> remote_added{0}, remote_replaced{0}, remote_removed{0}, read_through{0};
     std::atomic<uint64_t> reconcile_passes{0}, reconcile_failures{0};
-    std::map<std::string, uint64_t> accesses;  // guarded by access_mu_: opens since last published
+    std::map<std::string, uint64_t> accesses;  // under access_mu_: opens since last published
   };
   struct PerStore {
     Store* store = nullptr;
@@ -114,13 +115,13 @@ class SharedTier {
   const std::chrono::milliseconds refresh_;
   SharedIndex* const index_;
 
-  std::mutex access_mu_;
-  mutable std::mutex mu_;
-  std::condition_variable wake_;        // with mu_: stop
-  std::condition_variable pass_done_;   // with mu_
-  bool stop_ = false;                   // guarded by mu_
-  uint64_t passes_started_ = 0;         // guarded by mu_
-  uint64_t passes_done_ = 0;            // guarded by mu_
+  Mutex access_mu_;
+  mutable Mutex mu_;
+  CondVar wake_;       // with mu_: stop
+  CondVar pass_done_;  // with mu_
+  bool stop_ KVFS_GUARDED_BY(mu_) = false;
+  uint64_t passes_started_ KVFS_GUARDED_BY(mu_) = 0;
+  uint64_t passes_done_ KVFS_GUARDED_BY(mu_) = 0;
   std::thread reconciler_;
   std::thread lease_thread_;
 };

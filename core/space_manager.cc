@@ -36,7 +36,7 @@ SpaceManager::~SpaceManager() { StopEvictor(); }
 
 void SpaceManager::StopEvictor() {
   {
-    std::lock_guard<std::mutex> g(evictor_mu_);
+    MutexLock g(evictor_mu_);
     stop_evictor_ = true;
   }
   evictor_wake_.notify_all();
@@ -126,22 +126,22 @@ Status SpaceManager::Reserve(uint32_t si, uint64_t bytes) {
 void SpaceManager::Release(uint32_t si, uint64_t bytes) { stores_[si]->reserved.fetch_sub(bytes); }
 
 void SpaceManager::Track(uint32_t si, uint64_t id, uint64_t footprint) {
-  std::lock_guard<std::mutex> g(policy_mu_);
+  MutexLock g(policy_mu_);
   stores_[si]->policy->Insert(id, footprint);
 }
 
 void SpaceManager::Untrack(uint32_t si, uint64_t id) {
-  std::lock_guard<std::mutex> g(policy_mu_);
+  MutexLock g(policy_mu_);
   stores_[si]->policy->Remove(id);
 }
 
 void SpaceManager::Access(uint32_t si, uint64_t id, uint32_t times) {
-  std::lock_guard<std::mutex> g(policy_mu_);
+  MutexLock g(policy_mu_);
   for (uint32_t i = 0; i < times; ++i) stores_[si]->policy->Access(id);
 }
 
 std::optional<uint64_t> SpaceManager::PickVictim(uint32_t si, const std::function<bool(uint64_t)>& evictable) {
-  std::lock_guard<std::mutex> g(policy_mu_);
+  MutexLock g(policy_mu_);
   return stores_[si]->policy->Evict(evictable);
 }
 
@@ -184,9 +184,12 @@ size_t SpaceManager::EvictionPass() {
 }
 
 void SpaceManager::EvictorLoop() {
-  std::unique_lock<std::mutex> lk(evictor_mu_);
+  UniqueLock lk(evictor_mu_);
   while (!stop_evictor_) {
-    evictor_wake_.wait_for(lk, options_.evictor_period, [&] { return stop_evictor_; });
+    evictor_wake_.wait_for(lk, options_.evictor_period, [&] {
+      evictor_mu_.AssertHeld();
+      return stop_evictor_;
+    });
     if (stop_evictor_) break;
     lk.unlock();
     EvictionPass();

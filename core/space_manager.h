@@ -42,6 +42,7 @@
 #include <thread>
 #include <vector>
 
+#include "adapters/mutex.h"
 #include "adapters/status.h"
 #include "adapters/store.h"
 #include "core/eviction_policy.h"
@@ -156,7 +157,7 @@ class SpaceManager {
     StoreLimits limits;
     uint64_t fs_total_bytes = 0;
     std::atomic<uint64_t> reserved{0};
-    std::unique_ptr<EvictionPolicy> policy;  // guarded by policy_mu_
+    std::unique_ptr<EvictionPolicy> policy;  // used under policy_mu_ only (the analysis cannot name it here)
     std::atomic<uint64_t> evicted_capacity{0}, evicted_watermark{0}, evicted_floor{0}, evicted_bytes{0};
     std::atomic<uint64_t> enospc{0};
   };
@@ -170,11 +171,11 @@ class SpaceManager {
   SpaceHost* const host_;
   std::vector<std::unique_ptr<PerStore>> stores_;  // fixed after Create
   uint64_t capacity_bytes_ = 0;                    // fixed after Create
-  std::mutex policy_mu_;                           // leaf: guards every PerStore::policy
+  Mutex policy_mu_;  // leaf: guards every PerStore::policy
 
-  std::mutex evictor_mu_;
-  std::condition_variable evictor_wake_;  // with evictor_mu_
-  bool stop_evictor_ = false;             // guarded by evictor_mu_
+  Mutex evictor_mu_;
+  CondVar evictor_wake_;  // with evictor_mu_
+  bool stop_evictor_ KVFS_GUARDED_BY(evictor_mu_) = false;
   std::thread evictor_;
 };
 

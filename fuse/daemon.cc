@@ -491,10 +491,25 @@ int RunMount(const MountOptions& given) {
     if (spec.capacity) s += ":" + std::to_string(*spec.capacity);
   }
   if (!o.log_file.empty()) o.log_file = std::filesystem::absolute(o.log_file).lexically_normal().string();
-  Result<std::string> mnt = CheckMountpoint(o.mountpoint, o.nonempty);
+  Result<std::string> mnt = CheckMountpoint(o.mountpoint, /*nonempty=*/true);
   if (!mnt.ok()) {
     PrintError(mnt.status().message());
     return 1;
+  }
+  // A store inside the mountpoint also makes it non-empty: say the more
+  // precise thing first.
+  for (const std::string& s : o.stores) {
+    if (Status c = CheckStoreOutsideMountpoint(ParseStoreSpec(s).dir, *mnt); !c.ok()) {
+      PrintError(c.message());
+      return 1;
+    }
+  }
+  if (!o.nonempty) {
+    mnt = CheckMountpoint(o.mountpoint, false);
+    if (!mnt.ok()) {
+      PrintError(mnt.status().message());
+      return 1;
+    }
   }
   if (o.foreground) return Serve(o, *mnt, -1);
 

@@ -66,7 +66,7 @@ class PublishQueueTest : public ::testing::Test {
 
   testing::TempDir dir_;
   std::vector<std::unique_ptr<CountingStore>> stores_;
-  std::mutex publish_mu_;
+  Mutex publish_mu_;
   std::atomic<int> dirtied_[2] = {0, 0};
 };
 
