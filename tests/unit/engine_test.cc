@@ -678,11 +678,17 @@ TEST_F(EngineTest, ConcurrentReadersOfOneKeyWhileItIsReplaced) {
       }
     });
   }
-  for (int round = 1; round < 30; ++round) {
-    ASSERT_TRUE(PutFile(kRootIno, "hot", versions[round % versions.size()]).ok());
+  // The readers are running: a failed replacement stops the loop, and is
+  // reported once they have been joined.
+  Status replaced;
+  int failed_round = 0;
+  for (int round = 1; round < 30 && replaced.ok(); ++round) {
+    replaced = PutFile(kRootIno, "hot", versions[round % versions.size()]).status();
+    failed_round = round;
   }
   stop = true;
   for (auto& th : readers) th.join();
+  ASSERT_TRUE(replaced.ok()) << "replacement " << failed_round << ": " << ErrText(replaced);
   EXPECT_EQ(torn.load(), 0) << "a reader saw a mix of versions";
   EXPECT_EQ(errors.load(), 0);
   EXPECT_GT(reads.load(), 0);
