@@ -39,7 +39,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr milliseconds kTtl{300};
 
-std::string ErrText(const Status& s) { return s.ok() ? "OK" : std::to_string(s.err()) + " " + s.ToString(); }
+using testing::ErrText;
 
 std::set<std::string> Entries(const std::string& dir) {
   std::set<std::string> out;

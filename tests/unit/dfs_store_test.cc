@@ -39,7 +39,7 @@ using testing::CountFiles;
 using testing::PathExists;
 using testing::TempDir;
 
-std::string ErrText(const Status& s) { return s.ok() ? "OK" : std::to_string(s.err()) + " " + s.ToString(); }
+using testing::ErrText;
 
 DfsStoreOptions Options(const std::string& host) {
   DfsStoreOptions o;

@@ -13,6 +13,7 @@
 
 #include "adapters/local_store.h"
 #include "core/engine.h"
+#include "tests/unit/engine_driver.h"
 #include "tests/unit/power_loss_store.h"
 #include "tests/unit/test_util.h"
 
@@ -56,38 +57,16 @@ class DurabilityTest : public ::testing::Test {
     OpenEngine(durability);
   }
 
-  // Creates name in the root, writes data, optionally fsyncs, closes.
+  // Creates name in the root, writes data in one call, optionally fsyncs,
+  // closes.
   void Put(const std::string& name, const std::vector<uint8_t>& data, bool fsync = false) {
-    Result<OpenResult> c = engine_->Create(kRootIno, name, 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
-    ASSERT_TRUE(c.ok()) << c.status().ToString();
-    Result<size_t> w = engine_->Write(c->handle, 0, data.data(), data.size());
-    ASSERT_TRUE(w.ok() && *w == data.size());
-    if (fsync) {
-      Status f = engine_->Fsync(c->handle);
-      ASSERT_TRUE(f.ok()) << f.ToString();
-    }
-    Status f = engine_->Flush(c->handle);
-    engine_->Release(c->handle);
-    ASSERT_TRUE(f.ok()) << f.ToString();
+    Result<uint64_t> r =
+        testing::PutFile(*engine_, kRootIno, name, data, {.piece = testing::kOneWrite, .fsync = fsync});
+    ASSERT_TRUE(r.ok()) << testing::ErrText(r.status());
   }
 
   // The bytes of name in the root; ENOENT when absent.
-  Result<std::vector<uint8_t>> Get(const std::string& name) {
-    Result<Attr> a = engine_->Lookup(kRootIno, name);
-    if (!a.ok()) return a.status();
-    Result<OpenResult> o = engine_->Open(a->ino, O_RDONLY);
-    if (!o.ok()) return o.status();
-    ReadReply reply;
-    Status s = engine_->Read(o->handle, 0, a->size + 4096, &reply);
-    std::vector<uint8_t> out;
-    for (const iovec& v : reply.iov) {
-      const uint8_t* p = static_cast<const uint8_t*>(v.iov_base);
-      out.insert(out.end(), p, p + v.iov_len);
-    }
-    engine_->Release(o->handle);
-    if (!s.ok()) return s;
-    return out;
-  }
+  Result<std::vector<uint8_t>> Get(const std::string& name) { return testing::GetFile(*engine_, kRootIno, name); }
 
   TempDir dir_;
   std::unique_ptr<Engine> engine_;

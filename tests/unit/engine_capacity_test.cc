@@ -30,6 +30,7 @@
 #include "adapters/local_store.h"
 #include "adapters/object_header.h"
 #include "core/engine.h"
+#include "tests/unit/engine_driver.h"
 #include "tests/unit/test_util.h"
 #include "fuse/debug_xattrs.h"
 #include "fuse/stats_format.h"
@@ -105,56 +106,36 @@ class EngineCapacityTest : public ::testing::Test {
     engine_ = std::move(*e);
   }
 
+  // How these tests write: 1 MiB pieces as lock owner kOwner; Put drops the
+  // lookup reference its create took.
+  static constexpr testing::PutOptions kPut = {.piece = kMiB, .owner = kOwner, .forget = true};
+  static constexpr size_t kReadChunk = 3 * kMiB / 2;
+
   // Creates (or truncates) parent/name, writes data, flushes (the commit),
   // releases the handle. Returns the flush's status (or an earlier error).
   Status Put(const std::string& name, const std::vector<uint8_t>& data, uint64_t parent = kRootIno) {
-    Result<OpenResult> r = engine_->Create(parent, name, 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
-    if (!r.ok()) return r.status();
-    FileHandle* h = r->handle;
-    uint64_t ino = r->attr.ino;
-    Status s = WriteAll(h, data);
-    if (s.ok()) s = engine_->Flush(h, kOwner);
-    engine_->Release(h);
-    engine_->Forget(ino, 1);
-    return s;
+    return testing::PutFile(*engine_, parent, name, data, kPut).status();
   }
 
   Status WriteAll(FileHandle* h, const std::vector<uint8_t>& data) {
-    for (size_t off = 0; off < data.size(); off += kMiB) {
-      size_t n = std::min<size_t>(kMiB, data.size() - off);
-      Result<size_t> w = engine_->Write(h, off, data.data() + off, n, kOwner);
-      if (!w.ok()) return w.status();
-      if (*w != n) return Status::Error(EIO, "short write");
-    }
-    return Status::Ok();
+    return testing::WriteData(*engine_, h, data, kPut);
   }
 
-  // Everything a handle reads from offset 0 until EOF.
-  Result<std::vector<uint8_t>> ReadHandle(FileHandle* h) {
-    std::vector<uint8_t> out;
-    for (;;) {
-      ReadReply reply;
-      Status s = engine_->Read(h, out.size(), 3 * kMiB / 2, &reply);
-      if (!s.ok()) return s;
-      if (reply.bytes() == 0) break;
-      for (const iovec& v : reply.iov) {
-        const uint8_t* p = static_cast<const uint8_t*>(v.iov_base);
-        out.insert(out.end(), p, p + v.iov_len);
-      }
+  // "" when got is exactly want, else what differs.
+  static std::string Differences(const std::vector<uint8_t>& got, const std::vector<uint8_t>& want) {
+    if (got.size() != want.size()) {
+      return "size " + std::to_string(got.size()) + ", want " + std::to_string(want.size());
     }
-    return out;
+    auto mismatch = std::mismatch(got.begin(), got.end(), want.begin());
+    if (mismatch.first != got.end()) return "bytes differ at offset " + std::to_string(mismatch.first - got.begin());
+    return "";
   }
 
   // "" when the handle reads exactly want.
   std::string CheckHandle(FileHandle* h, const std::vector<uint8_t>& want) {
-    Result<std::vector<uint8_t>> got = ReadHandle(h);
+    Result<std::vector<uint8_t>> got = testing::ReadAll(*engine_, h, kReadChunk);
     if (!got.ok()) return "read: " + got.status().ToString();
-    if (got->size() != want.size()) {
-      return "size " + std::to_string(got->size()) + ", want " + std::to_string(want.size());
-    }
-    auto mismatch = std::mismatch(got->begin(), got->end(), want.begin());
-    if (mismatch.first != got->end()) return "bytes differ at offset " + std::to_string(mismatch.first - got->begin());
-    return "";
+    return Differences(*got, want);
   }
 
   // Holds a read handle (a lease) on parent/name.
@@ -182,11 +163,9 @@ class EngineCapacityTest : public ::testing::Test {
   // "" when parent/name exists and reads exactly want through a fresh handle;
   // "ENOENT" when it does not exist.
   std::string Check(const std::string& name, const std::vector<uint8_t>& want, uint64_t parent = kRootIno) {
-    Result<Held> h = Hold(name, parent);
-    if (!h.ok()) return h.err() == ENOENT ? "ENOENT" : h.status().ToString();
-    std::string e = CheckHandle(h->handle, want);
-    Drop(*h);
-    return e;
+    Result<std::vector<uint8_t>> got = testing::GetFile(*engine_, parent, name, kReadChunk);
+    if (!got.ok()) return got.err() == ENOENT ? "ENOENT" : got.status().ToString();
+    return Differences(*got, want);
   }
 
   bool Exists(const std::string& name, uint64_t parent = kRootIno) {

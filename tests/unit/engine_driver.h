@@ -1,15 +1,20 @@
 // The engine's unit tests' common driver: opening an Engine over LocalStores
 // in a scratch directory, and whole-file put/get through the Engine's file
-// operations, the way the FUSE layer calls them. Test-only. The free
+// operations, the way the FUSE layer calls them (PutFile, GetFile, ReadAll,
+// ReadOnce, with PutOptions for fixtures that write differently), plus
+// ASSERT_OK. Fixtures with their own stores (faulty, shared, power loss)
+// use the free functions on their own Engine. Test-only. The free
 // functions are as thread-safe as the Engine calls they make; an
 // EngineDriver is driven by one thread at a time.
 #pragma once
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/uio.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,31 +25,71 @@
 
 namespace kvfs::testing {
 
-// "OK", or the errno and message of a failed status, for test messages.
-inline std::string ErrText(const Status& s) {
-  return s.ok() ? "OK" : std::to_string(s.err()) + " " + s.ToString();
+// Fails the test unless the Status expression is OK, printing its errno and
+// message.
+#define ASSERT_OK(expr)                                                                 \
+  do {                                                                                  \
+    const ::kvfs::Status assert_ok_status_ = (expr);                                    \
+    ASSERT_TRUE(assert_ok_status_.ok()) << ::kvfs::testing::ErrText(assert_ok_status_); \
+  } while (0)
+
+// How WriteData and PutFile write. The defaults suit most tests; a fixture
+// that needs to mirror a particular writer sets the fields it cares about.
+struct PutOptions {
+  uint32_t mode = 0644;
+  // Bytes per Write call. The default is odd, so pieces straddle chunk and
+  // buffer edges; kOneWrite writes everything in one call.
+  size_t piece = 128 * 1024 + 3;
+  uint64_t owner = 0;   // the lock owner given to Write and Flush (0: unknown)
+  bool fsync = false;   // Fsync the handle before the Flush
+  bool forget = false;  // drop the lookup reference that Create took, at the end
+};
+inline constexpr size_t kOneWrite = SIZE_MAX;
+
+// Writes data through h at offset `at`, in options.piece-sized calls.
+inline Status WriteData(Engine& e, FileHandle* h, const std::vector<uint8_t>& data, const PutOptions& options = {},
+                        uint64_t at = 0) {
+  for (size_t off = 0; off < data.size();) {
+    size_t n = std::min(options.piece, data.size() - off);
+    Result<size_t> w = e.Write(h, at + off, data.data() + off, n, options.owner);
+    if (!w.ok()) return w.status();
+    if (*w != n) return Status::Error(EIO, "short write");
+    off += n;
+  }
+  return Status::Ok();
 }
 
-// Creates (or truncates) parent/name, writes data in odd-sized pieces,
-// flushes (the commit) and releases. Returns the inode number.
+// Creates (or truncates) parent/name and writes data; the handle stays open
+// and nothing is committed yet. When a write fails, the handle is released
+// (and with options.forget, the lookup reference dropped) before returning
+// the error.
+inline Result<OpenResult> CreateAndWrite(Engine& e, uint64_t parent, const std::string& name,
+                                         const std::vector<uint8_t>& data, const PutOptions& options = {}) {
+  Result<OpenResult> c = e.Create(parent, name, options.mode, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
+  if (!c.ok()) return c.status();
+  Status w = WriteData(e, c->handle, data, options);
+  if (!w.ok()) {
+    e.Release(c->handle);
+    if (options.forget) e.Forget(c->attr.ino, 1);
+    return w;
+  }
+  return c;
+}
+
+// Creates (or truncates) parent/name, writes data, optionally fsyncs,
+// flushes (the commit) and releases. Returns the inode number, or the first
+// error.
 inline Result<uint64_t> PutFile(Engine& e, uint64_t parent, const std::string& name, const std::vector<uint8_t>& data,
-                                uint32_t mode = 0644, size_t piece = 128 * 1024 + 3) {
-  Result<OpenResult> c = e.Create(parent, name, mode, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
+                                const PutOptions& options = {}) {
+  Result<OpenResult> c = CreateAndWrite(e, parent, name, data, options);
   if (!c.ok()) return c.status();
   FileHandle* h = c->handle;
   uint64_t ino = c->attr.ino;
-  for (size_t off = 0; off < data.size();) {
-    size_t n = std::min(piece, data.size() - off);
-    Result<size_t> w = e.Write(h, off, data.data() + off, n);
-    if (!w.ok() || *w != n) {
-      e.Release(h);
-      return w.ok() ? Status::Error(EIO, "short write") : w.status();
-    }
-    off += n;
-  }
-  Status f = e.Flush(h);
+  Status s = options.fsync ? e.Fsync(h) : Status::Ok();
+  if (s.ok()) s = e.Flush(h, options.owner);
   e.Release(h);
-  if (!f.ok()) return f;
+  if (options.forget) e.Forget(ino, 1);
+  if (!s.ok()) return s;
   return ino;
 }
 
@@ -76,7 +121,8 @@ inline Result<std::vector<uint8_t>> ReadAll(Engine& e, FileHandle* h, size_t chu
 }
 
 // Lookup + Open(O_RDONLY) + ReadAll + Release + Forget. EIO when the bytes
-// read disagree with the size the lookup gave.
+// read disagree with the size the open gave (on a shared store an open may
+// find a newer version than the lookup did).
 inline Result<std::vector<uint8_t>> GetFile(Engine& e, uint64_t parent, const std::string& name,
                                             size_t chunk = 128 * 1024) {
   Result<Attr> a = e.Lookup(parent, name);
@@ -89,7 +135,7 @@ inline Result<std::vector<uint8_t>> GetFile(Engine& e, uint64_t parent, const st
   Result<std::vector<uint8_t>> data = ReadAll(e, o->handle, chunk);
   e.Release(o->handle);
   e.Forget(a->ino, 1);
-  if (data.ok() && data->size() != a->size) return Status::Error(EIO, "read size differs from the attributes");
+  if (data.ok() && data->size() != o->attr.size) return Status::Error(EIO, "read size differs from the attributes");
   return data;
 }
 
@@ -122,10 +168,15 @@ class EngineDriver {
     return Status::Ok();
   }
   void Close() { engine_.reset(); }
+  // Lets go of the engine without destroying it, for a test that leaves
+  // threads stuck inside it: the rest of the suite can still run.
+  void Abandon() { (void)engine_.release(); }
 
   Engine& engine() { return *engine_; }
   bool open() const { return engine_ != nullptr; }
+  // The store directories of the last Open (kept after Close).
   const std::string& root(size_t i) const { return roots_.at(i); }
+  const std::vector<std::string>& roots() const { return roots_; }
   const TempDir& dir() const { return dir_; }
 
   Result<uint64_t> Put(const std::string& name, const std::vector<uint8_t>& data, uint64_t parent = kRootIno) {

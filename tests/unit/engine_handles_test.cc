@@ -9,6 +9,7 @@
 
 #include "adapters/local_store.h"
 #include "core/engine.h"
+#include "tests/unit/engine_driver.h"
 #include "tests/unit/test_util.h"
 
 namespace kvfs {
@@ -33,35 +34,16 @@ class EngineHandlesTest : public ::testing::Test {
     engine_ = std::move(*e);
   }
 
+  // One Write of the whole data and a Flush, both as lock owner 1.
   Status Put(const std::string& name, const std::vector<uint8_t>& data) {
-    Result<OpenResult> r = engine_->Create(kRootIno, name, 0644, O_WRONLY | O_CREAT | O_TRUNC, 0, 0);
-    if (!r.ok()) return r.status();
-    Result<size_t> w = engine_->Write(r->handle, 0, data.data(), data.size(), 1);
-    Status s = w.ok() ? engine_->Flush(r->handle, 1) : w.status();
-    engine_->Release(r->handle);
-    return s;
+    return testing::PutFile(*engine_, kRootIno, name, data, {.piece = testing::kOneWrite, .owner = 1}).status();
   }
 
-  // The committed bytes of name, read through a fresh handle.
+  // The committed bytes of name, read through a fresh handle (empty when it
+  // cannot be read).
   std::vector<uint8_t> Get(const std::string& name) {
-    std::vector<uint8_t> out;
-    Result<Attr> a = engine_->Lookup(kRootIno, name);
-    if (!a.ok()) return out;
-    Result<OpenResult> r = engine_->Open(a->ino, O_RDONLY);
-    if (r.ok()) {
-      for (uint64_t off = 0;; ) {
-        ReadReply reply;
-        if (!engine_->Read(r->handle, off, 1 << 20, &reply).ok() || reply.bytes() == 0) break;
-        for (const iovec& v : reply.iov) {
-          const auto* p = static_cast<const uint8_t*>(v.iov_base);
-          out.insert(out.end(), p, p + v.iov_len);
-        }
-        off += reply.bytes();
-      }
-      engine_->Release(r->handle);
-    }
-    engine_->Forget(a->ino, 1);
-    return out;
+    Result<std::vector<uint8_t>> r = testing::GetFile(*engine_, kRootIno, name, 1 << 20);
+    return r.ok() ? std::move(*r) : std::vector<uint8_t>();
   }
 
   testing::TempDir dir_;

@@ -14,6 +14,7 @@
 #include "adapters/local_store.h"
 #include "core/draft.h"
 #include "core/engine.h"
+#include "tests/unit/engine_driver.h"
 #include "tests/unit/test_util.h"
 #include "fuse/debug_xattrs.h"
 
@@ -51,23 +52,10 @@ class EngineLargeDraftTest : public ::testing::Test {
     return peak;
   }
 
+  // The committed bytes of name (empty when it cannot be read).
   std::vector<uint8_t> Get(const std::string& name) {
-    std::vector<uint8_t> out;
-    Result<Attr> a = engine_->Lookup(kRootIno, name);
-    if (!a.ok()) return out;
-    Result<OpenResult> r = engine_->Open(a->ino, O_RDONLY);
-    if (!r.ok()) return out;
-    for (uint64_t off = 0;;) {
-      ReadReply reply;
-      if (!engine_->Read(r->handle, off, kMiB, &reply).ok() || reply.bytes() == 0) break;
-      for (const iovec& v : reply.iov) {
-        const auto* p = static_cast<const uint8_t*>(v.iov_base);
-        out.insert(out.end(), p, p + v.iov_len);
-      }
-      off += reply.bytes();
-    }
-    engine_->Release(r->handle);
-    return out;
+    Result<std::vector<uint8_t>> r = testing::GetFile(*engine_, kRootIno, name, kMiB);
+    return r.ok() ? std::move(*r) : std::vector<uint8_t>();
   }
 
   testing::TempDir dir_;

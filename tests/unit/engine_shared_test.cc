@@ -46,6 +46,7 @@
 #include "adapters/fs_client.h"
 #include "adapters/local_store.h"
 #include "core/engine.h"
+#include "tests/unit/engine_driver.h"
 #include "tests/unit/test_util.h"
 #include "fuse/stats_format.h"
 
@@ -62,13 +63,10 @@ constexpr uint64_t kMiB = 1024 * 1024;
 constexpr milliseconds kRefresh{100};
 constexpr milliseconds kLongTtl{5000};  // no takeover within a test unless it wants one
 
-std::string ErrText(const Status& s) { return s.ok() ? "OK" : std::to_string(s.err()) + " " + s.ToString(); }
-
-#define ASSERT_OK(expr)                                                \
-  do {                                                                 \
-    const ::kvfs::Status assert_ok_status_ = (expr);                   \
-    ASSERT_TRUE(assert_ok_status_.ok()) << ErrText(assert_ok_status_); \
-  } while (0)
+using testing::ErrText;
+using testing::GetFile;
+using testing::PutFile;
+using testing::ReadAll;
 
 // An FsClient over the real one that can hold the first listing of the
 // objects/ directory once armed: the reconciler is then stuck inside a pass
@@ -268,57 +266,6 @@ class EngineSharedTest : public ::testing::Test {
   // WaitForReconcileWaitsForAPassStartedAfterTheCall.)
   static bool Reconciled(Engine& e) {
     return e.WaitForReconcile(milliseconds(5000)) && e.WaitForReconcile(milliseconds(5000));
-  }
-
-  static Result<uint64_t> PutFile(Engine& e, uint64_t parent, const std::string& name,
-                                  const std::vector<uint8_t>& data) {
-    Result<OpenResult> c = e.Create(parent, name, 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
-    if (!c.ok()) return c.status();
-    FileHandle* h = c->handle;
-    uint64_t ino = c->attr.ino;
-    size_t off = 0;
-    const size_t piece = 128 * 1024 + 3;
-    while (off < data.size()) {
-      size_t n = std::min(piece, data.size() - off);
-      Result<size_t> w = e.Write(h, off, data.data() + off, n);
-      if (!w.ok()) {
-        e.Release(h);
-        return w.status();
-      }
-      off += n;
-    }
-    Status f = e.Flush(h);
-    e.Release(h);
-    if (!f.ok()) return f;
-    return ino;
-  }
-
-  static Result<std::vector<uint8_t>> ReadAll(Engine& e, FileHandle* h) {
-    std::vector<uint8_t> all;
-    for (int guard = 0; guard < 100000; ++guard) {
-      ReadReply reply;
-      Status s = e.Read(h, all.size(), 256 * 1024, &reply);
-      if (!s.ok()) return s;
-      if (reply.bytes() == 0) return all;
-      for (const iovec& v : reply.iov) {
-        const uint8_t* p = static_cast<const uint8_t*>(v.iov_base);
-        all.insert(all.end(), p, p + v.iov_len);
-      }
-    }
-    return Status::Error(EIO, "read never reached end of file");
-  }
-
-  // Lookup + Open(O_RDONLY) + ReadAll + Release.
-  static Result<std::vector<uint8_t>> GetFile(Engine& e, uint64_t parent, const std::string& name) {
-    Result<Attr> a = e.Lookup(parent, name);
-    if (!a.ok()) return a.status();
-    Result<OpenResult> o = e.Open(a->ino, O_RDONLY);
-    if (!o.ok()) return o.status();
-    Result<std::vector<uint8_t>> data = ReadAll(e, o->handle);
-    uint64_t size = o->attr.size;
-    e.Release(o->handle);
-    if (data.ok() && data->size() != size) return Status::Error(EIO, "read size differs from the attributes");
-    return data;
   }
 
   static std::vector<std::string> ListNames(Engine& e, uint64_t ino) {

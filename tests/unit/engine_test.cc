@@ -29,6 +29,7 @@
 
 #include "adapters/key_hash.h"
 #include "adapters/local_store.h"
+#include "tests/unit/engine_driver.h"
 #include "tests/unit/test_util.h"
 #include "fuse/debug_xattrs.h"
 #include "fuse/stats_format.h"
@@ -40,35 +41,21 @@ using testing::TempDir;
 
 constexpr uint64_t kMiB = 1 << 20;
 
-std::string ErrText(const Status& s) { return s.ok() ? "OK" : std::to_string(s.err()) + " " + s.ToString(); }
+using testing::ErrText;
 
 class EngineTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(dir_.ok()); }
-  void TearDown() override { engine_.reset(); }
+  void SetUp() override { ASSERT_TRUE(driver_.dir().ok()); }
+  void TearDown() override { driver_.Close(); }
 
   // Opens an engine over `stores` LocalStores in the scratch directory; the
   // same directories are used again by every later call (a reopen).
   Status OpenEngine(size_t stores = 1, uint64_t capacity = 1ULL << 30, EngineOptions options = Defaults()) {
-    engine_.reset();
-    roots_.clear();
-    std::vector<std::unique_ptr<Store>> list;
-    for (size_t i = 0; i < stores; ++i) {
-      roots_.push_back(dir_.Sub("store" + std::to_string(i)));
-      Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(roots_.back(), LocalStoreOptions{});
-      if (!s.ok()) return s.status();
-      list.push_back(std::move(*s));
-    }
-    options.capacity_bytes = capacity;
-    Result<std::unique_ptr<Engine>> e = Engine::Open(options, std::move(list));
-    if (!e.ok()) return e.status();
-    engine_ = std::move(*e);
-    return Status::Ok();
+    return driver_.Open(stores, capacity, options);
   }
 
   static EngineOptions Defaults() {
-    EngineOptions o;
-    o.buffer_count = 16;
+    EngineOptions o = testing::EngineDriver::TestDefaults();
     // These tests open readers and in-place writers of one key by inode
     // number. With the page cache, such a writer is sent to a fresh inode
     // (ESTALE, and the kernel looks the name up again): page_cache_test.cc
@@ -78,74 +65,21 @@ class EngineTest : public ::testing::Test {
     return o;
   }
 
-  Engine& E() { return *engine_; }
+  Engine& E() { return driver_.engine(); }
 
-  // Creates (or truncates) parent/name, writes data in odd-sized pieces,
-  // flushes (the commit) and releases. Returns the inode number.
+  // The shared driver's file helpers, on this fixture's engine.
   Result<uint64_t> PutFile(uint64_t parent, const std::string& name, const std::vector<uint8_t>& data,
                            uint32_t mode = 0644) {
-    Result<OpenResult> c = E().Create(parent, name, mode, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
-    if (!c.ok()) return c.status();
-    FileHandle* h = c->handle;
-    uint64_t ino = c->attr.ino;
-    size_t off = 0;
-    const size_t piece = 128 * 1024 + 3;
-    while (off < data.size()) {
-      size_t n = std::min(piece, data.size() - off);
-      Result<size_t> w = E().Write(h, off, data.data() + off, n);
-      if (!w.ok()) {
-        E().Release(h);
-        return w.status();
-      }
-      if (*w != n) {
-        E().Release(h);
-        return Status::Error(EIO, "short write");
-      }
-      off += n;
-    }
-    Status f = E().Flush(h);
-    E().Release(h);
-    if (!f.ok()) return f;
-    return ino;
+    return testing::PutFile(E(), parent, name, data, {.mode = mode});
   }
-
-  // Reads [offset, offset+size) through a handle: one Read call, iov slices
-  // concatenated.
   Result<std::vector<uint8_t>> ReadOnce(FileHandle* h, uint64_t offset, size_t size) {
-    ReadReply reply;
-    Status s = E().Read(h, offset, size, &reply);
-    if (!s.ok()) return s;
-    std::vector<uint8_t> out;
-    for (const iovec& v : reply.iov) {
-      const uint8_t* p = static_cast<const uint8_t*>(v.iov_base);
-      out.insert(out.end(), p, p + v.iov_len);
-    }
-    if (out.size() != reply.bytes()) return Status::Error(EIO, "ReadReply::bytes() disagrees with its iov");
-    return out;
+    return testing::ReadOnce(E(), h, offset, size);
   }
-
-  // Reads a handle to end of file in `chunk`-sized requests.
   Result<std::vector<uint8_t>> ReadAll(FileHandle* h, size_t chunk = 128 * 1024) {
-    std::vector<uint8_t> all;
-    for (int guard = 0; guard < 100000; ++guard) {
-      Result<std::vector<uint8_t>> part = ReadOnce(h, all.size(), chunk);
-      if (!part.ok()) return part.status();
-      if (part->empty()) return all;
-      all.insert(all.end(), part->begin(), part->end());
-    }
-    return Status::Error(EIO, "read never reached end of file");
+    return testing::ReadAll(E(), h, chunk);
   }
-
-  // Lookup + Open(O_RDONLY) + ReadAll + Release.
   Result<std::vector<uint8_t>> GetFile(uint64_t parent, const std::string& name) {
-    Result<Attr> a = E().Lookup(parent, name);
-    if (!a.ok()) return a.status();
-    Result<OpenResult> o = E().Open(a->ino, O_RDONLY);
-    if (!o.ok()) return o.status();
-    Result<std::vector<uint8_t>> data = ReadAll(o->handle);
-    E().Release(o->handle);
-    if (data.ok() && data->size() != a->size) return Status::Error(EIO, "read size differs from the attributes");
-    return data;
+    return testing::GetFile(E(), parent, name);
   }
 
   // Names in a directory (without "." and ".."), in listing order.
@@ -165,16 +99,9 @@ class EngineTest : public ::testing::Test {
     return a->ino;
   }
 
-  TempDir dir_;
-  std::vector<std::string> roots_;
-  std::unique_ptr<Engine> engine_;
+  testing::EngineDriver driver_;
 };
 
-#define ASSERT_OK(expr)                                         \
-  do {                                                          \
-    const ::kvfs::Status assert_ok_status_ = (expr);            \
-    ASSERT_TRUE(assert_ok_status_.ok()) << ErrText(assert_ok_status_); \
-  } while (0)
 
 // ---------------------------------------------------------------------------
 // Write, commit, read.
@@ -575,7 +502,7 @@ TEST_F(EngineTest, RenameOfAFileIntoAnotherDirectoryAcrossStores) {
   ASSERT_TRUE(moved.ok());
   Result<std::string> store = GetDebugXattr(E(), *moved, "user.kvfs.store");
   ASSERT_TRUE(store.ok());
-  EXPECT_EQ(*store, "local:" + roots_[JumpConsistentHash(HashKey("sub/" + to).low, 2)]);
+  EXPECT_EQ(*store, "local:" + driver_.root(JumpConsistentHash(HashKey("sub/" + to).low, 2)));
   EngineStats st = E().Stats();
   EXPECT_EQ(st.objects, 1u);
   EXPECT_EQ(st.stores[0].objects + st.stores[1].objects, 1u);
@@ -620,11 +547,11 @@ TEST_F(EngineTest, StoresHoldExactlyTheIndexAfterChurn) {
   live["k11"] = live["k10"];
   live.erase("k10");
   ASSERT_EQ(E().Stats().objects, live.size());
-  engine_.reset();
+  driver_.Close();
 
   std::map<std::string, int> file_keys;
   std::set<std::string> dir_keys;
-  for (const std::string& root : roots_) {
+  for (const std::string& root : driver_.roots()) {
     for (const auto& e : std::filesystem::recursive_directory_iterator(root + "/objects")) {
       if (!e.is_regular_file()) continue;
       std::vector<uint8_t> block(kHeaderSize);
@@ -646,7 +573,7 @@ TEST_F(EngineTest, StoresHoldExactlyTheIndexAfterChurn) {
         // The object sits where its key says, on the store its key picks.
         std::string hex = HashKey(h->key).Hex();
         EXPECT_EQ(e.path().string(),
-                  roots_[JumpConsistentHash(HashKey(h->key).low, 2)] + "/objects/" + hex.substr(0, 2) + "/" +
+                  driver_.root(JumpConsistentHash(HashKey(h->key).low, 2)) + "/objects/" + hex.substr(0, 2) + "/" +
                       hex.substr(2, 2) + "/" + hex);
       }
     }
@@ -751,11 +678,17 @@ TEST_F(EngineTest, ConcurrentReadersOfOneKeyWhileItIsReplaced) {
       }
     });
   }
-  for (int round = 1; round < 30; ++round) {
-    ASSERT_TRUE(PutFile(kRootIno, "hot", versions[round % versions.size()]).ok());
+  // The readers are running: a failed replacement stops the loop, and is
+  // reported once they have been joined.
+  Status replaced;
+  int failed_round = 0;
+  for (int round = 1; round < 30 && replaced.ok(); ++round) {
+    replaced = PutFile(kRootIno, "hot", versions[round % versions.size()]).status();
+    failed_round = round;
   }
   stop = true;
   for (auto& th : readers) th.join();
+  ASSERT_TRUE(replaced.ok()) << "replacement " << failed_round << ": " << ErrText(replaced);
   EXPECT_EQ(torn.load(), 0) << "a reader saw a mix of versions";
   EXPECT_EQ(errors.load(), 0);
   EXPECT_GT(reads.load(), 0);
@@ -1380,12 +1313,12 @@ TEST_F(EngineTest, KeysSpreadOverTwoStoresAndComeBackAfterReopen) {
       ASSERT_TRUE(ino.ok());
       Result<std::string> store = GetDebugXattr(E(), *ino, "user.kvfs.store");
       ASSERT_TRUE(store.ok());
-      EXPECT_EQ(*store, "local:" + roots_[want]) << name;
+      EXPECT_EQ(*store, "local:" + driver_.root(want)) << name;
       Result<std::string> loc = GetDebugXattr(E(), *ino, "user.kvfs.location");
       if (loc.ok()) {
         std::string hex = HashKey(name).Hex();
         EXPECT_EQ(*loc, "objects/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex);
-        EXPECT_TRUE(testing::PathExists(roots_[want] + "/" + *loc)) << name;
+        EXPECT_TRUE(testing::PathExists(driver_.root(want) + "/" + *loc)) << name;
       }
     }
     EXPECT_EQ(st.stores[0].objects, expected_on_0);
@@ -1429,17 +1362,17 @@ TEST_F(EngineTest, RebuildReadsIndependentlyWrittenObjectsNewestWinsAndSkipsGarb
   std::vector<uint8_t> other = testing::Pattern(3, 5000);
   std::string older_path;
   {
-    auto s0 = LocalStore::Open(dir_.Sub("store0"), LocalStoreOptions{});
-    auto s1 = LocalStore::Open(dir_.Sub("store1"), LocalStoreOptions{});
+    auto s0 = LocalStore::Open(driver_.dir().Sub("store0"), LocalStoreOptions{});
+    auto s1 = LocalStore::Open(driver_.dir().Sub("store1"), LocalStoreOptions{});
     ASSERT_TRUE(s0.ok() && s1.ok());
     // Two copies of one key, as an interrupted cross-store rename leaves them.
     ASSERT_OK(WriteRawObject(**s0, "k", older, 5));
     ASSERT_OK(WriteRawObject(**s1, "k", newer, 9));
     ASSERT_OK(WriteRawObject(**s0, "dir/other", other, 3));
-    older_path = dir_.Sub("store0") + "/" + (*s0)->LocationFor(HashKey("k"));
-    std::filesystem::create_directories(dir_.Sub("store1") + "/objects/ab/cd");
-    ASSERT_TRUE(testing::WriteFile(dir_.Sub("store1") + "/objects/ab/cd/garbage", std::string(9000, 'g')));
-    ASSERT_TRUE(testing::WriteFile(dir_.Sub("store0") + "/staging/1-1.tmp", "half written"));
+    older_path = driver_.dir().Sub("store0") + "/" + (*s0)->LocationFor(HashKey("k"));
+    std::filesystem::create_directories(driver_.dir().Sub("store1") + "/objects/ab/cd");
+    ASSERT_TRUE(testing::WriteFile(driver_.dir().Sub("store1") + "/objects/ab/cd/garbage", std::string(9000, 'g')));
+    ASSERT_TRUE(testing::WriteFile(driver_.dir().Sub("store0") + "/staging/1-1.tmp", "half written"));
   }
   ASSERT_OK(OpenEngine(2));
   Result<std::vector<uint8_t>> k = GetFile(kRootIno, "k");
@@ -1596,7 +1529,7 @@ TEST_F(EngineTest, CommitThatEvictsDoesNotDeadlockWithConcurrentXattrReads) {
 
   auto state = std::make_shared<std::atomic<int>>(0);  // 1: flush done, 2: flush failed
   auto stop = std::make_shared<std::atomic<bool>>(false);
-  Engine* engine = engine_.get();
+  Engine* engine = &E();
   std::thread getfattr([engine, ino, stop] {
     while (!stop->load()) {
       (void)GetDebugXattr(*engine, ino, "user.kvfs.state");
@@ -1615,7 +1548,7 @@ TEST_F(EngineTest, CommitThatEvictsDoesNotDeadlockWithConcurrentXattrReads) {
     // of the suite can run.
     getfattr.detach();
     flusher.detach();
-    (void)engine_.release();
+    driver_.Abandon();
     FAIL() << "Flush did not return within 20 s while GetXattr ran concurrently (deadlock)";
   }
   flusher.join();
@@ -1653,7 +1586,7 @@ TEST_F(EngineTest, XattrsOfACommittedFile) {
 
   Result<std::string> store = GetDebugXattr(E(), *ino, "user.kvfs.store");
   ASSERT_TRUE(store.ok());
-  EXPECT_EQ(*store, "local:" + roots_[0]);
+  EXPECT_EQ(*store, "local:" + driver_.root(0));
 
   Result<std::string> key_hash = GetDebugXattr(E(), *ino, "user.kvfs.key_hash");
   if (key_hash.ok()) {
@@ -1747,7 +1680,7 @@ TEST_F(EngineTest, CorruptedObjectOnStoreReadsAsEioNotWrongBytes) {
   Result<uint64_t> ino = PutFile(kRootIno, "fragile", data);
   ASSERT_TRUE(ino.ok());
   std::string hex = HashKey("fragile").Hex();
-  std::string loc = roots_[0] + "/objects/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex;
+  std::string loc = driver_.root(0) + "/objects/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex;
   ASSERT_TRUE(testing::PathExists(loc)) << loc;
   // Flip one data byte in the second 256 KiB chunk behind kvfs's back.
   int fd = ::open(loc.c_str(), O_WRONLY);

@@ -35,6 +35,7 @@
 #include "adapters/local_store.h"
 #include "core/engine.h"
 #include "core/fsck.h"
+#include "tests/unit/engine_driver.h"
 #include "tests/unit/test_util.h"
 #include "fuse/debug_xattrs.h"
 #include "fuse/stats_format.h"
@@ -51,7 +52,7 @@ constexpr uint64_t kRoot = 1;  // FUSE_ROOT_ID, the mount root's inode
 constexpr size_t kKiB = 1024;
 constexpr size_t kMiB = 1024 * 1024;
 
-std::string Describe(const Status& s) { return s.ok() ? "OK" : "errno " + std::to_string(s.err()) + ": " + s.message(); }
+using testing::ErrText;
 
 double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
@@ -111,66 +112,30 @@ class FaultInjectionTest : public ::testing::Test {
   Engine& E() { return *engine_; }
   FaultyStore& F(size_t i = 0) { return *faulty_.at(i); }
 
+  // How these tests write: pieces of an odd size.
+  static constexpr testing::PutOptions kPut = {.piece = 300 * kKiB + 7};
+
   // Opens name for writing (O_TRUNC) and writes data; the handle stays open.
   Result<FileHandle*> StartWrite(const std::string& name, const std::vector<uint8_t>& data) {
-    Result<OpenResult> c = E().Create(kRoot, name, 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
+    Result<OpenResult> c = testing::CreateAndWrite(E(), kRoot, name, data, kPut);
     if (!c.ok()) return c.status();
-    FileHandle* h = c->handle;
-    size_t off = 0;
-    while (off < data.size()) {
-      size_t n = std::min(data.size() - off, 300 * kKiB + 7);
-      Result<size_t> w = E().Write(h, off, data.data() + off, n);
-      if (!w.ok() || *w != n) {
-        E().Release(h);
-        return w.ok() ? Status::Error(EIO, "short write") : w.status();
-      }
-      off += n;
-    }
-    return h;
+    return c->handle;
   }
 
   // Create/O_TRUNC + write + Flush + Release: the commit's status.
   Status Put(const std::string& name, const std::vector<uint8_t>& data) {
-    Result<FileHandle*> h = StartWrite(name, data);
-    if (!h.ok()) return h.status();
-    Status s = E().Flush(*h);
-    E().Release(*h);
-    return s;
-  }
-
-  // Reads a whole handle with requests of `chunk` bytes.
-  Result<std::vector<uint8_t>> ReadHandle(FileHandle* h, size_t chunk) {
-    std::vector<uint8_t> out;
-    for (int guard = 0; guard < 1 << 20; ++guard) {
-      ReadReply reply;
-      Status s = E().Read(h, out.size(), chunk, &reply);
-      if (!s.ok()) return s;
-      if (reply.bytes() == 0) return out;
-      for (const iovec& v : reply.iov) {
-        const uint8_t* p = static_cast<const uint8_t*>(v.iov_base);
-        out.insert(out.end(), p, p + v.iov_len);
-      }
-    }
-    return Status::Error(EIO, "never reached end of file");
+    return testing::PutFile(E(), kRoot, name, data, kPut).status();
   }
 
   // Lookup + Open(O_RDONLY) + read all + Release.
   Result<std::vector<uint8_t>> Get(const std::string& name, size_t chunk = 128 * kKiB) {
-    Result<Attr> a = E().Lookup(kRoot, name);
-    if (!a.ok()) return a.status();
-    Result<OpenResult> o = E().Open(a->ino, O_RDONLY);
-    E().Forget(a->ino, 1);
-    if (!o.ok()) return o.status();
-    Result<std::vector<uint8_t>> data = ReadHandle(o->handle, chunk);
-    E().Release(o->handle);
-    if (data.ok() && data->size() != a->size) return Status::Error(EIO, "read size differs from stat size");
-    return data;
+    return testing::GetFile(E(), kRoot, name, chunk);
   }
 
   // "" when name reads back exactly want.
   std::string Check(const std::string& name, const std::vector<uint8_t>& want) {
     Result<std::vector<uint8_t>> got = Get(name);
-    if (!got.ok()) return name + ": " + Describe(got.status());
+    if (!got.ok()) return name + ": " + ErrText(got.status());
     if (got->size() != want.size()) {
       return name + ": size " + std::to_string(got->size()) + ", want " + std::to_string(want.size());
     }
@@ -196,13 +161,13 @@ class FaultInjectionTest : public ::testing::Test {
     const std::vector<uint8_t> prev = Pattern(1, 3 * kMiB + 123);
     const std::vector<uint8_t> next = Pattern(2, 2 * kMiB + 77);
     ASSERT_TRUE(OpenEngine().ok());
-    ASSERT_EQ(Describe(Put(key, prev)), "OK");
+    ASSERT_EQ(ErrText(Put(key, prev)), "OK");
 
     F().Inject(op, fault);
     Result<FileHandle*> h = StartWrite(key, next);
-    ASSERT_TRUE(h.ok()) << Describe(h.status());
+    ASSERT_TRUE(h.ok()) << ErrText(h.status());
     Status flushed = E().Flush(*h);
-    EXPECT_EQ(flushed.err(), want_err) << Describe(flushed);
+    EXPECT_EQ(flushed.err(), want_err) << ErrText(flushed);
     EXPECT_GE(F().hits(), 1u) << "the fault was never hit";
     // The previous version is intact and readable from another handle.
     EXPECT_EQ(Check(key, prev), "");
@@ -213,13 +178,13 @@ class FaultInjectionTest : public ::testing::Test {
     // publishes the new version.
     F().Clear();
     Status retried = E().Flush(*h);
-    EXPECT_EQ(Describe(retried), "OK");
+    EXPECT_EQ(ErrText(retried), "OK");
     E().Release(*h);
     EXPECT_EQ(Check(key, next), "");
 
     // A fresh commit works too, and everything survives a reopen.
     const std::vector<uint8_t> third = Pattern(3, 5 * kKiB);
-    EXPECT_EQ(Describe(Put(key, third)), "OK");
+    EXPECT_EQ(ErrText(Put(key, third)), "OK");
     ASSERT_TRUE(OpenEngine().ok());
     EXPECT_EQ(Check(key, third), "");
     EXPECT_EQ(StagingFiles(), 0u);
@@ -264,7 +229,7 @@ TEST_F(FaultInjectionTest, FailedFirstCommitLeavesNoKey) {
   F().Inject(StoreOp::kPublish, f);
   const std::vector<uint8_t> data = Pattern(7, kMiB + 5);
   Result<FileHandle*> h = StartWrite("fresh", data);
-  ASSERT_TRUE(h.ok()) << Describe(h.status());
+  ASSERT_TRUE(h.ok()) << ErrText(h.status());
   EXPECT_EQ(E().Flush(*h).err(), EIO);
   E().Release(*h);
   EXPECT_EQ(LookupErr("fresh"), ENOENT);
@@ -277,7 +242,7 @@ TEST_F(FaultInjectionTest, FailedFirstCommitLeavesNoKey) {
   EXPECT_EQ(StagingFiles(), 0u);
 
   F().Clear();
-  EXPECT_EQ(Describe(Put("fresh", data)), "OK");
+  EXPECT_EQ(ErrText(Put("fresh", data)), "OK");
   EXPECT_EQ(Check("fresh", data), "");
 }
 
@@ -295,10 +260,10 @@ TEST_F(FaultInjectionTest, FailedCloseIsNotPublishedAtRelease) {
   const std::vector<uint8_t> a = Pattern(11, 100 * kKiB);
   const std::vector<uint8_t> b = Pattern(12, 200 * kKiB);
   const std::vector<uint8_t> c = Pattern(13, 300 * kKiB);
-  EXPECT_EQ(Describe(Put("k", a)), "OK");
+  EXPECT_EQ(ErrText(Put("k", a)), "OK");
   EXPECT_EQ(Put("k", b).err(), EIO);
   EXPECT_EQ(Check("k", a), "") << "the version whose close() failed with EIO was published anyway";
-  EXPECT_EQ(Describe(Put("k", c)), "OK");  // count exhausted
+  EXPECT_EQ(ErrText(Put("k", c)), "OK");  // count exhausted
   EXPECT_EQ(Check("k", c), "");
 }
 
@@ -321,13 +286,13 @@ TEST_F(FaultInjectionTest, FailedFirstCloseIsNotPublishedAtRelease) {
 TEST_F(FaultInjectionTest, TornPublishGivesEioAndQuarantinesOnFullRead) {
   ASSERT_TRUE(OpenEngine().ok());
   const std::vector<uint8_t> good = Pattern(21, 700 * kKiB);
-  ASSERT_EQ(Describe(Put("neighbour", good)), "OK");
+  ASSERT_EQ(ErrText(Put("neighbour", good)), "OK");
   Fault f;
   f.torn = true;
   f.count = 1;
   F().Inject(StoreOp::kPublish, f);
   const std::vector<uint8_t> data = Pattern(22, 2 * kMiB + 4321);
-  ASSERT_EQ(Describe(Put("torn", data)), "OK") << "a torn publish reports success (the disk lies)";
+  ASSERT_EQ(ErrText(Put("torn", data)), "OK") << "a torn publish reports success (the disk lies)";
   ASSERT_EQ(F().hits(), 1u);
 
   Result<Attr> a = E().Lookup(kRoot, "torn");
@@ -338,16 +303,16 @@ TEST_F(FaultInjectionTest, TornPublishGivesEioAndQuarantinesOnFullRead) {
     // One read of the whole object.
     ReadReply reply;
     Status s = E().Read(o->handle, 0, data.size(), &reply);
-    EXPECT_EQ(s.err(), EIO) << "read of a torn object: " << Describe(s) << ", " << reply.bytes() << " bytes";
+    EXPECT_EQ(s.err(), EIO) << "read of a torn object: " << ErrText(s) << ", " << reply.bytes() << " bytes";
     E().Release(o->handle);
   } else {
-    EXPECT_EQ(o.err(), EIO) << Describe(o.status());
+    EXPECT_EQ(o.err(), EIO) << ErrText(o.status());
   }
   EXPECT_EQ(LookupErr("torn"), ENOENT) << "the torn object is still served after EIO";
   EXPECT_EQ(QuarantinedFiles(), 1u);
   EXPECT_EQ(Check("neighbour", good), "");
   // The name can be written again.
-  EXPECT_EQ(Describe(Put("torn", data)), "OK");
+  EXPECT_EQ(ErrText(Put("torn", data)), "OK");
   EXPECT_EQ(Check("torn", data), "");
 }
 
@@ -360,29 +325,24 @@ TEST_F(FaultInjectionTest, TornPublishGivesEioAndQuarantinesOnSmallRead) {
   f.count = 1;
   F().Inject(StoreOp::kPublish, f);
   const std::vector<uint8_t> data = Pattern(23, 2 * kMiB);
-  ASSERT_EQ(Describe(Put("torn", data)), "OK");
+  ASSERT_EQ(ErrText(Put("torn", data)), "OK");
 
   Result<Attr> a = E().Lookup(kRoot, "torn");
   ASSERT_TRUE(a.ok());
   E().Forget(a->ino, 1);
   Result<OpenResult> o = E().Open(a->ino, O_RDONLY);
-  ASSERT_TRUE(o.ok()) << Describe(o.status());
+  ASSERT_TRUE(o.ok()) << ErrText(o.status());
   // Read the whole file in 4 KiB requests: every request either fails with
   // EIO or returns the right bytes; at least one fails.
   bool failed = false;
   for (size_t off = 0; off < data.size(); off += 4096) {
-    ReadReply reply;
-    Status s = E().Read(o->handle, off, 4096, &reply);
-    if (!s.ok()) {
-      EXPECT_EQ(s.err(), EIO) << "at offset " << off << ": " << Describe(s);
+    Result<std::vector<uint8_t>> read = testing::ReadOnce(E(), o->handle, off, 4096);
+    if (!read.ok()) {
+      EXPECT_EQ(read.err(), EIO) << "at offset " << off << ": " << ErrText(read.status());
       failed = true;
       break;
     }
-    std::vector<uint8_t> got;
-    for (const iovec& v : reply.iov) {
-      const uint8_t* p = static_cast<const uint8_t*>(v.iov_base);
-      got.insert(got.end(), p, p + v.iov_len);
-    }
+    const std::vector<uint8_t>& got = *read;
     ASSERT_EQ(got.size(), 4096u) << "at offset " << off;
     ASSERT_EQ(0, std::memcmp(got.data(), data.data() + off, 4096)) << "wrong bytes at offset " << off;
   }
@@ -397,12 +357,12 @@ TEST_F(FaultInjectionTest, TornPublishGivesEioAndQuarantinesOnSmallRead) {
 TEST_F(FaultInjectionTest, CorruptionIsCountedInStats) {
   ASSERT_TRUE(OpenEngine().ok());
   const std::vector<uint8_t> data = Pattern(31, 600 * kKiB);
-  ASSERT_EQ(Describe(Put("victim", data)), "OK");
+  ASSERT_EQ(ErrText(Put("victim", data)), "OK");
   Result<Attr> a = E().Lookup(kRoot, "victim");
   ASSERT_TRUE(a.ok());
   Result<std::string> location = GetDebugXattr(E(), a->ino, "user.kvfs.location");
   E().Forget(a->ino, 1);
-  ASSERT_TRUE(location.ok()) << Describe(location.status());
+  ASSERT_TRUE(location.ok()) << ErrText(location.status());
   // Flip one data byte on the store.
   std::string path = Root(0) + "/" + *location;
   int fd = ::open(path.c_str(), O_RDWR);
@@ -415,7 +375,7 @@ TEST_F(FaultInjectionTest, CorruptionIsCountedInStats) {
   ::close(fd);
 
   Result<std::vector<uint8_t>> got = Get("victim");
-  EXPECT_EQ(got.err(), EIO) << (got.ok() ? "read returned corrupt bytes" : Describe(got.status()));
+  EXPECT_EQ(got.err(), EIO) << (got.ok() ? "read returned corrupt bytes" : ErrText(got.status()));
   EXPECT_EQ(LookupErr("victim"), ENOENT);
   EXPECT_EQ(QuarantinedFiles(), 1u);
   EngineStats st = E().Stats();
@@ -435,7 +395,7 @@ TEST_F(FaultInjectionTest, CorruptionIsCountedInStats) {
 TEST_F(FaultInjectionTest, StuckOpenFailsWithinDeadlineAndRecovers) {
   ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
   const std::vector<uint8_t> data = Pattern(41, kMiB + 3);
-  ASSERT_EQ(Describe(Put("slow", data)), "OK");
+  ASSERT_EQ(ErrText(Put("slow", data)), "OK");
   Result<Attr> a = E().Lookup(kRoot, "slow");
   ASSERT_TRUE(a.ok());
 
@@ -451,7 +411,7 @@ TEST_F(FaultInjectionTest, StuckOpenFailsWithinDeadlineAndRecovers) {
   if (o.ok()) {
     E().Release(o->handle);
   } else {
-    EXPECT_TRUE(o.err() == ETIMEDOUT || o.err() == EIO) << Describe(o.status());
+    EXPECT_TRUE(o.err() == ETIMEDOUT || o.err() == EIO) << ErrText(o.status());
   }
   EXPECT_LT(elapsed, 1.5) << "Open blocked on a stuck store instead of failing at its deadline";
   EXPECT_GE(elapsed, 0.15) << "Open failed before the deadline passed";
@@ -460,7 +420,7 @@ TEST_F(FaultInjectionTest, StuckOpenFailsWithinDeadlineAndRecovers) {
   F().Clear();
   EXPECT_EQ(Check("slow", data), "");
   const std::vector<uint8_t> next = Pattern(42, 77 * kKiB);
-  EXPECT_EQ(Describe(Put("slow", next)), "OK");
+  EXPECT_EQ(ErrText(Put("slow", next)), "OK");
   EXPECT_EQ(Check("slow", next), "");
   E().Forget(a->ino, 1);
   // Let the stuck call finish before the stores are destroyed: a
@@ -475,7 +435,7 @@ TEST_F(FaultInjectionTest, StuckPublishFailsWithinDeadlineAndRecovers) {
   ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
   const std::vector<uint8_t> prev = Pattern(51, 300 * kKiB);
   const std::vector<uint8_t> next = Pattern(52, 400 * kKiB);
-  ASSERT_EQ(Describe(Put("k", prev)), "OK");
+  ASSERT_EQ(ErrText(Put("k", prev)), "OK");
 
   Fault f;
   f.delay = milliseconds(1500);
@@ -487,14 +447,14 @@ TEST_F(FaultInjectionTest, StuckPublishFailsWithinDeadlineAndRecovers) {
   auto start = Clock::now();
   Status s = E().Flush(*h);
   double elapsed = SecondsSince(start);
-  EXPECT_TRUE(s.err() == ETIMEDOUT || s.err() == EIO) << Describe(s);
+  EXPECT_TRUE(s.err() == ETIMEDOUT || s.err() == EIO) << ErrText(s);
   EXPECT_LT(elapsed, 1.2) << "Flush blocked on a stuck store instead of failing at its deadline";
 
   // Wait for the stuck publish to land (DeadlineStore's documented caveat:
   // it may still complete), then retry the commit with the store healthy.
   std::this_thread::sleep_until(injected + milliseconds(1800));
   F().Clear();
-  EXPECT_EQ(Describe(E().Flush(*h)), "OK");
+  EXPECT_EQ(ErrText(E().Flush(*h)), "OK");
   E().Release(*h);
   EXPECT_EQ(Check("k", next), "");
   ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
@@ -509,8 +469,8 @@ TEST_F(FaultInjectionTest, FaultyStoreDoesNotAffectHealthyStore) {
   const std::string good_key = KeyOnStore("good-", 0, 2);
   const std::string bad_key = KeyOnStore("bad-", 1, 2);
   const std::vector<uint8_t> g1 = Pattern(61, 900 * kKiB), b1 = Pattern(62, 800 * kKiB);
-  ASSERT_EQ(Describe(Put(good_key, g1)), "OK");
-  ASSERT_EQ(Describe(Put(bad_key, b1)), "OK");
+  ASSERT_EQ(ErrText(Put(good_key, g1)), "OK");
+  ASSERT_EQ(ErrText(Put(bad_key, b1)), "OK");
   // Placement as the engine reports it.
   for (auto [key, store] : {std::pair{good_key, 0}, std::pair{bad_key, 1}}) {
     Result<Attr> a = E().Lookup(kRoot, key);
@@ -534,14 +494,14 @@ TEST_F(FaultInjectionTest, FaultyStoreDoesNotAffectHealthyStore) {
   // Healthy store: everything works.
   EXPECT_EQ(Check(good_key, g1), "");
   const std::vector<uint8_t> g2 = Pattern(63, 1500 * kKiB);
-  EXPECT_EQ(Describe(Put(good_key, g2)), "OK");
+  EXPECT_EQ(ErrText(Put(good_key, g2)), "OK");
   EXPECT_EQ(Check(good_key, g2), "");
   const std::string good_new = KeyOnStore("good-new-", 0, 2);
-  EXPECT_EQ(Describe(Put(good_new, g1)), "OK");
+  EXPECT_EQ(ErrText(Put(good_new, g1)), "OK");
   EXPECT_EQ(Check(good_new, g1), "");
   // Faulty store: errors, never wrong bytes, the old version stays.
   Result<std::vector<uint8_t>> r = Get(bad_key);
-  EXPECT_EQ(r.err(), EIO) << (r.ok() ? "read succeeded on a failing store" : Describe(r.status()));
+  EXPECT_EQ(r.err(), EIO) << (r.ok() ? "read succeeded on a failing store" : ErrText(r.status()));
   EXPECT_EQ(Put(bad_key, Pattern(64, 10 * kKiB)).err(), EIO);
   const std::string bad_new = KeyOnStore("bad-new-", 1, 2);
   EXPECT_EQ(Put(bad_new, b1).err(), EIO);
@@ -552,7 +512,7 @@ TEST_F(FaultInjectionTest, FaultyStoreDoesNotAffectHealthyStore) {
 
   F(1).Clear();
   EXPECT_EQ(Check(bad_key, b1), "");
-  EXPECT_EQ(Describe(Put(bad_new, b1)), "OK");
+  EXPECT_EQ(ErrText(Put(bad_new, b1)), "OK");
   EXPECT_EQ(Check(bad_new, b1), "");
   EXPECT_EQ(StagingFiles(0) + StagingFiles(1), 0u);
 }
@@ -565,8 +525,8 @@ TEST_F(FaultInjectionTest, SlowStoreDoesNotStallHealthyStore) {
   const std::string fast_key = KeyOnStore("fast-", 0, 2);
   const std::string slow_key = KeyOnStore("slow-", 1, 2);
   const std::vector<uint8_t> fd = Pattern(71, 256 * kKiB), sd = Pattern(72, 256 * kKiB);
-  ASSERT_EQ(Describe(Put(fast_key, fd)), "OK");
-  ASSERT_EQ(Describe(Put(slow_key, sd)), "OK");
+  ASSERT_EQ(ErrText(Put(fast_key, fd)), "OK");
+  ASSERT_EQ(ErrText(Put(slow_key, sd)), "OK");
   Result<Attr> slow = E().Lookup(kRoot, slow_key);
   ASSERT_TRUE(slow.ok());
 
@@ -579,7 +539,7 @@ TEST_F(FaultInjectionTest, SlowStoreDoesNotStallHealthyStore) {
   std::thread slow_reader([&] {
     Result<OpenResult> o = E().Open(slow->ino, O_RDONLY);
     if (o.ok()) {
-      Result<std::vector<uint8_t>> got = ReadHandle(o->handle, 128 * kKiB);
+      Result<std::vector<uint8_t>> got = testing::ReadAll(E(), o->handle, 128 * kKiB);
       slow_status = !got.ok() ? got.status() : (*got == sd ? Status::Ok() : Status::Error(EIO, "wrong bytes"));
       E().Release(o->handle);
     } else {
@@ -596,7 +556,7 @@ TEST_F(FaultInjectionTest, SlowStoreDoesNotStallHealthyStore) {
   EXPECT_FALSE(slow_done.load()) << "the slow open finished too early for this test to mean anything";
   EXPECT_LT(elapsed, 0.5) << "a read on the healthy store waited " << elapsed << " s for the slow store";
   slow_reader.join();
-  EXPECT_EQ(Describe(slow_status), "OK");
+  EXPECT_EQ(ErrText(slow_status), "OK");
   E().Forget(slow->ino, 1);
 }
 
@@ -609,7 +569,7 @@ TEST_F(FaultInjectionTest, InterruptedRenameResolvesAndLaterUnlinkSticks) {
   ASSERT_TRUE(OpenEngine().ok());
   const std::vector<uint8_t> v1 = Pattern(81, 500 * kKiB);
   const std::vector<uint8_t> v2 = Pattern(82, 600 * kKiB);
-  ASSERT_EQ(Describe(Put("src", v1)), "OK");
+  ASSERT_EQ(ErrText(Put("src", v1)), "OK");
   Fault f;
   f.err = EIO;
   F().Inject(StoreOp::kMove, f);
@@ -625,9 +585,9 @@ TEST_F(FaultInjectionTest, InterruptedRenameResolvesAndLaterUnlinkSticks) {
 
   // Overwrite the surviving name and unlink it in the same session, then
   // reopen: it stays deleted, no older copy comes back.
-  ASSERT_EQ(Describe(Put(name, v2)), "OK");
+  ASSERT_EQ(ErrText(Put(name, v2)), "OK");
   EXPECT_EQ(Check(name, v2), "");
-  ASSERT_EQ(Describe(E().Unlink(kRoot, name)), "OK");
+  ASSERT_EQ(ErrText(E().Unlink(kRoot, name)), "OK");
   ASSERT_TRUE(OpenEngine().ok());
   EXPECT_EQ(LookupErr(name), ENOENT) << "an acknowledged unlink of '" << name << "' came back after a reopen";
   EXPECT_EQ(LookupErr("src"), ENOENT);

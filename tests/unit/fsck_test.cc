@@ -20,6 +20,7 @@
 #include "adapters/key_hash.h"
 #include "adapters/local_store.h"
 #include "core/engine.h"
+#include "tests/unit/engine_driver.h"
 #include "tests/unit/test_util.h"
 
 namespace kvfs {
@@ -32,7 +33,7 @@ constexpr uint64_t kRoot = 1;
 constexpr size_t kKiB = 1024;
 constexpr size_t kMiB = 1024 * 1024;
 
-std::string Describe(const Status& s) { return s.ok() ? "OK" : "errno " + std::to_string(s.err()) + ": " + s.message(); }
+using testing::ErrText;
 
 using testing::CountFiles;
 
@@ -77,7 +78,7 @@ class FsckTest : public ::testing::Test {
   // Opens an engine on the store, runs fn, closes it (releasing the lock).
   void WithEngine(const std::function<void(Engine&)>& fn) {
     Result<std::unique_ptr<LocalStore>> store = LocalStore::Open(root_, LocalStoreOptions{});
-    ASSERT_TRUE(store.ok()) << Describe(store.status());
+    ASSERT_TRUE(store.ok()) << ErrText(store.status());
     std::vector<std::unique_ptr<Store>> stores;
     stores.push_back(std::move(*store));
     EngineOptions options;
@@ -85,7 +86,7 @@ class FsckTest : public ::testing::Test {
     options.buffer_count = 8;
     options.background_eviction = false;
     Result<std::unique_ptr<Engine>> e = Engine::Open(options, std::move(stores));
-    ASSERT_TRUE(e.ok()) << Describe(e.status());
+    ASSERT_TRUE(e.ok()) << ErrText(e.status());
     fn(**e);
   }
 
@@ -105,50 +106,28 @@ class FsckTest : public ::testing::Test {
     return parent;
   }
 
+  // The last part of a key: its file name.
+  static std::string BaseName(const std::string& key) {
+    return key.substr(key.rfind('/') == std::string::npos ? 0 : key.rfind('/') + 1);
+  }
+
+  // Commits key (its directories made as needed) in one write.
   static Status Put(Engine& e, const std::string& key, const std::vector<uint8_t>& data) {
     Result<uint64_t> parent = Resolve(e, key, true);
     if (!parent.ok()) return parent.status();
-    std::string name = key.substr(key.rfind('/') == std::string::npos ? 0 : key.rfind('/') + 1);
-    Result<OpenResult> c = e.Create(*parent, name, 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
-    if (!c.ok()) return c.status();
-    Status s;
-    if (!data.empty()) {
-      Result<size_t> w = e.Write(c->handle, 0, data.data(), data.size());
-      if (!w.ok()) s = w.status();
-    }
-    if (s.ok()) s = e.Flush(c->handle);
-    e.Release(c->handle);
-    return s;
+    return testing::PutFile(e, *parent, BaseName(key), data, {.piece = testing::kOneWrite}).status();
   }
 
   // Reads key through the engine: its bytes, or the error.
   static Result<std::vector<uint8_t>> Get(Engine& e, const std::string& key) {
     Result<uint64_t> parent = Resolve(e, key, false);
     if (!parent.ok()) return parent.status();
-    std::string name = key.substr(key.rfind('/') == std::string::npos ? 0 : key.rfind('/') + 1);
-    Result<Attr> a = e.Lookup(*parent, name);
-    if (!a.ok()) return a.status();
-    Result<OpenResult> o = e.Open(a->ino, O_RDONLY);
-    if (!o.ok()) return o.status();
-    std::vector<uint8_t> out;
-    Status s;
-    while (true) {
-      ReadReply r;
-      s = e.Read(o->handle, out.size(), 1 << 20, &r);
-      if (!s.ok() || r.bytes() == 0) break;
-      for (const iovec& v : r.iov) {
-        const uint8_t* p = static_cast<const uint8_t*>(v.iov_base);
-        out.insert(out.end(), p, p + v.iov_len);
-      }
-    }
-    e.Release(o->handle);
-    if (!s.ok()) return s;
-    return out;
+    return testing::GetFile(e, *parent, BaseName(key), 1 << 20);
   }
 
   void Populate() {
     WithEngine([&](Engine& e) {
-      for (const auto& [key, data] : Files()) ASSERT_EQ(Describe(Put(e, key, data)), "OK") << key;
+      for (const auto& [key, data] : Files()) ASSERT_EQ(ErrText(Put(e, key, data)), "OK") << key;
       Result<Attr> empty_dir = e.Mkdir(kRoot, "empty-dir", 0755, 0, 0);
       ASSERT_TRUE(empty_dir.ok());
     });
@@ -160,7 +139,7 @@ class FsckTest : public ::testing::Test {
     so.create_if_missing = false;
     so.sweep_staging = false;
     Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(root_, so);
-    EXPECT_TRUE(s.ok()) << Describe(s.status());
+    EXPECT_TRUE(s.ok()) << ErrText(s.status());
     return s.ok() ? std::move(*s) : nullptr;
   }
 
@@ -168,7 +147,7 @@ class FsckTest : public ::testing::Test {
     std::unique_ptr<LocalStore> store = OpenStore();
     if (!store) return FsckReport{};
     Result<FsckReport> r = CheckStore(*store, repair);
-    EXPECT_TRUE(r.ok()) << Describe(r.status());
+    EXPECT_TRUE(r.ok()) << ErrText(r.status());
     return r.ok() ? *r : FsckReport{};
   }
 
@@ -315,7 +294,7 @@ TEST_F(FsckTest, DuplicateCopyIsFoundAndRemoved) {
   EXPECT_TRUE(Check(false).clean());
   WithEngine([&](Engine& e) {
     Result<std::vector<uint8_t>> got = Get(e, "small");
-    ASSERT_TRUE(got.ok()) << Describe(got.status());
+    ASSERT_TRUE(got.ok()) << ErrText(got.status());
     EXPECT_EQ(*got, Files().at("small"));
   });
 }
@@ -324,10 +303,10 @@ TEST_F(FsckTest, DuplicateCopyIsFoundAndRemoved) {
 // the older generation is the superseded one, whatever the scan order.
 TEST_F(FsckTest, OlderDuplicateIsTheOneRemoved) {
   const std::vector<uint8_t> v1 = Pattern(91, 90 * kKiB), v2 = Pattern(92, 120 * kKiB);
-  WithEngine([&](Engine& e) { ASSERT_EQ(Describe(Put(e, "key", v1)), "OK"); });
+  WithEngine([&](Engine& e) { ASSERT_EQ(ErrText(Put(e, "key", v1)), "OK"); });
   std::string saved = dir_.Sub("saved-v1");
   ASSERT_TRUE(CopyFile(ObjectPath("key"), saved));
-  WithEngine([&](Engine& e) { ASSERT_EQ(Describe(Put(e, "key", v2)), "OK"); });
+  WithEngine([&](Engine& e) { ASSERT_EQ(ErrText(Put(e, "key", v2)), "OK"); });
   // Put the old version in front of and behind the new one in scan order.
   std::string before = root_ + "/objects/00/00/00000000000000000000000000000001";
   std::string after = root_ + "/objects/ff/ff/ffffffffffffffffffffffffffffffff";
@@ -343,7 +322,7 @@ TEST_F(FsckTest, OlderDuplicateIsTheOneRemoved) {
   EXPECT_TRUE(Check(false).clean());
   WithEngine([&](Engine& e) {
     Result<std::vector<uint8_t>> got = Get(e, "key");
-    ASSERT_TRUE(got.ok()) << Describe(got.status());
+    ASSERT_TRUE(got.ok()) << ErrText(got.status());
     EXPECT_EQ(*got, v2);
   });
 }
@@ -389,7 +368,7 @@ TEST_F(FsckTest, AllProblemsAtOnceThenRepair) {
       if (key == "multi-chunk" || key == "aligned" || key == "big") {
         EXPECT_EQ(got.err(), ENOENT) << key << " should have been quarantined";
       } else {
-        ASSERT_TRUE(got.ok()) << key << ": " << Describe(got.status());
+        ASSERT_TRUE(got.ok()) << key << ": " << ErrText(got.status());
         EXPECT_EQ(*got, data) << key;
       }
     }

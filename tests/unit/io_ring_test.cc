@@ -5,7 +5,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <iterator>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -247,46 +257,136 @@ TEST_P(IoExecutorTest, EmptyBatchIsOk) {
   EXPECT_TRUE(io.Run(none).ok());
 }
 
+// The io_uring instances this process has open: the descriptors whose link
+// reads "anon_inode:[io_uring]".
+std::set<int> IoUringFds() {
+  std::set<int> fds;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    char target[64];
+    ssize_t n = ::readlink(entry.path().c_str(), target, sizeof(target) - 1);
+    if (n <= 0) continue;
+    target[n] = '\0';
+    if (std::string_view(target, static_cast<size_t>(n)) == "anon_inode:[io_uring]") {
+      fds.insert(std::atoi(entry.path().filename().c_str()));
+    }
+  }
+  return fds;
+}
+
+std::set<int> Minus(const std::set<int>& a, const std::set<int>& b) {
+  std::set<int> out;
+  std::set_difference(a.begin(), a.end(), b.begin(), b.end(), std::inserter(out, out.end()));
+  return out;
+}
+
+// The executor keeps its rings to itself, but each ring is an io_uring
+// descriptor of this process. The threads run their first two batches one
+// thread at a time: the descriptor that appears during a thread's first batch
+// is its ring, and none may appear during its second (the ring is reused).
+// Then all threads run more batches at once, and while they are all still
+// alive the process holds exactly one new ring per thread, all different;
+// once they have exited, their rings are gone.
 TEST_P(IoExecutorTest, ConcurrentThreadsEachGetTheirOwnRing) {
   const Mode mode = GetParam();
   BufferPool pool(64 << 10, 32);
   IoExecutor io(mode.fixed_buffers ? &pool : nullptr, mode.io_uring, 8);
   constexpr int kThreads = 4;
+  constexpr int kRounds = 5;
   constexpr size_t kSize = 1 << 20;
-  std::vector<std::thread> threads;
+  const std::set<int> before = IoUringFds();
+
+  std::mutex mu;
+  std::condition_variable cv;
+  int turn = 0;      // the thread whose first batches may run; kThreads: all done
+  int finished = 0;  // threads done with every round, waiting to exit
+  bool may_exit = false;
+  std::vector<std::set<int>> opened_first(kThreads), opened_second(kThreads);
   std::atomic<int> failures{0};
+
+  std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       std::string path = dir_.Sub("thread-" + std::to_string(t));
       int fd = OpenFile(path, mode.direct);
-      if (fd < 0) {
-        failures++;
-        return;
-      }
-      for (int round = 0; round < 5; ++round) {
+      if (fd < 0) failures++;
+      // One batch writing 1 MiB in pool-sized requests, one reading it back.
+      auto round = [&](int r) {
+        if (fd < 0) return;
         std::vector<PooledBuffer> bufs;
         std::vector<IoRequest> reqs;
         for (size_t off = 0; off < kSize; off += pool.buffer_size()) {
           bufs.push_back(pool.Acquire());  // may be a miss: then index -1
-          testing::FillPattern(bufs.back().data(), pool.buffer_size(), t * 10 + round, off);
+          testing::FillPattern(bufs.back().data(), pool.buffer_size(), t * 10 + r, off);
           reqs.push_back(IoRequest{fd, bufs.back().data(), pool.buffer_size(), off, true,
                                    mode.fixed_buffers ? bufs.back().index() : -1, 0});
         }
         if (!io.Run(reqs).ok()) failures++;
         for (auto& b : bufs) std::memset(b.data(), 0, pool.buffer_size());
-        for (auto& r : reqs) r.write = false;
+        for (auto& q : reqs) q.write = false;
         if (!io.Run(reqs).ok()) failures++;
         for (size_t i = 0; i < bufs.size(); ++i) {
           if (reqs[i].done != pool.buffer_size()) failures++;
-          std::vector<uint8_t> want = testing::Pattern(t * 10 + round, pool.buffer_size(), reqs[i].offset);
+          std::vector<uint8_t> want = testing::Pattern(t * 10 + r, pool.buffer_size(), reqs[i].offset);
           if (std::memcmp(bufs[i].data(), want.data(), want.size()) != 0) failures++;
         }
+      };
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait(lk, [&] { return turn == t; });
       }
-      ::close(fd);
+      std::set<int> start = IoUringFds();
+      round(0);
+      std::set<int> after_first = IoUringFds();
+      round(1);
+      std::set<int> after_second = IoUringFds();
+      opened_first[t] = Minus(after_first, start);
+      opened_second[t] = Minus(after_second, after_first);
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        ++turn;
+        cv.notify_all();
+        cv.wait(lk, [&] { return turn == kThreads; });
+      }
+      for (int r = 2; r < kRounds; ++r) round(r);
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        ++finished;
+        cv.notify_all();
+        cv.wait(lk, [&] { return may_exit; });
+      }
+      if (fd >= 0) ::close(fd);
     });
   }
+  std::set<int> while_alive;
+  {
+    std::unique_lock<std::mutex> lk(mu);
+    cv.wait(lk, [&] { return finished == kThreads; });
+    while_alive = IoUringFds();
+    may_exit = true;
+    cv.notify_all();
+  }
   for (auto& th : threads) th.join();
+  const std::set<int> after = IoUringFds();
   EXPECT_EQ(failures.load(), 0);
+
+  if (!mode.io_uring || !io.using_io_uring()) {
+    // pread/pwrite: no ring at all.
+    for (int t = 0; t < kThreads; ++t) EXPECT_TRUE(opened_first[t].empty() && opened_second[t].empty()) << t;
+    EXPECT_EQ(while_alive, before);
+    if (mode.io_uring) GTEST_SKIP() << "io_uring is unavailable here; rings could not be compared";
+    return;
+  }
+  std::set<int> rings;
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(opened_first[t].size(), 1u) << "thread " << t << "'s first batch should open exactly its ring";
+    EXPECT_TRUE(opened_second[t].empty()) << "thread " << t << " opened another ring instead of reusing its own";
+    rings.insert(opened_first[t].begin(), opened_first[t].end());
+  }
+  EXPECT_EQ(rings.size(), static_cast<size_t>(kThreads)) << "two threads share a ring";
+  EXPECT_EQ(Minus(while_alive, before), rings) << "the concurrent batches opened other rings";
+  EXPECT_TRUE(Minus(before, while_alive).empty());
+  EXPECT_EQ(after, before) << "rings outlived their threads";
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, IoExecutorTest,

@@ -11,6 +11,7 @@
 #include "adapters/local_store.h"
 #include "core/engine.h"
 #include "core/read_ahead.h"
+#include "tests/unit/engine_driver.h"
 #include "tests/unit/test_util.h"
 
 namespace kvfs {
@@ -47,25 +48,16 @@ class ReadAheadTest : public ::testing::Test {
     ASSERT_TRUE(e.ok());
     engine_ = std::move(*e);
     data_ = testing::Pattern(9, 20 * kMiB + 333);
-    Result<OpenResult> c = engine_->Create(kRootIno, "obj", 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
-    ASSERT_TRUE(c.ok());
-    ASSERT_TRUE(engine_->Write(c->handle, 0, data_.data(), data_.size()).ok());
-    ASSERT_TRUE(engine_->Flush(c->handle).ok());
-    engine_->Release(c->handle);
-    Result<Attr> a = engine_->Lookup(kRootIno, "obj");
-    ASSERT_TRUE(a.ok());
-    ino_ = a->ino;
+    Result<uint64_t> ino = testing::PutFile(*engine_, kRootIno, "obj", data_, {.piece = testing::kOneWrite});
+    ASSERT_TRUE(ino.ok()) << testing::ErrText(ino.status());
+    ino_ = *ino;
   }
 
   // Reads [off, off+len) through h and compares it with the object's bytes.
   void ExpectRange(FileHandle* h, uint64_t off, size_t len) {
-    ReadReply reply;
-    ASSERT_TRUE(engine_->Read(h, off, len, &reply).ok());
-    std::vector<uint8_t> got;
-    for (const iovec& v : reply.iov) {
-      const auto* p = static_cast<const uint8_t*>(v.iov_base);
-      got.insert(got.end(), p, p + v.iov_len);
-    }
+    Result<std::vector<uint8_t>> read = testing::ReadOnce(*engine_, h, off, len);
+    ASSERT_TRUE(read.ok()) << testing::ErrText(read.status());
+    const std::vector<uint8_t>& got = *read;
     size_t want = off >= data_.size() ? 0 : std::min<size_t>(len, data_.size() - off);
     ASSERT_EQ(got.size(), want) << "at " << off;
     EXPECT_TRUE(std::equal(got.begin(), got.end(), data_.begin() + off)) << "wrong bytes at " << off;

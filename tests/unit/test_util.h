@@ -1,5 +1,6 @@
-// Helpers shared by the unit tests: scratch directories, aligned buffers and
-// deterministic byte patterns. Test-only; not thread-safe unless stated.
+// Helpers shared by the unit tests: scratch directories, aligned buffers,
+// deterministic byte patterns and status text. Test-only; not thread-safe
+// unless stated.
 #pragma once
 
 #include <fcntl.h>
@@ -14,7 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "adapters/status.h"
+
 namespace kvfs::testing {
+
+// "OK", or the errno and message of a failed status, for test messages.
+inline std::string ErrText(const Status& s) {
+  return s.ok() ? "OK" : std::to_string(s.err()) + " " + s.ToString();
+}
 
 // A fresh directory under ${TMPDIR:-/tmp}, removed with its contents on
 // destruction.
