@@ -1,10 +1,13 @@
 #!/bin/sh
 # One command from a fresh Debian 12 machine (as root) to a full test run:
-# installs dependencies, builds, and runs every unit and mounted test.
+# installs dependencies, builds, checks the lock annotations with clang,
+# and runs every unit, mounted and dfs test, then the fuzzers.
 set -eu
 cd "$(dirname "$0")/.."
 ./packaging/install-deps.sh
 ./packaging/build.sh
+# The lock contracts, checked by clang's thread-safety analysis.
+./packaging/thread-safety-check.sh
 rc=0
 (cd build && ctest --output-on-failure --timeout 900 "$@") || rc=$?
 if [ "$rc" -ne 0 ]; then
