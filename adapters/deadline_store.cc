@@ -92,7 +92,7 @@ Status DeadlineStore::LandStaging(StagingFile& file, const std::string& location
   auto out = std::make_shared<Status>();
   std::string loc = location;
   if (!RunWithDeadline([t = target(), own, out, loc, link] {
-        *out = link ? t->Link(*own, loc) : t->Publish(*own, loc);
+        *out = link ? t->PublishUnsynced(*own, loc) : t->Publish(*own, loc);
         if (!out->ok()) own->MarkPublished();  // the caller's handle owns cleanup
       })) {
     return CountTimeout(TimedOut((link ? "link " : "publish ") + location, deadline_));
@@ -105,7 +105,7 @@ Status DeadlineStore::Publish(StagingFile& file, const std::string& location) {
   return LandStaging(file, location, false);
 }
 
-Status DeadlineStore::Link(StagingFile& file, const std::string& location) { return LandStaging(file, location, true); }
+Status DeadlineStore::PublishUnsynced(StagingFile& file, const std::string& location) { return LandStaging(file, location, true); }
 
 Status DeadlineStore::SyncAll() {
   auto out = std::make_shared<Status>();

@@ -35,7 +35,7 @@ class DeadlineStore final : public StoreWrapper {
 
   Result<std::unique_ptr<StagingFile>> CreateStaging() override;
   Status Publish(StagingFile& file, const std::string& location) override;
-  Status Link(StagingFile& file, const std::string& location) override;
+  Status PublishUnsynced(StagingFile& file, const std::string& location) override;
   Status SyncAll() override;
   Result<int> OpenForRead(const std::string& location) override;
   Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) override;

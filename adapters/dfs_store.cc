@@ -188,7 +188,7 @@ Result<std::unique_ptr<StagingFile>> DfsStore::CreateStaging() {
                             direct_io_);
 }
 
-Status DfsStore::Link(StagingFile& file, const std::string& location) {
+Status DfsStore::PublishUnsynced(StagingFile& file, const std::string& location) {
   // Durable on its own: a DFS's servers are not reached by syncfs.
   if (::fdatasync(file.fd()) != 0) return Status::FromErrno("fdatasync " + file.path());
   KVFS_RETURN_IF_ERROR(dir_.RenameIntoPlace(file.path(), location, false));
@@ -197,7 +197,7 @@ Status DfsStore::Link(StagingFile& file, const std::string& location) {
 }
 
 Status DfsStore::Publish(StagingFile& file, const std::string& location) {
-  KVFS_RETURN_IF_ERROR(Link(file, location));
+  KVFS_RETURN_IF_ERROR(PublishUnsynced(file, location));
   return dir_.SyncParent(location);
 }
 

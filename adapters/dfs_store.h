@@ -22,7 +22,7 @@
 // Differences from LocalStore: no exclusive lock (many hosts mount the store
 // at once); at open only this host's staging files of processes that are gone
 // are removed (other hosts' are theirs; the evicting host removes staging
-// files abandoned for a long time); Link makes the file durable itself
+// files abandoned for a long time); PublishUnsynced makes the file durable itself
 // (fdatasync before the rename) because syncfs does not reach a DFS's
 // servers, so SyncAll has nothing left to do; a startup probe writes, reads
 // back and deletes a uniquely named file, and a store that fails it is not
@@ -78,7 +78,7 @@ class DfsStore final : public Store {
   std::string LocationFor(const KeyHash& h) const override;
   Result<std::unique_ptr<StagingFile>> CreateStaging() override;
   Status Publish(StagingFile& file, const std::string& location) override;
-  Status Link(StagingFile& file, const std::string& location) override;
+  Status PublishUnsynced(StagingFile& file, const std::string& location) override;
   Status SyncAll() override { return Status::Ok(); }
   Result<int> OpenForRead(const std::string& location) override;
   Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) override;

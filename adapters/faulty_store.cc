@@ -69,9 +69,9 @@ Status FaultyStore::Publish(StagingFile& file, const std::string& location) {
   return StoreWrapper::Publish(file, location);
 }
 
-Status FaultyStore::Link(StagingFile& file, const std::string& location) {
+Status FaultyStore::PublishUnsynced(StagingFile& file, const std::string& location) {
   KVFS_RETURN_IF_ERROR(BeforePublish(file));
-  return StoreWrapper::Link(file, location);
+  return StoreWrapper::PublishUnsynced(file, location);
 }
 
 Result<int> FaultyStore::OpenForRead(const std::string& location) {

@@ -45,8 +45,8 @@ class FaultyStore final : public StoreWrapper {
 
   Result<std::unique_ptr<StagingFile>> CreateStaging() override;
   Status Publish(StagingFile& file, const std::string& location) override;
-  // Publish faults apply to Link too (both are how a commit lands).
-  Status Link(StagingFile& file, const std::string& location) override;
+  // Publish faults apply to PublishUnsynced too (both are how a commit lands).
+  Status PublishUnsynced(StagingFile& file, const std::string& location) override;
   Result<int> OpenForRead(const std::string& location) override;
   Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) override;
   Status Move(const std::string& from, const std::string& to, bool sync) override;

@@ -244,7 +244,7 @@ Status LocalStore::Publish(StagingFile& file, const std::string& location) {
   return dir_.SyncParent(location);
 }
 
-Status LocalStore::Link(StagingFile& file, const std::string& location) {
+Status LocalStore::PublishUnsynced(StagingFile& file, const std::string& location) {
   KVFS_RETURN_IF_ERROR(dir_.RenameIntoPlace(file.path(), location, false));
   file.MarkPublished();
   return Status::Ok();

@@ -63,7 +63,7 @@ class LocalStore final : public Store {
   std::string LocationFor(const KeyHash& h) const override;
   Result<std::unique_ptr<StagingFile>> CreateStaging() override;
   Status Publish(StagingFile& file, const std::string& location) override;
-  Status Link(StagingFile& file, const std::string& location) override;
+  Status PublishUnsynced(StagingFile& file, const std::string& location) override;
   Status SyncAll() override;
   Result<int> OpenForRead(const std::string& location) override;
   Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) override;

@@ -105,13 +105,13 @@ class Store {
   // this returns. On failure the staging file is left for its owner to drop.
   virtual Status Publish(StagingFile& file, const std::string& location) = 0;
 
-  // Group commit, in two steps: Link renames the staging file to location
+  // Group commit, in two steps: PublishUnsynced renames the staging file to location
   // (replacing) without making anything durable; SyncAll then makes every
   // write and rename done on the store so far durable (syncfs). Together they
   // amount to Publish for any number of files, with one flush. Safe on
   // journaling filesystems (ext4, XFS), where data written with O_DIRECT
   // before a rename is on stable storage whenever the rename is.
-  virtual Status Link(StagingFile& file, const std::string& location) = 0;
+  virtual Status PublishUnsynced(StagingFile& file, const std::string& location) = 0;
   virtual Status SyncAll() = 0;
 
   // Opens an object for reading. ENOENT when it does not exist.

@@ -21,7 +21,7 @@ class StoreWrapper : public Store {
   std::string LocationFor(const KeyHash& h) const override { return target_->LocationFor(h); }
   Result<std::unique_ptr<StagingFile>> CreateStaging() override { return target_->CreateStaging(); }
   Status Publish(StagingFile& file, const std::string& location) override { return target_->Publish(file, location); }
-  Status Link(StagingFile& file, const std::string& location) override { return target_->Link(file, location); }
+  Status PublishUnsynced(StagingFile& file, const std::string& location) override { return target_->PublishUnsynced(file, location); }
   Status SyncAll() override { return target_->SyncAll(); }
   Result<int> OpenForRead(const std::string& location) override { return target_->OpenForRead(location); }
   Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) override {

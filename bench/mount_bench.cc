@@ -63,7 +63,7 @@ double OpenSeconds(const std::string& dir, int threads, uint64_t* objects, uint6
   uint64_t before = RssBytes();
   uint64_t heap_before = HeapInUse();
   auto t0 = std::chrono::steady_clock::now();
-  auto engine = kvfs::Engine::Open(eo, std::move(stores));
+  auto engine = kvfs::Engine::Start(eo, std::move(stores));
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!engine.ok()) {
     std::cerr << engine.status().message() << "\n";

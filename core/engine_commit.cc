@@ -90,7 +90,7 @@ void Engine::AttachSpillLocked(Inode* inode, Draft* draft) {
 }
 
 // The publish step of one commit (see PublishQueue). Built by the committer
-// with everything the step needs; Link and Complete run on the group's
+// with everything the step needs; Place and Complete run on the group's
 // leader, under publish_mu_, while the committer waits in PublishQueue::Run.
 class Engine::CommitJob final : public PublishJob {
  public:
@@ -108,7 +108,7 @@ class Engine::CommitJob final : public PublishJob {
   // have been renamed, chmod'ed or touched while its bytes were written;
   // those belong to the new version too) and links the staging file at the
   // name's location. Nothing is published when the name is gone.
-  Status Link() override {
+  Status Place() override {
     std::string now_key;
     bool linked;
     bool attrs_changed = false;
@@ -145,7 +145,7 @@ class Engine::CommitJob final : public PublishJob {
     published_ = true;
     // With group commit, SyncAll (one flush for the group) follows; with
     // deferred syncs, the background sync's.
-    return engine_.options_.group_commit || engine_.Deferred(store_index()) ? store()->Link(*staging_, location_)
+    return engine_.options_.group_commit || engine_.Deferred(store_index()) ? store()->PublishUnsynced(*staging_, location_)
                                                                             : store()->Publish(*staging_, location_);
   }
 
@@ -298,7 +298,7 @@ Result<std::shared_ptr<Version>> Engine::PublishRecord(uint32_t store_index, Obj
 Status Engine::PublishStaging(uint32_t store_index, StagingFile& staging, const std::string& location) {
   Store* store = stores_[store_index].get();
   if (!Deferred(store_index)) return store->Publish(staging, location);
-  KVFS_RETURN_IF_ERROR(store->Link(staging, location));
+  KVFS_RETURN_IF_ERROR(store->PublishUnsynced(staging, location));
   Dirtied(store_index);
   return Status::Ok();
 }

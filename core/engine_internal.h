@@ -1,8 +1,8 @@
 // Engine internals shared by the files that implement the Engine (engine.cc,
-// engine_rebuild.cc, engine_space.cc, engine_commit.cc, engine_read.cc,
-// engine_files.cc, engine_shared.cc): the FileHandle, the StagingSpill of a
-// draft, the ChunkSpan of a read, and small helpers. Not part of the
-// engine's interface; include only from core/engine*.cc.
+// engine_namespace.cc, engine_files.cc, engine_commit.cc, engine_read.cc,
+// engine_space.cc, engine_shared.cc, engine_rebuild.cc): the FileHandle, the
+// StagingSpill of a draft, the ChunkSpan of a read, and small helpers. Not
+// part of the engine's interface; include only from core/engine*.cc.
 #pragma once
 
 #include <sys/stat.h>

@@ -20,7 +20,7 @@ void PublishQueue::LeadGroup() {
     MutexLock g(queue_mu_);
     group.swap(queue_);
   }
-  for (PublishJob* j : group) j->result_ = j->Link();
+  for (PublishJob* j : group) j->result_ = j->Place();
   for (PublishJob* j : group) {
     if (j->result_.ok() && deferred_(j->store_index())) dirtied_(j->store_index());
   }

@@ -5,10 +5,10 @@
 //
 // A committer hands Run a PublishJob and waits. Run queues the job and takes
 // the publish lock; if the job is not done by then, this committer leads a
-// group: it takes every queued job, calls each one's Link (file in place),
+// group: it takes every queued job, calls each one's Place (file in place),
 // flushes each store of the group once with Store::SyncAll (not for stores
 // whose flushes are deferred to the background sync, nor without group
-// commit, where each Link makes itself durable), then calls each linked
+// commit, where each Place makes itself durable), then calls each linked
 // job's Complete and marks it done. Jobs run on the leader's thread, so a
 // job carries everything it needs in its own members.
 //
@@ -41,10 +41,10 @@ class PublishJob {
   PublishJob(const PublishJob&) = delete;
   PublishJob& operator=(const PublishJob&) = delete;
 
-  // Puts the job's file in place (Store::Link with group commit or deferred
+  // Puts the job's file in place (Store::PublishUnsynced with group commit or deferred
   // flushes, Store::Publish otherwise). Called under the publish lock.
-  virtual Status Link() = 0;
-  // Called under the publish lock after a successful Link (and the group's
+  virtual Status Place() = 0;
+  // Called under the publish lock after a successful Place (and the group's
   // flush, which may have failed: see result()).
   virtual void Complete() = 0;
 
@@ -77,7 +77,7 @@ class PublishQueue {
         dirtied_(std::move(dirtied)) {}
 
   // Publishes job (see above) and returns its result. The caller holds no
-  // lock that a job's Link or Complete takes, and not the publish lock.
+  // lock that a job's Place or Complete takes, and not the publish lock.
   Status Run(PublishJob* job);
 
   // Jobs waiting for a leader now.

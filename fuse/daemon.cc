@@ -339,7 +339,7 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   // and mostly from the per-thread caches, which one arena keeps. An operator
   // who sets MALLOC_ARENA_MAX gets that instead.
   if (!std::getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 1);
-  Result<std::unique_ptr<Engine>> engine = Engine::Open(eo, std::move(stores));
+  Result<std::unique_ptr<Engine>> engine = Engine::Start(eo, std::move(stores));
   if (!engine.ok()) return fail(engine.status().message());
 
   FuseContext ctx;

@@ -83,7 +83,7 @@ ObjectHeader FileHeader(const std::string& key, const std::vector<uint8_t>& data
 }
 
 // Writes [header][data padded to 4 KiB] into a staging file of `store` with
-// aligned writes (the descriptor may be O_DIRECT) and Links it at the key's
+// aligned writes (the descriptor may be O_DIRECT) and publishes it (unsynced) at the key's
 // location. Returns the location.
 Result<std::string> PutObject(Store& store, const std::string& key, const std::vector<uint8_t>& data,
                               uint64_t generation = 1) {
@@ -97,7 +97,7 @@ Result<std::string> PutObject(Store& store, const std::string& key, const std::v
     return Status::FromErrno("pwrite staging");
   }
   std::string location = store.LocationFor(HashKey(key));
-  KVFS_RETURN_IF_ERROR(store.Link(**staging, location));
+  KVFS_RETURN_IF_ERROR(store.PublishUnsynced(**staging, location));
   return location;
 }
 
@@ -607,7 +607,7 @@ TEST_F(DfsStoreTest, PublishMoveAndQuarantine) {
   auto a = OpenAs(Root(), "hostA");
   auto b = OpenAs(Root(), "hostB");
   ASSERT_TRUE(a && b);
-  // Publish (durable variant of Link).
+  // Publish (durable variant of PublishUnsynced).
   Result<std::unique_ptr<StagingFile>> staging = a->CreateStaging();
   ASSERT_TRUE(staging.ok());
   std::vector<uint8_t> data = testing::Pattern(4, 100);

@@ -44,7 +44,7 @@ class DurabilityTest : public ::testing::Test {
     o.capacity_bytes = 1ULL << 30;
     o.durability = durability;
     o.sync_interval = interval;
-    Result<std::unique_ptr<Engine>> e = Engine::Open(o, std::move(stores));
+    Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     engine_ = std::move(*e);
   }

@@ -101,7 +101,7 @@ class EngineCapacityTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     std::vector<std::unique_ptr<Store>> stores;
     stores.push_back(std::move(*store));
-    Result<std::unique_ptr<Engine>> e = Engine::Open(options, std::move(stores));
+    Result<std::unique_ptr<Engine>> e = Engine::Start(options, std::move(stores));
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     engine_ = std::move(*e);
   }

@@ -162,7 +162,7 @@ class EngineDriver {
       list.push_back(std::move(*s));
     }
     options.capacity_bytes = capacity;
-    Result<std::unique_ptr<Engine>> e = Engine::Open(options, std::move(list));
+    Result<std::unique_ptr<Engine>> e = Engine::Start(options, std::move(list));
     if (!e.ok()) return e.status();
     engine_ = std::move(*e);
     return Status::Ok();

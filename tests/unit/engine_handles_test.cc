@@ -29,7 +29,7 @@ class EngineHandlesTest : public ::testing::Test {
     o.capacity_bytes = capacity;
     o.background_eviction = false;
     o.buffer_count = 4;
-    Result<std::unique_ptr<Engine>> e = Engine::Open(o, std::move(stores));
+    Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
     ASSERT_TRUE(e.ok()) << e.status().message();
     engine_ = std::move(*e);
   }

@@ -35,7 +35,7 @@ class EngineLargeDraftTest : public ::testing::Test {
     EngineOptions o;
     o.capacity_bytes = 4ULL << 30;
     o.buffer_count = 8;
-    Result<std::unique_ptr<Engine>> e = Engine::Open(o, std::move(stores));
+    Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     engine_ = std::move(*e);
   }

@@ -219,7 +219,7 @@ class EngineSharedTest : public ::testing::Test {
     o.store_limits = {StoreLimits{cfg.capacity, 0, 0.0}};
     o.background_eviction = cfg.background_eviction;
     o.eviction_policy = cfg.eviction_policy;
-    return Engine::Open(o, std::move(stores));
+    return Engine::Start(o, std::move(stores));
   }
 
   void OpenBoth(const HostConfig& cfg = HostConfig()) {
@@ -740,7 +740,7 @@ TEST_F(EngineSharedTest, WaitForReconcileWithoutSharedStoreIsFalse) {
   EngineOptions o;
   o.buffer_count = 16;
   o.capacity_bytes = 1ULL << 30;
-  Result<std::unique_ptr<Engine>> e = Engine::Open(o, std::move(stores));
+  Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
   ASSERT_TRUE(e.ok()) << ErrText(e.status());
   EXPECT_FALSE((*e)->WaitForReconcile(milliseconds(50)));
   EXPECT_FALSE((*e)->Stats().stores.at(0).shared);
@@ -757,7 +757,7 @@ TEST_F(EngineSharedTest, ZeroRefreshIntervalIsRefused) {
   o.buffer_count = 16;
   o.capacity_bytes = 1ULL << 30;
   o.shared_refresh = milliseconds(0);
-  EXPECT_EQ(Engine::Open(o, std::move(stores)).err(), EINVAL) << "a zero refresh interval was accepted";
+  EXPECT_EQ(Engine::Start(o, std::move(stores)).err(), EINVAL) << "a zero refresh interval was accepted";
 }
 
 TEST_F(EngineSharedTest, StatsNameTheHolderOnBothHosts) {

@@ -1729,7 +1729,7 @@ TEST_F(EngineTest, WriteThroughReadOnlyHandleAndReadThroughWriteOnlyHandleFail) 
 
 TEST_F(EngineTest, OpenRejectsBadOptions) {
   std::vector<std::unique_ptr<Store>> none;
-  EXPECT_EQ(Engine::Open(EngineOptions{}, std::move(none)).err(), EINVAL);
+  EXPECT_EQ(Engine::Start(EngineOptions{}, std::move(none)).err(), EINVAL);
 }
 
 }  // namespace

@@ -97,7 +97,7 @@ class FaultInjectionTest : public ::testing::Test {
     options.capacity_bytes = 1ULL << 30;
     options.buffer_count = 16;
     options.background_eviction = false;
-    Result<std::unique_ptr<Engine>> e = Engine::Open(options, std::move(stores));
+    Result<std::unique_ptr<Engine>> e = Engine::Start(options, std::move(stores));
     if (!e.ok()) return e.status();
     engine_ = std::move(*e);
     return Status::Ok();

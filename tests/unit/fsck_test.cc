@@ -85,7 +85,7 @@ class FsckTest : public ::testing::Test {
     options.capacity_bytes = 1ULL << 30;
     options.buffer_count = 8;
     options.background_eviction = false;
-    Result<std::unique_ptr<Engine>> e = Engine::Open(options, std::move(stores));
+    Result<std::unique_ptr<Engine>> e = Engine::Start(options, std::move(stores));
     ASSERT_TRUE(e.ok()) << ErrText(e.status());
     fn(**e);
   }

@@ -31,7 +31,7 @@ class PageCacheTest : public ::testing::Test {
     o.capacity_bytes = 1ULL << 30;
     o.buffer_count = 4;
     o.page_cache = page_cache;
-    Result<std::unique_ptr<Engine>> e = Engine::Open(o, std::move(stores));
+    Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     engine_ = std::move(*e);
   }

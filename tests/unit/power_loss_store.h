@@ -53,11 +53,11 @@ class PowerLossStore : public StoreWrapper {
     if (s.ok()) FlushedLocked();
     return s;
   }
-  Status Link(StagingFile& file, const std::string& location) override {
+  Status PublishUnsynced(StagingFile& file, const std::string& location) override {
     std::lock_guard<std::mutex> g(mu_);
     if (dark_) return Dark();
     Undo u{Undo::kUnlink, location, "", BackupLocked(location), {}};
-    Status s = StoreWrapper::Link(file, location);
+    Status s = StoreWrapper::PublishUnsynced(file, location);
     if (s.ok()) undo_.push_back(u);
     return s;
   }

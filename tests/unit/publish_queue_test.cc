@@ -37,7 +37,7 @@ class TestJob final : public PublishJob {
  public:
   TestJob(Store* store, uint32_t si, std::function<Status()> link = nullptr)
       : PublishJob(store, si), link_(std::move(link)) {}
-  Status Link() override {
+  Status Place() override {
     links++;
     return link_ ? link_() : Status::Ok();
   }
@@ -118,7 +118,7 @@ TEST_F(PublishQueueTest, FailedFlushFailsTheGroupButLeavesItLinked) {
   EXPECT_TRUE(q->Run(&other).ok()) << "another store's flush is its own";
 }
 
-TEST_F(PublishQueueTest, FailedLinkCompletesNothingAndFlushesNothing) {
+TEST_F(PublishQueueTest, FailedPlaceCompletesNothingAndFlushesNothing) {
   auto q = Make(true);
   TestJob j(stores_[0].get(), 0, [] { return Status::Error(ENOSPC, "no room for the rename"); });
   EXPECT_EQ(q->Run(&j).err(), ENOSPC);
@@ -138,11 +138,11 @@ TEST_F(PublishQueueTest, DeferredStoresAreMarkedDirtyNotFlushed) {
   EXPECT_EQ(j.completes.load(), 1);
 }
 
-TEST_F(PublishQueueTest, WithoutGroupCommitEachLinkIsItsOwnFlush) {
+TEST_F(PublishQueueTest, WithoutGroupCommitEachPlaceIsItsOwnFlush) {
   auto q = Make(false);
   TestJob j(stores_[0].get(), 0);
   EXPECT_TRUE(q->Run(&j).ok());
-  EXPECT_EQ(stores_[0]->syncs.load(), 0) << "the job's own Link (Store::Publish) made it durable";
+  EXPECT_EQ(stores_[0]->syncs.load(), 0) << "the job's own Place (Store::Publish) made it durable";
   EXPECT_EQ(j.completes.load(), 1);
   EXPECT_EQ(q->groups(), 1u);
 }

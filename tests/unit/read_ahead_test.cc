@@ -44,7 +44,7 @@ class ReadAheadTest : public ::testing::Test {
     o.capacity_bytes = 1ULL << 30;
     o.buffer_count = 16;
     o.page_cache = false;  // every handle reads through the engine
-    Result<std::unique_ptr<Engine>> e = Engine::Open(o, std::move(stores));
+    Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
     ASSERT_TRUE(e.ok());
     engine_ = std::move(*e);
     data_ = testing::Pattern(9, 20 * kMiB + 333);
