@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "adapters/store.h"
-#include "core/buffer_pool.h"
+#include "adapters/buffer_pool.h"
 #include "core/space_manager.h"
 
 namespace kvfs {

@@ -30,7 +30,7 @@
 #include <vector>
 
 #include "adapters/deadline_store.h"
-#include "adapters/faulty_store.h"
+#include "tests/unit/faulty_store.h"
 #include "adapters/key_hash.h"
 #include "adapters/local_store.h"
 #include "core/engine.h"

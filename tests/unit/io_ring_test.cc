@@ -1,4 +1,4 @@
-#include "core/io_ring.h"
+#include "adapters/io_ring.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>

@@ -21,7 +21,7 @@
 #include <span>
 
 #include "adapters/status.h"
-#include "core/buffer_pool.h"
+#include "adapters/buffer_pool.h"
 
 namespace kvfs {
 

@@ -1,4 +1,4 @@
-#include "adapters/faulty_store.h"
+#include "tests/unit/faulty_store.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
