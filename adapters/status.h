@@ -15,7 +15,7 @@
 
 namespace kvfs {
 
-class Status {
+class [[nodiscard]] Status {
  public:
   Status() = default;
   static Status Ok() { return Status(); }
@@ -37,7 +37,7 @@ class Status {
 };
 
 template <typename T>
-class Result {
+class [[nodiscard]] Result {
  public:
   Result(T value) : value_(std::move(value)) {}           // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {}   // NOLINT: implicit by design

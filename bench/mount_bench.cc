@@ -117,7 +117,10 @@ int main(int argc, char** argv) {
       h.generation = i + 1;
       h.mode = S_IFREG | 0644;
       std::memset(block, 0, kvfs::kHeaderSize);
-      kvfs::EncodeHeader(h, static_cast<uint8_t*>(block));
+      if (!kvfs::EncodeHeader(h, static_cast<uint8_t*>(block)).ok()) {
+        std::fprintf(stderr, "cannot encode the header of %s\n", h.key.c_str());
+        std::exit(1);
+      }
       std::string hex = kvfs::HashKey(h.key).Hex();
       std::string d1 = dir + "/objects/" + hex.substr(0, 2);
       std::string d2 = d1 + "/" + hex.substr(2, 2);

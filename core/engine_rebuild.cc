@@ -91,7 +91,12 @@ Status Engine::Rebuild() {
   // Older copies of a key are leftovers of an interrupted rename: the newest wins.
   for (const Found& f : losers) {
     spdlog::info("{}: removing superseded copy {} of '{}'", stores_[f.store_index]->Describe(), f.location, f.header.key);
-    stores_[f.store_index]->Remove(f.location);
+    Status removed = stores_[f.store_index]->Remove(f.location);
+    // Left in place, the copy is found (and loses) again at the next start.
+    if (!removed.ok() && removed.err() != ENOENT) {
+      spdlog::warn("{}: cannot remove superseded copy {}: {}", stores_[f.store_index]->Describe(), f.location,
+                   removed.message());
+    }
   }
 
   // A rename interrupted between its header rewrite and its file move leaves
