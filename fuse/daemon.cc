@@ -375,6 +375,11 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   std::vector<char*> argv;
   for (std::string& a : argv_s) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  // fuse_session_new copies args into memory of its own, freed here.
+  struct ArgsFree {
+    fuse_args* args;
+    ~ArgsFree() { fuse_opt_free_args(args); }
+  } args_free{&args};
   fuse_session* se = fuse_session_new(&args, &KvfsOperations(), sizeof(fuse_lowlevel_ops), &ctx);
   if (!se) return fail("cannot start FUSE session" + (last_fuse_message.empty() ? "" : ": " + last_fuse_message));
   if (fuse_set_signal_handlers(se) != 0) {
