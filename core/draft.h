@@ -59,6 +59,10 @@ using DraftSpillFactory = std::function<Result<std::unique_ptr<DraftSpill>>()>;
 class Draft {
  public:
   Draft() = default;
+  // A draft that may spill to the target the factory makes, set before any
+  // other thread can see the draft (SetSpill takes the draft's lock, which
+  // the engine may not take under its index mutex).
+  explicit Draft(DraftSpillFactory spill) : spill_factory_(std::move(spill)) {}
   ~Draft();
   Draft(const Draft&) = delete;
   Draft& operator=(const Draft&) = delete;

@@ -209,8 +209,8 @@ class Engine : private SpaceHost, private SharedIndex {
   Status PublishStaging(uint32_t store_index, StagingFile& staging, const std::string& location) KVFS_EXCLUDES(mu_);
   // Removes a version's object file (durably unless the store's syncs are deferred).
   Status RemoveObject(const Version& version) KVFS_EXCLUDES(mu_);
-  // Lets a new draft of inode spill to a staging file on the key's store.
-  void AttachSpillLocked(Inode* inode, Draft* draft) KVFS_REQUIRES(mu_);
+  // A new draft of inode, which spills to a staging file on the key's store.
+  std::shared_ptr<Draft> NewDraftLocked(Inode* inode) KVFS_REQUIRES(mu_);
   Status WriteObject(Store* store, const ObjectHeader& header, const Draft* draft,
                      std::unique_ptr<StagingFile>* out);
   Result<std::shared_ptr<Version>> PublishRecord(uint32_t store_index, ObjectHeader header) KVFS_REQUIRES(publish_mu_);

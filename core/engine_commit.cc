@@ -79,10 +79,12 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, const Draft
   return Status::Ok();
 }
 
-void Engine::AttachSpillLocked(Inode* inode, Draft* draft) {
+std::shared_ptr<Draft> Engine::NewDraftLocked(Inode* inode) {
   uint32_t store_index = StoreIndexFor(ns_.KeyOf(inode));
   Store* store = stores_[store_index].get();
-  draft->SetSpill([store, store_index]() -> Result<std::unique_ptr<DraftSpill>> {
+  // Given to the constructor, not to SetSpill: that takes the draft's lock,
+  // which is above mu_ in the lock order.
+  return std::make_shared<Draft>([store, store_index]() -> Result<std::unique_ptr<DraftSpill>> {
     Result<std::unique_ptr<StagingFile>> staging = store->CreateStaging();
     if (!staging.ok()) return staging.status();
     return std::unique_ptr<DraftSpill>(std::make_unique<StagingSpill>(store_index, std::move(*staging)));

@@ -185,8 +185,7 @@ Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags, Lease lease) {
     inode->writer_expected_until_ns = 0;
     if (flags & O_TRUNC) {
       // A new version of its own; writers opened without O_TRUNC join it.
-      inode->draft = std::make_shared<Draft>();
-      AttachSpillLocked(inode, inode->draft.get());
+      inode->draft = NewDraftLocked(inode);
       handle->draft = inode->draft;
     } else if (inode->draft) {
       handle->draft = inode->draft;
@@ -309,8 +308,7 @@ Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
     NoteDraftThreadLocked(handle, handle->thread);
     return handle->draft;
   }
-  auto draft = std::make_shared<Draft>();
-  AttachSpillLocked(inode, draft.get());
+  auto draft = NewDraftLocked(inode);
   inode->draft = draft;
   handle->draft = draft;
   draft->writers++;

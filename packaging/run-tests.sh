@@ -1,7 +1,8 @@
 #!/bin/sh
 # One command from a fresh Debian 12 machine (as root) to a full test run:
 # installs dependencies, builds, checks the lock annotations with clang,
-# and runs every unit, mounted and dfs test, then the fuzzers.
+# and runs every unit, mounted and dfs test, then the fuzzers, then the
+# tests again under AddressSanitizer+UBSan and ThreadSanitizer.
 set -eu
 cd "$(dirname "$0")/.."
 ./packaging/install-deps.sh
@@ -24,3 +25,6 @@ if [ "$rc" -ne 0 ]; then
 fi
 # Parsers of on-store bytes, fuzzed for a bounded time.
 ./packaging/run-fuzz.sh
+# The unit and mounted tests under ASan+UBSan, the engine's unit tests
+# under TSan; fails on any report.
+./packaging/run-sanitizers.sh

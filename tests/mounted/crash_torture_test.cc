@@ -80,7 +80,7 @@ std::vector<uint8_t> Content(uint32_t writer, uint32_t key, uint64_t version, ui
   memcpy(tag + 8, wk, 8);
   memcpy(tag + 16, &version, 8);
   memcpy(tag + 24, &size, 8);
-  memcpy(data.data(), tag, std::min<size_t>(size, kTagBytes));
+  if (size > 0) memcpy(data.data(), tag, std::min<size_t>(size, kTagBytes));  // data() may be null
   return data;
 }
 

@@ -223,19 +223,26 @@ int CountMountsAt(const std::string& path);
 // ---------------------------------------------------------------- JSON
 
 // Just enough JSON for `kvfs stats --json`.
+struct JsonMember;
 struct JsonValue {
   enum class Type { kNull, kBool, kNumber, kString, kArray, kObject };
   Type type = Type::kNull;
   bool boolean = false;
   std::string text;  // string value, or the number's literal text
   std::vector<JsonValue> items;
-  std::vector<std::pair<std::string, JsonValue>> members;
+  // Not std::pair<std::string, JsonValue>: a pair of a type still being
+  // defined does not compile with clang's libstdc++ headers.
+  std::vector<JsonMember> members;
 
   bool IsNumber() const { return type == Type::kNumber; }
   // Member by key, or nullptr (objects only).
   const JsonValue* Find(std::string_view key) const;
   // The number as an unsigned integer (0 when not a non-negative integer).
   uint64_t AsU64() const;
+};
+struct JsonMember {
+  std::string key;
+  JsonValue value;
 };
 std::optional<JsonValue> ParseJson(std::string_view text, std::string* error);
 
