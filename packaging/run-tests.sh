@@ -25,6 +25,3 @@ if [ "$rc" -ne 0 ]; then
 fi
 # Parsers of on-store bytes, fuzzed for a bounded time.
 ./packaging/run-fuzz.sh
-# The unit and mounted tests under ASan+UBSan, the engine's unit tests
-# under TSan; fails on any report.
-./packaging/run-sanitizers.sh
