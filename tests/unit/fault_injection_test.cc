@@ -457,7 +457,9 @@ TEST_F(FaultInjectionTest, StuckPublishFailsWithinDeadlineAndRecovers) {
   EXPECT_EQ(ErrText(E().Flush(*h)), "OK");
   E().Release(*h);
   EXPECT_EQ(Check("k", next), "");
-  ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+  // The reopen checks what is on the store, not the deadline: none, so that
+  // a slow rebuild on a loaded machine cannot fail it.
+  ASSERT_TRUE(OpenEngine(1).ok());
   EXPECT_EQ(Check("k", next), "");
 }
 
