@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "adapters/aligned_buffer.h"
 #include "adapters/manifest.h"
 #include "adapters/object_directory.h"
 
@@ -23,15 +24,6 @@ constexpr const char* kObjectsDir = ObjectDirectory::kObjectsDir;
 constexpr const char* kStagingDir = ObjectDirectory::kStagingDir;
 constexpr const char* kClusterDir = "cluster";
 constexpr const char* kProbeDir = "probe";
-
-// A 4 KiB-aligned buffer, freed on scope exit.
-struct Aligned {
-  void* p = nullptr;
-  explicit Aligned(size_t n) { p = std::aligned_alloc(4096, n); }
-  ~Aligned() { std::free(p); }
-  Aligned(const Aligned&) = delete;
-  Aligned& operator=(const Aligned&) = delete;
-};
 
 }  // namespace
 
@@ -124,7 +116,7 @@ Status DfsStore::Probe(bool want_direct) {
     (void)fs_->Unlink(path);
     return Status::Error(EIO, "store " + root_ + ": startup probe failed: " + what);
   };
-  Aligned out(4096), in(4096);
+  AlignedBuffer out(4096), in(4096);
   if (!out.p || !in.p) return Status::Error(ENOMEM, "probe buffers");
   for (size_t i = 0; i < 4096; ++i) static_cast<uint8_t*>(out.p)[i] = static_cast<uint8_t>(i * 131 + 7);
   direct_io_ = false;

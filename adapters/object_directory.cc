@@ -12,17 +12,10 @@
 #include <mutex>
 #include <thread>
 
+#include "adapters/aligned_buffer.h"
+
 namespace kvfs {
 namespace {
-
-// A 4 KiB-aligned buffer, freed on scope exit.
-struct Aligned {
-  void* p = nullptr;
-  explicit Aligned(size_t n) { p = std::aligned_alloc(4096, n); }
-  ~Aligned() { std::free(p); }
-  Aligned(const Aligned&) = delete;
-  Aligned& operator=(const Aligned&) = delete;
-};
 
 std::string Dirname(const std::string& path) { return path.substr(0, path.rfind('/')); }
 
@@ -183,7 +176,7 @@ Result<int> ObjectDirectory::OpenObject(const std::string& location, int flags) 
 Status ObjectDirectory::WriteHeaderBlock(const std::string& location, const uint8_t* block, bool direct, bool sync) {
   Result<int> fd = OpenObject(location, O_WRONLY | (direct ? O_DIRECT : 0));
   if (!fd.ok()) return fd.status();
-  Aligned buf(kHeaderSize);
+  AlignedBuffer buf(kHeaderSize);
   if (!buf.p) {
     ::close(*fd);
     return Status::Error(ENOMEM, "header buffer");
@@ -209,7 +202,7 @@ Result<ScannedObject> ObjectDirectory::ReadObject(const std::string& location, b
     obj.file_id = st->ino;
   }
   // The descriptor may be O_DIRECT: read into an aligned block.
-  Aligned block(kHeaderSize);
+  AlignedBuffer block(kHeaderSize);
   if (!block.p) {
     ::close(*fd);
     return Status::Error(ENOMEM, "header buffer");
