@@ -24,16 +24,17 @@ DeadlineStore::DeadlineStore(std::unique_ptr<Store> target, std::chrono::millise
     : StoreWrapper(std::move(target)), deadline_(deadline), max_workers_(max_workers), pool_(std::make_shared<Pool>()) {}
 
 DeadlineStore::~DeadlineStore() {
-  size_t busy;
+  bool stuck;
   {
-    std::lock_guard<std::mutex> g(pool_->mu);
+    std::unique_lock<std::mutex> lk(pool_->mu);
     pool_->stop = true;
-    busy = pool_->workers - pool_->idle;
+    pool_->wake.notify_all();
+    // A call that timed out may be about to finish: give it one deadline.
+    stuck = !pool_->drained.wait_for(lk, deadline_, [&] { return pool_->running == 0; });
   }
-  pool_->wake.notify_all();
-  if (busy > 0) {
-    // A worker is stuck inside the store and still uses it: leave the store
-    // to it (a deliberate leak at shutdown) rather than pull it from under it.
+  if (stuck) {
+    // A worker is still inside the store and uses it: leave the store to it
+    // (a deliberate leak at shutdown) rather than pull it from under it.
     (void)ReleaseTarget();
   }
 }
@@ -51,12 +52,13 @@ void DeadlineStore::WorkerLoop(std::shared_ptr<Pool> pool) {
     std::function<void()> task = std::move(pool->queue.front());
     pool->queue.pop_front();
     lk.unlock();
-    task();
+    task();  // runs the call, drops `running`, then wakes the caller
+    task = nullptr;
     lk.lock();
   }
 }
 
-bool DeadlineStore::RunWithDeadline(std::function<void()> task) const {
+bool DeadlineStore::RunWithDeadline(std::function<void()> call) const {
   auto state = std::make_shared<CallState>();
   {
     std::lock_guard<std::mutex> g(pool_->mu);
@@ -65,8 +67,14 @@ bool DeadlineStore::RunWithDeadline(std::function<void()> task) const {
       ++pool_->workers;
       std::thread([pool = pool_] { WorkerLoop(pool); }).detach();
     }
-    pool_->queue.push_back([state, task = std::move(task)] {
-      task();
+    ++pool_->running;
+    pool_->queue.push_back([state, pool = pool_, call = std::move(call)]() mutable {
+      call();
+      call = nullptr;  // its captures (store pointers, files) go before the caller can see the end
+      {
+        std::lock_guard<std::mutex> g(pool->mu);
+        if (--pool->running == 0) pool->drained.notify_all();
+      }
       std::lock_guard<std::mutex> g(state->mu);
       state->done = true;
       state->done_cv.notify_all();

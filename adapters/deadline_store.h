@@ -11,6 +11,9 @@
 // given a deadline (their length grows with the store).
 // Caveat: a Publish that times out may still complete later; the engine then
 // holds no record of that version, and the next mount indexes it.
+// Destruction waits up to one deadline for calls still inside the store;
+// a call stuck longer keeps the wrapped store (deliberately leaked, with any
+// lock it holds) rather than have it destroyed under it.
 // Thread-safe.
 #pragma once
 
@@ -58,10 +61,15 @@ class DeadlineStore final : public StoreWrapper {
   struct Pool {
     std::mutex mu;
     std::condition_variable wake;
+    std::condition_variable drained;          // signalled when running drops to 0
     std::deque<std::function<void()>> queue;  // guarded by mu
     size_t workers = 0;                       // guarded by mu
     size_t idle = 0;                          // guarded by mu
-    bool stop = false;                        // guarded by mu
+    // Calls taken by a worker whose caller has not yet been told they ended
+    // (stuck ones included). Dropped before the caller is woken, so a caller
+    // that saw its call end never finds it counted here.
+    size_t running = 0;  // guarded by mu
+    bool stop = false;   // guarded by mu
   };
   // Publish (link=false) or Link (link=true) under the deadline.
   Status LandStaging(StagingFile& file, const std::string& location, bool link);

@@ -13,6 +13,21 @@ void FaultyStore::Inject(StoreOp op, const Fault& fault) {
   faults_[op] = fault;
 }
 
+FaultyStore::CallScope::CallScope(const FaultyStore& s) : s_(s) {
+  std::lock_guard<std::mutex> g(s_.mu_);
+  ++s_.in_flight_;
+}
+
+FaultyStore::CallScope::~CallScope() {
+  std::lock_guard<std::mutex> g(s_.mu_);
+  if (--s_.in_flight_ == 0) s_.returned_.notify_all();
+}
+
+void FaultyStore::WaitForCallsToReturn() const {
+  std::unique_lock<std::mutex> lk(mu_);
+  returned_.wait(lk, [&] { return in_flight_ == 0; });
+}
+
 void FaultyStore::Clear() {
   std::lock_guard<std::mutex> g(mu_);
   faults_.clear();
@@ -38,6 +53,7 @@ std::optional<Fault> FaultyStore::Take(StoreOp op) const {
 }
 
 Result<std::unique_ptr<StagingFile>> FaultyStore::CreateStaging() {
+  CallScope in_store(*this);
   std::optional<Fault> f = Take(StoreOp::kCreateStaging);
   if (f && f->err) return Status::Error(f->err, "injected fault: create staging");
   Result<std::unique_ptr<StagingFile>> s = StoreWrapper::CreateStaging();
@@ -65,46 +81,54 @@ Status FaultyStore::BeforePublish(StagingFile& file) {
 }
 
 Status FaultyStore::Publish(StagingFile& file, const std::string& location) {
+  CallScope in_store(*this);
   KVFS_RETURN_IF_ERROR(BeforePublish(file));
   return StoreWrapper::Publish(file, location);
 }
 
 Status FaultyStore::PublishUnsynced(StagingFile& file, const std::string& location) {
+  CallScope in_store(*this);
   KVFS_RETURN_IF_ERROR(BeforePublish(file));
   return StoreWrapper::PublishUnsynced(file, location);
 }
 
 Result<int> FaultyStore::OpenForRead(const std::string& location) {
+  CallScope in_store(*this);
   std::optional<Fault> f = Take(StoreOp::kOpenForRead);
   if (f && f->err) return Status::Error(f->err, "injected fault: open");
   return StoreWrapper::OpenForRead(location);
 }
 
 Status FaultyStore::WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) {
+  CallScope in_store(*this);
   std::optional<Fault> f = Take(StoreOp::kWriteHeaderBlock);
   if (f && f->err) return Status::Error(f->err, "injected fault: write header");
   return StoreWrapper::WriteHeaderBlock(location, block, sync);
 }
 
 Status FaultyStore::Move(const std::string& from, const std::string& to, bool sync) {
+  CallScope in_store(*this);
   std::optional<Fault> f = Take(StoreOp::kMove);
   if (f && f->err) return Status::Error(f->err, "injected fault: move");
   return StoreWrapper::Move(from, to, sync);
 }
 
 Status FaultyStore::Remove(const std::string& location, bool sync) {
+  CallScope in_store(*this);
   std::optional<Fault> f = Take(StoreOp::kRemove);
   if (f && f->err) return Status::Error(f->err, "injected fault: remove");
   return StoreWrapper::Remove(location, sync);
 }
 
 Status FaultyStore::Scan(const std::function<void(const ScannedObject&)>& fn, int threads) {
+  CallScope in_store(*this);
   std::optional<Fault> f = Take(StoreOp::kScan);
   if (f && f->err) return Status::Error(f->err, "injected fault: scan");
   return StoreWrapper::Scan(fn, threads);
 }
 
 Result<StoreSpace> FaultyStore::Space() const {
+  CallScope in_store(*this);
   std::optional<Fault> f = Take(StoreOp::kSpace);
   if (f && f->err) return Status::Error(f->err, "injected fault: space");
   return StoreWrapper::Space();

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 
@@ -42,6 +43,9 @@ class FaultyStore final : public StoreWrapper {
   void Clear();
   // Calls affected by a fault so far.
   uint64_t hits() const { return hits_.load(); }
+  // Blocks until no call is inside this store (a stalled one included), so a
+  // test can wait for a call it made time out to really end.
+  void WaitForCallsToReturn() const;
 
   Result<std::unique_ptr<StagingFile>> CreateStaging() override;
   Status Publish(StagingFile& file, const std::string& location) override;
@@ -60,8 +64,20 @@ class FaultyStore final : public StoreWrapper {
   // The fault to apply to this call of op, if any (after its delay).
   std::optional<Fault> Take(StoreOp op) const;
 
+  // Counts a call as inside the store for its lifetime.
+  class CallScope {
+   public:
+    explicit CallScope(const FaultyStore& s);
+    ~CallScope();
+
+   private:
+    const FaultyStore& s_;
+  };
+
   mutable std::mutex mu_;
   mutable std::map<StoreOp, Fault> faults_;  // guarded by mu_
+  mutable int in_flight_ = 0;                // guarded by mu_
+  mutable std::condition_variable returned_;  // signalled when in_flight_ drops to 0
   mutable std::atomic<uint64_t> hits_{0};
 };
 
