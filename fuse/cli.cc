@@ -214,6 +214,10 @@ void Parser::BuildApp() {
   mount_->add_option("--max-background", mo.max_background,
                      "FUSE requests the kernel keeps in flight in the background, 1 to 4096 (default 12)")
       ->check(Whole(1, 4096));
+  mount_->add_option("--max-handles-per-user", mo.max_handles_per_user,
+                     "open files one user (uid, root included) may hold on the mount, 16 to 16777216 (default: a "
+                     "quarter of what the daemon's descriptor limit serves); more opens fail with EMFILE")
+      ->check(Whole(16, 16777216));
   mount_->add_option("--buffers", mo.buffer_count,
                      "number of registered read buffers, 1 to 4096, at most 4G in all (default 64)")
       ->check(Whole(1, 4096));

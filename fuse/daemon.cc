@@ -53,6 +53,7 @@
 #include "core/size_parse.h"
 #include "fuse/device_io.h"
 #include "fuse/fuse_ops.h"
+#include "fuse/handle_quota.h"
 #include "fuse/kernel_notifier.h"
 
 namespace kvfs {
@@ -354,8 +355,17 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   Result<std::unique_ptr<Engine>> engine = Engine::Start(eo, std::move(stores));
   if (!engine.ok()) return fail(engine.status().message());
 
+  // Descriptors: as many as the hard limit allows; users' open files are
+  // capped so that the daemon keeps a reserve for its own work.
+  uint64_t descriptors = RaiseDescriptorLimit();
+  uint64_t per_user = o.max_handles_per_user ? o.max_handles_per_user : DefaultHandlesPerUser(descriptors);
+  HandleQuota handle_quota(per_user, std::max(per_user, DefaultTotalHandles(descriptors)));
+  spdlog::info("open files: at most {} per user, {} in all ({} descriptors)", handle_quota.per_user(),
+               handle_quota.total(), descriptors);
+
   FuseContext ctx;
   ctx.engine = engine->get();
+  ctx.handle_quota = &handle_quota;
   ctx.entry_timeout = o.entry_timeout;
   ctx.readdir_cache = o.readdir_cache;
   ctx.negative_timeout = o.negative_timeout;

@@ -63,6 +63,9 @@ struct MountOptions {
   // page cache (0: off).
   uint64_t daemon_read_ahead = 2 << 20;
   unsigned max_background = 12;
+  // Open files one uid may hold on the mount (0: a quarter of what the
+  // daemon serves, see fuse/handle_quota.h).
+  uint64_t max_handles_per_user = 0;
   size_t buffer_count = 64;
   uint64_t buffer_size = 1 << 20;
   bool io_uring = true;

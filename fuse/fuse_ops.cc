@@ -175,27 +175,67 @@ void FillOpenReply(fuse_req_t req, fuse_file_info* fi, const OpenResult& r) {
   fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY ? 1 : 0;
 }
 
+// Charges an open to its user's quota (see HandleQuota); the reply errno on
+// refusal, else 0. Pair with Bind or Unreserve.
+int ReserveHandle(fuse_req_t req) {
+  HandleQuota* q = Ctx(req)->handle_quota;
+  if (!q) return 0;
+  Status s = q->Reserve(fuse_req_ctx(req)->uid);
+  if (s.ok()) return 0;
+  // Logged for the 1st, 2nd, 4th, 8th... refusal: a user hammering the
+  // mount cannot flood the log.
+  uint64_t n = q->refused();
+  if ((n & (n - 1)) == 0) spdlog::warn("open refused ({} refusals so far): {}", n, s.message());
+  return s.err();
+}
+
+void UnreserveHandle(fuse_req_t req) {
+  if (HandleQuota* q = Ctx(req)->handle_quota) q->Unreserve(fuse_req_ctx(req)->uid);
+}
+
+void BindHandle(fuse_req_t req, const fuse_file_info* fi) {
+  if (HandleQuota* q = Ctx(req)->handle_quota) q->Bind(fi->fh, fuse_req_ctx(req)->uid);
+}
+
+void ReleaseHandle(fuse_req_t req, const fuse_file_info* fi) {
+  if (HandleQuota* q = Ctx(req)->handle_quota) q->Release(fi->fh);
+}
+
 void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
   const fuse_ctx* c = fuse_req_ctx(req);
+  if (int err = ReserveHandle(req)) return (void)fuse_reply_err(req, err);
   Result<OpenResult> r = Eng(req)->Create(parent, name, mode, fi->flags, c->uid, c->gid, ThreadOwner(req));
-  if (!r.ok()) return ReplyStatus(req, r.status());
+  if (!r.ok()) {
+    UnreserveHandle(req);
+    return ReplyStatus(req, r.status());
+  }
   FillOpenReply(req, fi, *r);
+  BindHandle(req, fi);
   fuse_entry_param e = ToEntry(req, r->attr);
   // The new key is not committed yet: do not let the kernel keep the name.
   e.entry_timeout = 0;
   e.attr_timeout = 0;
   if (fuse_reply_create(req, &e, fi) != 0) {
     // The kernel dropped the request (the caller was interrupted): undo.
+    ReleaseHandle(req, fi);
     Eng(req)->Abandon(r->handle);
     Eng(req)->Forget(r->attr.ino, 1);
   }
 }
 
 void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (int err = ReserveHandle(req)) return (void)fuse_reply_err(req, err);
   Result<OpenResult> r = Eng(req)->Open(ino, fi->flags, ThreadOwner(req));
-  if (!r.ok()) return ReplyStatus(req, r.status());
+  if (!r.ok()) {
+    UnreserveHandle(req);
+    return ReplyStatus(req, r.status());
+  }
   FillOpenReply(req, fi, *r);
-  if (fuse_reply_open(req, fi) != 0) Eng(req)->Abandon(r->handle);
+  BindHandle(req, fi);
+  if (fuse_reply_open(req, fi) != 0) {
+    ReleaseHandle(req, fi);
+    Eng(req)->Abandon(r->handle);
+  }
 }
 
 void OnRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
@@ -223,6 +263,9 @@ void OnFlush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 void OnFsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) { ReplyStatus(req, Eng(req)->Fsync(Handle(fi))); }
 
 void OnRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  // The quota first: once the engine frees the handle, its address (fi->fh)
+  // may be handed to another open at once.
+  ReleaseHandle(req, fi);
   Eng(req)->Release(Handle(fi));
   fuse_reply_err(req, 0);
 }

@@ -20,6 +20,7 @@
 #include <fuse_lowlevel.h>
 
 #include "core/engine.h"
+#include "fuse/handle_quota.h"
 
 namespace kvfs {
 
@@ -36,6 +37,8 @@ struct FuseContext {
   // directory's cached listing whenever a name appears or goes without the
   // kernel's doing (a commit, an eviction, another host's change).
   bool readdir_cache = true;
+  // Caps the open files of each user (and of all together); null: no cap.
+  HandleQuota* handle_quota = nullptr;
 };
 
 // The operations table; pass a FuseContext* as userdata to fuse_session_new.
