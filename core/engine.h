@@ -234,8 +234,28 @@ class Engine : private SpaceHost, private SharedIndex {
   // Takes a corrupt version out of service: EIO was returned, now the name
   // goes and the file moves to the store's quarantine.
   void QuarantineVersion(Inode* inode, const std::shared_ptr<Version>& version, const std::string& why) KVFS_EXCLUDES(publish_mu_, mu_);
-  Status MoveObject(Inode* inode, const std::string& new_key) KVFS_REQUIRES(publish_mu_);
+  // Moves inode's committed object from the key it carries (from_key) to
+  // to_key, on the store to_key hashes to; nothing when it has none. On
+  // failure the object keeps from_key.
+  Status MoveObject(Inode* inode, const std::string& from_key, const std::string& to_key) KVFS_REQUIRES(publish_mu_);
+  // Moves the objects of inode and of everything under it to keys under
+  // new_key (the namespace is left to the caller). All or nothing: when one
+  // move fails, those done are moved back (a failure of that is logged) and
+  // the first error is returned.
   Status MoveTree(Inode* inode, const std::string& new_key) KVFS_REQUIRES(publish_mu_);
+  // What MoveTree did so far: the inodes it pinned, and the moves to undo.
+  struct TreeMove {
+    std::vector<Inode*> pinned;
+    struct Step {
+      Inode* inode;
+      std::string from_key, to_key;
+    };
+    std::vector<Step> done;
+  };
+  // The work of MoveTree, recursively, recorded in *work; inode is pinned.
+  Status MoveTreeSteps(Inode* inode, const std::string& new_key, TreeMove* work) KVFS_REQUIRES(publish_mu_);
+  // The longest key below dir, relative to dir ("a/b" for dir/a/b).
+  size_t LongestKeyBelowLocked(const Inode* dir) const KVFS_REQUIRES(mu_);
   Result<std::shared_ptr<Version>> CopyToStore(const std::shared_ptr<Version>& version, uint32_t store_index,
                                                ObjectHeader header) KVFS_REQUIRES(publish_mu_);
   // A version of header.key's object at location on store store_index.

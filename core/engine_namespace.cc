@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "core/engine_internal.h"
+#include "core/log_text.h"
 
 namespace kvfs {
 using namespace engine_detail;
@@ -326,7 +327,7 @@ Result<std::shared_ptr<Version>> Engine::CopyToStore(const std::shared_ptr<Versi
   return MakeVersion(store_index, location, header, file_id);
 }
 
-Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
+Status Engine::MoveObject(Inode* inode, const std::string& from_key, const std::string& new_key) {
   std::shared_ptr<Version> v;
   ObjectHeader before, header;
   {
@@ -334,7 +335,7 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
     v = inode->committed;
     if (!v) return Status::Ok();
     before = v->header();
-    before.key = ns_.KeyOf(inode);
+    before.key = from_key;
     header = before;
     header.key = new_key;
     header.generation = next_generation_++;
@@ -376,7 +377,15 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
   }
   header.slot = 0;
   Result<std::shared_ptr<Version>> copy = CopyToStore(v, new_store, header);
-  if (!copy.ok()) return copy.status();
+  if (!copy.ok()) {
+    // As above: the source keeps the old key, with a newer claim.
+    {
+      MutexLock g(mu_);
+      before.generation = next_generation_++;
+    }
+    (void)WriteSpareHeaderSlot(v.get(), new_key, before);
+    return copy.status();
+  }
   Status s = RemoveObject(*v);
   if (!s.ok()) spdlog::warn("rename: old copy {} not removed: {}", v->location(), s.message());
   MutexLock g(mu_);
@@ -386,26 +395,72 @@ Status Engine::MoveObject(Inode* inode, const std::string& new_key) {
   return Status::Ok();
 }
 
-Status Engine::MoveTree(Inode* inode, const std::string& new_key) {
-  KVFS_RETURN_IF_ERROR(MoveObject(inode, new_key));
+size_t Engine::LongestKeyBelowLocked(const Inode* dir) const {
+  size_t longest = 0;
+  if (!dir->is_dir) return 0;
+  dir->dir->ForEachAfter(0, [&](uint64_t, Inode* child) {
+    size_t len = child->name.size();
+    if (child->is_dir && !child->dir->empty()) len += 1 + LongestKeyBelowLocked(child);
+    longest = std::max(longest, len);
+    return true;
+  });
+  return longest;
+}
+
+Status Engine::MoveTreeSteps(Inode* inode, const std::string& new_key, TreeMove* work) {
+  std::string old_key;
+  bool had_object;
+  {
+    MutexLock g(mu_);
+    old_key = ns_.KeyOf(inode);
+    had_object = inode->committed != nullptr;
+  }
+  KVFS_RETURN_IF_ERROR(MoveObject(inode, old_key, new_key));
+  if (had_object) work->done.push_back({inode, old_key, new_key});
   if (!inode->is_dir) return Status::Ok();
   std::vector<std::pair<Inode*, std::string>> children;
   {
-    // Each child is pinned (a lookup reference) while it is worked on
-    // without the lock, so a concurrent release cannot free it.
+    // Each child is pinned (a lookup reference) until MoveTree is done, so
+    // that a concurrent release cannot free it while it is worked on
+    // without the lock.
     MutexLock g(mu_);
     inode->dir->ForEachAfter(0, [&](uint64_t, Inode* child) {
       child->nlookup++;
+      work->pinned.push_back(child);
       children.emplace_back(child, child->name);
       return true;
     });
   }
-  Status result;
   for (auto& [child, name] : children) {
-    if (result.ok()) result = MoveTree(child, new_key + "/" + name);
+    KVFS_RETURN_IF_ERROR(MoveTreeSteps(child, new_key + "/" + name, work));
+  }
+  return Status::Ok();
+}
+
+Status Engine::MoveTree(Inode* inode, const std::string& new_key) {
+  TreeMove work;
+  {
     MutexLock g(mu_);
-    child->nlookup--;
-    ns_.Reap(child);
+    inode->nlookup++;
+    work.pinned.push_back(inode);
+  }
+  Status result = MoveTreeSteps(inode, new_key, &work);
+  if (!result.ok()) {
+    // Undo, newest first: each moved object goes back to its old key. The
+    // namespace was not changed, so the store then matches it again.
+    for (size_t i = work.done.size(); i-- > 0;) {
+      const TreeMove::Step& step = work.done[i];
+      Status back = MoveObject(step.inode, step.to_key, step.from_key);
+      if (!back.ok()) {
+        spdlog::error("a failed rename could not be undone: '{}' is left as '{}': {}", EscapeForLog(step.from_key),
+                      EscapeForLog(step.to_key), back.message());
+      }
+    }
+  }
+  MutexLock g(mu_);
+  for (Inode* node : work.pinned) {
+    node->nlookup--;
+    ns_.Reap(node);
   }
   return result;
 }
@@ -441,6 +496,11 @@ Status Engine::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
     }
     new_key = JoinKey(ns_.KeyOf(*new_dir), new_name);
     if (new_key.size() > kMaxKeyLength) return Status::Error(ENAMETOOLONG, "path too long");
+    // Every key below a moved directory must fit too, checked before
+    // anything moves.
+    if (src->is_dir && !src->dir->empty() && new_key.size() + 1 + LongestKeyBelowLocked(src) > kMaxKeyLength) {
+      return Status::Error(ENAMETOOLONG, "a key below the directory would be too long");
+    }
     if (dst) dst_version = dst->committed;
     // Pin both inodes (a lookup reference) while we work without mu_.
     src->nlookup++;

@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -557,6 +558,137 @@ TEST_F(FaultInjectionTest, SlowStoreDoesNotStallHealthyStore) {
   slow_reader.join();
   EXPECT_EQ(ErrText(slow_status), "OK");
   E().Forget(slow->ino, 1);
+}
+
+// Builds dir "d" holding files a, b, c (and a subdirectory "s" with one
+// file), all committed; returns their contents by key.
+std::map<std::string, std::vector<uint8_t>> MakeTree(Engine& e) {
+  std::map<std::string, std::vector<uint8_t>> files;
+  Result<Attr> d = e.Mkdir(kRoot, "d", 0755, 0, 0);
+  EXPECT_TRUE(d.ok());
+  Result<Attr> sub = e.Mkdir(d->ino, "s", 0755, 0, 0);
+  EXPECT_TRUE(sub.ok());
+  int seed = 90;
+  for (const char* name : {"a", "b", "c"}) {
+    files[std::string("d/") + name] = Pattern(seed++, 70 * kKiB);
+    EXPECT_EQ(ErrText(testing::PutFile(e, d->ino, name, files[std::string("d/") + name]).status()), "OK");
+  }
+  files["d/s/f"] = Pattern(seed, 90 * kKiB);
+  EXPECT_EQ(ErrText(testing::PutFile(e, sub->ino, "f", files["d/s/f"]).status()), "OK");
+  e.Forget(sub->ino, 1);
+  e.Forget(d->ino, 1);
+  return files;
+}
+
+// Reads every file of MakeTree under the directory `top` (instead of "d").
+std::string CheckTree(Engine& e, const std::string& top, const std::map<std::string, std::vector<uint8_t>>& files) {
+  for (const auto& [key, want] : files) {
+    std::string path = top + key.substr(1);
+    uint64_t parent = kRoot;
+    std::vector<uint64_t> looked_up;
+    size_t start = 0;
+    std::string err;
+    while (true) {
+      size_t slash = path.find('/', start);
+      std::string part = path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+      if (slash == std::string::npos) {
+        Result<std::vector<uint8_t>> got = testing::GetFile(e, parent, part);
+        if (!got.ok()) err = path + ": " + ErrText(got.status());
+        else if (*got != want) err = path + ": wrong bytes";
+        break;
+      }
+      Result<Attr> a = e.Lookup(parent, part);
+      if (!a.ok()) {
+        err = path + ": " + ErrText(a.status());
+        break;
+      }
+      looked_up.push_back(a->ino);
+      parent = a->ino;
+      start = slash + 1;
+    }
+    for (uint64_t ino : looked_up) e.Forget(ino, 1);
+    if (!err.empty()) return err;
+  }
+  return "";
+}
+
+// A directory rename whose store moves fail part way: what had moved is
+// moved back, so the tree stays whole under its old name, now and after a
+// restart, and the store is clean.
+TEST_F(FaultInjectionTest, FailedDirectoryRenameMovesNothing) {
+  ASSERT_TRUE(OpenEngine().ok());
+  const auto files = MakeTree(E());
+  ASSERT_EQ(CheckTree(E(), "d", files), "");
+  Fault f;
+  f.err = EIO;
+  f.skip = 2;  // the directory's record and its first child move, then a move fails
+  f.count = 1;
+  F().Inject(StoreOp::kMove, f);
+  Status renamed = E().Rename(kRoot, "d", kRoot, "e", 0);
+  EXPECT_EQ(renamed.err(), EIO) << ErrText(renamed);
+  EXPECT_EQ(F().hits(), 1u);
+  F().Clear();
+  EXPECT_EQ(CheckTree(E(), "d", files), "");
+  EXPECT_EQ(LookupErr("e"), ENOENT);
+
+  ASSERT_TRUE(OpenEngine().ok());
+  EXPECT_EQ(CheckTree(E(), "d", files), "") << "after a restart";
+  EXPECT_EQ(LookupErr("e"), ENOENT) << "after a restart";
+  // The same rename works once the store does.
+  ASSERT_EQ(ErrText(E().Rename(kRoot, "d", kRoot, "e", 0)), "OK");
+  EXPECT_EQ(CheckTree(E(), "e", files), "");
+  ASSERT_TRUE(OpenEngine().ok());
+  EXPECT_EQ(CheckTree(E(), "e", files), "");
+  EXPECT_EQ(LookupErr("d"), ENOENT);
+  CloseEngine();
+  LocalStoreOptions so;
+  so.create_if_missing = false;
+  so.sweep_staging = false;
+  Result<std::unique_ptr<LocalStore>> store = LocalStore::Open(Root(0), so);
+  ASSERT_TRUE(store.ok());
+  Result<FsckReport> report = CheckStore(**store, false);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->clean()) << report->ToText();
+}
+
+// A directory rename that would give a key below it more than the longest
+// key allowed fails with ENAMETOOLONG before anything moves.
+TEST_F(FaultInjectionTest, DirectoryRenameWithATooLongKeyBelowMovesNothing) {
+  ASSERT_TRUE(OpenEngine().ok());
+  const auto files = MakeTree(E());
+  // d/<250>/<250>/<250>/<250>/<250>/<250>/file: 1,512 bytes of key.
+  Result<Attr> d = E().Lookup(kRoot, "d");
+  ASSERT_TRUE(d.ok());
+  uint64_t parent = d->ino;
+  std::vector<uint64_t> made = {d->ino};
+  std::string deep_key = "d";
+  for (int i = 0; i < 6; ++i) {
+    std::string name(250, static_cast<char>('p' + i));
+    Result<Attr> sub = E().Mkdir(parent, name, 0755, 0, 0);
+    ASSERT_TRUE(sub.ok()) << ErrText(sub.status());
+    made.push_back(sub->ino);
+    parent = sub->ino;
+    deep_key += "/" + name;
+  }
+  const std::vector<uint8_t> deep = Pattern(99, 5000);
+  ASSERT_EQ(ErrText(testing::PutFile(E(), parent, "file", deep).status()), "OK");
+  for (uint64_t ino : made) E().Forget(ino, 1);
+  // The new top name fits on its own, but the deep file's key would grow
+  // past the longest allowed.
+  const std::string long_top(100, 'n');
+  ASSERT_GT(deep_key.size() + 5 - 1 + long_top.size(), kMaxKeyLength);
+  // Any store move now fails: the rename must not even try one.
+  Fault f;
+  f.err = EIO;
+  F().Inject(StoreOp::kMove, f);
+  Status renamed = E().Rename(kRoot, "d", kRoot, long_top, 0);
+  EXPECT_EQ(renamed.err(), ENAMETOOLONG) << ErrText(renamed);
+  EXPECT_EQ(F().hits(), 0u) << "the rename moved objects before refusing";
+  F().Clear();
+  EXPECT_EQ(CheckTree(E(), "d", files), "");
+  ASSERT_TRUE(OpenEngine().ok());
+  EXPECT_EQ(CheckTree(E(), "d", files), "") << "after a restart";
+  EXPECT_EQ(LookupErr(long_top), ENOENT);
 }
 
 // A rename whose header rewrite reached the disk but whose move did not (the
