@@ -101,4 +101,27 @@ Result<ObjectHeader> DecodeHeader(const uint8_t* block, size_t len) {
   return Status::Error(EINVAL, a.reason);
 }
 
+std::string HeaderProblem(const ObjectHeader& h) {
+  if (h.kind == ObjectKind::kFile && h.size > kMaxObjectDataBytes) {
+    return "header says " + std::to_string(h.size) + " data bytes, more than any object can hold";
+  }
+  const std::string& key = h.key;
+  if (key.empty()) return h.kind == ObjectKind::kDirectory ? "" : "empty key on a file";
+  if (key.size() > kMaxKeyLength) return "key longer than " + std::to_string(kMaxKeyLength) + " bytes";
+  if (key.find('\0') != std::string::npos) return "key holds a NUL byte";
+  if (key.front() == '/') return "key is an absolute path";
+  size_t start = 0;
+  while (true) {
+    size_t slash = key.find('/', start);
+    std::string_view part(key.data() + start, (slash == std::string::npos ? key.size() : slash) - start);
+    if (part.empty()) return "key has an empty component";
+    if (part == "." || part == "..") return "key has a '" + std::string(part) + "' component";
+    if (part.size() > kMaxComponentLength) {
+      return "key has a component longer than " + std::to_string(kMaxComponentLength) + " bytes";
+    }
+    if (slash == std::string::npos) return "";
+    start = slash + 1;
+  }
+}
+
 }  // namespace kvfs

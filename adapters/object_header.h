@@ -60,6 +60,20 @@ Status EncodeHeader(const ObjectHeader& header, uint8_t* block);
 // EPROTO when the format version is newer than this build understands.
 Result<ObjectHeader> DecodeHeader(const uint8_t* block, size_t len);
 
+// Longest name of one key component, as the engine enforces it.
+inline constexpr size_t kMaxComponentLength = 255;
+// No object holds more data bytes (larger sizes would overflow the
+// footprint sums).
+inline constexpr uint64_t kMaxObjectDataBytes = uint64_t{1} << 56;
+
+// Empty when a decoded header is one kvfs could have written, else why not:
+// its key (empty on a file, over kMaxKeyLength, a NUL, an absolute path, an
+// empty, "." or ".." component, a component over kMaxComponentLength) or
+// its size (over kMaxObjectDataBytes). A store is not trusted to hold only
+// what kvfs wrote: the mount and fsck refuse such headers. (A key below a
+// key that is a file is refused too, but that needs the other keys.)
+std::string HeaderProblem(const ObjectHeader& header);
+
 inline constexpr uint32_t kChunkShift = 18;
 inline constexpr uint64_t kChunkSize = uint64_t{1} << kChunkShift;  // 256 KiB
 

@@ -52,6 +52,14 @@ Status Engine::Rebuild() {
               return;
             }
             const ObjectHeader& h = obj.header.value();
+            if (std::string bad = HeaderProblem(h); !bad.empty()) {
+              // Not something kvfs wrote: a forged or damaged header. fsck
+              // reports it; the mount leaves it alone.
+              spdlog::warn("{}: skipping {}: {}", stores_[si]->Describe(), obj.location, bad);
+              std::lock_guard<std::mutex> g(found_mu);
+              ++skipped;
+              return;
+            }
             if (h.kind == ObjectKind::kFile && obj.file_bytes < ObjectFootprint(h.size)) {
               spdlog::warn("{}: skipping {}: file holds {} bytes, header says {}", stores_[si]->Describe(),
                            obj.location, obj.file_bytes, ObjectFootprint(h.size));

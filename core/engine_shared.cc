@@ -72,6 +72,7 @@ void Engine::ApplyRemote(uint32_t si, const ScannedObject& obj, std::vector<Noti
   if (!obj.header.ok()) return;
   const ObjectHeader& h = obj.header.value();
   const bool is_dir = h.kind == ObjectKind::kDirectory;
+  if (!HeaderProblem(h).empty()) return;  // not something kvfs wrote
   if (!is_dir && obj.file_bytes < ObjectFootprint(h.size)) return;  // not a whole object
   if (StoreIndexFor(h.key) != si || obj.location != stores_[si]->LocationFor(HashKey(h.key))) return;
   if (h.key.empty() && !is_dir) return;

@@ -31,32 +31,6 @@ bool ReadAll(int fd, uint64_t offset, size_t len, std::vector<uint8_t>* out) {
   return true;
 }
 
-// Longest name of one path component, as the engine enforces it.
-constexpr size_t kMaxComponentLength = 255;
-// Larger data sizes are impossible (and would overflow the footprint sums).
-constexpr uint64_t kMaxObjectDataBytes = uint64_t{1} << 56;
-
-// Empty when key is one the engine could have written for an object of this
-// kind, else the reason. The root directory's record has the empty key.
-std::string KeyProblem(const std::string& key, ObjectKind kind) {
-  if (key.empty()) return kind == ObjectKind::kDirectory ? "" : "empty key on a file";
-  if (key.size() > kMaxKeyLength) return "key longer than " + std::to_string(kMaxKeyLength) + " bytes";
-  if (key.find('\0') != std::string::npos) return "key holds a NUL byte";
-  if (key.front() == '/') return "key is an absolute path";
-  size_t start = 0;
-  while (true) {
-    size_t slash = key.find('/', start);
-    std::string_view part(key.data() + start, (slash == std::string::npos ? key.size() : slash) - start);
-    if (part.empty()) return "key has an empty component";
-    if (part == "." || part == "..") return "key has a '" + std::string(part) + "' component";
-    if (part.size() > kMaxComponentLength) {
-      return "key has a component longer than " + std::to_string(kMaxComponentLength) + " bytes";
-    }
-    if (slash == std::string::npos) return "";
-    start = slash + 1;
-  }
-}
-
 // Empty when the object's data matches its checksums, else the reason.
 std::string VerifyData(Store& store, const std::string& location, const ObjectHeader& h) {
   if (h.kind != ObjectKind::kFile) return "";
@@ -115,8 +89,8 @@ Result<FsckReport> CheckStore(Store& store, bool repair, int threads) {
         if (!obj.header.ok()) {
           why = "bad header: " + obj.header.status().message();
         } else if (obj.header->kind == ObjectKind::kFile && obj.header->size > kMaxObjectDataBytes) {
-          why = "header says " + std::to_string(obj.header->size) + " data bytes, more than any object can hold";
-        } else if (std::string bad = KeyProblem(obj.header->key, obj.header->kind); !bad.empty()) {
+          why = HeaderProblem(*obj.header);
+        } else if (std::string bad = HeaderProblem(*obj.header); !bad.empty()) {
           std::lock_guard<std::mutex> g(mu);
           r.bad_keys++;
           r.problems.push_back("bad key " + EscapeForLog(obj.header->key) + " at " + obj.location + ": " + bad);

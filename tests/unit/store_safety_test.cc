@@ -26,6 +26,7 @@
 #include "adapters/key_hash.h"
 #include "adapters/local_store.h"
 #include "adapters/object_directory.h"
+#include "core/engine.h"
 #include "core/fsck.h"
 #include "core/log_text.h"
 #include "tests/unit/test_util.h"
@@ -385,6 +386,55 @@ TEST_F(FsckForgeryTest, OverflowingHeaderSizeIsReported) {
   EXPECT_FALSE(r.clean()) << r.ToText();
   EXPECT_EQ(r.corrupt, 2u) << r.ToText();
   EXPECT_EQ(r.files, 0u) << r.ToText();
+}
+
+// The mount's rebuild trusts a store no more than fsck does: forged keys
+// and impossible sizes are left out of the index (and on the store, for
+// fsck), never turned into ".." entries, absolute paths or huge files.
+TEST_F(FsckForgeryTest, MountIndexesNoForgedHeaders) {
+  const std::vector<std::string> forged = {
+      "../x", "a/../../etc/passwd", "/etc/passwd", "a//b", "a/", "./a", "", std::string("a\0b", 3),
+      std::string(256, 'n'), "dir/" + std::string(300, 'c'),
+  };
+  {
+    auto store = OpenLocal(Root());
+    ASSERT_TRUE(store);
+    ASSERT_EQ(Describe(PutRaw(*store, "fine", Pattern(5, 3000))), "OK");
+    ASSERT_EQ(Describe(PutRaw(*store, "dir/fine", Pattern(6, 3000))), "OK");
+    for (size_t i = 0; i < forged.size(); ++i) {
+      std::string location = store->LocationFor(HashKey("forged-" + std::to_string(i)));
+      ASSERT_EQ(Describe(PutRaw(*store, forged[i], Pattern(7 + i, 100), location)), "OK") << i;
+    }
+    ASSERT_EQ(Describe(PutRaw(*store, "huge", {}, "", UINT64_MAX - 100)), "OK");
+  }
+  std::vector<std::unique_ptr<Store>> stores;
+  LocalStoreOptions so;
+  so.create_if_missing = false;
+  stores.push_back(OpenLocal(Root(), so));
+  ASSERT_TRUE(stores.back());
+  EngineOptions eo;
+  eo.capacity_bytes = 1ULL << 30;
+  eo.buffer_count = 4;
+  eo.background_eviction = false;
+  Result<std::unique_ptr<Engine>> e = Engine::Start(eo, std::move(stores));
+  ASSERT_TRUE(e.ok()) << Describe(e.status());
+  std::set<std::string> names;
+  ASSERT_TRUE((*e)->ReadDir(kRootIno, 0, false, [&](const DirEntry& d) {
+                    names.insert(d.name);
+                    return true;
+                  }).ok());
+  EXPECT_EQ(names, (std::set<std::string>{".", "..", "dir", "fine"}));
+  Result<Attr> dir = (*e)->Lookup(kRootIno, "dir");
+  ASSERT_TRUE(dir.ok());
+  std::set<std::string> in_dir;
+  ASSERT_TRUE((*e)->ReadDir(dir->ino, 0, false, [&](const DirEntry& d) {
+                    in_dir.insert(d.name);
+                    return true;
+                  }).ok());
+  EXPECT_EQ(in_dir, (std::set<std::string>{".", "..", "fine"}));
+  (*e)->Forget(dir->ino, 1);
+  EXPECT_EQ((*e)->Lookup(kRootIno, "huge").err(), ENOENT);
+  EXPECT_EQ((*e)->Stats().objects, 2u);
 }
 
 // Unmounts (lazily) on destruction whatever the test did.
