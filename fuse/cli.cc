@@ -262,8 +262,9 @@ void Parser::BuildApp() {
                      "seconds the kernel may cache a missing name, 0 to 3600 (default 60)")
       ->check(Bounded(0.0, 3600.0));
   mount_->add_option("--metrics-listen", mo.metrics_listen,
-                     "serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics; ADDR:PORT is IPV4:PORT or "
-                     "[IPV6]:PORT, port 0 picks a free port (printed when mounted) (default: off)");
+                     "serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics; ADDR is an IPv4 address "
+                     "(127.0.0.1, or 0.0.0.0 for every interface), PORT 0 to 65535 (0: a free port, printed when "
+                     "mounted) (default: off)");
   mount_->add_option("--config", config_path_,
                      "TOML file with mount options under [mount], keys named like the long flags (the command line "
                      "wins)");

@@ -6,14 +6,13 @@
 
 namespace kvfs {
 
-std::string ListenAddress::HostPort(int p) const {
-  return (ipv6 ? "[" + address + "]" : address) + ":" + std::to_string(p);
-}
+std::string ListenAddress::HostPort(int p) const { return address + ":" + std::to_string(p); }
 
 Result<ListenAddress> ParseListenAddress(const std::string& text) {
   auto invalid = [&](const std::string& why) {
-    return Status::Error(EINVAL, "'" + text + "' " + why + " (expected IPV4:PORT or [IPV6]:PORT, e.g. 127.0.0.1:9100)");
+    return Status::Error(EINVAL, "'" + text + "' " + why + " (expected IPV4:PORT, e.g. 127.0.0.1:9100)");
   };
+  if (!text.empty() && text.front() == '[') return invalid("is IPv6, which the metrics server does not support");
   size_t colon = text.rfind(':');
   if (text.empty() || colon == std::string::npos) return invalid("has no port");
   std::string host = text.substr(0, colon);
@@ -24,20 +23,13 @@ Result<ListenAddress> ParseListenAddress(const std::string& text) {
   }
   unsigned long port = std::stoul(port_text);
   if (port > 65535) return invalid("has a port above 65535");
-  ListenAddress a;
-  a.port = static_cast<uint16_t>(port);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    a.address = host.substr(1, host.size() - 2);
-    a.ipv6 = true;
-    in6_addr v6;
-    if (::inet_pton(AF_INET6, a.address.c_str(), &v6) != 1) return invalid("is not an IPv6 address");
-  } else {
-    a.address = host;
-    in_addr v4;
-    if (host.empty() || ::inet_pton(AF_INET, host.c_str(), &v4) != 1) {
-      return invalid("is not an IPv4 address (host names are not accepted)");
-    }
+  in_addr v4;
+  if (host.empty() || ::inet_pton(AF_INET, host.c_str(), &v4) != 1) {
+    return invalid("is not an IPv4 address (host names are not accepted)");
   }
+  ListenAddress a;
+  a.address = host;
+  a.port = static_cast<uint16_t>(port);
   return a;
 }
 

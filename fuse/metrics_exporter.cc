@@ -85,24 +85,15 @@ double D(uint64_t v) { return static_cast<double>(v); }
 // the server does and returns bind(2)'s errno (0 when that works now).
 // The server's own error says only that it failed.
 int BindErrno(const ListenAddress& a) {
-  int fd = ::socket(a.ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return errno;
   int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  int rc;
-  if (a.ipv6) {
-    sockaddr_in6 sa{};
-    sa.sin6_family = AF_INET6;
-    sa.sin6_port = htons(a.port);
-    ::inet_pton(AF_INET6, a.address.c_str(), &sa.sin6_addr);
-    rc = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  } else {
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(a.port);
-    ::inet_pton(AF_INET, a.address.c_str(), &sa.sin_addr);
-    rc = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  }
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(a.port);
+  ::inet_pton(AF_INET, a.address.c_str(), &sa.sin_addr);
+  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
   int err = rc == 0 ? 0 : errno;
   ::close(fd);
   return err;

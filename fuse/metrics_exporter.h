@@ -59,8 +59,8 @@ class StatsCollector : public prometheus::Collectable {
 // An HTTP server for /metrics on one address.
 class MetricsServer {
  public:
-  // listen: "IPV4:PORT" or "[IPV6]:PORT" (fuse/listen_address.h; port 0:
-  // the kernel picks one, see port()). Fails with bind(2)'s errno and its
+  // listen: "IPV4:PORT" (fuse/listen_address.h; port 0: the kernel picks
+  // one, see port()). Fails with bind(2)'s errno and its
   // text (EADDRINUSE: the port is taken; EADDRNOTAVAIL: not an address of
   // this host; EACCES: a privileged port), or EINVAL for a malformed
   // address, when the address cannot be listened on.

@@ -264,9 +264,9 @@ TEST(CliParseTest, MetricsListenInEveryForm) {
   c = Mount({"--metrics-listen", "127.0.0.1:9100"});
   ASSERT_EQ(c.action, CliCommand::Action::kMount) << c.error;
   EXPECT_EQ(c.mount.metrics_listen, "127.0.0.1:9100");
-  c = Mount({"-o", "metrics_listen=[::1]:0"});
+  c = Mount({"-o", "metrics_listen=127.0.0.1:0"});
   ASSERT_EQ(c.action, CliCommand::Action::kMount) << c.error;
-  EXPECT_EQ(c.mount.metrics_listen, "[::1]:0");
+  EXPECT_EQ(c.mount.metrics_listen, "127.0.0.1:0");
   FakeFiles files;
   files.files["/etc/kvfs.toml"] = "[mount]\nmetrics_listen = \"0.0.0.0:9200\"\n";
   c = Mount({"--config", "/etc/kvfs.toml"}, &files);
@@ -279,6 +279,7 @@ TEST(CliParseTest, MetricsListenInEveryForm) {
   ExpectRefused(Mount({"--metrics-listen", "localhost:9100"}), "--metrics-listen: 'localhost:9100'");
   ExpectRefused(Mount({"--metrics-listen", "127.0.0.1:70000"}), "above 65535");
   ExpectRefused(Mount({"--metrics-listen", "9100"}), "has no port");
+  ExpectRefused(Mount({"--metrics-listen", "[::1]:9100"}), "IPv6");
   ExpectRefused(Mount({"--metrics-listen", ""}), "empty");
   ExpectRefused(Mount({"-o", "metrics_listen=1.2.3.4"}), "-o metrics-listen");
   files.files["bad"] = "[mount]\nmetrics_listen = \"nowhere:1\"\n";
