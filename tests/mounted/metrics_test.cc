@@ -55,7 +55,7 @@ struct Scrape {
   std::map<std::string, std::string> help;
   std::vector<Sample> samples;
   std::set<std::string> sample_names;
-  // The value of the one sample called `name` whose labels include `match`.
+  // The sum of the samples called `name` whose labels include `match`.
   double Value(const std::string& name, const std::vector<std::pair<std::string, std::string>>& match = {}) const {
     double total = 0;
     for (const Sample& s : samples) {
