@@ -205,6 +205,9 @@ EngineStats Engine::Stats() const {
   s.pool_buffer_bytes = pool_->buffer_size();
   s.io_in_flight = io_->in_flight();
   s.io_uring = io_->using_io_uring();
+  s.read_latency_ns = read_latency_.Snapshot();
+  s.commit_latency_ns = commit_latency_.Snapshot();
+  s.eviction_batch_objects = space_->EvictionBatches();
   {
     MutexLock g(mu_);
     s.open_handles = open_handles_;

@@ -348,6 +348,10 @@ class Engine : private SpaceHost, private SharedIndex {
 
   std::atomic<uint64_t> reads_{0}, read_bytes_{0}, writes_{0}, write_bytes_{0};
   std::atomic<uint64_t> commits_{0}, commit_failures_{0}, lookups_{0}, negative_lookups_{0};
+  // Nanoseconds per Read call (every call, failed ones included) and per
+  // successful commit (CommitDraft, from its start to the commit reported).
+  Histogram read_latency_{Histogram::LatencyBoundsNs()};
+  Histogram commit_latency_{Histogram::LatencyBoundsNs()};
 };
 
 }  // namespace kvfs

@@ -201,6 +201,7 @@ class Engine::CommitJob final : public PublishJob {
 };
 
 Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
+  const auto started = std::chrono::steady_clock::now();
   UniqueLock lk(mu_);
   commit_done_.wait(lk, [&] { return !inode->committing; });
   if (!draft->dirty()) return Status::Ok();
@@ -222,8 +223,13 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     MutexLock g(mu_);
     inode->committing = false;
     commit_done_.notify_all();
-    if (s.ok()) commits_.fetch_add(1, std::memory_order_relaxed);
-    else commit_failures_.fetch_add(1, std::memory_order_relaxed);
+    if (s.ok()) {
+      commits_.fetch_add(1, std::memory_order_relaxed);
+      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started);
+      commit_latency_.Record(static_cast<uint64_t>(ns.count()));
+    } else {
+      commit_failures_.fetch_add(1, std::memory_order_relaxed);
+    }
     return s;
   };
 

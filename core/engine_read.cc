@@ -112,6 +112,15 @@ void Engine::QuarantineVersion(Inode* inode, const std::shared_ptr<Version>& v, 
 Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply* out) {
   if (!handle->readable) return Status::Error(EBADF, "handle not open for reading");
   reads_.fetch_add(1, std::memory_order_relaxed);
+  // Every counted read lands in the latency histogram, however it returns.
+  struct LatencyRecorder {
+    Histogram& histogram;
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+    ~LatencyRecorder() {
+      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started);
+      histogram.Record(static_cast<uint64_t>(ns.count()));
+    }
+  } latency{read_latency_};
   std::shared_ptr<Draft> draft;
   {
     MutexLock g(mu_);

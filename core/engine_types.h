@@ -16,6 +16,7 @@
 
 #include "adapters/store.h"
 #include "adapters/buffer_pool.h"
+#include "core/histogram.h"
 #include "core/space_manager.h"
 
 namespace kvfs {
@@ -201,6 +202,13 @@ struct EngineStats {
   uint64_t pool_buffer_bytes = 0;
   uint64_t io_in_flight = 0;
   bool io_uring = false;
+  // Histograms (see core/histogram.h): nanoseconds per engine read (each
+  // Read call, one FUSE read), nanoseconds per successful commit (close or
+  // flush), and objects evicted per eviction batch (a background pass over
+  // one store, or the synchronous evictions of one commit).
+  HistogramSnapshot read_latency_ns;
+  HistogramSnapshot commit_latency_ns;
+  HistogramSnapshot eviction_batch_objects;
   std::vector<StoreStats> stores;
 };
 

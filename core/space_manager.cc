@@ -78,6 +78,14 @@ Status SpaceManager::NoSpace(uint32_t si, const char* why) {
 
 Status SpaceManager::Reserve(uint32_t si, uint64_t bytes) {
   PerStore& s = *stores_[si];
+  // Objects this reservation evicted: one batch, recorded however it ends.
+  struct BatchRecorder {
+    Histogram& batches;
+    uint64_t evicted = 0;
+    ~BatchRecorder() {
+      if (evicted > 0) batches.Record(evicted);
+    }
+  } batch{eviction_batches_};
   bool asked_for_room = false;
   auto withdraw = [&] {
     if (asked_for_room) host_->AskForRoom(si, -static_cast<int64_t>(bytes));
@@ -120,6 +128,7 @@ Status SpaceManager::Reserve(uint32_t si, uint64_t bytes) {
       return NoSpace(si, *why == EvictionCause::kFloor ? "no space: the store's filesystem is at its free-space floor"
                                                        : "no space: capacity reached and everything left is in use");
     }
+    ++batch.evicted;
   }
 }
 
@@ -160,6 +169,7 @@ size_t SpaceManager::EvictionPass() {
   for (uint32_t si = 0; si < stores_.size(); ++si) {
     if (!host_->MayEvict(si)) continue;
     PerStore& s = *stores_[si];
+    const size_t evicted_before = evicted;
     auto cap = static_cast<double>(s.limits.capacity_bytes);
     auto used = [&] { return static_cast<double>(s.account->used_bytes.load() + s.reserved.load()); };
     // Room other hosts of a shared store asked for, to commit what did not fit.
@@ -179,6 +189,7 @@ size_t SpaceManager::EvictionPass() {
         ++evicted;
       }
     }
+    if (evicted > evicted_before) eviction_batches_.Record(evicted - evicted_before);
   }
   return evicted;
 }

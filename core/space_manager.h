@@ -20,6 +20,9 @@
 //    leaves no room. On a store where another host evicts (SpaceHost::MayEvict
 //    false) it asks that host for room and waits a few of its passes.
 //  - Every successful Reserve is matched by one Release of the same bytes.
+//  - Eviction batches: each background pass over a store that evicted
+//    something, and each Reserve that evicted synchronously, records the
+//    number of objects it evicted in one histogram (EvictionBatches()).
 //
 // Thread-safety: every method may be called from any thread. The policies
 // are guarded by policy_mu_, a leaf lock: PickVictim calls its predicate
@@ -46,6 +49,7 @@
 #include "adapters/status.h"
 #include "adapters/store.h"
 #include "core/eviction_policy.h"
+#include "core/histogram.h"
 #include "core/version.h"
 
 namespace kvfs {
@@ -149,6 +153,8 @@ class SpaceManager {
     uint64_t enospc = 0;
   };
   StoreCounters Counters(uint32_t store) const;
+  // Objects evicted per eviction batch, all stores and causes.
+  HistogramSnapshot EvictionBatches() const { return eviction_batches_.Snapshot(); }
 
  private:
   struct PerStore {
@@ -172,6 +178,7 @@ class SpaceManager {
   std::vector<std::unique_ptr<PerStore>> stores_;  // fixed after Create
   uint64_t capacity_bytes_ = 0;                    // fixed after Create
   Mutex policy_mu_;  // leaf: guards every PerStore::policy
+  Histogram eviction_batches_{Histogram::BatchBounds()};  // lock-free
 
   Mutex evictor_mu_;
   CondVar evictor_wake_;  // with evictor_mu_

@@ -14,6 +14,7 @@
 
 #include "adapters/dfs_store.h"
 #include "core/size_parse.h"
+#include "fuse/listen_address.h"
 
 #ifndef KVFS_VERSION
 #define KVFS_VERSION "unknown"
@@ -264,6 +265,10 @@ void Parser::BuildApp() {
   mount_->add_option("--negative-timeout", mo.negative_timeout,
                      "seconds the kernel may cache a missing name, 0 to 3600 (default 60)")
       ->check(Bounded(0.0, 3600.0));
+  mount_->add_option("--metrics-listen", mo.metrics_listen,
+                     "serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics; ADDR is an IPv4 address "
+                     "(127.0.0.1, or 0.0.0.0 for every interface), PORT 0 to 65535 (0: a free port, printed when "
+                     "mounted) (default: off)");
   mount_->add_option("--config", config_path_,
                      "TOML file with mount options under [mount], keys named like the long flags (the command line "
                      "wins)");
@@ -550,6 +555,11 @@ CliCommand Parser::FinishMount() {
   mo.max_request = Size("max-request", max_request_text_, 4096, kMiB);
   if (mo.max_request % 4096 != 0) throw CliError{Where("max-request") + " must be a multiple of 4K"};
   mo.daemon_read_ahead = Size("daemon-read-ahead", read_ahead_text_, 0, kMaxDaemonReadAhead);
+  if (mount_->get_option("--metrics-listen")->count() > 0) {
+    if (mo.metrics_listen.empty()) throw CliError{Where("metrics-listen") + ": empty value"};
+    Result<ListenAddress> listen = ParseListenAddress(mo.metrics_listen);
+    if (!listen.ok()) throw CliError{Where("metrics-listen") + ": " + listen.status().message()};
+  }
   cmd_.action = CliCommand::Action::kMount;
   return cmd_;
 }

@@ -55,6 +55,7 @@
 #include "fuse/fuse_ops.h"
 #include "fuse/handle_quota.h"
 #include "fuse/kernel_notifier.h"
+#include "fuse/metrics_exporter.h"
 
 namespace kvfs {
 namespace {
@@ -354,6 +355,18 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   if (!std::getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 1);
   Result<std::unique_ptr<Engine>> engine = Engine::Start(eo, std::move(stores));
   if (!engine.ok()) return fail(engine.status().message());
+  // Prometheus metrics, before the mount: an address that cannot be
+  // listened on fails start-up with nothing mounted. Declared after the
+  // engine, so it stops serving (its collector reads the engine) first.
+  std::unique_ptr<MetricsServer> metrics;
+  if (!o.metrics_listen.empty()) {
+    Engine* e = engine->get();
+    Result<std::unique_ptr<MetricsServer>> m = MetricsServer::Start(o.metrics_listen, [e] { return e->Stats(); });
+    if (!m.ok()) return fail("--metrics-listen: " + m.status().message());
+    metrics = std::move(*m);
+    spdlog::info("serving metrics on {}", metrics->url());
+  }
+  const std::string metrics_note = metrics ? ", metrics on " + metrics->url() : "";
 
   // Descriptors: as many as the hard limit allows; users' open files are
   // capped so that the daemon keeps a reserve for its own work.
@@ -430,7 +443,7 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
       if (ready_fd >= 0) {
         Report(ready_fd, "OK mounted " + mountpoint + " (" + std::to_string(st.stores.size()) +
                              " store(s), capacity " + FormatSize(st.capacity_bytes) + ", " +
-                             std::to_string(st.objects) + " objects)");
+                             std::to_string(st.objects) + " objects" + metrics_note + ")");
         int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
         if (null_fd >= 0) {
           ::dup2(null_fd, 0);
@@ -439,7 +452,7 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
           if (null_fd > 2) ::close(null_fd);
         }
       } else {
-        std::cout << "kvfs: mounted " << mountpoint << "; serving in the foreground" << std::endl;
+        std::cout << "kvfs: mounted " << mountpoint << "; serving in the foreground" << metrics_note << std::endl;
       }
       return;
     }
@@ -469,6 +482,7 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   probe.join();
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
+  metrics.reset();
   if (!probe_ok) {
     engine->reset();
     std::string why = "the mount on " + mountpoint + " did not answer (" + probe_error + ")";

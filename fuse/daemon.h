@@ -94,6 +94,9 @@ struct MountOptions {
   double dfs_refresh_s = 2.0;
   double dfs_lease_ttl_s = 10.0;
   double dfs_cache_timeout = 1.0;
+  // "ADDR:PORT" to serve Prometheus metrics on (GET /metrics); empty: off.
+  // Checked by the command line (fuse/listen_address.h).
+  std::string metrics_listen;
 };
 
 // "DIR" or "DIR:SIZE" as given to --store.

@@ -30,6 +30,39 @@ void EvictionsJson(std::ostringstream& o, const EvictionCounts& e) {
     << ",\"floor\":" << e.floor << ",\"bytes\":" << e.bytes << "}";
 }
 
+// A number in the shortest form that keeps 9 significant digits.
+std::string Number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+// {"count":N,"sum":S,"p50":..,"p99":..,"bounds":[..],"counts":[..]}: sum,
+// quantiles and bounds in the histogram's unit times `scale`; counts per
+// bucket (not cumulative), one more than bounds (the last: above every bound).
+// The quantiles are estimates, interpolated inside a bucket the way
+// Prometheus's histogram_quantile does.
+void HistogramJson(std::ostringstream& o, const HistogramSnapshot& h, double scale) {
+  o << "{\"count\":" << h.count << ",\"sum\":" << Number(static_cast<double>(h.sum) * scale)
+    << ",\"p50\":" << Number(h.Quantile(0.5) * scale) << ",\"p99\":" << Number(h.Quantile(0.99) * scale)
+    << ",\"bounds\":[";
+  for (size_t i = 0; i < h.bounds.size(); ++i) o << (i ? "," : "") << Number(static_cast<double>(h.bounds[i]) * scale);
+  o << "],\"counts\":[";
+  for (size_t i = 0; i < h.counts.size(); ++i) o << (i ? "," : "") << h.counts[i];
+  o << "]}";
+}
+
+// "p50 1.2 ms, p99 8 ms" for a histogram of nanoseconds.
+std::string LatencyText(const HistogramSnapshot& h) {
+  auto ms = [](double ns) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g ms", ns / 1e6);
+    return std::string(buf);
+  };
+  if (h.count == 0) return "none yet";
+  return "p50 " + ms(h.Quantile(0.5)) + ", p99 " + ms(h.Quantile(0.99)) + " (" + std::to_string(h.count) + ")";
+}
+
 }  // namespace
 
 std::string FormatStatsText(const EngineStats& s) {
@@ -63,6 +96,17 @@ std::string FormatStatsText(const EngineStats& s) {
   o << "buffer pool   " << s.pool_buffers << " x " << FormatSize(s.pool_buffer_bytes) << ", hits " << s.pool_hits
     << ", misses " << s.pool_misses << " (" << pct(s.pool_hits, s.pool_hits + s.pool_misses) << " hit)\n";
   o << "io            " << (s.io_uring ? "io_uring" : "pread/pwrite") << ", in flight " << s.io_in_flight << "\n";
+  o << "read latency  " << LatencyText(s.read_latency_ns) << "\n";
+  o << "commit time   " << LatencyText(s.commit_latency_ns) << "\n";
+  const HistogramSnapshot& batches = s.eviction_batch_objects;
+  o << "evict batches " << batches.count;
+  if (batches.count > 0) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, ", %.1f objects per batch on average",
+                  static_cast<double>(batches.sum) / static_cast<double>(batches.count));
+    o << buf;
+  }
+  o << "\n";
   for (const StoreStats& st : s.stores) {
     o << "store " << st.name << "\n";
     o << "  capacity    " << FormatSize(st.capacity_bytes) << " (free-space floor " << FormatSize(st.floor_bytes) << ")\n";
@@ -107,7 +151,13 @@ std::string FormatStatsJson(const EngineStats& s) {
     << ",\"superseded_inodes\":" << s.superseded_inodes << ",\"pool_hits\":" << s.pool_hits
     << ",\"pool_misses\":" << s.pool_misses << ",\"pool_buffers\":" << s.pool_buffers
     << ",\"pool_buffer_bytes\":" << s.pool_buffer_bytes << ",\"io_in_flight\":" << s.io_in_flight
-    << ",\"io_uring\":" << (s.io_uring ? "true" : "false") << ",\"stores\":[";
+    << ",\"io_uring\":" << (s.io_uring ? "true" : "false") << ",\"histograms\":{\"read_latency_seconds\":";
+  HistogramJson(o, s.read_latency_ns, 1e-9);
+  o << ",\"commit_latency_seconds\":";
+  HistogramJson(o, s.commit_latency_ns, 1e-9);
+  o << ",\"eviction_batch_objects\":";
+  HistogramJson(o, s.eviction_batch_objects, 1.0);
+  o << "},\"stores\":[";
   for (size_t i = 0; i < s.stores.size(); ++i) {
     const StoreStats& st = s.stores[i];
     if (i) o << ",";

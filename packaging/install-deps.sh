@@ -2,7 +2,7 @@
 # Installs what kvfs needs to build, test and run on Debian 12, from Debian's
 # own archive. Run as root. Skips apt entirely when everything is present.
 set -eu
-PACKAGES="build-essential cmake pkg-config fuse3 libfuse3-dev liburing-dev libspdlog-dev libcli11-dev libxxhash-dev libgtest-dev attr clang libclang-rt-14-dev glusterfs-server glusterfs-client"
+PACKAGES="build-essential cmake pkg-config fuse3 libfuse3-dev liburing-dev libspdlog-dev libcli11-dev libxxhash-dev libgtest-dev prometheus-cpp-dev attr clang libclang-rt-14-dev glusterfs-server glusterfs-client"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -858,6 +858,7 @@ std::string MountedTest::Mount() {
   auto argv = MountCommand();
   CommandResult r = RunCommand(argv);
   if (r.exit_code != 0) return "`" + ArgvString(argv) + "` failed: " + r.Describe();
+  mount_output_ = r.out;
   // The daemon now serves the mount; TearDown must take it down.
   mounted_ = IsKvfsMounted(mnt_);
   if (!mounted_) {

@@ -274,6 +274,8 @@ class MountedTest : public ::testing::Test {
   // to `umount -l` when `kvfs umount` fails and reports that as an error.
   std::string Mount();
   std::string Unmount();
+  // What the last successful Mount's `kvfs mount` printed on stdout.
+  const std::string& mount_output() const { return mount_output_; }
   // Unmount, then mount again on the same stores. Use with
   // ASSERT_NO_FATAL_FAILURE(Remount()).
   void Remount();
@@ -284,6 +286,7 @@ class MountedTest : public ::testing::Test {
   std::string root_;
   std::string mnt_;
   bool mounted_ = false;
+  std::string mount_output_;
 };
 
 }  // namespace kvfs::mounted_test

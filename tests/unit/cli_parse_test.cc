@@ -253,3 +253,39 @@ TEST(CliParseTest, ConfigFileMistakesNameTheLine) {
 
 }  // namespace
 }  // namespace kvfs
+
+namespace kvfs {
+namespace {
+
+TEST(CliParseTest, MetricsListenInEveryForm) {
+  CliCommand c = Mount({});
+  ASSERT_EQ(c.action, CliCommand::Action::kMount) << c.error;
+  EXPECT_EQ(c.mount.metrics_listen, "") << "off by default";
+  c = Mount({"--metrics-listen", "127.0.0.1:9100"});
+  ASSERT_EQ(c.action, CliCommand::Action::kMount) << c.error;
+  EXPECT_EQ(c.mount.metrics_listen, "127.0.0.1:9100");
+  c = Mount({"-o", "metrics_listen=127.0.0.1:0"});
+  ASSERT_EQ(c.action, CliCommand::Action::kMount) << c.error;
+  EXPECT_EQ(c.mount.metrics_listen, "127.0.0.1:0");
+  FakeFiles files;
+  files.files["/etc/kvfs.toml"] = "[mount]\nmetrics_listen = \"0.0.0.0:9200\"\n";
+  c = Mount({"--config", "/etc/kvfs.toml"}, &files);
+  ASSERT_EQ(c.action, CliCommand::Action::kMount) << c.error;
+  EXPECT_EQ(c.mount.metrics_listen, "0.0.0.0:9200");
+  c = Mount({"--config", "/etc/kvfs.toml", "--metrics-listen", "127.0.0.1:1"}, &files);
+  ASSERT_EQ(c.action, CliCommand::Action::kMount) << c.error;
+  EXPECT_EQ(c.mount.metrics_listen, "127.0.0.1:1") << "the command line wins";
+
+  ExpectRefused(Mount({"--metrics-listen", "localhost:9100"}), "--metrics-listen: 'localhost:9100'");
+  ExpectRefused(Mount({"--metrics-listen", "127.0.0.1:70000"}), "above 65535");
+  ExpectRefused(Mount({"--metrics-listen", "9100"}), "has no port");
+  ExpectRefused(Mount({"--metrics-listen", "[::1]:9100"}), "IPv6");
+  ExpectRefused(Mount({"--metrics-listen", ""}), "empty");
+  ExpectRefused(Mount({"-o", "metrics_listen=1.2.3.4"}), "-o metrics-listen");
+  files.files["bad"] = "[mount]\nmetrics_listen = \"nowhere:1\"\n";
+  ExpectRefused(Mount({"--config", "bad"}, &files), "line 2 (metrics_listen)");
+  ExpectRefused(Mount({"--metrics-listen", "127.0.0.1:1", "-o", "metrics_listen=127.0.0.1:2"}), "both given");
+}
+
+}  // namespace
+}  // namespace kvfs

@@ -240,6 +240,10 @@ TEST_P(EngineCapacityPolicyTest, CapacityIsNeverExceeded) {
   EXPECT_EQ(st.evictions.floor, 0u);
   EXPECT_EQ(st.evictions.total(), written.size() - present.size());
   EXPECT_EQ(st.evictions.bytes, written_footprint - present_footprint);
+  // Each eviction belongs to one batch (the commit that made room).
+  EXPECT_GT(st.eviction_batch_objects.count, 0u);
+  EXPECT_LE(st.eviction_batch_objects.count, st.evictions.total());
+  EXPECT_EQ(st.eviction_batch_objects.sum, st.evictions.total());
   EXPECT_EQ(st.enospc, 0u);
   ASSERT_EQ(st.stores.size(), 1u);
   EXPECT_EQ(st.stores[0].capacity_bytes, kCapacity);

@@ -1650,6 +1650,10 @@ TEST_F(EngineTest, StatsCountReadsWritesAndCommits) {
   EXPECT_EQ(s1.write_bytes - s0.write_bytes, 30000u);
   EXPECT_EQ(s1.commits - s0.commits, 1u);
   EXPECT_EQ(s1.commit_failures, s0.commit_failures);
+  // The commit histogram counts exactly the successful commits.
+  EXPECT_EQ(s1.commit_latency_ns.count - s0.commit_latency_ns.count, 1u);
+  EXPECT_EQ(s1.commit_latency_ns.count, s1.commits);
+  EXPECT_GT(s1.commit_latency_ns.sum, s0.commit_latency_ns.sum);
   EXPECT_EQ(s1.objects, 1u);
   EXPECT_EQ(s1.open_handles, s0.open_handles);
 
@@ -1664,6 +1668,10 @@ TEST_F(EngineTest, StatsCountReadsWritesAndCommits) {
   E().Release(r->handle);
   const EngineStats s2 = E().Stats();
   EXPECT_EQ(s2.reads - s1.reads, 2u);
+  // Every read lands in the read latency histogram.
+  EXPECT_EQ(s2.read_latency_ns.count - s1.read_latency_ns.count, 2u);
+  EXPECT_EQ(s2.read_latency_ns.count, s2.reads);
+  EXPECT_EQ(s2.read_latency_ns.counts.size(), s2.read_latency_ns.bounds.size() + 1);
   EXPECT_EQ(s2.read_bytes - s1.read_bytes, 30000u);
   EXPECT_EQ(s2.writes, s1.writes);
   EXPECT_EQ(s2.commits, s1.commits);

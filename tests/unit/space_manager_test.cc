@@ -192,9 +192,17 @@ TEST_F(SpaceManagerTest, EvictionPassKeepsUsageBetweenTheWatermarks) {
   EXPECT_EQ(manager_->EvictionPass(), 6u) << "down to 80 MiB";
   EXPECT_EQ(account_->used_bytes.load(), 80 * kMiB);
   EXPECT_EQ(manager_->Counters(0).evictions.watermark, 6u);
+  // The pass is one batch of 6 objects: in the bucket (4, 8].
+  HistogramSnapshot batches = manager_->EvictionBatches();
+  EXPECT_EQ(batches.count, 1u);
+  EXPECT_EQ(batches.sum, 6u);
+  ASSERT_EQ(batches.bounds, Histogram::BatchBounds());
+  EXPECT_EQ(batches.counts[3], 1u);
+  EXPECT_EQ(batches.bounds[3], 8u);
   host_.may_evict = false;
   host_.Add(47, 20 * kMiB);
   EXPECT_EQ(manager_->EvictionPass(), 0u) << "a store another host evicts from is left alone";
+  EXPECT_EQ(manager_->EvictionBatches().count, 1u) << "a pass that evicted nothing is no batch";
 }
 
 TEST_F(SpaceManagerTest, EvictorThreadRunsPassesUntilDestroyed) {
