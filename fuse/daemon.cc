@@ -54,6 +54,7 @@
 #include "fuse/device_io.h"
 #include "fuse/fuse_ops.h"
 #include "fuse/kernel_notifier.h"
+#include "fuse/service_notify.h"
 
 namespace kvfs {
 namespace {
@@ -417,6 +418,12 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
       EngineStats st = (*engine)->Stats();
       spdlog::info("mounted {} on {} store(s), capacity {}, {} objects", mountpoint, st.stores.size(),
                    FormatSize(st.capacity_bytes), st.objects);
+      // A service manager waiting for readiness (Type=notify) hears of it
+      // only now that the mount has answered.
+      Status notified = NotifyServiceManager("READY=1\nMAINPID=" + std::to_string(::getpid()) + "\nSTATUS=serving " +
+                                             mountpoint + " (" + std::to_string(st.stores.size()) +
+                                             " store(s), capacity " + FormatSize(st.capacity_bytes) + ")");
+      if (!notified.ok()) spdlog::warn("cannot notify the service manager: {}", notified.message());
       if (ready_fd >= 0) {
         Report(ready_fd, "OK mounted " + mountpoint + " (" + std::to_string(st.stores.size()) +
                              " store(s), capacity " + FormatSize(st.capacity_bytes) + ", " +
@@ -449,6 +456,9 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   fuse_loop_cfg_set_clone_fd(cfg, 0);
   fuse_loop_cfg_set_idle_threads(cfg, 16);
   fuse_loop_cfg_set_max_threads(cfg, 128);
+  // 0 when unmounted, the signal's number after SIGTERM, SIGINT or SIGHUP
+  // (libfuse's handlers end the loop; the unmount below is the same), a
+  // negative errno when the loop failed.
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);
   (*engine)->SetObserver(nullptr);
@@ -457,6 +467,12 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   fuse_session_unmount(se);  // closes the device: a probe still waiting gets ENOTCONN
   mounted_session = nullptr;
   probe.join();
+  if (probe_ok) {
+    // After the join: READY=1 (sent by the probe) always comes first.
+    if (rc > 0) spdlog::info("{} received: unmounted {}", strsignal(rc), mountpoint);
+    Status notified = NotifyServiceManager("STOPPING=1\nSTATUS=unmounted " + mountpoint + ", closing the stores");
+    if (!notified.ok()) spdlog::warn("cannot notify the service manager: {}", notified.message());
+  }
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
   if (!probe_ok) {
@@ -468,7 +484,9 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   spdlog::info("unmounted {}", mountpoint);
   engine->reset();
   spdlog::shutdown();
-  return rc == 0 ? 0 : 1;
+  // Stopping by a signal is a clean stop: the mount is down and the stores
+  // are closed (a service manager's stop must not count as a failure).
+  return rc >= 0 ? 0 : 1;
 }
 
 // ServeMount, with every exception turned into a one-line start-up error
