@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -121,6 +122,39 @@ bool HasEntries(const std::string& dir) {
   }
   ::closedir(d);
   return found;
+}
+
+// A kvfs mount whose daemon died (a crash, SIGKILL) stays in the mount
+// table as a dead endpoint: every access to it fails with ENOTCONN, so a
+// new mount there (systemd's Restart=on-failure) would be refused. Detaches
+// it when `mountpoint` is such a mount of type fuse.kvfs; anything else is
+// left alone for CheckMountpoint to judge. True when it detached one.
+bool DetachDeadKvfsMount(const std::string& mountpoint) {
+  // The path as the mount table spells it: the parent resolved (it is
+  // alive), the last component as given.
+  std::filesystem::path p = std::filesystem::absolute(mountpoint).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();
+  char parent[PATH_MAX];
+  if (!::realpath(p.parent_path().c_str(), parent)) return false;
+  const std::string path = (std::filesystem::path(parent) / p.filename()).string();
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  std::string fstype;  // of the top mount at `path`
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent_id, dev, root, mnt, word;
+    fields >> id >> parent_id >> dev >> root >> mnt;
+    if (mnt != path) continue;
+    while (fields >> word && word != "-") {
+    }
+    fields >> fstype;
+  }
+  if (fstype != "fuse.kvfs") return false;
+  // statfs always reaches the daemon (a stat may be answered from the
+  // kernel's attribute cache); a dead one fails it with ENOTCONN.
+  struct statfs sfs;
+  if (::statfs(path.c_str(), &sfs) == 0 || errno != ENOTCONN) return false;
+  return ::umount2(path.c_str(), MNT_DETACH) == 0;
 }
 
 Result<std::string> CheckMountpoint(const std::string& mountpoint, bool nonempty) {
@@ -526,6 +560,9 @@ int RunMount(const MountOptions& given) {
     if (spec.capacity) s += ":" + std::to_string(*spec.capacity);
   }
   if (!o.log_file.empty()) o.log_file = std::filesystem::absolute(o.log_file).lexically_normal().string();
+  if (DetachDeadKvfsMount(o.mountpoint)) {
+    std::cout << "kvfs: detached the dead kvfs mount on " << o.mountpoint << " (its daemon had exited)" << std::endl;
+  }
   Result<std::string> mnt = CheckMountpoint(o.mountpoint, /*nonempty=*/true);
   if (!mnt.ok()) {
     PrintError(mnt.status().message());

@@ -4,7 +4,8 @@
 // the mount answers, and STOPPING=1 when it is unmounted, by `kvfs umount`
 // or by SIGTERM (systemctl stop), after which it exits 0 with the mount gone
 // and the data kept. Both forms of NOTIFY_SOCKET are used: an abstract name
-// ("@...") and a path.
+// ("@...") and a path. And what Restart=on-failure relies on: after the
+// daemon was killed, a new `kvfs mount` detaches the dead mount it left.
 //
 // The fixture's own mount is taken down first; the test then runs its own
 // daemon on the same mountpoint and store. If the test fails half-way, the
@@ -227,6 +228,46 @@ TEST_F(ServiceNotifyTest, SigtermUnmountsKeepsTheDataAndExitsZero) {
   // The stores were closed cleanly: a new mount finds the file.
   ASSERT_EQ(Mount(), "");
   EXPECT_EQ(CheckFile(P("chunk"), data), "");
+}
+
+// systemd's Restart=on-failure after the daemon was killed: the new
+// `kvfs mount` detaches the dead mount it left and serves the stores again.
+class ServiceRestartTest : public MountedTest {};
+
+TEST_F(ServiceRestartTest, MountAfterACrashDetachesTheDeadMount) {
+  const std::vector<uint8_t> data = MakeData(9, kMiB + 77);
+  ASSERT_EQ(WriteFile(P("chunk"), data), "");
+  char buf[32] = {0};
+  ASSERT_GT(getxattr(mnt().c_str(), "user.kvfs.pid", buf, sizeof buf - 1), 0) << ErrnoMessage("getxattr");
+  const pid_t pid = std::atoi(buf);
+  ASSERT_GT(pid, 0);
+  // Not our child (kvfs mount forked it): wait on a pidfd.
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  ASSERT_GE(pidfd, 0) << ErrnoMessage("pidfd_open");
+  ASSERT_EQ(kill(pid, SIGKILL), 0) << ErrnoMessage("kill");
+  pollfd p{pidfd, POLLIN, 0};
+  ASSERT_EQ(poll(&p, 1, kDefaultTimeoutMs), 1) << "the daemon did not die";
+  close(pidfd);
+  // The dead endpoint: still in the mount table, and every request to it
+  // fails.
+  ASSERT_TRUE(IsKvfsMounted(mnt()));
+  errno = 0;
+  EXPECT_LT(getxattr(mnt().c_str(), "user.kvfs.pid", buf, sizeof buf - 1), 0);
+  ASSERT_EQ(errno, ENOTCONN) << ErrnoMessage("getxattr on the dead mount");
+
+  CommandResult r = RunCommand(MountCommand());
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("detached the dead kvfs mount on " + mnt()), std::string::npos) << r.out;
+  EXPECT_EQ(CountMountsAt(mnt()), 1);
+  EXPECT_EQ(CheckFile(P("chunk"), data), "");
+}
+
+// A live kvfs mount on the mountpoint is not detached: the mount is refused.
+TEST_F(ServiceRestartTest, MountLeavesALiveMountAlone) {
+  CommandResult r = RunCommand(MountCommand());
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.err.find("already mounted"), std::string::npos) << r.Describe();
+  EXPECT_EQ(CountMountsAt(mnt()), 1);
 }
 
 }  // namespace
