@@ -178,7 +178,10 @@ void Parser::BuildApp() {
   app_.set_version_flag("--version", std::string("kvfs ") + KVFS_VERSION);
 
   mount_ = app_.add_subcommand("mount", "mount kvfs on MOUNTPOINT");
-  mount_->add_option("mountpoint", mo.mountpoint, "directory to mount on")->required();
+  // Not required here: a config file may name it instead (FinishMount
+  // checks that one of the two does).
+  mount_->add_option("mountpoint", mo.mountpoint,
+                     "directory to mount on (or mountpoint = \"DIR\" in the --config file)");
   mount_->add_option("--store", mo.stores,
                      std::string("store directory, optionally DIR:SIZE; repeat to spread keys over several drives "
                                  "(default ") + kDefaultStoreDir + "); dfs:DIR[:SIZE] for a directory on a distributed "
@@ -270,8 +273,8 @@ void Parser::BuildApp() {
                      "(127.0.0.1, or 0.0.0.0 for every interface), PORT 0 to 65535 (0: a free port, printed when "
                      "mounted) (default: off)");
   mount_->add_option("--config", config_path_,
-                     "TOML file with mount options under [mount], keys named like the long flags (the command line "
-                     "wins)");
+                     "TOML file with mount options under [mount], keys named like the long flags, and mountpoint "
+                     "(the command line wins)");
 
   umount_ = app_.add_subcommand("umount", "unmount kvfs from MOUNTPOINT and wait for the daemon to exit");
   umount_->add_option("mountpoint", cmd_.mountpoint, "mounted directory")->required();
@@ -438,6 +441,13 @@ void Parser::ApplyConfigFile() {
   const std::string file = "config file " + config_path_;
   for (const ConfigEntry& e : *entries) {
     const std::string at = file + " line " + std::to_string(e.line);
+    if (e.key == "mountpoint") {
+      // The positional MOUNTPOINT; a systemd unit names only the file.
+      if (e.values.size() != 1) throw CliError{at + " (mountpoint): takes one value, not a list"};
+      if (e.values[0].empty()) throw CliError{at + " (mountpoint): empty value"};
+      if (cmd_.mount.mountpoint.empty()) cmd_.mount.mountpoint = e.values[0];  // the command line wins
+      continue;
+    }
     CLI::Option* opt = e.key == "o" ? mount_->get_option("-o") : FindOption(mount_, e.key);
     if (opt == nullptr || (opt->get_lnames().empty() && e.key != "o")) {
       throw CliError{at + ": unknown key '" + e.key + "' (keys are the long names of kvfs mount's flags)"};
@@ -497,9 +507,15 @@ CliCommand Parser::FinishMount() {
       if (r.empty()) throw CliError{opt->get_name() + ": empty value"};
     }
   }
-  if (mo.mountpoint.empty()) throw CliError{"the mountpoint is empty"};
+  const bool mountpoint_given = mount_->get_option("mountpoint")->count() > 0;
+  if (mountpoint_given && mo.mountpoint.empty()) throw CliError{"the mountpoint is empty"};
   ApplyFuseOptionItems();
-  if (!config_path_.empty() || mount_->get_option("--config")->count() > 0) ApplyConfigFile();
+  const bool has_config = !config_path_.empty() || mount_->get_option("--config")->count() > 0;
+  if (has_config) ApplyConfigFile();
+  if (mo.mountpoint.empty()) {
+    throw CliError{has_config ? "no mountpoint: give MOUNTPOINT or mountpoint = \"DIR\" in config file " + config_path_
+                              : "mountpoint is required (kvfs mount MOUNTPOINT [options])"};
+  }
 
   if (mount_->get_option("--capacity")->count() > 0) {
     mo.capacity = Size("capacity", capacity_text_, kMinCapacity, kMaxCapacity);

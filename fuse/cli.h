@@ -8,7 +8,9 @@
 // has this form, with '-' or '_' in its name), the config file
 // (`--config FILE`, see fuse/config_file.h). Giving one option both as a
 // flag and through -o is an error; the config file only fills options the
-// command line left unset. Every value is checked against the bounds listed
+// command line left unset. The config file may also name the mountpoint
+// (`mountpoint = "DIR"`), so that `kvfs mount --config FILE` is a whole
+// command (what the systemd unit packaging/kvfs@.service runs). Every value is checked against the bounds listed
 // in the README (configuration section); a value that is empty, out of
 // range or of the wrong unit is an error, never a silent default.
 //

@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -56,6 +57,7 @@
 #include "fuse/handle_quota.h"
 #include "fuse/kernel_notifier.h"
 #include "fuse/metrics_exporter.h"
+#include "fuse/service_notify.h"
 
 namespace kvfs {
 namespace {
@@ -122,6 +124,39 @@ bool HasEntries(const std::string& dir) {
   }
   ::closedir(d);
   return found;
+}
+
+// A kvfs mount whose daemon died (a crash, SIGKILL) stays in the mount
+// table as a dead endpoint: every access to it fails with ENOTCONN, so a
+// new mount there (systemd's Restart=on-failure) would be refused. Detaches
+// it when `mountpoint` is such a mount of type fuse.kvfs; anything else is
+// left alone for CheckMountpoint to judge. True when it detached one.
+bool DetachDeadKvfsMount(const std::string& mountpoint) {
+  // The path as the mount table spells it: the parent resolved (it is
+  // alive), the last component as given.
+  std::filesystem::path p = std::filesystem::absolute(mountpoint).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();
+  char parent[PATH_MAX];
+  if (!::realpath(p.parent_path().c_str(), parent)) return false;
+  const std::string path = (std::filesystem::path(parent) / p.filename()).string();
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  std::string fstype;  // of the top mount at `path`
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent_id, dev, root, mnt, word;
+    fields >> id >> parent_id >> dev >> root >> mnt;
+    if (mnt != path) continue;
+    while (fields >> word && word != "-") {
+    }
+    fields >> fstype;
+  }
+  if (fstype != "fuse.kvfs") return false;
+  // statfs always reaches the daemon (a stat may be answered from the
+  // kernel's attribute cache); a dead one fails it with ENOTCONN.
+  struct statfs sfs;
+  if (::statfs(path.c_str(), &sfs) == 0 || errno != ENOTCONN) return false;
+  return ::umount2(path.c_str(), MNT_DETACH) == 0;
 }
 
 Result<std::string> CheckMountpoint(const std::string& mountpoint, bool nonempty) {
@@ -440,6 +475,12 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
       EngineStats st = (*engine)->Stats();
       spdlog::info("mounted {} on {} store(s), capacity {}, {} objects", mountpoint, st.stores.size(),
                    FormatSize(st.capacity_bytes), st.objects);
+      // A service manager waiting for readiness (Type=notify) hears of it
+      // only now that the mount has answered.
+      Status notified = NotifyServiceManager("READY=1\nMAINPID=" + std::to_string(::getpid()) + "\nSTATUS=serving " +
+                                             mountpoint + " (" + std::to_string(st.stores.size()) +
+                                             " store(s), capacity " + FormatSize(st.capacity_bytes) + ")");
+      if (!notified.ok()) spdlog::warn("cannot notify the service manager: {}", notified.message());
       if (ready_fd >= 0) {
         Report(ready_fd, "OK mounted " + mountpoint + " (" + std::to_string(st.stores.size()) +
                              " store(s), capacity " + FormatSize(st.capacity_bytes) + ", " +
@@ -472,6 +513,9 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   fuse_loop_cfg_set_clone_fd(cfg, 0);
   fuse_loop_cfg_set_idle_threads(cfg, 16);
   fuse_loop_cfg_set_max_threads(cfg, 128);
+  // 0 when unmounted, the signal's number after SIGTERM, SIGINT or SIGHUP
+  // (libfuse's handlers end the loop; the unmount below is the same), a
+  // negative errno when the loop failed.
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);
   (*engine)->SetObserver(nullptr);
@@ -480,6 +524,12 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   fuse_session_unmount(se);  // closes the device: a probe still waiting gets ENOTCONN
   mounted_session = nullptr;
   probe.join();
+  if (probe_ok) {
+    // After the join: READY=1 (sent by the probe) always comes first.
+    if (rc > 0) spdlog::info("{} received: unmounted {}", strsignal(rc), mountpoint);
+    Status notified = NotifyServiceManager("STOPPING=1\nSTATUS=unmounted " + mountpoint + ", closing the stores");
+    if (!notified.ok()) spdlog::warn("cannot notify the service manager: {}", notified.message());
+  }
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
   metrics.reset();
@@ -492,7 +542,9 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   spdlog::info("unmounted {}", mountpoint);
   engine->reset();
   spdlog::shutdown();
-  return rc == 0 ? 0 : 1;
+  // Stopping by a signal is a clean stop: the mount is down and the stores
+  // are closed (a service manager's stop must not count as a failure).
+  return rc >= 0 ? 0 : 1;
 }
 
 // ServeMount, with every exception turned into a one-line start-up error
@@ -532,6 +584,9 @@ int RunMount(const MountOptions& given) {
     if (spec.capacity) s += ":" + std::to_string(*spec.capacity);
   }
   if (!o.log_file.empty()) o.log_file = std::filesystem::absolute(o.log_file).lexically_normal().string();
+  if (DetachDeadKvfsMount(o.mountpoint)) {
+    std::cout << "kvfs: detached the dead kvfs mount on " << o.mountpoint << " (its daemon had exited)" << std::endl;
+  }
   Result<std::string> mnt = CheckMountpoint(o.mountpoint, /*nonempty=*/true);
   if (!mnt.ok()) {
     PrintError(mnt.status().message());

@@ -4,7 +4,11 @@
 // unmounted. Without `foreground` it forks: the parent returns 0 only once
 // the child has mounted (or prints the child's one-line error and returns 1),
 // so a script can use the mount as soon as `kvfs mount` exits. Nothing is
-// left mounted when start-up fails.
+// left mounted when start-up fails. A dead kvfs mount on the mountpoint
+// (its daemon was killed) is detached first, so that a restart succeeds.
+// In the foreground, kvfs tells a service manager when the mount is ready
+// and when it stops (fuse/service_notify.h); SIGTERM, SIGINT and SIGHUP
+// unmount and end it with exit code 0.
 //
 // RunUmount unmounts and waits until the daemon has exited (so its stores can
 // be opened again at once). RunStats reads live figures from the daemon via

@@ -1,12 +1,16 @@
 #!/bin/sh
 # One command from a fresh Debian 12 machine (as root) to a full test run:
-# installs dependencies, builds, checks the lock annotations with clang,
-# and runs every unit, mounted and dfs test, then the fuzzers, then the
-# tests again under AddressSanitizer+UBSan and ThreadSanitizer.
+# installs dependencies, builds, packs the Debian package and checks it
+# (unpacked, not installed), checks the lock annotations with clang, and
+# runs every unit, mounted and dfs test, then the fuzzers.
 set -eu
 cd "$(dirname "$0")/.."
 ./packaging/install-deps.sh
 ./packaging/build.sh
+# The Debian package, packed from this build, unpacked into a scratch root
+# and run from there (nothing is installed on this machine).
+deb=$(./packaging/build-deb.sh "build" | tail -n 1)
+./packaging/check-deb.sh "$deb"
 # The lock contracts, checked by clang's thread-safety analysis.
 ./packaging/thread-safety-check.sh
 rc=0

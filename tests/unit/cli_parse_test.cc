@@ -221,6 +221,27 @@ TEST(CliParseTest, ConfigFileFillsWhatTheCommandLineLeftUnset) {
   EXPECT_EQ(*c.mount.capacity, uint64_t{6} << 40);
 }
 
+TEST(CliParseTest, ConfigFileMayNameTheMountpoint) {
+  FakeFiles files;
+  files.files["/etc/kvfs/nvme.toml"] = "mountpoint = \"/mnt/kvcache\"\n[mount]\ncapacity = 6T\n";
+  CliCommand c = Parse({"mount", "--config", "/etc/kvfs/nvme.toml"}, &files);
+  ASSERT_EQ(c.action, CliCommand::Action::kMount) << c.error;
+  EXPECT_EQ(c.mount.mountpoint, "/mnt/kvcache");
+  EXPECT_EQ(*c.mount.capacity, uint64_t{6} << 40);
+  // The command line wins, as for every other key.
+  c = Parse({"mount", "/mnt/other", "--config", "/etc/kvfs/nvme.toml"}, &files);
+  ASSERT_EQ(c.action, CliCommand::Action::kMount) << c.error;
+  EXPECT_EQ(c.mount.mountpoint, "/mnt/other");
+  // Neither the command line nor the file names one.
+  files.files["none"] = "capacity = 6T\n";
+  ExpectRefused(Parse({"mount", "--config", "none"}, &files), "no mountpoint");
+  files.files["list"] = "mountpoint = [\"/a\", \"/b\"]\n";
+  ExpectRefused(Parse({"mount", "--config", "list"}, &files), "line 1 (mountpoint): takes one value");
+  files.files["empty"] = "mountpoint = ''\n";
+  ExpectRefused(Parse({"mount", "--config", "empty"}, &files), "line 1 (mountpoint): empty value");
+  ExpectRefused(Parse({"mount", "--capacity", "6T"}), "mountpoint is required");
+}
+
 TEST(CliParseTest, ConfigFileMistakesNameTheLine) {
   FakeFiles files;
   files.files["empty"] = "[mount]\ncapacity = \n";
