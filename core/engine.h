@@ -187,9 +187,7 @@ class Engine : private SpaceHost, private SharedIndex {
   // fresh inode) or, for a CREATE, replies with the fresh inode.
   Inode* SupersedeLocked(Inode* old) KVFS_REQUIRES(publish_mu_, mu_);
   // Whether an open with these flags (or a truncate) writes the inode in
-  // place while readers of its committed version have it open: page-cache
-  // readers, or, while nobody writes it, any reader (the kernel keeps one
-  // file size per inode, so a commit on it would change theirs).
+  // place while page-cache readers have it open.
   static bool WritesUnderCacheReaders(const Inode* inode, int flags);
   // For an open (or truncate) of ino that writes under page-cache readers:
   // moves the key to a fresh inode (takes publish_mu_ and mu_) and returns

@@ -262,11 +262,7 @@ Status Engine::SendWriterToFreshInode(uint64_t ino, int flags) {
 }
 
 bool Engine::WritesUnderCacheReaders(const Inode* inode, int flags) {
-  bool writes = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
-  // With a writer already there, every read lease may be a writer's own
-  // (O_RDWR): a new writer joins that draft on the same inode.
-  bool readers = inode->cache_readers > 0 || (inode->read_leases > 0 && inode->writers == 0);
-  return writes && readers;
+  return inode->cache_readers > 0 && ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC));
 }
 
 Inode* Engine::SupersedeLocked(Inode* old) {

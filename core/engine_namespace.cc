@@ -396,14 +396,18 @@ Status Engine::MoveObject(Inode* inode, const std::string& from_key, const std::
 }
 
 size_t Engine::LongestKeyBelowLocked(const Inode* dir) const {
-  size_t longest = 0;
   if (!dir->is_dir) return 0;
+  std::vector<const Inode*> children;
   dir->dir->ForEachAfter(0, [&](uint64_t, Inode* child) {
+    children.push_back(child);
+    return true;
+  });
+  size_t longest = 0;
+  for (const Inode* child : children) {
     size_t len = child->name.size();
     if (child->is_dir && !child->dir->empty()) len += 1 + LongestKeyBelowLocked(child);
     longest = std::max(longest, len);
-    return true;
-  });
+  }
   return longest;
 }
 

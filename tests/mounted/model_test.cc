@@ -198,11 +198,13 @@ struct Handle {
   std::string key;
   bool writer;
   Bytes bytes;  // a reader's version, or a writer's draft
-  // A reader that opened while another process was writing the key shares
-  // the writer's inode, whose one file size the writer's commit changes: its
+  // A reader that reads through the daemon (it opened while the key was
+  // being written, or while another version of it was open) shares the
+  // key's inode and so its one file size, which a later commit changes: its
   // reads are its own version's bytes, its size (fstat, mmap) is not
-  // promised (docs/contract.md).
+  // promised (docs/contract.md, "Page cache").
   bool size_follows_key = false;
+  uint64_t version = 0;  // which commit of the key it reads
 };
 
 class ModelTest : public MountedTest {
@@ -282,11 +284,17 @@ class ModelTest : public MountedTest {
     return a == not_this ? (a + 1) % kAgents : a;
   }
 
+  // A commit of key: new bytes, a new version.
+  void Commit(const std::string& key, const Bytes& bytes) {
+    committed_[key] = bytes;
+    versions_[key] = next_version_++;
+  }
+
   void CloseHandle(int id) {
     Handle h = handles_.at(id);
     handles_.erase(id);
     Expect("close of " + h.key, Ask(h.agent, "close " + std::to_string(id)), "");
-    if (h.writer) committed_[h.key] = h.bytes;  // the last (only) writer's close commits
+    if (h.writer) Commit(h.key, h.bytes);  // the last (only) writer's close commits
   }
 
   void Step() {
@@ -311,7 +319,7 @@ class ModelTest : public MountedTest {
       }
       if (Pick(4) == 0) Expect("fsync", Ask(a, "fsync " + std::to_string(id)), "");
       Expect("close", Ask(a, "close " + std::to_string(id)), "");
-      committed_[key] = data;
+      Commit(key, data);
     } else if (choice < 24) {  // start a writer and keep it open
       if (writer >= 0) return;
       int a = Pick(kAgents);
@@ -355,7 +363,15 @@ class ModelTest : public MountedTest {
       int id = next_id_++;
       std::string got = Ask(a, "open_r " + std::to_string(id) + " " + key);
       Expect("open_r " + key, got, current ? "" : "ENOENT");
-      if (got == "ok") handles_[id] = Handle{a, key, false, current ? *current : Bytes{}, writer >= 0};
+      if (got == "ok") {
+        // Served by the page cache only when nobody writes the key and no
+        // open handle holds another version of it.
+        bool other_version = false;
+        for (const auto& [hid, h] : handles_) {
+          if (!h.writer && h.key == key && h.version != versions_[key]) other_version = true;
+        }
+        handles_[id] = Handle{a, key, false, current ? *current : Bytes{}, writer >= 0 || other_version, versions_[key]};
+      }
     } else if (choice < 70) {  // get by path, from outside any writer
       Expect("get " + key, Ask(OtherAgent(writer), "get " + key), current ? "" : "ENOENT", current);
     } else if (choice < 76) {  // stat
@@ -365,6 +381,7 @@ class ModelTest : public MountedTest {
       if (writer >= 0) return;
       Expect("unlink " + key, Ask(Pick(kAgents), "unlink " + key), current ? "" : "ENOENT");
       committed_.erase(key);
+      versions_.erase(key);
     } else if (choice < 88) {  // rename onto another key
       std::string to = PickKey();
       if (writer >= 0 || WriterAgent(to) >= 0 || to == key) return;
@@ -372,13 +389,19 @@ class ModelTest : public MountedTest {
       if (current) {
         committed_[to] = *current;
         committed_.erase(key);
+        versions_[to] = versions_[key];  // the same object, under its new name
+        versions_.erase(key);
       }
     } else if (choice < 92) {  // truncate(path)
       if (writer >= 0) return;
       uint64_t size = PickSize();
       Expect("truncate " + key, Ask(Pick(kAgents), "truncate " + key + " " + std::to_string(size)),
              current ? "" : "ENOENT");
-      if (current) committed_[key].resize(size);
+      if (current) {
+        Bytes cut = *current;
+        cut.resize(size);
+        Commit(key, cut);
+      }
     } else if (choice < 96) {  // fsync an open writer: commits what it has
       std::vector<int> writers;
       for (const auto& [id, h] : handles_) {
@@ -388,7 +411,7 @@ class ModelTest : public MountedTest {
       int id = writers[static_cast<size_t>(Pick(static_cast<int>(writers.size())))];
       Handle& h = handles_.at(id);
       Expect("fsync of writer on " + h.key, Ask(h.agent, "fsync " + std::to_string(id)), "");
-      committed_[h.key] = h.bytes;
+      Commit(h.key, h.bytes);
     } else if (choice < 99) {  // list a directory
       std::string dir = Pick(2) == 0 ? "." : "sub";
       std::string want = "ok";
@@ -436,6 +459,8 @@ class ModelTest : public MountedTest {
   int step_ = 0;
   int next_id_ = 1;
   std::map<std::string, Bytes> committed_;
+  std::map<std::string, uint64_t> versions_;  // the version each committed key holds
+  uint64_t next_version_ = 1;
   std::map<int, Handle> handles_;
   std::vector<std::string> log_;
   std::string failure_;
@@ -452,6 +477,7 @@ TEST_F(ModelTest, RandomOperationsMatchTheContract) {
     // Each seed starts from an empty root (sub stays).
     for (const auto& [k, bytes] : committed_) Ask(0, "unlink " + k);
     committed_.clear();
+    versions_.clear();
     std::string failure = Run(seed, steps);
     ASSERT_EQ(failure, "") << "reproduce with KVFS_MODEL_SEED=" << seed << " KVFS_MODEL_STEPS=" << steps;
   }
