@@ -44,6 +44,7 @@ struct stat ToStat(const Attr& a) {
   st.st_nlink = a.nlink;
   st.st_uid = a.uid;
   st.st_gid = a.gid;
+  st.st_rdev = a.rdev;
   st.st_size = static_cast<off_t>(a.size);
   st.st_blocks = static_cast<blkcnt_t>(a.blocks);
   st.st_blksize = 1 << 20;
@@ -79,6 +80,9 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
+  // A link's target never changes (a new link is a new inode): the kernel
+  // may keep it.
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   // kvfs decides when cached pages and listings are stale (FOPEN_KEEP_CACHE
   // per open, invalidations at commits and evictions); the kernel's own
@@ -159,10 +163,33 @@ void OnRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
   ReplyStatus(req, Eng(req)->Rename(parent, name, newparent, newname, flags));
 }
 
-void OnRefuse(fuse_req_t req) { fuse_reply_err(req, EPERM); }
-void OnLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { OnRefuse(req); }
-void OnSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { OnRefuse(req); }
-void OnMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { OnRefuse(req); }
+// Hard links are refused with EPERM, the errno Linux documents for a
+// filesystem that does not support them: a key names one object.
+void OnLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { fuse_reply_err(req, EPERM); }
+
+void ReplyNewEntry(fuse_req_t req, const Result<Attr>& a) {
+  if (!a.ok()) return ReplyStatus(req, a.status());
+  fuse_entry_param e = ToEntry(req, *a);
+  fuse_reply_entry(req, &e);
+}
+
+void OnSymlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  ReplyNewEntry(req, Eng(req)->Symlink(parent, name, target, c->uid, c->gid));
+}
+
+void OnReadlink(fuse_req_t req, fuse_ino_t ino) {
+  Result<std::string> target = Eng(req)->Readlink(ino);
+  if (!target.ok()) return ReplyStatus(req, target.status());
+  fuse_reply_readlink(req, target->c_str());
+}
+
+void OnMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  // FUSE carries the device number in the kernel's 32-bit encoding, which
+  // stat's reply carries back unchanged.
+  ReplyNewEntry(req, Eng(req)->Mknod(parent, name, mode, static_cast<uint32_t>(rdev), c->uid, c->gid));
+}
 
 void FillOpenReply(fuse_req_t req, fuse_file_info* fi, const OpenResult& r) {
   fi->fh = reinterpret_cast<uint64_t>(r.handle);
@@ -332,6 +359,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.rename = OnRename;
   ops.link = OnLink;
   ops.symlink = OnSymlink;
+  ops.readlink = OnReadlink;
   ops.mknod = OnMknod;
   ops.create = OnCreate;
   ops.open = OnOpen;
