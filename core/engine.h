@@ -104,6 +104,11 @@ class Engine : private SpaceHost, private SharedIndex {
   // a handle (fstat reaches the engine without one).
   Result<Attr> GetAttr(uint64_t ino, FileHandle* handle, uint64_t thread = 0);
   Result<Attr> SetAttr(uint64_t ino, const SetAttrRequest& request, FileHandle* handle);
+  // Clears a file's set-user-ID bit, and its set-group-ID bit when group
+  // execute is set too (without it the bit is not a privilege), as a write,
+  // truncate or chown by a caller without CAP_FSETID must (the kernel says
+  // when). Persisted as a chmod is. Nothing to do: OK at once.
+  Status ClearSetIdBits(uint64_t ino);
   Result<Attr> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, uint32_t uid, uint32_t gid);
   // Special files (engine_special.cc): namespace-only records, committed
   // (visible to everyone, persisted on the key's store like a directory's

@@ -72,6 +72,7 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
   // version to lease, so nothing here touches a store.
   Result<OpenResult> r = OpenLocked(inode, (flags & ~O_EXCL) | O_TRUNC);
   if (r.ok()) {
+    r->created = true;
     inode->nlookup++;
     r->handle->thread = thread;
     NoteDraftThreadLocked(r->handle, thread);

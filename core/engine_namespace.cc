@@ -207,6 +207,21 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
   return AttrOfLocked(inode, handle);
 }
 
+Status Engine::ClearSetIdBits(uint64_t ino) {
+  SetAttrRequest r;
+  {
+    MutexLock g(mu_);
+    Inode* inode = ns_.Get(ino);
+    if (!inode) return Status::Error(ENOENT, "stale inode");
+    if (!inode->is_file()) return Status::Ok();
+    uint32_t clear = S_ISUID;
+    if ((inode->attr.mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)) clear |= S_ISGID;
+    if (!(inode->attr.mode & clear)) return Status::Ok();
+    r.mode = inode->attr.mode & 07777 & ~clear;
+  }
+  return SetAttr(ino, r, nullptr).status();
+}
+
 Result<Attr> Engine::Mkdir(uint64_t parent, std::string_view name, uint32_t mode, uint32_t uid, uint32_t gid) {
   KVFS_RETURN_IF_ERROR(CheckName(name));
   MutexLock publish(publish_mu_);

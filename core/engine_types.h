@@ -118,6 +118,8 @@ struct OpenResult {
   // True when the pages the kernel may already hold for this inode are this
   // handle's bytes (FOPEN_KEEP_CACHE); false: the kernel must drop them.
   bool keep_cache = false;
+  // Create only: the key was made by this call (not an existing key opened).
+  bool created = false;
 };
 
 struct DirEntry {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "fuse/debug_xattrs.h"
+#include "fuse/device_io.h"
 
 namespace kvfs {
 namespace {
@@ -141,6 +142,12 @@ void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   if (to_set & FUSE_SET_ATTR_MTIME_NOW) r.mtime_ns = FromTimespec(now);
   else if (to_set & FUSE_SET_ATTR_MTIME) r.mtime_ns = FromTimespec(attr->st_mtim);
   Result<Attr> a = Eng(req)->SetAttr(ino, r, Handle(fi));
+  if (a.ok() && RequestClearsSetId()) {
+    // A truncate or chown that must drop the set-ID bits (FATTR_KILL_SUIDGID).
+    Status cleared = Eng(req)->ClearSetIdBits(ino);
+    if (!cleared.ok()) return ReplyStatus(req, cleared);
+    a = Eng(req)->GetAttr(ino, Handle(fi), ThreadOwner(req));
+  }
   if (!a.ok()) return ReplyStatus(req, a.status());
   struct stat st = ToStat(*a);
   fuse_reply_attr(req, &st, AttrTimeout(req, *a));
@@ -206,6 +213,16 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
   const fuse_ctx* c = fuse_req_ctx(req);
   Result<OpenResult> r = Eng(req)->Create(parent, name, mode, fi->flags, c->uid, c->gid, ThreadOwner(req));
   if (!r.ok()) return ReplyStatus(req, r.status());
+  if (!r->created && RequestClearsSetId()) {
+    // O_TRUNC of an existing file by a caller without CAP_FSETID.
+    Status cleared = Eng(req)->ClearSetIdBits(r->attr.ino);
+    if (cleared.ok()) {
+      Result<Attr> now = Eng(req)->GetAttr(r->attr.ino, r->handle, ThreadOwner(req));
+      if (now.ok()) r->attr = *now;
+    } else {
+      spdlog::warn("could not clear the set-ID bits of inode {}: {}", r->attr.ino, cleared.message());
+    }
+  }
   FillOpenReply(req, fi, *r);
   fuse_entry_param e = ToEntry(req, r->attr);
   // The new key is not committed yet: do not let the kernel keep the name.
@@ -221,6 +238,14 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
 void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Result<OpenResult> r = Eng(req)->Open(ino, fi->flags, ThreadOwner(req));
   if (!r.ok()) return ReplyStatus(req, r.status());
+  if (RequestClearsSetId()) {
+    // O_TRUNC by a caller without CAP_FSETID (FUSE_OPEN_KILL_SUIDGID).
+    Status cleared = Eng(req)->ClearSetIdBits(ino);
+    if (!cleared.ok()) {
+      Eng(req)->Release(r->handle);
+      return ReplyStatus(req, cleared);
+    }
+  }
   FillOpenReply(req, fi, *r);
   if (fuse_reply_open(req, fi) != 0) Eng(req)->Abandon(r->handle);
 }
@@ -236,7 +261,12 @@ void OnRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
   }
 }
 
-void OnWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
+void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
+  if (RequestClearsSetId()) {
+    // A writer without CAP_FSETID (FUSE_WRITE_KILL_SUIDGID): the set-ID bits go first.
+    Status cleared = Eng(req)->ClearSetIdBits(ino);
+    if (!cleared.ok()) return ReplyStatus(req, cleared);
+  }
   uint64_t owner = fi->lock_owner != 0 ? fi->lock_owner : ThreadOwner(req);
   Result<size_t> n = Eng(req)->Write(Handle(fi), static_cast<uint64_t>(off), buf, size, owner, ThreadOwner(req));
   if (!n.ok()) return ReplyStatus(req, n.status());
