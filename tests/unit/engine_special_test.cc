@@ -11,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "adapters/local_store.h"
 #include "core/engine.h"
+#include "core/fsck.h"
 #include "tests/unit/engine_driver.h"
 
 namespace kvfs {
@@ -125,6 +127,27 @@ TEST_F(EngineSpecialTest, RecordsSurviveReopenAfterRenamesAcrossStores) {
     EXPECT_EQ(c->gid, 8u);
   }
   EXPECT_EQ(E().Stats().objects, 0u);
+}
+
+// fsck counts special records as such, verifies a link's target, and finds
+// the stores clean.
+TEST_F(EngineSpecialTest, FsckCountsAndVerifiesRecords) {
+  ASSERT_TRUE(E().Symlink(kRootIno, "lnk", "target", 0, 0).ok());
+  ASSERT_TRUE(E().Mknod(kRootIno, "fifo", S_IFIFO | 0600, 0, 0, 0).ok());
+  ASSERT_TRUE(E().Mkdir(kRootIno, "dir", 0755, 0, 0).ok());
+  d_.Close();
+  uint64_t special = 0, files = 0;
+  for (const std::string& root : d_.roots()) {
+    Result<std::unique_ptr<LocalStore>> store = LocalStore::Open(root, LocalStoreOptions{});
+    ASSERT_TRUE(store.ok()) << store.status().message();
+    Result<FsckReport> r = CheckStore(**store, false);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_TRUE(r->clean()) << r->ToText();
+    special += r->special;
+    files += r->files;
+  }
+  EXPECT_EQ(special, 2u);
+  EXPECT_EQ(files, 0u);
 }
 
 TEST_F(EngineSpecialTest, SetgidDirectoryPassesOnItsGroup) {
