@@ -1,6 +1,7 @@
 // Shared writable mmap under kvfs's commit rules: a writer's stores into a
-// MAP_SHARED mapping reach its version (the kernel writes the dirty pages
-// back to the draft before the FLUSH of close() commits it), its own fstat
+// MAP_SHARED mapping that it msyncs or unmaps before close() reach its
+// version (the dirty pages are written back to the draft before the FLUSH
+// of close() commits it), its own fstat
 // and reads see them together with plain writes that extend the file, other
 // processes see the previous version until the close, and exactly the
 // writer's bytes after it. Both for a new key (served through the page
