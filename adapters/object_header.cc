@@ -1,5 +1,6 @@
 #include "adapters/object_header.h"
 
+#include <sys/stat.h>
 #include <xxhash.h>
 
 #include <cstring>
@@ -12,7 +13,11 @@ constexpr char kMagic[8] = {'K', 'V', 'F', 'S', 'O', 'B', 'J', '1'};
 // mode 4, uid 4, gid 4, chunk_shift 4, mtime 8, ctime 8, key_len 4 = 80 bytes.
 constexpr size_t kFixedBytes = 80;
 constexpr size_t kSlotChecksumOffset = kHeaderSlotSize - 8;
-static_assert(kFixedBytes + kMaxKeyLength <= kSlotChecksumOffset);
+// Fields added after format 1 was fixed live after the key area, in bytes
+// that older encoders left zero (so an old header decodes with them 0):
+// rdev 4 at 2032, then 4 reserved bytes.
+constexpr size_t kRdevOffset = kSlotChecksumOffset - 8;
+static_assert(kFixedBytes + kMaxKeyLength <= kRdevOffset);
 
 void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 void Put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
@@ -42,7 +47,7 @@ SlotResult DecodeSlot(const uint8_t* s, int slot) {
   ObjectHeader& h = r.header;
   uint32_t kind = Get32(s + 12);
   if (kind != static_cast<uint32_t>(ObjectKind::kFile) &&
-      kind != static_cast<uint32_t>(ObjectKind::kDirectory)) {
+      kind != static_cast<uint32_t>(ObjectKind::kDirectory) && kind != static_cast<uint32_t>(ObjectKind::kSpecial)) {
     r.reason = "unknown object kind";
     return r;
   }
@@ -60,6 +65,19 @@ SlotResult DecodeSlot(const uint8_t* s, int slot) {
   uint32_t key_len = Get32(s + 72);
   if (key_len > kMaxKeyLength) { r.reason = "key length out of range"; return r; }
   h.key.assign(reinterpret_cast<const char*>(s + kFixedBytes), key_len);
+  h.rdev = Get32(s + kRdevOffset);
+  if (h.kind == ObjectKind::kSpecial) {
+    uint32_t type = h.mode & S_IFMT;
+    if (type != S_IFLNK && type != S_IFIFO && type != S_IFSOCK && type != S_IFCHR && type != S_IFBLK) {
+      r.reason = "special record of an unknown file type";
+      return r;
+    }
+    if (type != S_IFLNK && h.size != 0) { r.reason = "special record with data"; return r; }
+    if (type == S_IFLNK && (h.size == 0 || h.size > kMaxLinkTargetLength)) {
+      r.reason = "symbolic link target length out of range";
+      return r;
+    }
+  }
   h.slot = slot;
   r.valid = true;
   return r;
@@ -86,6 +104,7 @@ Status EncodeHeader(const ObjectHeader& h, uint8_t* block) {
   Put64(s + 64, static_cast<uint64_t>(h.ctime_ns));
   Put32(s + 72, static_cast<uint32_t>(h.key.size()));
   std::memcpy(s + kFixedBytes, h.key.data(), h.key.size());
+  Put32(s + kRdevOffset, h.rdev);
   Put64(s + kSlotChecksumOffset, XXH3_64bits(s, kSlotChecksumOffset));
   return Status::Ok();
 }

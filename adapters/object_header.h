@@ -33,7 +33,16 @@ inline constexpr uint32_t kObjectFormatVersion = 1;
 // Longest key (path relative to the mount root) a header can hold.
 inline constexpr size_t kMaxKeyLength = 1536;
 
-enum class ObjectKind : uint32_t { kFile = 1, kDirectory = 2 };
+// kSpecial: a namespace-only record of a symbolic link, FIFO, socket or
+// device node; its type is in `mode` (S_IFLNK, S_IFIFO, S_IFSOCK, S_IFCHR,
+// S_IFBLK). A symbolic link's target is the record's data (`size` bytes,
+// checksummed like a file's); the others have no data. Builds older than
+// this kind skip such records at mount with a warning ("unknown object
+// kind") and leave them on the store.
+enum class ObjectKind : uint32_t { kFile = 1, kDirectory = 2, kSpecial = 3 };
+
+// Longest symbolic link target, in bytes (PATH_MAX without its NUL).
+inline constexpr size_t kMaxLinkTargetLength = 4095;
 
 struct ObjectHeader {
   ObjectKind kind = ObjectKind::kFile;
@@ -46,6 +55,10 @@ struct ObjectHeader {
   uint32_t gid = 0;
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;
+  // Device number of a kSpecial character or block device record, in the
+  // kernel's 32-bit encoding (as FUSE passes it); 0 otherwise. Stored after
+  // the key area, where older headers hold zeros.
+  uint32_t rdev = 0;
   std::string key;
   // Which slot this header was decoded from / should be written to (0 or 1).
   int slot = 0;

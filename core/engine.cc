@@ -122,6 +122,7 @@ Attr Engine::AttrOfLocked(const Inode* inode, const FileHandle* handle, uint64_t
   a.atime_ns = inode->attr.atime_ns;
   a.mtime_ns = inode->attr.mtime_ns;
   a.ctime_ns = inode->attr.ctime_ns;
+  a.rdev = inode->attr.rdev;
   if (inode->is_dir) {
     a.nlink = 2;
     a.size = 4096;

@@ -30,7 +30,8 @@
 //  - BackgroundSync, ReadAhead, BufferPool and IoExecutor (their headers).
 // The Engine's own files: engine.cc (life cycle, attributes, debugging
 // surface, statistics), engine_namespace.cc (lookup, mkdir, rmdir, unlink,
-// rename, readdir, setattr), engine_files.cc (create, open, write, flush,
+// rename, readdir, setattr), engine_special.cc (symbolic links, FIFOs,
+// sockets and device nodes), engine_files.cc (create, open, write, flush,
 // release, page-cache choices), engine_commit.cc (commit and store writes),
 // engine_read.cc (reads, read-ahead, quarantine), engine_rebuild.cc (the
 // index from the stores at start).
@@ -103,7 +104,26 @@ class Engine : private SpaceHost, private SharedIndex {
   // a handle (fstat reaches the engine without one).
   Result<Attr> GetAttr(uint64_t ino, FileHandle* handle, uint64_t thread = 0);
   Result<Attr> SetAttr(uint64_t ino, const SetAttrRequest& request, FileHandle* handle);
+  // Clears a file's set-user-ID bit, and its set-group-ID bit when group
+  // execute is set too (without it the bit is not a privilege), as a write,
+  // truncate or chown by a caller without CAP_FSETID must (the kernel says
+  // when). Persisted as a chmod is. Nothing to do: OK at once.
+  Status ClearSetIdBits(uint64_t ino);
   Result<Attr> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, uint32_t uid, uint32_t gid);
+  // Special files (engine_special.cc): namespace-only records, committed
+  // (visible to everyone, persisted on the key's store like a directory's
+  // record) before the call returns, removed by Unlink, moved by Rename.
+  // A symbolic link's target is its record's data: 1 to 4095 bytes
+  // (ENOENT when empty, ENAMETOOLONG when longer).
+  Result<Attr> Symlink(uint64_t parent, std::string_view name, std::string_view target, uint32_t uid, uint32_t gid);
+  // EINVAL when ino is not a symbolic link; EIO when its record cannot be
+  // read or fails its checksum.
+  Result<std::string> Readlink(uint64_t ino);
+  // mode's type: S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK make a record (rdev
+  // kept for the device types); S_IFREG makes an empty file, committed at
+  // once as creat() followed by close() would; any other type: EINVAL.
+  Result<Attr> Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint32_t rdev, uint32_t uid,
+                     uint32_t gid);
   Status Rmdir(uint64_t parent, std::string_view name);
   Status Unlink(uint64_t parent, std::string_view name);
   // flags: RENAME_NOREPLACE is honoured; RENAME_EXCHANGE gives EINVAL.
@@ -262,7 +282,14 @@ class Engine : private SpaceHost, private SharedIndex {
   std::shared_ptr<Version> MakeVersion(uint32_t store_index, const std::string& location,
                                        const ObjectHeader& header, uint64_t file_id = 0);
   ObjectHeader HeaderFor(const Inode* inode, const std::string& key) const KVFS_REQUIRES(mu_);
+  // A new entry of dir: in a set-group-ID directory it takes the
+  // directory's group, and a new directory also the set-group-ID bit.
+  static void InheritGroupLocked(const Inode* dir, Attributes* attr);  // mu_
   Status EnsureDirRecord(Inode* dir) KVFS_REQUIRES(publish_mu_);
+  // Creates the special record attr describes (with target as its data,
+  // for a link) under parent/name.
+  Result<Attr> MakeSpecial(uint64_t parent, std::string_view name, const Attributes& attr, std::string_view target)
+      KVFS_EXCLUDES(publish_mu_, mu_);
   // SpaceHost: what the space manager asks of the engine.
   bool MayEvict(uint32_t store_index) const override;
   // Takes the object the policy gives up out of the index and off the store.

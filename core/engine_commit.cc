@@ -328,6 +328,7 @@ Status Engine::WriteSpareHeaderSlot(Version* version, const std::string& current
     current = version->header();
   }
   current.key = current_key;
+  current.rdev = header.rdev;  // a record's device number never changes; the version does not keep it
   header.slot = 1 - current.slot;
   AlignedBlock block;
   KVFS_RETURN_IF_ERROR(EncodeHeader(current, block.data));

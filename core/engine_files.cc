@@ -50,6 +50,7 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
   if (inode) {
     if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
     if (flags & O_EXCL) return Status::Error(EEXIST, "exists");
+    if (inode->is_special()) return Status::Error(ENXIO, "a special file is not opened through kvfs");
     // An existing key opens as Open opens it: its read lease is taken with
     // no engine lock held (opening the object file is store I/O).
     const uint64_t ino = inode->ino;
@@ -63,6 +64,7 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
   attr.mode = S_IFREG | (mode & 07777);
   attr.uid = uid;
   attr.gid = gid;
+  InheritGroupLocked(*dir, &attr);
   attr.atime_ns = attr.mtime_ns = attr.ctime_ns = NowNs();
   inode = ns_.NewInode(false, attr);
   ns_.Attach(*dir, inode, std::string(name));
@@ -70,6 +72,7 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
   // version to lease, so nothing here touches a store.
   Result<OpenResult> r = OpenLocked(inode, (flags & ~O_EXCL) | O_TRUNC);
   if (r.ok()) {
+    r->created = true;
     inode->nlookup++;
     r->handle->thread = thread;
     NoteDraftThreadLocked(r->handle, thread);
@@ -115,6 +118,7 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
         Inode* inode = ns_.Get(ino);
         if (!inode) return Status::Error(ENOENT, "stale inode");
         if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
+        if (inode->is_special()) return Status::Error(ENXIO, "a special file is not opened through kvfs");
         version = inode->committed;
         if (!version && !inode->linked()) version = inode->last_version.lock();
       }
@@ -152,6 +156,8 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
 
 Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags, Lease lease) {
   if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
+  // The kernel follows links and serves FIFOs, sockets and devices itself.
+  if (inode->is_special()) return Status::Error(ENXIO, "a special file is not opened through kvfs");
   auto handle = std::make_unique<FileHandle>();
   int acc = flags & O_ACCMODE;
   handle->inode = inode;

@@ -135,7 +135,10 @@ inline std::string JoinKey(const std::string& dir_key, std::string_view name) {
 inline Attributes AttributesOf(const ObjectHeader& h) {
   Attributes attr;
   bool is_dir = h.kind == ObjectKind::kDirectory;
-  attr.mode = (h.mode & 07777) | (is_dir ? S_IFDIR : S_IFREG);
+  // A special record's type is in its mode (checked by DecodeHeader).
+  uint32_t type = h.kind == ObjectKind::kSpecial ? (h.mode & S_IFMT) : is_dir ? S_IFDIR : S_IFREG;
+  attr.mode = (h.mode & 07777) | type;
+  attr.rdev = h.rdev;
   attr.uid = h.uid;
   attr.gid = h.gid;
   attr.mtime_ns = attr.atime_ns = h.mtime_ns;

@@ -81,14 +81,21 @@ void Engine::NoteDraftThreadLocked(FileHandle* handle, uint64_t thread) {
 
 ObjectHeader Engine::HeaderFor(const Inode* inode, const std::string& key) const {
   ObjectHeader h;
-  h.kind = inode->is_dir ? ObjectKind::kDirectory : ObjectKind::kFile;
+  h.kind = inode->is_dir ? ObjectKind::kDirectory : inode->is_special() ? ObjectKind::kSpecial : ObjectKind::kFile;
   h.mode = inode->attr.mode;
+  h.rdev = inode->attr.rdev;
   h.uid = inode->attr.uid;
   h.gid = inode->attr.gid;
   h.mtime_ns = inode->attr.mtime_ns;
   h.ctime_ns = inode->attr.ctime_ns;
   h.key = key;
   return h;
+}
+
+void Engine::InheritGroupLocked(const Inode* dir, Attributes* attr) {
+  if (!(dir->attr.mode & S_ISGID)) return;
+  attr->gid = dir->attr.gid;
+  if (S_ISDIR(attr->mode)) attr->mode |= S_ISGID;
 }
 
 Result<Inode*> Engine::ChildForChangeLocked(uint64_t parent, std::string_view name) {
@@ -112,6 +119,7 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
       inode = ns_.Get(ino);
       if (!inode) return Status::Error(ENOENT, "stale inode");
       if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
+      if (inode->is_special()) return Status::Error(EINVAL, "not a regular file");
       if (*req.size > options_.max_object_bytes) return Status::Error(EFBIG, "object too large");
       if (*req.size > options_.capacity_bytes) return Status::Error(ENOSPC, "larger than the capacity");
     }
@@ -200,6 +208,21 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
   return AttrOfLocked(inode, handle);
 }
 
+Status Engine::ClearSetIdBits(uint64_t ino) {
+  SetAttrRequest r;
+  {
+    MutexLock g(mu_);
+    Inode* inode = ns_.Get(ino);
+    if (!inode) return Status::Error(ENOENT, "stale inode");
+    if (!inode->is_file()) return Status::Ok();
+    uint32_t clear = S_ISUID;
+    if ((inode->attr.mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)) clear |= S_ISGID;
+    if (!(inode->attr.mode & clear)) return Status::Ok();
+    r.mode = inode->attr.mode & 07777 & ~clear;
+  }
+  return SetAttr(ino, r, nullptr).status();
+}
+
 Result<Attr> Engine::Mkdir(uint64_t parent, std::string_view name, uint32_t mode, uint32_t uid, uint32_t gid) {
   KVFS_RETURN_IF_ERROR(CheckName(name));
   MutexLock publish(publish_mu_);
@@ -215,11 +238,12 @@ Result<Attr> Engine::Mkdir(uint64_t parent, std::string_view name, uint32_t mode
     attr.mode = S_IFDIR | (mode & 07777);
     attr.uid = uid;
     attr.gid = gid;
+    InheritGroupLocked(*dir, &attr);
     attr.atime_ns = attr.mtime_ns = attr.ctime_ns = NowNs();
     header.kind = ObjectKind::kDirectory;
     header.mode = attr.mode;
-    header.uid = uid;
-    header.gid = gid;
+    header.uid = attr.uid;
+    header.gid = attr.gid;
     header.mtime_ns = attr.mtime_ns;
     header.ctime_ns = attr.ctime_ns;
     header.key = key;
@@ -336,6 +360,7 @@ Status Engine::MoveObject(Inode* inode, const std::string& from_key, const std::
     if (!v) return Status::Ok();
     before = v->header();
     before.key = from_key;
+    before.rdev = inode->attr.rdev;  // kept by the inode, not the version
     header = before;
     header.key = new_key;
     header.generation = next_generation_++;

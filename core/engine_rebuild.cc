@@ -60,7 +60,7 @@ Status Engine::Rebuild() {
               ++skipped;
               return;
             }
-            if (h.kind == ObjectKind::kFile && obj.file_bytes < ObjectFootprint(h.size)) {
+            if (h.kind != ObjectKind::kDirectory && obj.file_bytes < ObjectFootprint(h.size)) {
               spdlog::warn("{}: skipping {}: file holds {} bytes, header says {}", stores_[si]->Describe(),
                            obj.location, obj.file_bytes, ObjectFootprint(h.size));
               std::lock_guard<std::mutex> g(found_mu);

@@ -23,13 +23,14 @@ uint64_t Engine::RoomAskedOfUs(uint32_t si) const { return shared_->RoomAskedOfU
 
 void Engine::TrackCommitted(Inode* inode, const Version* old_version) {
   if (old_version) space_->Untrack(old_version->store_index(), inode->ino);
-  if (inode->committed && !inode->is_dir) {
+  // Only files are evicted: directories and special records stay.
+  if (inode->committed && inode->is_file()) {
     space_->Track(inode->committed->store_index(), inode->ino, inode->committed->footprint());
   }
 }
 
 void Engine::UntrackCommitted(Inode* inode) {
-  if (inode->committed && !inode->is_dir) space_->Untrack(inode->committed->store_index(), inode->ino);
+  if (inode->committed && inode->is_file()) space_->Untrack(inode->committed->store_index(), inode->ino);
 }
 
 bool Engine::EvictOne(uint32_t si, EvictionCause cause) {

@@ -87,7 +87,8 @@ struct Attr {
   uint32_t nlink = 1;
   uint32_t uid = 0;
   uint32_t gid = 0;
-  uint64_t size = 0;
+  uint32_t rdev = 0;  // device records: the kernel's 32-bit device number
+  uint64_t size = 0;  // a symbolic link's: its target's length
   uint64_t blocks = 0;  // 512-byte units actually used on the store
   int64_t atime_ns = 0;
   int64_t mtime_ns = 0;
@@ -118,6 +119,8 @@ struct OpenResult {
   // True when the pages the kernel may already hold for this inode are this
   // handle's bytes (FOPEN_KEEP_CACHE); false: the kernel must drop them.
   bool keep_cache = false;
+  // Create only: the key was made by this call (not an existing key opened).
+  bool created = false;
 };
 
 struct DirEntry {

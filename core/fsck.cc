@@ -33,7 +33,7 @@ bool ReadAll(int fd, uint64_t offset, size_t len, std::vector<uint8_t>* out) {
 
 // Empty when the object's data matches its checksums, else the reason.
 std::string VerifyData(Store& store, const std::string& location, const ObjectHeader& h) {
-  if (h.kind != ObjectKind::kFile) return "";
+  if (h.kind == ObjectKind::kDirectory || h.size == 0) return "";  // no data to verify
   std::string path = store.root() + "/" + location;
   // Never through a symlink, never blocking on a FIFO planted in the store.
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
@@ -78,8 +78,20 @@ Result<FsckReport> CheckStore(Store& store, bool repair, int threads) {
   struct Seen {
     std::string location;
     uint64_t generation;
-    bool is_file;
+    ObjectKind kind;
     uint64_t size;
+  };
+  // Takes a copy the scan counted back out of the totals.
+  auto uncount = [&r](const Seen& c) {
+    r.objects--;
+    if (c.kind == ObjectKind::kFile) {
+      r.files--;
+      r.bytes -= c.size;
+    } else if (c.kind == ObjectKind::kSpecial) {
+      r.special--;
+    } else {
+      r.directories--;
+    }
   };
   std::map<std::string, std::vector<Seen>> by_key;
   std::vector<std::string> corrupt_locations;
@@ -96,7 +108,7 @@ Result<FsckReport> CheckStore(Store& store, bool repair, int threads) {
           r.problems.push_back("bad key " + EscapeForLog(obj.header->key) + " at " + obj.location + ": " + bad);
           corrupt_locations.push_back(obj.location);
           return;
-        } else if (obj.header->kind == ObjectKind::kFile && obj.file_bytes < ObjectFootprint(obj.header->size)) {
+        } else if (obj.header->kind != ObjectKind::kDirectory && obj.file_bytes < ObjectFootprint(obj.header->size)) {
           why = "file is " + std::to_string(obj.file_bytes) + " bytes, header needs " +
                 std::to_string(ObjectFootprint(obj.header->size));
         } else {
@@ -114,14 +126,16 @@ Result<FsckReport> CheckStore(Store& store, bool repair, int threads) {
         if (h.kind == ObjectKind::kFile) {
           r.files++;
           r.bytes += h.size;
+        } else if (h.kind == ObjectKind::kSpecial) {
+          r.special++;
         } else {
           r.directories++;
         }
-        by_key[h.key].push_back(Seen{obj.location, h.generation, h.kind == ObjectKind::kFile, h.size});
+        by_key[h.key].push_back(Seen{obj.location, h.generation, h.kind, h.size});
       },
       threads);
   if (!scan.ok()) return scan;
-  // A key under a key that is a file cannot be reached through the namespace
+  // A key under a key that is a file (or a special record) cannot be reached through the namespace
   // (a forged header, or one left from a rename that did not finish).
   for (auto it = by_key.begin(); it != by_key.end();) {
     const std::string& key = it->first;
@@ -130,7 +144,7 @@ Result<FsckReport> CheckStore(Store& store, bool repair, int threads) {
       auto parent = by_key.find(key.substr(0, slash));
       if (parent == by_key.end()) continue;
       for (const Seen& p : parent->second) {
-        if (p.is_file) blocker = parent->first;
+        if (p.kind != ObjectKind::kDirectory) blocker = parent->first;
       }
     }
     if (blocker.empty()) {
@@ -139,15 +153,9 @@ Result<FsckReport> CheckStore(Store& store, bool repair, int threads) {
     }
     for (const Seen& c : it->second) {
       r.bad_keys++;
-      r.objects--;
-      if (c.is_file) {
-        r.files--;
-        r.bytes -= c.size;
-      } else {
-        r.directories--;
-      }
+      uncount(c);
       r.problems.push_back("bad key " + EscapeForLog(key) + " at " + c.location + ": it lies under " +
-                           EscapeForLog(blocker) + ", which is a file");
+                           EscapeForLog(blocker) + ", which is not a directory");
       corrupt_locations.push_back(c.location);
     }
     it = by_key.erase(it);
@@ -162,13 +170,7 @@ Result<FsckReport> CheckStore(Store& store, bool repair, int threads) {
     for (size_t i = 0; i < copies.size(); ++i) {
       if (i == best) continue;
       r.duplicates++;
-      r.objects--;
-      if (copies[i].is_file) {
-        r.files--;
-        r.bytes -= copies[i].size;
-      } else {
-        r.directories--;
-      }
+      uncount(copies[i]);
       r.problems.push_back("duplicate of " + EscapeForLog(key) + " at " + copies[i].location + " (superseded by " +
                            copies[best].location + ")");
       superseded.push_back(copies[i].location);
@@ -196,7 +198,8 @@ Result<FsckReport> CheckStore(Store& store, bool repair, int threads) {
 std::string FsckReport::ToText() const {
   std::ostringstream o;
   for (const std::string& p : problems) o << p << "\n";
-  o << "objects " << objects << " (" << files << " files, " << directories << " directories), data "
+  o << "objects " << objects << " (" << files << " files, " << directories << " directories, " << special
+    << " links and special files), data "
     << FormatSize(bytes) << "\n";
   o << "corrupt " << corrupt << ", bad keys " << bad_keys << ", duplicates " << duplicates << ", staging leftovers "
     << staging_leftovers;
@@ -208,6 +211,7 @@ std::string FsckReport::ToText() const {
 std::string FsckReport::ToJson() const {
   std::ostringstream o;
   o << "{\"objects\":" << objects << ",\"files\":" << files << ",\"directories\":" << directories
+    << ",\"special\":" << special
     << ",\"bytes\":" << bytes << ",\"corrupt\":" << corrupt << ",\"bad_keys\":" << bad_keys
     << ",\"duplicates\":" << duplicates
     << ",\"staging_leftovers\":" << staging_leftovers << ",\"repaired\":" << repaired

@@ -27,9 +27,10 @@
 namespace kvfs {
 
 struct FsckReport {
-  uint64_t objects = 0;       // valid files and directory records
+  uint64_t objects = 0;       // valid files, directory records and special records
   uint64_t files = 0;
   uint64_t directories = 0;
+  uint64_t special = 0;       // symbolic links, FIFOs, sockets, device nodes
   uint64_t bytes = 0;         // data bytes of valid files
   uint64_t corrupt = 0;       // bad header, short file, impossible size, checksum mismatch, not a regular file
   uint64_t bad_keys = 0;      // headers whose key the engine cannot have written (see CheckStore)

@@ -1,7 +1,9 @@
 // Namespace: the in-memory index of kvfs: inodes, directories and the
 // current version of every key.
 //
-// Every name under the mount is an Inode. A file inode points at its
+// Every name under the mount is an Inode. A special inode (symbolic link,
+// FIFO, socket, device node) is a record only: committed when created, its
+// `committed` Version is its record on the store. A file inode points at its
 // committed Version (null while a new key is still being written: such an
 // inode is "pending" and invisible to lookup and readdir) and at the Draft its
 // writers are filling. A directory inode owns a Directory: its children by
@@ -17,6 +19,8 @@
 //
 // Thread-safety: none. The Engine guards a Namespace with its index mutex.
 #pragma once
+
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -39,9 +43,10 @@ struct Attributes {
   int64_t atime_ns = 0;
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;
-  uint32_t mode = 0;  // including S_IFREG / S_IFDIR
+  uint32_t mode = 0;  // including the type: S_IFREG, S_IFDIR, or a special record's
   uint32_t uid = 0;
   uint32_t gid = 0;
+  uint32_t rdev = 0;  // device records only (ObjectHeader::rdev)
 };
 
 struct Inode;
@@ -130,6 +135,11 @@ struct Inode {
   int64_t writer_expected_until_ns = 0;
 
   bool linked() const { return parent != nullptr || ino == kRootIno; }
+  // A symbolic link, FIFO, socket or device node: a namespace-only record
+  // (committed at creation, never written, opened or evicted).
+  bool is_special() const { return !is_dir && !S_ISREG(attr.mode); }
+  // A regular file (a key with data versions).
+  bool is_file() const { return !is_dir && S_ISREG(attr.mode); }
   bool visible() const { return is_dir || committed != nullptr; }
 };
 

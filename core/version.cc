@@ -10,13 +10,13 @@ namespace kvfs {
 
 Version::Version(std::shared_ptr<const VersionHome> home, const std::string& location, std::string_view key,
                  const ObjectHeader& hdr)
-    : home_(std::move(home)), size_(hdr.size), is_file_(hdr.kind == ObjectKind::kFile) {
+    : home_(std::move(home)), size_(hdr.size), kind_(hdr.kind) {
   SetLocation(location, key);
   set_header(hdr);
   for (SpaceAccount* a : {home_->total.get(), home_->store_account.get()}) {
     if (!a) continue;
     a->used_bytes.fetch_add(footprint());
-    if (is_file_) a->objects.fetch_add(1);
+    if (kind_ == ObjectKind::kFile) a->objects.fetch_add(1);
   }
 }
 
@@ -27,13 +27,13 @@ Version::~Version() {
   for (SpaceAccount* a : {home_->total.get(), home_->store_account.get()}) {
     if (!a) continue;
     a->used_bytes.fetch_sub(footprint());
-    if (is_file_) a->objects.fetch_sub(1);
+    if (kind_ == ObjectKind::kFile) a->objects.fetch_sub(1);
   }
 }
 
 ObjectHeader Version::header() const {
   ObjectHeader h;
-  h.kind = is_file_ ? ObjectKind::kFile : ObjectKind::kDirectory;
+  h.kind = kind_;
   h.generation = generation_;
   h.size = size_;
   h.checksum = checksum_;

@@ -66,13 +66,16 @@ class Version {
   Store* store() const { return home_->store; }
   uint32_t store_index() const { return home_->store_index; }
   uint64_t size() const { return size_; }
-  uint64_t footprint() const { return ObjectFootprint(is_file_ ? size_ : 0); }
+  uint64_t footprint() const { return ObjectFootprint(kind_ == ObjectKind::kDirectory ? 0 : size_); }
+  ObjectKind kind() const { return kind_; }
 
   // Guarded by the Engine's index mutex (location and header).
   std::string location() const;
   void SetLocation(const std::string& location, std::string_view key);
   // The object's header as last written, except `key`, which is left empty:
-  // the key is the path of the inode that holds this version. Kept packed;
+  // the key is the path of the inode that holds this version, and `rdev`,
+  // which is 0: a device record's number never changes and is kept in its
+  // inode (the engine puts it into every header it writes). Kept packed;
   // set_header ignores the key and the size (a version's size is fixed).
   ObjectHeader header() const;
   void set_header(const ObjectHeader& h);
@@ -124,7 +127,7 @@ class Version {
   KeyHash location_hash_;                       // when location_path_ is null
   std::unique_ptr<std::string> location_path_;  // a location not derived from a key hash
   std::atomic<LeaseState*> lease_state_{nullptr};
-  bool is_file_;
+  ObjectKind kind_;  // never changes
   std::atomic<bool> corrupt_{false};
   std::atomic<bool> checksum_failed_{false};
 };

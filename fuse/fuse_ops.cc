@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "fuse/debug_xattrs.h"
+#include "fuse/device_io.h"
 
 namespace kvfs {
 namespace {
@@ -44,6 +45,7 @@ struct stat ToStat(const Attr& a) {
   st.st_nlink = a.nlink;
   st.st_uid = a.uid;
   st.st_gid = a.gid;
+  st.st_rdev = a.rdev;
   st.st_size = static_cast<off_t>(a.size);
   st.st_blocks = static_cast<blkcnt_t>(a.blocks);
   st.st_blksize = 1 << 20;
@@ -79,6 +81,9 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
+  // A link's target never changes (a new link is a new inode): the kernel
+  // may keep it.
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   // kvfs decides when cached pages and listings are stale (FOPEN_KEEP_CACHE
   // per open, invalidations at commits and evictions); the kernel's own
@@ -137,6 +142,12 @@ void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   if (to_set & FUSE_SET_ATTR_MTIME_NOW) r.mtime_ns = FromTimespec(now);
   else if (to_set & FUSE_SET_ATTR_MTIME) r.mtime_ns = FromTimespec(attr->st_mtim);
   Result<Attr> a = Eng(req)->SetAttr(ino, r, Handle(fi));
+  if (a.ok() && RequestClearsSetId()) {
+    // A truncate or chown that must drop the set-ID bits (FATTR_KILL_SUIDGID).
+    Status cleared = Eng(req)->ClearSetIdBits(ino);
+    if (!cleared.ok()) return ReplyStatus(req, cleared);
+    a = Eng(req)->GetAttr(ino, Handle(fi), ThreadOwner(req));
+  }
   if (!a.ok()) return ReplyStatus(req, a.status());
   struct stat st = ToStat(*a);
   fuse_reply_attr(req, &st, AttrTimeout(req, *a));
@@ -159,10 +170,33 @@ void OnRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
   ReplyStatus(req, Eng(req)->Rename(parent, name, newparent, newname, flags));
 }
 
-void OnRefuse(fuse_req_t req) { fuse_reply_err(req, EPERM); }
-void OnLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { OnRefuse(req); }
-void OnSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { OnRefuse(req); }
-void OnMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { OnRefuse(req); }
+// Hard links are refused with EPERM, the errno Linux documents for a
+// filesystem that does not support them: a key names one object.
+void OnLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { fuse_reply_err(req, EPERM); }
+
+void ReplyNewEntry(fuse_req_t req, const Result<Attr>& a) {
+  if (!a.ok()) return ReplyStatus(req, a.status());
+  fuse_entry_param e = ToEntry(req, *a);
+  fuse_reply_entry(req, &e);
+}
+
+void OnSymlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  ReplyNewEntry(req, Eng(req)->Symlink(parent, name, target, c->uid, c->gid));
+}
+
+void OnReadlink(fuse_req_t req, fuse_ino_t ino) {
+  Result<std::string> target = Eng(req)->Readlink(ino);
+  if (!target.ok()) return ReplyStatus(req, target.status());
+  fuse_reply_readlink(req, target->c_str());
+}
+
+void OnMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  // FUSE carries the device number in the kernel's 32-bit encoding, which
+  // stat's reply carries back unchanged.
+  ReplyNewEntry(req, Eng(req)->Mknod(parent, name, mode, static_cast<uint32_t>(rdev), c->uid, c->gid));
+}
 
 void FillOpenReply(fuse_req_t req, fuse_file_info* fi, const OpenResult& r) {
   fi->fh = reinterpret_cast<uint64_t>(r.handle);
@@ -209,6 +243,16 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     UnreserveHandle(req);
     return ReplyStatus(req, r.status());
   }
+  if (!r->created && RequestClearsSetId()) {
+    // O_TRUNC of an existing file by a caller without CAP_FSETID.
+    Status cleared = Eng(req)->ClearSetIdBits(r->attr.ino);
+    if (cleared.ok()) {
+      Result<Attr> now = Eng(req)->GetAttr(r->attr.ino, r->handle, ThreadOwner(req));
+      if (now.ok()) r->attr = *now;
+    } else {
+      spdlog::warn("could not clear the set-ID bits of inode {}: {}", r->attr.ino, cleared.message());
+    }
+  }
   FillOpenReply(req, fi, *r);
   BindHandle(req, fi);
   fuse_entry_param e = ToEntry(req, r->attr);
@@ -230,6 +274,15 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     UnreserveHandle(req);
     return ReplyStatus(req, r.status());
   }
+  if (RequestClearsSetId()) {
+    // O_TRUNC by a caller without CAP_FSETID (FUSE_OPEN_KILL_SUIDGID).
+    Status cleared = Eng(req)->ClearSetIdBits(ino);
+    if (!cleared.ok()) {
+      Eng(req)->Release(r->handle);
+      UnreserveHandle(req);
+      return ReplyStatus(req, cleared);
+    }
+  }
   FillOpenReply(req, fi, *r);
   BindHandle(req, fi);
   if (fuse_reply_open(req, fi) != 0) {
@@ -249,7 +302,12 @@ void OnRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
   }
 }
 
-void OnWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
+void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
+  if (RequestClearsSetId()) {
+    // A writer without CAP_FSETID (FUSE_WRITE_KILL_SUIDGID): the set-ID bits go first.
+    Status cleared = Eng(req)->ClearSetIdBits(ino);
+    if (!cleared.ok()) return ReplyStatus(req, cleared);
+  }
   uint64_t owner = fi->lock_owner != 0 ? fi->lock_owner : ThreadOwner(req);
   Result<size_t> n = Eng(req)->Write(Handle(fi), static_cast<uint64_t>(off), buf, size, owner, ThreadOwner(req));
   if (!n.ok()) return ReplyStatus(req, n.status());
@@ -375,6 +433,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.rename = OnRename;
   ops.link = OnLink;
   ops.symlink = OnSymlink;
+  ops.readlink = OnReadlink;
   ops.mknod = OnMknod;
   ops.create = OnCreate;
   ops.open = OnOpen;
