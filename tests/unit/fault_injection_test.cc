@@ -732,5 +732,36 @@ TEST_F(FaultInjectionTest, StuckDataWriteFailsFlushWithinDeadlineAndRetryLands) 
   EXPECT_EQ(Check("k", next), "");
 }
 
+// A large version spills to its staging file while it is written; that spill
+// write hangs past the deadline. The write fails within about the deadline,
+// the version can no longer be committed (a late write could still change
+// its staging file), the previous version stays, and once the device
+// answers the key can be written again.
+TEST_F(FaultInjectionTest, StuckSpillWriteFailsTheVersionAndKeepsPrevious) {
+  ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+  const std::vector<uint8_t> prev = Pattern(96, 300 * kKiB);
+  const std::vector<uint8_t> big = Pattern(97, 12 * kMiB + 5);  // more than a draft keeps in memory
+  ASSERT_EQ(ErrText(Put("k", prev)), "OK");
+
+  Fault f;
+  f.delay = milliseconds(1500);
+  f.count = 1;
+  F().Inject(StoreOp::kWriteData, f);
+  auto start = Clock::now();
+  Status s = Put("k", big);
+  double elapsed = SecondsSince(start);
+  EXPECT_EQ(s.err(), EIO) << ErrText(s);
+  EXPECT_LT(elapsed, 1.2) << "a write blocked on a stuck device instead of failing at its deadline";
+  EXPECT_GE(F().hits(), 1u) << "the spill write never went through the store";
+  EXPECT_EQ(Check("k", prev), "");
+
+  F().WaitForCallsToReturn();
+  F().Clear();
+  EXPECT_EQ(Check("k", prev), "") << "a late spill write changed the published version";
+  EXPECT_EQ(StagingFiles(), 0u);
+  EXPECT_EQ(ErrText(Put("k", big)), "OK");
+  EXPECT_EQ(Check("k", big), "");
+}
+
 }  // namespace
 }  // namespace kvfs
