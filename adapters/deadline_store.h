@@ -23,6 +23,9 @@
 // to the BufferPool) only then. Workers do plain pread/pwrite in that case:
 // they never set up rings of their own. FileIdOf and TruncateData run on a
 // worker (the truncation on a duplicated descriptor).
+// The no-hop path relies on the wrapped store's TransferData handing the
+// batch to the executor (as Store's default does): a store whose
+// TransferData could block otherwise must honour batch->deadline itself.
 // Caveat: a Publish that times out may still complete later; the engine then
 // holds no record of that version, and the next mount indexes it.
 // Destruction waits up to one deadline for calls still inside the store;
