@@ -60,9 +60,8 @@ std::string FormatStatsText(const EngineStats& s) {
   }
   o << "\n";
   o << "lookups       " << s.lookups << " (" << s.negative_lookups << " misses)\n";
-  o << "buffer pool   " << s.pool_buffers << " x " << FormatSize(s.pool_buffer_bytes) << ", " << s.pool_in_use
-    << " in use, hits " << s.pool_hits << ", misses " << s.pool_misses << " ("
-    << pct(s.pool_hits, s.pool_hits + s.pool_misses) << " hit)\n";
+  o << "buffer pool   " << s.pool_buffers << " x " << FormatSize(s.pool_buffer_bytes) << ", hits " << s.pool_hits
+    << ", misses " << s.pool_misses << " (" << pct(s.pool_hits, s.pool_hits + s.pool_misses) << " hit)\n";
   o << "io            " << (s.io_uring ? "io_uring" : "pread/pwrite") << ", in flight " << s.io_in_flight << "\n";
   for (const StoreStats& st : s.stores) {
     o << "store " << st.name << "\n";
@@ -107,8 +106,7 @@ std::string FormatStatsJson(const EngineStats& s) {
     << ",\"negative_lookups\":" << s.negative_lookups << ",\"page_cache_opens\":" << s.page_cache_opens
     << ",\"superseded_inodes\":" << s.superseded_inodes << ",\"pool_hits\":" << s.pool_hits
     << ",\"pool_misses\":" << s.pool_misses << ",\"pool_buffers\":" << s.pool_buffers
-    << ",\"pool_in_use\":" << s.pool_in_use << ",\"pool_buffer_bytes\":" << s.pool_buffer_bytes
-    << ",\"io_in_flight\":" << s.io_in_flight
+    << ",\"pool_buffer_bytes\":" << s.pool_buffer_bytes << ",\"io_in_flight\":" << s.io_in_flight
     << ",\"io_uring\":" << (s.io_uring ? "true" : "false") << ",\"stores\":[";
   for (size_t i = 0; i < s.stores.size(); ++i) {
     const StoreStats& st = s.stores[i];
