@@ -41,7 +41,9 @@ BufferPool::BufferPool(size_t buffer_size, size_t count) : buffer_size_(buffer_s
 }
 
 BufferPool::~BufferPool() {
-  if (region_) ::munmap(region_, region_bytes_);
+  // A buffer still on loan here belongs to an I/O batch given up on at a
+  // deadline, which the kernel may still fill: the region stays mapped.
+  if (region_ && in_use() == 0) ::munmap(region_, region_bytes_);
 }
 
 PooledBuffer BufferPool::Acquire() {

@@ -1,8 +1,12 @@
 #include "adapters/deadline_store.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstring>
+
+#include "adapters/data_batch.h"
+#include "adapters/io_ring.h"
 
 namespace kvfs {
 namespace {
@@ -202,10 +206,58 @@ Result<ScannedObject> DeadlineStore::ReadObject(const std::string& location) {
   return Counted(*out);
 }
 
+Status DeadlineStore::TransferData(IoExecutor& io, const std::shared_ptr<DataBatch>& batch) {
+  const DataBatch::Clock::time_point until = DataBatch::Clock::now() + deadline_;
+  if (io.using_io_uring()) {
+    // On this thread, with the deadline in the batch: no thread hop.
+    std::optional<DataBatch::Clock::time_point> before = batch->deadline;
+    if (!before || *before > until) batch->deadline = until;
+    Status s = target()->TransferData(io, batch);
+    if (s.err() != ENOTSUP || batch->abandoned()) {
+      batch->deadline = before;
+      if (s.err() == ETIMEDOUT) {
+        return CountTimeout(Status::Error(ETIMEDOUT, "data transfer: no answer from the store within " +
+                                                         std::to_string(deadline_.count()) + " ms"));
+      }
+      return Counted(s);
+    }
+    batch->deadline = before;  // this thread has no ring after all: a worker runs it
+  }
+  if (!batch->PinDescriptors()) return Counted(Status::FromErrno("duplicate data descriptor"));
+  auto out = std::make_shared<Status>();
+  if (!RunWithDeadline([t = target(), &io, batch, out] { *out = t->TransferData(io, batch); })) {
+    batch->MarkAbandoned();
+    return CountTimeout(TimedOut("data transfer", deadline_));
+  }
+  return Counted(*out);
+}
+
+Result<uint64_t> DeadlineStore::FileIdOf(int fd) {
+  // After a timeout the answer is dropped, so a reused descriptor number is harmless here.
+  auto out = std::make_shared<Result<uint64_t>>(Status::Error(EIO, "unset"));
+  if (!RunWithDeadline([t = target(), out, fd] { *out = t->FileIdOf(fd); })) {
+    return CountTimeout(TimedOut("fstat", deadline_));
+  }
+  return Counted(*out);
+}
+
+Status DeadlineStore::TruncateData(int fd, uint64_t length) {
+  int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) return Counted(Status::FromErrno("duplicate staging descriptor"));
+  auto out = std::make_shared<Status>();
+  if (!RunWithDeadline([t = target(), out, own, length] {
+        *out = t->TruncateData(own, length);
+        ::close(own);
+      })) {
+    return CountTimeout(TimedOut("truncate", deadline_));
+  }
+  return Counted(*out);
+}
+
 StoreHealth DeadlineStore::Health() const {
   StoreHealth h = StoreWrapper::Health();
+  h.calls += calls_.load(std::memory_order_relaxed);
   std::lock_guard<std::mutex> g(health_mu_);
-  h.calls += health_.calls;
   h.failures += health_.failures;
   h.timeouts += health_.timeouts;
   for (const auto& [err, n] : health_.errors_by_errno) h.errors_by_errno[err] += n;
@@ -213,9 +265,9 @@ StoreHealth DeadlineStore::Health() const {
 }
 
 void DeadlineStore::Record(int err, bool timed_out) const {
-  std::lock_guard<std::mutex> g(health_mu_);
-  ++health_.calls;
+  calls_.fetch_add(1, std::memory_order_relaxed);
   if (err == 0) return;
+  std::lock_guard<std::mutex> g(health_mu_);
   ++health_.failures;
   if (timed_out) ++health_.timeouts;
   if (err != ENOENT) ++health_.errors_by_errno[err];

@@ -9,6 +9,23 @@
 // stuck (up to max_workers; beyond that calls fail with ETIMEDOUT at once).
 // Every call made through it is counted (Health). Scan and List are not
 // given a deadline (their length grows with the store).
+//
+// Data I/O (TransferData) gets the same deadline, without a thread hop where
+// it can: when the executor uses io_uring, the caller's own thread submits
+// the batch with the deadline set and waits for completions until then (see
+// IoExecutor::Run); on timeout the kernel is asked to cancel, the caller gets
+// ETIMEDOUT and the batch (with every buffer it keeps) stays with the
+// thread's ring until its requests have really completed. Without io_uring
+// (pread/pwrite cannot be walked away from) the batch runs on a worker like
+// the other calls, with its descriptors duplicated first (a number the caller
+// closes and reuses meanwhile is never written by mistake); the worker holds
+// the batch until the syscalls return, so its buffers go back (pooled ones
+// to the BufferPool) only then. Workers do plain pread/pwrite in that case:
+// they never set up rings of their own. FileIdOf and TruncateData run on a
+// worker (the truncation on a duplicated descriptor).
+// The no-hop path relies on the wrapped store's TransferData handing the
+// batch to the executor (as Store's default does): a store whose
+// TransferData could block otherwise must honour batch->deadline itself.
 // Caveat: a Publish that times out may still complete later; the engine then
 // holds no record of that version, and the next mount indexes it.
 // Destruction waits up to one deadline for calls still inside the store;
@@ -48,6 +65,9 @@ class DeadlineStore final : public StoreWrapper {
   Result<StoreSpace> Space() const override;
   Result<ListedObject> StatObject(const std::string& location) override;
   Result<ScannedObject> ReadObject(const std::string& location) override;
+  Status TransferData(IoExecutor& io, const std::shared_ptr<DataBatch>& batch) override;
+  Result<uint64_t> FileIdOf(int fd) override;
+  Status TruncateData(int fd, uint64_t length) override;
   // Counts every call made through this wrapper: failures by errno (ENOENT,
   // an expected answer, is counted as a failure but not listed), timeouts.
   StoreHealth Health() const override;
@@ -90,8 +110,9 @@ class DeadlineStore final : public StoreWrapper {
   std::chrono::milliseconds deadline_;
   size_t max_workers_;
   std::shared_ptr<Pool> pool_;
+  mutable std::atomic<uint64_t> calls_{0};  // every call (the hot path counts without the lock)
   mutable std::mutex health_mu_;
-  mutable StoreHealth health_;  // guarded by health_mu_
+  mutable StoreHealth health_;  // guarded by health_mu_ (failures only)
 };
 
 }  // namespace kvfs

@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -15,13 +17,43 @@ namespace {
 
 std::atomic<uint64_t> next_executor_id{1};
 
+// user_data of a request's SQE: the ring's batch number in the high bits,
+// the request's index in the batch in the low kIndexBits. Cancel requests
+// carry kCancelTag (liburing's own timeouts use LIBURING_UDATA_TIMEOUT).
+constexpr int kIndexBits = 24;
+constexpr uint64_t kIndexMask = (1ULL << kIndexBits) - 1;
+constexpr uint64_t kCancelTag = ~0ULL - 1;
+
+// A batch its caller stopped waiting for, with requests still in flight.
+struct AbandonedBatch {
+  std::shared_ptr<DataBatch> batch;
+  size_t in_flight = 0;
+};
+
 // One io_uring per (thread, executor), destroyed at thread exit.
 struct ThreadRing {
   io_uring ring;
   bool initialised = false;
   bool fixed = false;
+  uint64_t next_batch = 1;
+  std::unordered_map<uint64_t, AbandonedBatch> abandoned;  // by batch number
   ~ThreadRing() {
-    if (initialised) io_uring_queue_exit(&ring);
+    if (!initialised) return;
+    if (!abandoned.empty()) {
+      // The kernel may still write into these batches' buffers: leave the
+      // ring open and the batches allocated rather than free them under it.
+      spdlog::warn("a thread exits with {} abandoned I/O batch(es) still in flight; their memory is kept",
+                   abandoned.size());
+      auto* kept = new std::unordered_map<uint64_t, AbandonedBatch>(std::move(abandoned));
+      (void)kept;
+      return;
+    }
+    io_uring_queue_exit(&ring);
+  }
+  // Accounts for one completion of an abandoned batch's request.
+  void Reaped(uint64_t batch_number) {
+    auto it = abandoned.find(batch_number);
+    if (it != abandoned.end() && --it->second.in_flight == 0) abandoned.erase(it);
   }
 };
 
@@ -43,7 +75,7 @@ IoExecutor::IoExecutor(BufferPool* pool, bool use_io_uring, unsigned queue_depth
 
 void* IoExecutor::RingForThisThread() {
   auto it = thread_rings.by_executor.find(id_);
-  if (it != thread_rings.by_executor.end()) return &it->second->ring;
+  if (it != thread_rings.by_executor.end()) return it->second.get();
   auto tr = std::make_unique<ThreadRing>();
   int rc = io_uring_queue_init(queue_depth_, &tr->ring, 0);
   if (rc < 0) {
@@ -60,7 +92,7 @@ void* IoExecutor::RingForThisThread() {
       tr->fixed = true;
     }
   }
-  void* ring = &tr->ring;
+  void* ring = tr.get();
   thread_rings.by_executor.emplace(id_, std::move(tr));
   return ring;
 }
@@ -71,22 +103,44 @@ Status IoExecutor::Run(std::span<IoRequest> requests) {
   in_flight_.fetch_add(requests.size(), std::memory_order_relaxed);
   Status s;
   void* ring = use_io_uring_.load(std::memory_order_relaxed) ? RingForThisThread() : nullptr;
-  s = ring ? RunWithRing(requests, ring) : RunWithSyscalls(requests);
+  s = ring ? RunWithRing(requests, ring, nullptr) : RunWithSyscalls(requests);
   in_flight_.fetch_sub(requests.size(), std::memory_order_relaxed);
   return s;
 }
 
-Status IoExecutor::RunWithRing(std::span<IoRequest> requests, void* ring_ptr) {
-  io_uring* ring = static_cast<io_uring*>(ring_ptr);
-  bool fixed = false;
-  for (auto& [id, tr] : thread_rings.by_executor) {
-    if (&tr->ring == ring) fixed = tr->fixed;
+Status IoExecutor::Run(const std::shared_ptr<DataBatch>& batch) {
+  std::span<IoRequest> requests(batch->requests);
+  for (IoRequest& r : requests) r.done = 0;
+  if (requests.empty()) return Status::Ok();
+  void* ring = use_io_uring_.load(std::memory_order_relaxed) ? RingForThisThread() : nullptr;
+  if (!ring && batch->deadline) return Status::Error(ENOTSUP, "a deadline needs io_uring");
+  in_flight_.fetch_add(requests.size(), std::memory_order_relaxed);
+  Status s = ring ? RunWithRing(requests, ring, &batch) : RunWithSyscalls(requests);
+  in_flight_.fetch_sub(requests.size(), std::memory_order_relaxed);
+  return s;
+}
+
+Status IoExecutor::RunWithRing(std::span<IoRequest> requests, void* ring_ptr,
+                               const std::shared_ptr<DataBatch>* batch) {
+  ThreadRing* tr = static_cast<ThreadRing*>(ring_ptr);
+  io_uring* ring = &tr->ring;
+  const bool fixed = tr->fixed;
+  if (requests.size() > kIndexMask) {
+    // Too many requests to tag: run them in slices (never the case in practice).
+    for (size_t from = 0; from < requests.size(); from += kIndexMask) {
+      KVFS_RETURN_IF_ERROR(RunWithRing(requests.subspan(from, std::min<size_t>(kIndexMask, requests.size() - from)),
+                                       ring_ptr, batch));
+    }
+    return Status::Ok();
   }
+  const uint64_t number = tr->next_batch++;
+  const bool deadline = batch && (*batch)->deadline.has_value();
+  const DataBatch::Clock::time_point until = deadline ? *(*batch)->deadline : DataBatch::Clock::time_point{};
   // pending: indexes of requests that still need (more) submission.
   std::vector<size_t> pending;
   pending.reserve(requests.size());
   for (size_t i = 0; i < requests.size(); ++i) pending.push_back(i);
-  std::vector<bool> finished(requests.size(), false);
+  std::vector<bool> in_kernel(requests.size(), false);
   size_t outstanding = 0;
   Status first_error;
 
@@ -109,14 +163,49 @@ Status IoExecutor::RunWithRing(std::span<IoRequest> requests, void* ring_ptr) {
         if (r.write) io_uring_prep_write(sqe, r.fd, buf, len, off);
         else io_uring_prep_read(sqe, r.fd, buf, len, off);
       }
-      io_uring_sqe_set_data64(sqe, i);
+      io_uring_sqe_set_data64(sqe, (number << kIndexBits) | i);
+      in_kernel[i] = true;
       ++queued;
     }
     if (queued > 0 || outstanding > 0) {
       int rc;
-      do {
-        rc = io_uring_submit_and_wait(ring, 1);
-      } while (rc == -EINTR);
+      if (deadline) {
+        // Submit and wait for one completion, no later than the deadline
+        // (one io_uring_enter, as without a deadline).
+        io_uring_cqe* cqe = nullptr;
+        auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(until - DataBatch::Clock::now());
+        if (left.count() < 0) left = std::chrono::nanoseconds(0);
+        __kernel_timespec ts{static_cast<long long>(left.count() / 1000000000),
+                             static_cast<long long>(left.count() % 1000000000)};
+        do {
+          rc = io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, nullptr);
+        } while (rc == -EINTR);
+        if (rc == -ETIME) {
+          // The deadline passed (what was queued is submitted): ask the
+          // kernel to cancel what is in flight, and leave the batch to the
+          // ring until each of its requests completes.
+          outstanding += queued;
+          for (size_t i = 0; i < requests.size(); ++i) {
+            if (!in_kernel[i]) continue;
+            io_uring_sqe* c = io_uring_get_sqe(ring);
+            if (!c) {
+              io_uring_submit(ring);
+              c = io_uring_get_sqe(ring);
+              if (!c) break;
+            }
+            io_uring_prep_cancel64(c, (number << kIndexBits) | i, 0);
+            io_uring_sqe_set_data64(c, kCancelTag);
+          }
+          io_uring_submit(ring);
+          (*batch)->MarkAbandoned();
+          tr->abandoned[number] = AbandonedBatch{*batch, outstanding};
+          return Status::Error(ETIMEDOUT, "no I/O completion within the deadline");
+        }
+      } else {
+        do {
+          rc = io_uring_submit_and_wait(ring, 1);
+        } while (rc == -EINTR);
+      }
       if (rc < 0) {
         if (outstanding == 0 && queued > 0) {
           // The kernel refused the whole batch: fall back for this and later batches.
@@ -134,31 +223,62 @@ Status IoExecutor::RunWithRing(std::span<IoRequest> requests, void* ring_ptr) {
     unsigned seen = 0;
     io_uring_for_each_cqe(ring, head, cqe) {
       ++seen;
-      size_t i = static_cast<size_t>(io_uring_cqe_get_data64(cqe));
+      uint64_t data = io_uring_cqe_get_data64(cqe);
+      if (data == kCancelTag || data == LIBURING_UDATA_TIMEOUT) continue;
+      if ((data >> kIndexBits) != number) {
+        tr->Reaped(data >> kIndexBits);  // a request of an abandoned batch ended
+        continue;
+      }
+      size_t i = static_cast<size_t>(data & kIndexMask);
+      --outstanding;
+      in_kernel[i] = false;
       IoRequest& r = requests[i];
       int res = cqe->res;
       if (res == -EINTR || res == -EAGAIN) {
         pending.push_back(i);
       } else if (res < 0) {
         if (first_error.ok()) first_error = Status::FromErrno(-res, r.write ? "write" : "read");
-        finished[i] = true;
       } else if (res == 0) {
         if (r.write && first_error.ok()) first_error = Status::Error(EIO, "write made no progress");
-        finished[i] = true;  // end of file for reads
+        // end of file for reads
       } else {
         r.done += static_cast<size_t>(res);
         if (r.done < r.len) pending.push_back(i);  // short transfer: go on from there
-        else finished[i] = true;
       }
     }
     io_uring_cq_advance(ring, seen);
-    outstanding -= seen;
     if (!first_error.ok()) {
       // Drain what is still in flight before returning: buffers stay ours until then.
       pending.clear();
     }
   }
   return first_error;
+}
+
+size_t IoExecutor::ReapAbandoned(std::chrono::milliseconds wait) {
+  auto it = thread_rings.by_executor.find(id_);
+  if (it == thread_rings.by_executor.end()) return 0;
+  ThreadRing* tr = it->second.get();
+  const auto until = std::chrono::steady_clock::now() + wait;
+  while (!tr->abandoned.empty()) {
+    auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    __kernel_timespec ts{static_cast<long long>(left.count() / 1000000000),
+                         static_cast<long long>(left.count() % 1000000000)};
+    io_uring_cqe* cqe = nullptr;
+    int w = io_uring_wait_cqe_timeout(&tr->ring, &cqe, &ts);
+    if (w == -EINTR) continue;
+    if (w < 0) break;
+    unsigned head;
+    unsigned seen = 0;
+    io_uring_for_each_cqe(&tr->ring, head, cqe) {
+      ++seen;
+      uint64_t data = io_uring_cqe_get_data64(cqe);
+      if (data != kCancelTag && data != LIBURING_UDATA_TIMEOUT) tr->Reaped(data >> kIndexBits);
+    }
+    io_uring_cq_advance(&tr->ring, seen);
+  }
+  return tr->abandoned.size();
 }
 
 Status IoExecutor::RunWithSyscalls(std::span<IoRequest> requests) {

@@ -9,6 +9,19 @@
 // -EINTR and -EAGAIN are retried, a read that reaches end of file stops there
 // (IoRequest::done tells how far it got).
 //
+// Deadlines (Run of a DataBatch with a deadline, io_uring only): the caller
+// waits for completions until the deadline, then asks the kernel to cancel
+// what is still in flight and returns ETIMEDOUT without waiting for it. The
+// batch is marked abandoned and the thread's ring keeps a reference to it
+// until the completion of each of its requests has arrived (reaped by the
+// ring's next batches); so its buffers are neither freed nor reused while
+// the kernel may still touch them. A thread that exits with such requests
+// still in flight leaves its ring and their batches allocated (a leak of a
+// hung device's memory, never a use after free). The deadline bounds the
+// wait, not the submission: a filesystem that blocks inside io_uring_submit
+// itself is not cut short (local filesystems and block devices queue the
+// request and return).
+//
 // If io_uring cannot be set up (kernel, seccomp, memlock limits), the first
 // failure is logged once as a warning and every later batch uses
 // pread/pwrite. IoExecutor is thread-safe; it must outlive the threads that
@@ -16,24 +29,18 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 
-#include "adapters/status.h"
+#include <memory>
+
 #include "adapters/buffer_pool.h"
+#include "adapters/data_batch.h"
+#include "adapters/status.h"
 
 namespace kvfs {
-
-struct IoRequest {
-  int fd = -1;
-  uint8_t* buf = nullptr;
-  size_t len = 0;
-  uint64_t offset = 0;
-  bool write = false;
-  int buf_index = -1;  // BufferPool index for fixed-buffer I/O, or -1
-  size_t done = 0;     // out: bytes transferred
-};
 
 class IoExecutor {
  public:
@@ -44,14 +51,26 @@ class IoExecutor {
   // Runs every request to completion. Returns the first error (EIO for a
   // write that made no progress); requests after an error may be incomplete.
   Status Run(std::span<IoRequest> requests);
+  // Runs batch->requests as above. With batch->deadline set: on io_uring,
+  // gives up at the deadline as described at the top (ETIMEDOUT, the batch
+  // marked abandoned and kept alive by this thread's ring); without a ring
+  // it does no I/O and returns ENOTSUP (a deadline cannot be kept there:
+  // the caller must run the batch where it can walk away from it).
+  Status Run(const std::shared_ptr<DataBatch>& batch);
+
+  // Reaps the completions of batches this thread abandoned at a deadline,
+  // waiting up to `wait` for them; returns how many such batches still have
+  // requests in flight. (Later batches on the thread reap them anyway; this
+  // is for callers that want them gone now, such as tests.)
+  size_t ReapAbandoned(std::chrono::milliseconds wait);
 
   bool using_io_uring() const { return use_io_uring_.load(std::memory_order_relaxed); }
   uint64_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
 
  private:
-  Status RunWithRing(std::span<IoRequest> requests, void* ring);
+  Status RunWithRing(std::span<IoRequest> requests, void* ring, const std::shared_ptr<DataBatch>* batch);
   Status RunWithSyscalls(std::span<IoRequest> requests);
-  void* RingForThisThread();
+  void* RingForThisThread();  // a ThreadRing, or null when io_uring is unavailable
 
   BufferPool* pool_;
   std::atomic<bool> use_io_uring_;

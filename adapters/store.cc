@@ -1,6 +1,8 @@
 // Default implementations of the Store methods that shared stores refine.
 #include "adapters/store.h"
 
+#include "adapters/io_ring.h"
+
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -70,6 +72,21 @@ Status Store::List(const std::function<void(const ListedObject&)>& fn, int threa
         fn(o);
       },
       threads);
+}
+
+Status Store::TransferData(IoExecutor& io, const std::shared_ptr<DataBatch>& batch) { return io.Run(batch); }
+
+Result<uint64_t> Store::FileIdOf(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Status::FromErrno("fstat");
+  return static_cast<uint64_t>(st.st_ino);
+}
+
+Status Store::TruncateData(int fd, uint64_t length) {
+  while (::ftruncate(fd, static_cast<off_t>(length)) != 0) {
+    if (errno != EINTR) return Status::FromErrno("ftruncate");
+  }
+  return Status::Ok();
 }
 
 }  // namespace kvfs

@@ -10,10 +10,16 @@
 // descriptors keep the bytes of a replaced or removed object readable until
 // they are closed (POSIX unlink semantics).
 //
-// Data I/O is not done here: the store hands out file descriptors, and the
-// engine moves bytes with io_uring or pread/pwrite. DirectIo() tells whether
-// those descriptors are O_DIRECT (then offsets, lengths and buffers must be
-// 4 KiB aligned).
+// Data I/O goes through the store too: the store hands out file descriptors
+// (OpenForRead, StagingFile), and every read or write of object and staging
+// bytes on them, every identity check (FileIdOf) and every truncation
+// (TruncateData) is a store call. The engine builds a DataBatch (buffers it
+// owns, see data_batch.h) and calls TransferData, which by default runs it on
+// the engine's IoExecutor (io_uring, or pread/pwrite); wrappers see every
+// transfer, so a deadline (DeadlineStore) or an injected fault covers data
+// I/O like any other store call. DirectIo() tells whether the descriptors are
+// O_DIRECT (then offsets, lengths and buffers must be 4 KiB aligned).
+// (fsck, an offline tool, reads object files directly.)
 //
 // Thread-safety: every method may be called concurrently from any thread.
 // Two concurrent Publish/Move/Remove calls on one location race like the
@@ -75,6 +81,8 @@ struct StoreHealth {
 };
 
 class ClusterCoordinator;
+class DataBatch;
+class IoExecutor;
 
 // statvfs(2) of the filesystem holding path, as a StoreSpace.
 Result<StoreSpace> FilesystemSpace(const std::string& path);
@@ -161,6 +169,19 @@ class Store {
 
   // Outcome counters, for stats (stores that do not count report zeros).
   virtual StoreHealth Health() const { return {}; }
+
+  // --- Data I/O on descriptors this store handed out. -----------------------
+  // Runs the batch's reads and writes (on io; see IoExecutor::Run for what
+  // `done` and the status mean). A caller that gets an error checks
+  // batch->abandoned(): when set, the I/O may still be running and the
+  // batch's memory must outlive it (see data_batch.h). The default runs it
+  // on io, honouring batch->deadline where io can.
+  virtual Status TransferData(IoExecutor& io, const std::shared_ptr<DataBatch>& batch);
+  // The identity (st_ino) of the file open as fd: what ListedObject::file_id
+  // and Version::file_id compare against.
+  virtual Result<uint64_t> FileIdOf(int fd);
+  // Sets the length of the staging file open as fd.
+  virtual Status TruncateData(int fd, uint64_t length);
 };
 
 // Coordination between the hosts that share one store. Implemented by shared

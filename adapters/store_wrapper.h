@@ -47,6 +47,11 @@ class StoreWrapper : public Store {
   }
   ClusterCoordinator* cluster() override { return target_->cluster(); }
   StoreHealth Health() const override { return target_->Health(); }
+  Status TransferData(IoExecutor& io, const std::shared_ptr<DataBatch>& batch) override {
+    return target_->TransferData(io, batch);
+  }
+  Result<uint64_t> FileIdOf(int fd) override { return target_->FileIdOf(fd); }
+  Status TruncateData(int fd, uint64_t length) override { return target_->TruncateData(fd, length); }
 
   Store* target() const { return target_.get(); }
 

@@ -64,7 +64,44 @@ class ChunkCache {
 
 namespace {
 std::atomic<uint64_t> g_draft_memory{0};
+
+// Shared ownership of a chunk that leaves its draft; back to the cache at the end.
+std::shared_ptr<const void> ChunkOwner(uint8_t* c) {
+  return std::shared_ptr<const void>(c, [](const void* p) {
+    ChunkCache::Get().Give(static_cast<uint8_t*>(const_cast<void*>(p)), kDraftChunkSize);
+  });
+}
 }  // namespace
+
+bool Draft::HandOverIfInDoubt(uint8_t* c) const {
+  if (!spill_ || !spill_->in_doubt()) return false;
+  // Called from const readers too: `broken` is a flag, not the draft's bytes.
+  const_cast<Draft*>(this)->broken = true;
+  spill_->KeepUntilTransfersEnd(ChunkOwner(c));
+  return true;
+}
+
+std::vector<std::shared_ptr<const void>> Draft::DetachChunksLocked() {
+  std::vector<std::shared_ptr<const void>> out;
+  for (uint8_t*& c : chunks_) {
+    if (!c) continue;
+    uint8_t* copy = ChunkCache::Get().Take();
+    if (!copy) {
+      // No memory for a copy: the bytes go with the transfer, and the draft,
+      // missing them, can no longer be committed.
+      out.push_back(ChunkOwner(c));
+      c = nullptr;
+      resident_--;
+      g_draft_memory.fetch_sub(kDraftChunkSize, std::memory_order_relaxed);
+      broken = true;
+      continue;
+    }
+    std::memcpy(copy, c, kDraftChunkSize);
+    out.push_back(ChunkOwner(c));
+    c = copy;
+  }
+  return out;
+}
 
 uint64_t Draft::total_memory_bytes() { return g_draft_memory.load(std::memory_order_relaxed); }
 
@@ -97,7 +134,7 @@ Result<uint8_t*> Draft::ChunkFor(size_t index) {
     // Written again: back into memory (the running checksum no longer holds).
     Status s = spill_->Read(static_cast<uint64_t>(index) * kDraftChunkSize, c, kDraftChunkSize);
     if (!s.ok()) {
-      ChunkCache::Get().Give(c, kDraftChunkSize);
+      if (!HandOverIfInDoubt(c)) ChunkCache::Get().Give(c, kDraftChunkSize);
       return Status::Error(EIO, "reading a spilled chunk back: " + s.message());
     }
     spilled_[index] = false;
@@ -117,7 +154,15 @@ Status Draft::SpillChunkLocked(size_t index) {
     spill_ = std::move(*made);
   }
   const uint8_t* c = chunks_[index];
-  KVFS_RETURN_IF_ERROR(spill_->Write(static_cast<uint64_t>(index) * kDraftChunkSize, c, kDraftChunkSize));
+  Status written = spill_->Write(static_cast<uint64_t>(index) * kDraftChunkSize, c, kDraftChunkSize);
+  if (!written.ok()) {
+    if (spill_->in_doubt()) {
+      // The write may still read the chunk: it goes with it; the draft keeps a copy.
+      for (std::shared_ptr<const void>& owner : DetachChunksLocked()) spill_->KeepUntilTransfersEnd(std::move(owner));
+      broken = true;
+    }
+    return written;
+  }
   if (spilled_.size() <= index) spilled_.resize(index + 1, false);
   if (sums_.size() <= index) sums_.resize(index + 1);
   for (size_t u = 0; u < kDraftSumsPerChunk; ++u) sums_[index][u] = XXH3_64bits(c + u * kDraftSumUnit, kDraftSumUnit);
@@ -212,6 +257,7 @@ size_t Draft::Read(uint64_t off, size_t len, uint8_t* out) const {
     } else if (spilled_locked(index)) {
       if (!scratch) scratch = ChunkCache::Get().Take();
       if (!scratch || !spill_->Read(static_cast<uint64_t>(index) * kDraftChunkSize, scratch, kDraftChunkSize).ok()) {
+        if (scratch && HandOverIfInDoubt(scratch)) scratch = nullptr;
         total = copied;  // a short read; the caller sees fewer bytes
         break;
       }

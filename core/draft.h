@@ -47,11 +47,19 @@ inline constexpr size_t kDraftSumsPerChunk = kDraftChunkSize / kDraftSumUnit;
 // Where a draft's chunks go when they leave memory. Offsets are data
 // offsets of the object (the header is not counted); lengths and buffers
 // are 4 KiB aligned. Owned by its draft; used under the draft's lock.
+//
+// A transfer may fail while the I/O behind it still runs (a store deadline
+// passed): the target is then in_doubt(), and memory that transfer was given
+// must be handed to KeepUntilTransfersEnd instead of being freed or reused.
+// The draft also marks itself `broken` then: a late write could still
+// change the target's bytes, so that version may never be committed.
 class DraftSpill {
  public:
   virtual ~DraftSpill() = default;
   virtual Status Write(uint64_t offset, const uint8_t* data, size_t len) = 0;
   virtual Status Read(uint64_t offset, uint8_t* data, size_t len) = 0;
+  virtual bool in_doubt() const { return false; }
+  virtual void KeepUntilTransfersEnd(std::shared_ptr<const void> memory) { (void)memory; }
 };
 // Makes the spill target the first time a chunk must leave memory.
 using DraftSpillFactory = std::function<Result<std::unique_ptr<DraftSpill>>()>;
@@ -126,6 +134,10 @@ class Draft {
   Result<uint64_t> UnitChecksumLocked(uint64_t u, size_t len, uint8_t* scratch) const;
   // XXH3-64 of the first size_locked() bytes.
   Result<uint64_t> ChecksumLocked(uint8_t* scratch) const;
+  // For a write of the chunks that was given up on while it may still read
+  // them: replaces every chunk in memory with a copy and returns the
+  // originals, which go back to the chunk cache when the last owner lets go.
+  std::vector<std::shared_ptr<const void>> DetachChunksLocked();
   // A commit is publishing the spill target as the object: the draft's
   // spilled bytes now live there (still readable through the draft), and
   // nothing may be written into it any more, so a further write needs a new
@@ -139,6 +151,10 @@ class Draft {
   // Spills chunks other than `keep` while over the resident limit.
   Status SpillLocked(size_t keep);
   Status SpillChunkLocked(size_t index);
+  // After a failed spill transfer: when the spill target is in doubt, hands
+  // chunk memory c to it (see DraftSpill) and marks the draft broken; else
+  // returns c to the cache. Returns whether c was handed over.
+  bool HandOverIfInDoubt(uint8_t* c) const;
 
   mutable std::mutex mu_;
   std::vector<uint8_t*> chunks_;

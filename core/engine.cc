@@ -203,6 +203,7 @@ EngineStats Engine::Stats() const {
   s.pool_hits = pool_->hits();
   s.pool_misses = pool_->misses();
   s.pool_buffers = pool_->count();
+  s.pool_in_use = pool_->in_use();
   s.pool_buffer_bytes = pool_->buffer_size();
   s.io_in_flight = io_->in_flight();
   s.io_uring = io_->using_io_uring();

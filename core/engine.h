@@ -231,7 +231,7 @@ class Engine : private SpaceHost, private SharedIndex {
   Status RemoveObject(const Version& version) KVFS_EXCLUDES(mu_);
   // A new draft of inode, which spills to a staging file on the key's store.
   std::shared_ptr<Draft> NewDraftLocked(Inode* inode) KVFS_REQUIRES(mu_);
-  Status WriteObject(Store* store, const ObjectHeader& header, const Draft* draft,
+  Status WriteObject(Store* store, const ObjectHeader& header, Draft* draft,
                      std::unique_ptr<StagingFile>* out);
   Result<std::shared_ptr<Version>> PublishRecord(uint32_t store_index, ObjectHeader header) KVFS_REQUIRES(publish_mu_);
   Status RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header) KVFS_REQUIRES(publish_mu_);

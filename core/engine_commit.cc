@@ -24,7 +24,7 @@ using namespace engine_detail;
 // ---------------------------------------------------------------------------
 // Store writes.
 
-Status Engine::WriteObject(Store* store, const ObjectHeader& header, const Draft* draft,
+Status Engine::WriteObject(Store* store, const ObjectHeader& header, Draft* draft,
                            std::unique_ptr<StagingFile>* out) {
   // A draft that spilled already has its staging file, with the spilled
   // chunks in place: only the rest is written into it (out stays empty).
@@ -38,11 +38,14 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, const Draft
     *out = std::move(*staging);
     file = out->get();
   }
-  AlignedBlock block;
-  KVFS_RETURN_IF_ERROR(EncodeHeader(header, block.data));
-  std::vector<IoRequest> reqs;
+  // Everything the batch points into is kept by it, except the draft's
+  // chunks, which are handed to it if it is abandoned (see below).
+  auto batch = std::make_shared<DataBatch>();
+  auto block = std::make_shared<AlignedBlock>();
+  batch->Keep(block);
+  KVFS_RETURN_IF_ERROR(EncodeHeader(header, block->data));
   int fd = file->fd();
-  reqs.push_back(IoRequest{fd, block.data, kHeaderSize, 0, true});
+  batch->Write(fd, block->data, kHeaderSize, 0);
   uint64_t size = draft ? draft->size_locked() : 0;
   for (uint64_t start = 0; start < size; start += kDraftChunkSize) {
     size_t i = static_cast<size_t>(start / kDraftChunkSize);
@@ -50,14 +53,14 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, const Draft
     size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - start));
     len = (len + 4095) / 4096 * 4096;
     const uint8_t* chunk = i < draft->chunk_count_locked() ? draft->chunk_locked(i) : nullptr;
-    reqs.push_back(IoRequest{fd, const_cast<uint8_t*>(chunk ? chunk : ZeroChunk()), len, kHeaderSize + start, true});
+    batch->Write(fd, chunk ? chunk : ZeroChunk(), len, kHeaderSize + start);
   }
   // The chunk checksum table, after the data.
   uint64_t table_bytes = ChecksumTableBytes(size);
-  std::unique_ptr<uint8_t, decltype(&std::free)> table(
-      table_bytes ? static_cast<uint8_t*>(std::aligned_alloc(4096, table_bytes)) : nullptr, &std::free);
-  std::unique_ptr<uint8_t, decltype(&std::free)> scratch(
-      spill ? static_cast<uint8_t*>(std::aligned_alloc(4096, kDraftChunkSize)) : nullptr, &std::free);
+  std::shared_ptr<uint8_t> table(table_bytes ? static_cast<uint8_t*>(std::aligned_alloc(4096, table_bytes)) : nullptr,
+                                 &std::free);
+  std::shared_ptr<uint8_t> scratch(spill ? static_cast<uint8_t*>(std::aligned_alloc(4096, kDraftChunkSize)) : nullptr,
+                                   &std::free);
   if (table_bytes) {
     static_assert(kChunkSize == kDraftSumUnit, "the draft keeps sums of the object's checksum unit");
     std::memset(table.get(), 0, table_bytes);
@@ -65,16 +68,34 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, const Draft
       uint64_t start = c * kChunkSize;
       size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, size - start));
       Result<uint64_t> h = draft->UnitChecksumLocked(c, len, scratch.get());
-      if (!h.ok()) return h.status();
+      if (!h.ok()) {
+        if (spill->in_doubt()) {
+          spill->KeepUntilTransfersEnd(scratch);  // a read back into it may still run
+          draft->broken = true;
+        }
+        return h.status();
+      }
       std::memcpy(table.get() + c * 8, &*h, 8);
     }
-    reqs.push_back(IoRequest{fd, table.get(), table_bytes, ChecksumTableOffset(size), true});
+    batch->Keep(table);
+    batch->Write(fd, table.get(), table_bytes, ChecksumTableOffset(size));
   }
-  KVFS_RETURN_IF_ERROR(io_->Run(reqs));
+  Status written = store->TransferData(*io_, batch);
+  if (!written.ok()) {
+    if (batch->abandoned() && draft) {
+      // The writes may still be reading the draft's chunks: they go with
+      // the batch (the draft keeps copies). A spilled draft's staging file
+      // may still change under a retry: that version can no longer land.
+      for (std::shared_ptr<const void>& chunk : draft->DetachChunksLocked()) batch->Keep(std::move(chunk));
+      if (spill) draft->broken = true;
+    }
+    return written;
+  }
   if (spill) {
     // Spilled chunks past the new end (a truncation) must not stay in the file.
-    off_t length = static_cast<off_t>(table_bytes ? ChecksumTableOffset(size) + table_bytes : kHeaderSize);
-    if (::ftruncate(fd, length) != 0) return Status::FromErrno("truncate " + file->path());
+    uint64_t length = table_bytes ? ChecksumTableOffset(size) + table_bytes : kHeaderSize;
+    Status cut = store->TruncateData(fd, length);
+    if (!cut.ok()) return Status::FromErrno(cut.err(), "truncate " + file->path() + ": " + cut.message());
   }
   return Status::Ok();
 }
@@ -84,10 +105,11 @@ std::shared_ptr<Draft> Engine::NewDraftLocked(Inode* inode) {
   Store* store = stores_[store_index].get();
   // Given to the constructor, not to SetSpill: that takes the draft's lock,
   // which is above mu_ in the lock order.
-  return std::make_shared<Draft>([store, store_index]() -> Result<std::unique_ptr<DraftSpill>> {
+  IoExecutor* io = io_.get();
+  return std::make_shared<Draft>([store, io, store_index]() -> Result<std::unique_ptr<DraftSpill>> {
     Result<std::unique_ptr<StagingFile>> staging = store->CreateStaging();
     if (!staging.ok()) return staging.status();
-    return std::unique_ptr<DraftSpill>(std::make_unique<StagingSpill>(store_index, std::move(*staging)));
+    return std::unique_ptr<DraftSpill>(std::make_unique<StagingSpill>(store, io, store_index, std::move(*staging)));
   });
 }
 
@@ -97,14 +119,15 @@ std::shared_ptr<Draft> Engine::NewDraftLocked(Inode* inode) {
 class Engine::CommitJob final : public PublishJob {
  public:
   CommitJob(Engine& engine, uint32_t store_index, Inode* inode, std::shared_ptr<Draft> draft, ObjectHeader header,
-            std::string key, StagingFile* staging)
+            std::string key, StagingFile* staging, bool spilled)
       : PublishJob(engine.stores_[store_index].get(), store_index),
         engine_(engine),
         inode_(inode),
         draft_(std::move(draft)),
         header_(std::move(header)),
         key_(std::move(key)),
-        staging_(staging) {}
+        staging_(staging),
+        spilled_(spilled) {}
 
   // Takes the inode's current name and attributes into the header (it may
   // have been renamed, chmod'ed or touched while its bytes were written;
@@ -136,14 +159,22 @@ class Engine::CommitJob final : public PublishJob {
       // records where an object is; its next commit moves it home).
       header_.key = now_key;
       key_ = now_key;
-      AlignedBlock block;
-      KVFS_RETURN_IF_ERROR(EncodeHeader(header_, block.data));
-      if (::pwrite(staging_->fd(), block.data, kHeaderSize, 0) != static_cast<ssize_t>(kHeaderSize)) {
-        return Status::FromErrno(EIO, "rewrite header");
+      auto block = std::make_shared<AlignedBlock>();
+      KVFS_RETURN_IF_ERROR(EncodeHeader(header_, block->data));
+      auto batch = std::make_shared<DataBatch>();
+      batch->Keep(block);
+      batch->Write(staging_->fd(), block->data, kHeaderSize, 0);
+      Status w = store()->TransferData(*engine_.io_, batch);
+      if (!w.ok() && batch->abandoned()) {
+        // A late header write could land after a retry's: a spilled draft's
+        // staging file (the one a retry would publish) is no longer safe.
+        if (spilled_) draft_->broken = true;
       }
+      if (!w.ok()) return Status::FromErrno(w.err(), "rewrite header: " + w.message());
+      if (batch->requests[0].done != kHeaderSize) return Status::Error(EIO, "rewrite header: short write");
     }
     location_ = store()->LocationFor(HashKey(key_));
-    file_id_ = FileId(staging_->fd());
+    file_id_ = FileId(store(), staging_->fd());
     published_ = true;
     // With group commit, SyncAll (one flush for the group) follows; with
     // deferred syncs, the background sync's.
@@ -195,6 +226,7 @@ class Engine::CommitJob final : public PublishJob {
   ObjectHeader header_;
   std::string key_;
   StagingFile* const staging_;
+  const bool spilled_;  // staging_ is the draft's spill file
   std::string location_;
   uint64_t file_id_ = 0;
   bool published_ = false;
@@ -205,6 +237,11 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   UniqueLock lk(mu_);
   commit_done_.wait(lk, [&] { return !inode->committing; });
   if (!draft->dirty()) return Status::Ok();
+  if (draft->broken) {
+    // Incomplete bytes, or a staging file a timed-out write may still change.
+    commit_failures_.fetch_add(1, std::memory_order_relaxed);
+    return Status::Error(EIO, "the version being written is damaged and cannot be committed");
+  }
   if (!inode->linked()) {
     // The name is gone: nothing to publish. The bytes vanish with the inode.
     draft->set_dirty(false);
@@ -252,9 +289,13 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     if (header.size > options_.max_object_bytes) return finish(Status::Error(EFBIG, "object too large"));
     Status reserved = space_->Reserve(store_index, footprint);
     if (!reserved.ok()) return finish(reserved);
-    std::unique_ptr<uint8_t, decltype(&std::free)> scratch(
-        spill ? static_cast<uint8_t*>(std::aligned_alloc(4096, kDraftChunkSize)) : nullptr, &std::free);
+    std::shared_ptr<uint8_t> scratch(spill ? static_cast<uint8_t*>(std::aligned_alloc(4096, kDraftChunkSize)) : nullptr,
+                                     &std::free);
     Result<uint64_t> sum = draft->ChecksumLocked(scratch.get());
+    if (!sum.ok() && spill && spill->in_doubt()) {
+      spill->KeepUntilTransfersEnd(scratch);  // a read back into it may still run
+      draft->broken = true;
+    }
     Status s = sum.status();
     if (sum.ok()) {
       header.checksum = *sum;
@@ -273,7 +314,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   // The publish step, run by whichever committer leads the next group (see
   // PublishQueue): fix the header if the file was renamed meanwhile, move the
   // staging file into place, and, once durable, switch the index.
-  CommitJob job(*this, store_index, inode, draft, std::move(header), key, staging_file);
+  CommitJob job(*this, store_index, inode, draft, std::move(header), key, staging_file, spilled);
   Status s = publisher_->Run(&job);
   space_->Release(store_index, footprint);
   if (!s.ok()) {
@@ -298,7 +339,7 @@ Result<std::shared_ptr<Version>> Engine::PublishRecord(uint32_t store_index, Obj
   std::unique_ptr<StagingFile> staging;
   KVFS_RETURN_IF_ERROR(WriteObject(store, header, nullptr, &staging));
   std::string location = store->LocationFor(HashKey(header.key));
-  uint64_t file_id = FileId(staging->fd());
+  uint64_t file_id = FileId(store, staging->fd());
   KVFS_RETURN_IF_ERROR(PublishStaging(store_index, *staging, location));
   return MakeVersion(store_index, location, header, file_id);
 }

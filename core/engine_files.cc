@@ -305,7 +305,7 @@ Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
   }
   if (handle->draft) return handle->draft;
   if (inode->draft && !inode->draft->consumed()) {
-    if (inode->draft->broken) return Status::Error(EIO, "the version being written could not be loaded");
+    if (inode->draft->broken) return Status::Error(EIO, "the version being written is damaged (its base could not be loaded, or its staging file timed out)");
     if (!handle->page_cache) inode->draft->page_cached = false;  // a writer that bypasses the cache joins
     handle->draft = inode->draft;
     handle->draft->writers++;
@@ -346,7 +346,7 @@ Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* da
   if (!handle->writable) return Status::Error(EBADF, "handle not open for writing");
   Result<std::shared_ptr<Draft>> draft = DraftForWrite(handle);
   if (!draft.ok()) return draft.status();
-  if ((*draft)->broken) return Status::Error(EIO, "the version being written could not be loaded");
+  if ((*draft)->broken) return Status::Error(EIO, "the version being written is damaged (its base could not be loaded, or its staging file timed out)");
   {
     MutexLock g(mu_);
     auto& owners = handle->writer_owners;
@@ -361,7 +361,9 @@ Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* da
   if (handle->append) offset = (*draft)->size();
   if (offset + size > options_.max_object_bytes) return Status::Error(EFBIG, "object too large");
   if (offset + size > options_.capacity_bytes) return Status::Error(ENOSPC, "object larger than the capacity");
-  KVFS_RETURN_IF_ERROR((*draft)->Write(offset, data, size));
+  Status written = (*draft)->Write(offset, data, size);
+  // A store that did not answer in time is an I/O error to the writer, as at commit.
+  if (!written.ok()) return Status::Error(written.err() == ETIMEDOUT ? EIO : written.err(), written.message());
   writes_.fetch_add(1, std::memory_order_relaxed);
   write_bytes_.fetch_add(size, std::memory_order_relaxed);
   return size;
@@ -387,7 +389,7 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
     // Other writers of the same version still open and unflushed: the last
     // of them commits.
     if (draft->unflushed > 0) return Status::Ok();
-    if (draft->broken) return Status::Error(EIO, "the version being written could not be loaded");
+    if (draft->broken) return Status::Error(EIO, "the version being written is damaged (its base could not be loaded, or its staging file timed out)");
   }
   Status s = CommitDraft(handle->inode, draft);
   MutexLock g(mu_);

@@ -59,38 +59,49 @@ class FileHandle {
 // store the key belonged to when the draft first spilled. The commit writes
 // the header, what is still in memory and the checksum table into the same
 // file and publishes it; the file stays open here, so the draft can still
-// read its spilled chunks (now the published object's bytes).
+// read its spilled chunks (now the published object's bytes). Its bytes move
+// through the store's TransferData (so deadlines and faults apply); a
+// transfer given up on (abandoned, see DataBatch) makes it in_doubt(), and
+// memory the draft hands over then stays with that transfer until it ends.
 class StagingSpill final : public DraftSpill {
  public:
-  StagingSpill(uint32_t store_index, std::unique_ptr<StagingFile> file)
-      : store_index_(store_index), file_(std::move(file)) {}
+  StagingSpill(Store* store, IoExecutor* io, uint32_t store_index, std::unique_ptr<StagingFile> file)
+      : store_(store), io_(io), store_index_(store_index), file_(std::move(file)) {}
   Status Write(uint64_t offset, const uint8_t* data, size_t len) override {
     return Transfer(true, offset, const_cast<uint8_t*>(data), len);
   }
   Status Read(uint64_t offset, uint8_t* data, size_t len) override { return Transfer(false, offset, data, len); }
+  bool in_doubt() const override { return abandoned_ != nullptr; }
+  void KeepUntilTransfersEnd(std::shared_ptr<const void> memory) override {
+    if (abandoned_) abandoned_->Keep(std::move(memory));
+  }
   uint32_t store_index() const { return store_index_; }
   StagingFile& file() { return *file_; }
 
  private:
   Status Transfer(bool write, uint64_t offset, uint8_t* data, size_t len) {
-    size_t done = 0;
-    while (done < len) {
-      off_t at = static_cast<off_t>(kHeaderSize + offset + done);
-      ssize_t n = write ? ::pwrite(file_->fd(), data + done, len - done, at)
-                        : ::pread(file_->fd(), data + done, len - done, at);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return Status::FromErrno(write ? "spill write " + file_->path() : "spill read " + file_->path());
-      if (n == 0) {
-        if (write) return Status::Error(EIO, "spill write made no progress");
-        std::memset(data + done, 0, len - done);  // past the end: never written
-        break;
-      }
-      done += static_cast<size_t>(n);
+    auto batch = std::make_shared<DataBatch>();
+    if (write) batch->Write(file_->fd(), data, len, kHeaderSize + offset);
+    else batch->Read(file_->fd(), data, len, kHeaderSize + offset);
+    Status s = store_->TransferData(*io_, batch);
+    if (!s.ok()) {
+      // The memory is the draft's: it hands it over (KeepUntilTransfersEnd).
+      if (batch->abandoned()) abandoned_ = batch;
+      return Status::FromErrno(s.err(), (write ? "spill write " : "spill read ") + file_->path() + ": " + s.message());
+    }
+    size_t done = batch->requests[0].done;
+    if (done < len) {
+      if (write) return Status::Error(EIO, "spill write made no progress");
+      std::memset(data + done, 0, len - done);  // past the end: never written
     }
     return Status::Ok();
   }
+  Store* store_;
+  IoExecutor* io_;
   uint32_t store_index_;
   std::unique_ptr<StagingFile> file_;
+  // The latest transfer given up on (null when none): what handed-over memory joins.
+  std::shared_ptr<DataBatch> abandoned_;
 };
 
 // A chunk-aligned range [start, end) of an object's data, read into
@@ -106,10 +117,10 @@ namespace engine_detail {
 
 constexpr size_t kMaxNameLength = 255;
 
-// st_ino of an open file, or 0.
-inline uint64_t FileId(int fd) {
-  struct stat st;
-  return ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+// st_ino of a file the store opened, or 0 (unknown) when the store cannot tell.
+inline uint64_t FileId(Store* store, int fd) {
+  Result<uint64_t> id = store->FileIdOf(fd);
+  return id.ok() ? *id : 0;
 }
 
 inline int64_t NowNs() {
@@ -146,7 +157,8 @@ inline Attributes AttributesOf(const ObjectHeader& h) {
   return attr;
 }
 
-// A 4 KiB aligned block, freed on scope exit.
+// A 4 KiB aligned block, freed on scope exit (held by shared_ptr where a
+// DataBatch keeps it).
 struct AlignedBlock {
   uint8_t* data;
   AlignedBlock() : data(static_cast<uint8_t*>(std::aligned_alloc(4096, kHeaderSize))) { std::memset(data, 0, kHeaderSize); }

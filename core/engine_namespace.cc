@@ -346,7 +346,7 @@ Result<std::shared_ptr<Version>> Engine::CopyToStore(const std::shared_ptr<Versi
     KVFS_RETURN_IF_ERROR(WriteObject(store, header, &draft, &staging));
   }
   std::string location = store->LocationFor(HashKey(header.key));
-  uint64_t file_id = FileId(staging->fd());
+  uint64_t file_id = FileId(store, staging->fd());
   KVFS_RETURN_IF_ERROR(PublishStaging(store_index, *staging, location));
   return MakeVersion(store_index, location, header, file_id);
 }

@@ -48,28 +48,32 @@ Result<std::shared_ptr<ChunkSpan>> Engine::ReadChunks(Version* v, uint64_t offse
   span->start = offset / kChunkSize * kChunkSize;
   span->end = std::min((end + kChunkSize - 1) / kChunkSize * kChunkSize, RoundUp4K(object_size));
   const size_t segment = options_.read_segment_bytes;
-  std::vector<IoRequest> reqs;
+  // The batch keeps the span (and so its pool buffers) alive for as long as
+  // the I/O may run, even past a deadline after which this returns.
+  auto batch = std::make_shared<DataBatch>();
+  batch->Keep(span);
+  std::vector<IoRequest>& reqs = batch->requests;
   std::vector<uint64_t> req_start;  // data offset of each request
   for (uint64_t pos = span->start; pos < span->end;) {
     PooledBuffer buf = pool_->Acquire();
     size_t n = static_cast<size_t>(std::min<uint64_t>(span->buffer_size, span->end - pos));
     for (size_t s = 0; s < n; s += segment) {
       size_t len = std::min(segment, n - s);
-      reqs.push_back(IoRequest{v->fd(), buf.data() + s, len, kHeaderSize + pos + s, false, buf.index()});
+      batch->Read(v->fd(), buf.data() + s, len, kHeaderSize + pos + s, buf.index());
       req_start.push_back(pos + s);
     }
     span->buffers.push_back(std::move(buf));
     pos += n;
   }
-  Status s = io_->Run(reqs);
-  if (!s.ok()) return Status::Error(EIO, s.message());
+  Status s = v->store()->TransferData(*io_, batch);
+  if (!s.ok()) return Status::Error(EIO, s.message());  // a device error: the object is not blamed
   for (size_t i = 0; i < reqs.size(); ++i) {
     uint64_t needed = object_size > req_start[i] ? std::min<uint64_t>(reqs[i].len, object_size - req_start[i]) : 0;
     if (reqs[i].done < needed) return Status::Error(EBADMSG, "object is shorter on the store than its header says");
   }
   uint32_t one_in = options_.verify_one_in;
   if (one_in == 0) return span;
-  Result<std::shared_ptr<const std::vector<uint64_t>>> sums = v->ChunkChecksums();
+  Result<std::shared_ptr<const std::vector<uint64_t>>> sums = v->ChunkChecksums(*io_);
   if (!sums.ok()) return Status::Error(sums.err() == EBADMSG ? EBADMSG : EIO, sums.status().message());
   for (uint64_t c = span->start / kChunkSize; c * kChunkSize < std::min(span->end, object_size); ++c) {
     if (one_in > 1 && verify_counter_.fetch_add(1, std::memory_order_relaxed) % one_in != 0) continue;

@@ -202,6 +202,7 @@ struct EngineStats {
   uint64_t pool_hits = 0;
   uint64_t pool_misses = 0;
   uint64_t pool_buffers = 0;
+  uint64_t pool_in_use = 0;  // pool buffers on loan now (reads, and I/O still running past a deadline)
   uint64_t pool_buffer_bytes = 0;
   uint64_t io_in_flight = 0;
   bool io_uring = false;

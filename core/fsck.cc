@@ -19,6 +19,9 @@ namespace kvfs {
 namespace {
 
 // Reads [offset, offset+len) of fd into out; false on a short file or error.
+// fsck is an offline tool run on an unmounted store: it reads object files
+// directly rather than through Store::TransferData (no deadline or fault
+// wrapper applies, and none is needed with nobody waiting on a mount).
 bool ReadAll(int fd, uint64_t offset, size_t len, std::vector<uint8_t>* out) {
   out->resize(len);
   size_t done = 0;

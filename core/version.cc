@@ -94,11 +94,17 @@ Status Version::AddLease() {
     std::string loc = location();
     Result<int> fd = home_->store->OpenForRead(loc);
     if (!fd.ok()) return fd.status();
-    struct stat sb;
-    if (file_id != 0 && (::fstat(*fd, &sb) != 0 || static_cast<uint64_t>(sb.st_ino) != file_id)) {
-      // The location already holds another version (a replace is under way).
-      ::close(*fd);
-      return Status::Error(ESTALE, loc + " holds another version");
+    if (file_id != 0) {
+      Result<uint64_t> id = home_->store->FileIdOf(*fd);
+      if (!id.ok()) {
+        ::close(*fd);
+        return Status::FromErrno(id.err(), "identify " + loc + ": " + id.status().message());
+      }
+      if (*id != file_id) {
+        // The location already holds another version (a replace is under way).
+        ::close(*fd);
+        return Status::Error(ESTALE, loc + " holds another version");
+      }
     }
     st.fd = *fd;
     if (home_->total) home_->total->leased_bytes.fetch_add(footprint());
@@ -123,7 +129,7 @@ void Version::DropLease() {
   }
 }
 
-Result<std::shared_ptr<const std::vector<uint64_t>>> Version::ChunkChecksums() {
+Result<std::shared_ptr<const std::vector<uint64_t>>> Version::ChunkChecksums(IoExecutor& io) {
   LeaseState& st = State();
   std::lock_guard<std::mutex> g(st.mu);
   if (st.checksums) return st.checksums;
@@ -132,22 +138,18 @@ Result<std::shared_ptr<const std::vector<uint64_t>>> Version::ChunkChecksums() {
   uint64_t bytes = ChecksumTableBytes(size_);
   auto table = std::make_shared<std::vector<uint64_t>>(count);
   if (count > 0) {
-    void* buf = nullptr;
-    if (::posix_memalign(&buf, 4096, bytes) != 0) return Status::Error(ENOMEM, "checksum table");
-    uint64_t done = 0;
-    while (done < bytes) {
-      ssize_t n = ::pread(st.fd, static_cast<uint8_t*>(buf) + done, bytes - done,
-                          static_cast<off_t>(ChecksumTableOffset(size_) + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        int err = n < 0 ? errno : EBADMSG;  // a short file is damage, not a device error
-        std::free(buf);
-        return Status::FromErrno(err, "read checksum table of " + location());
-      }
-      done += static_cast<uint64_t>(n);
-    }
-    std::memcpy(table->data(), buf, count * 8);
-    std::free(buf);
+    void* raw = nullptr;
+    if (::posix_memalign(&raw, 4096, bytes) != 0) return Status::Error(ENOMEM, "checksum table");
+    // Owned by the batch: a read given up on at a deadline may still fill it.
+    std::shared_ptr<uint8_t> buf(static_cast<uint8_t*>(raw), &std::free);
+    auto batch = std::make_shared<DataBatch>();
+    batch->Keep(buf);
+    batch->Read(st.fd, buf.get(), bytes, ChecksumTableOffset(size_));
+    Status s = home_->store->TransferData(io, batch);
+    if (!s.ok()) return Status::FromErrno(s.err(), "read checksum table of " + location() + ": " + s.message());
+    // A short file is damage, not a device error.
+    if (batch->requests[0].done < bytes) return Status::Error(EBADMSG, "read checksum table of " + location() + ": short");
+    std::memcpy(table->data(), buf.get(), count * 8);
   }
   st.checksums = std::move(table);
   return st.checksums;

@@ -24,6 +24,7 @@
 #include <string_view>
 #include <vector>
 
+#include "adapters/io_ring.h"
 #include "adapters/key_hash.h"
 #include "adapters/object_header.h"
 #include "adapters/store.h"
@@ -93,8 +94,9 @@ class Version {
   // The shared read descriptor; valid while the caller holds a lease.
   int fd() const;
   // The per-chunk checksums of the data (ObjectHeader), read from the store
-  // on first use and kept while leased. The caller holds a lease.
-  Result<std::shared_ptr<const std::vector<uint64_t>>> ChunkChecksums();
+  // (its TransferData, on io) on first use and kept while leased. The caller
+  // holds a lease. EBADMSG when the file is too short to hold the table.
+  Result<std::shared_ptr<const std::vector<uint64_t>>> ChunkChecksums(IoExecutor& io);
   // True the first time it is called: so a corruption is logged once.
   bool MarkCorrupt() { return !corrupt_.exchange(true); }
   // True the first time it is called: so a checksum mismatch is counted once

@@ -12,6 +12,13 @@
 //    the store answers, without being reopened;
 //  - with several stores, a faulty or slow one does not take the healthy
 //    ones down;
+//  - data I/O (the reads and writes of object bytes) goes through the store:
+//    an injected EIO on data reads fails the read with EIO (no quarantine:
+//    the device failed, not the object), one on the commit's data writes
+//    fails the flush and keeps the previous version; a data read or write
+//    stuck past the deadline fails within about the deadline while other
+//    keys are served, and the buffers it used return to the pool only when
+//    the stuck I/O really ends;
 //  - a rename whose header rewrite reached the disk but whose file move
 //    failed (the state a crash between the two steps leaves) resolves to one
 //    name after a reopen, and later overwrites and unlinks of that name stick.
@@ -97,6 +104,8 @@ class FaultInjectionTest : public ::testing::Test {
     EngineOptions options;
     options.capacity_bytes = 1ULL << 30;
     options.buffer_count = 16;
+    options.use_io_uring = use_io_uring_;
+    options.read_ahead_bytes = read_ahead_bytes_;
     options.background_eviction = false;
     Result<std::unique_ptr<Engine>> e = Engine::Start(options, std::move(stores));
     if (!e.ok()) return e.status();
@@ -191,9 +200,14 @@ class FaultInjectionTest : public ::testing::Test {
     EXPECT_EQ(StagingFiles(), 0u);
   }
 
+  // A read stuck in the store past its deadline (see the tests below).
+  void StuckDataReadFailsWithinDeadline();
+
   TempDir dir_;
   std::unique_ptr<Engine> engine_;
   std::vector<FaultyStore*> faulty_;  // owned by the engine's stores
+  bool use_io_uring_ = true;
+  uint64_t read_ahead_bytes_ = EngineOptions{}.read_ahead_bytes;
 };
 
 TEST_F(FaultInjectionTest, PublishFailureKeepsPreviousVersion) {
@@ -735,6 +749,150 @@ TEST_F(FaultInjectionTest, InterruptedRenameResolvesAndLaterUnlinkSticks) {
   ASSERT_TRUE(report.ok());
   EXPECT_TRUE(report->clean()) << report->ToText();
   EXPECT_EQ(report->files, 0u) << report->ToText();
+}
+
+// Data reads fail with EIO on the device: the read reports EIO (never other
+// bytes), the object is not quarantined (the device failed, not the object),
+// and the key reads back whole once the device works again.
+TEST_F(FaultInjectionTest, DataReadEioFailsReadButKeepsKey) {
+  ASSERT_TRUE(OpenEngine().ok());
+  const std::vector<uint8_t> data = Pattern(91, 3 * kMiB + 11);
+  ASSERT_EQ(ErrText(Put("k", data)), "OK");
+  Fault f;
+  f.err = EIO;
+  F().Inject(StoreOp::kReadData, f);
+  Result<std::vector<uint8_t>> got = Get("k");
+  EXPECT_EQ(got.err(), EIO) << (got.ok() ? "read returned bytes while every data read failed" : ErrText(got.status()));
+  EXPECT_GE(F().hits(), 1u) << "the data read never went through the store";
+  EXPECT_EQ(LookupErr("k"), 0) << "a device error removed the key";
+  EXPECT_EQ(QuarantinedFiles(), 0u) << "a device error quarantined the object";
+  EXPECT_EQ(E().Stats().quarantined, 0u);
+  F().Clear();
+  EXPECT_EQ(Check("k", data), "");
+}
+
+// The commit's data writes fail with EIO: the flush (close) reports EIO, the
+// previous version stays, a retry lands.
+TEST_F(FaultInjectionTest, DataWriteEioKeepsPreviousVersion) {
+  Fault f;
+  f.err = EIO;
+  FailedCommitKeepsPrevious(StoreOp::kWriteData, f, EIO);
+}
+
+void FaultInjectionTest::StuckDataReadFailsWithinDeadline() {
+  read_ahead_bytes_ = 0;  // so that every pool buffer on loan is this test's
+  ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+  const std::vector<uint8_t> stuck = Pattern(92, 2 * kMiB + 5);
+  const std::vector<uint8_t> other = Pattern(93, 700 * kKiB);
+  ASSERT_EQ(ErrText(Put("stuck", stuck)), "OK");
+  ASSERT_EQ(ErrText(Put("other", other)), "OK");
+  Result<Attr> a = E().Lookup(kRoot, "stuck");
+  ASSERT_TRUE(a.ok());
+  Result<OpenResult> o = E().Open(a->ino, O_RDONLY);
+  ASSERT_TRUE(o.ok()) << ErrText(o.status());
+  ASSERT_EQ(E().Stats().pool_in_use, 0u);
+
+  // The next data read answers only after 1.5 s.
+  Fault f;
+  f.delay = milliseconds(1500);
+  f.count = 1;
+  F().Inject(StoreOp::kReadData, f);
+  auto start = Clock::now();
+  Result<std::vector<uint8_t>> r = testing::ReadOnce(E(), o->handle, 0, 2 * kMiB);
+  double elapsed = SecondsSince(start);
+  EXPECT_TRUE(r.err() == ETIMEDOUT || r.err() == EIO) << (r.ok() ? "the stuck read returned bytes" : ErrText(r.status()));
+  EXPECT_LT(elapsed, 1.2) << "a read blocked on a stuck device instead of failing at its deadline";
+  EXPECT_GE(elapsed, 0.15) << "the read failed before the deadline passed";
+  EXPECT_GE(F().hits(), 1u);
+  // The stuck I/O still holds its pool buffers (2 MiB: two of them): none
+  // went back to the pool for another read to reuse.
+  EXPECT_GE(E().Stats().pool_in_use, 2u) << "buffers of a read still in flight went back to the pool";
+
+  // Other keys are served meanwhile (their reads go through the same store).
+  EXPECT_EQ(Check("other", other), "");
+  EXPECT_EQ(E().Stats().quarantined, 0u);
+  E().Release(o->handle);
+
+  // Once the stuck call has ended, every buffer is back and the key reads whole.
+  F().WaitForCallsToReturn();
+  F().Clear();
+  EXPECT_EQ(Check("stuck", stuck), "");
+  EXPECT_EQ(E().Stats().pool_in_use, 0u) << "a pool buffer was lost";
+  EXPECT_EQ(LookupErr("stuck"), 0);
+  EXPECT_EQ(QuarantinedFiles(), 0u);
+  E().Forget(a->ino, 1);
+}
+
+// A data read stuck past the deadline, with io_uring (the deadline is kept
+// on the caller's thread) and with pread (a worker thread runs it).
+TEST_F(FaultInjectionTest, StuckDataReadFailsWithinDeadlineUring) { StuckDataReadFailsWithinDeadline(); }
+
+TEST_F(FaultInjectionTest, StuckDataReadFailsWithinDeadlineSyscalls) {
+  use_io_uring_ = false;
+  StuckDataReadFailsWithinDeadline();
+}
+
+// The commit's data write hangs past its deadline: Flush fails within about
+// the deadline, the previous version stays; once the device answers, a
+// retried commit lands.
+TEST_F(FaultInjectionTest, StuckDataWriteFailsFlushWithinDeadlineAndRetryLands) {
+  ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+  const std::vector<uint8_t> prev = Pattern(94, 300 * kKiB);
+  const std::vector<uint8_t> next = Pattern(95, 2 * kMiB + 9);
+  ASSERT_EQ(ErrText(Put("k", prev)), "OK");
+
+  Fault f;
+  f.delay = milliseconds(1500);
+  f.count = 1;
+  F().Inject(StoreOp::kWriteData, f);
+  Result<FileHandle*> h = StartWrite("k", next);
+  ASSERT_TRUE(h.ok()) << ErrText(h.status());
+  auto start = Clock::now();
+  Status s = E().Flush(*h);
+  double elapsed = SecondsSince(start);
+  EXPECT_TRUE(s.err() == ETIMEDOUT || s.err() == EIO) << ErrText(s);
+  EXPECT_LT(elapsed, 1.2) << "Flush blocked on a stuck device instead of failing at its deadline";
+  EXPECT_EQ(Check("k", prev), "");
+
+  F().WaitForCallsToReturn();
+  F().Clear();
+  EXPECT_EQ(ErrText(E().Flush(*h)), "OK");
+  E().Release(*h);
+  EXPECT_EQ(Check("k", next), "");
+  EXPECT_EQ(StagingFiles(), 0u);
+  ASSERT_TRUE(OpenEngine(1).ok());
+  EXPECT_EQ(Check("k", next), "");
+}
+
+// A large version spills to its staging file while it is written; that spill
+// write hangs past the deadline. The write fails within about the deadline,
+// the version can no longer be committed (a late write could still change
+// its staging file), the previous version stays, and once the device
+// answers the key can be written again.
+TEST_F(FaultInjectionTest, StuckSpillWriteFailsTheVersionAndKeepsPrevious) {
+  ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+  const std::vector<uint8_t> prev = Pattern(96, 300 * kKiB);
+  const std::vector<uint8_t> big = Pattern(97, 12 * kMiB + 5);  // more than a draft keeps in memory
+  ASSERT_EQ(ErrText(Put("k", prev)), "OK");
+
+  Fault f;
+  f.delay = milliseconds(1500);
+  f.count = 1;
+  F().Inject(StoreOp::kWriteData, f);
+  auto start = Clock::now();
+  Status s = Put("k", big);
+  double elapsed = SecondsSince(start);
+  EXPECT_EQ(s.err(), EIO) << ErrText(s);
+  EXPECT_LT(elapsed, 1.2) << "a write blocked on a stuck device instead of failing at its deadline";
+  EXPECT_GE(F().hits(), 1u) << "the spill write never went through the store";
+  EXPECT_EQ(Check("k", prev), "");
+
+  F().WaitForCallsToReturn();
+  F().Clear();
+  EXPECT_EQ(Check("k", prev), "") << "a late spill write changed the published version";
+  EXPECT_EQ(StagingFiles(), 0u);
+  EXPECT_EQ(ErrText(Put("k", big)), "OK");
+  EXPECT_EQ(Check("k", big), "");
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 
 #include <thread>
 
+#include "adapters/data_batch.h"
+
 namespace kvfs {
 
 void FaultyStore::Inject(StoreOp op, const Fault& fault) {
@@ -33,7 +35,7 @@ void FaultyStore::Clear() {
   faults_.clear();
 }
 
-std::optional<Fault> FaultyStore::Take(StoreOp op) const {
+std::optional<Fault> FaultyStore::Take(StoreOp op, bool sleep) const {
   Fault f;
   {
     std::lock_guard<std::mutex> g(mu_);
@@ -48,7 +50,7 @@ std::optional<Fault> FaultyStore::Take(StoreOp op) const {
     f = it->second;
   }
   hits_.fetch_add(1);
-  if (f.delay.count() > 0) std::this_thread::sleep_for(f.delay);
+  if (sleep && f.delay.count() > 0) std::this_thread::sleep_for(f.delay);
   return f;
 }
 
@@ -132,6 +134,56 @@ Result<StoreSpace> FaultyStore::Space() const {
   std::optional<Fault> f = Take(StoreOp::kSpace);
   if (f && f->err) return Status::Error(f->err, "injected fault: space");
   return StoreWrapper::Space();
+}
+
+Status FaultyStore::TransferData(IoExecutor& io, const std::shared_ptr<DataBatch>& batch) {
+  CallScope in_store(*this);
+  const bool write = batch->writes();
+  std::optional<Fault> f = Take(write ? StoreOp::kWriteData : StoreOp::kReadData, false);
+  if (f && f->err) return Status::Error(f->err, write ? "injected fault: data write" : "injected fault: data read");
+  if (f && f->delay.count() > 0) return StalledTransfer(io, batch, f->delay);
+  return StoreWrapper::TransferData(io, batch);
+}
+
+Status FaultyStore::StalledTransfer(IoExecutor& io, const std::shared_ptr<DataBatch>& batch,
+                                    std::chrono::milliseconds delay) {
+  struct Completion {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    Status status;
+  };
+  const std::optional<DataBatch::Clock::time_point> until = batch->deadline;
+  batch->deadline.reset();  // the late device runs the batch to its end
+  if (!batch->PinDescriptors()) return Status::FromErrno("injected fault: duplicate descriptors");
+  auto done = std::make_shared<Completion>();
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    ++in_flight_;  // the device thread's call; dropped by it
+  }
+  std::thread([this, &io, held = batch, done, delay]() mutable {
+    std::this_thread::sleep_for(delay);
+    Status s = StoreWrapper::TransferData(io, held);
+    held.reset();  // the batch (and its buffers) go before the call counts as returned
+    {
+      std::lock_guard<std::mutex> g(done->mu);
+      done->done = true;
+      done->status = s;
+      done->cv.notify_all();
+    }
+    std::lock_guard<std::mutex> g(mu_);
+    if (--in_flight_ == 0) returned_.notify_all();
+  }).detach();
+  std::unique_lock<std::mutex> lk(done->mu);
+  if (until) {
+    if (!done->cv.wait_until(lk, *until, [&] { return done->done; })) {
+      batch->MarkAbandoned();
+      return Status::Error(ETIMEDOUT, "injected fault: the device did not answer in time");
+    }
+  } else {
+    done->cv.wait(lk, [&] { return done->done; });
+  }
+  return done->status;
 }
 
 }  // namespace kvfs

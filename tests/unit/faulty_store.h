@@ -11,20 +11,41 @@
 //                call reports success.
 //  - bad_fd:     CreateStaging only: the staging file is handed out read-only,
 //                so the data writes into it fail (EBADF) like a failing disk.
-// Thread-safe.
+// Data I/O (TransferData) has two kinds: kReadData (a batch of reads) and
+// kWriteData (a batch with a write). For them a delay models a device that
+// answers late, asynchronously as a drive under io_uring does: the batch runs
+// on a thread of its own after the delay, and the caller waits for it only
+// until batch->deadline (when set; then ETIMEDOUT, the batch marked
+// abandoned). That thread counts as a call inside the store and lets go of
+// the batch (and so of its buffers) before it stops counting.
+// Thread-safe. Destroy it (and the IoExecutor its calls used) only after
+// WaitForCallsToReturn.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 
 #include "adapters/store_wrapper.h"
 
 namespace kvfs {
 
-enum class StoreOp { kCreateStaging, kPublish, kOpenForRead, kWriteHeaderBlock, kMove, kRemove, kScan, kSpace };
+enum class StoreOp {
+  kCreateStaging,
+  kPublish,
+  kOpenForRead,
+  kWriteHeaderBlock,
+  kMove,
+  kRemove,
+  kScan,
+  kSpace,
+  kReadData,
+  kWriteData
+};
 
 struct Fault {
   int err = 0;
@@ -57,12 +78,16 @@ class FaultyStore final : public StoreWrapper {
   Status Remove(const std::string& location, bool sync) override;
   Status Scan(const std::function<void(const ScannedObject&)>& fn, int threads) override;
   Result<StoreSpace> Space() const override;
+  Status TransferData(IoExecutor& io, const std::shared_ptr<DataBatch>& batch) override;
 
  private:
+  // A kReadData/kWriteData delay: see the top.
+  Status StalledTransfer(IoExecutor& io, const std::shared_ptr<DataBatch>& batch, std::chrono::milliseconds delay);
   // Applies a kPublish fault (error or tear) to a staging file about to land.
   Status BeforePublish(StagingFile& file);
-  // The fault to apply to this call of op, if any (after its delay).
-  std::optional<Fault> Take(StoreOp op) const;
+  // The fault to apply to this call of op, if any (after its delay, unless
+  // sleep is false).
+  std::optional<Fault> Take(StoreOp op, bool sleep = true) const;
 
   // Counts a call as inside the store for its lifetime.
   class CallScope {

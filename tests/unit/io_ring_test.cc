@@ -394,5 +394,87 @@ INSTANTIATE_TEST_SUITE_P(Modes, IoExecutorTest,
                                            Mode{false, true, true}, Mode{false, false, false}),
                          ModeName);
 
+// A batch with a deadline whose read never completes by itself (an empty
+// pipe): Run gives up at about the deadline with ETIMEDOUT, marks the batch
+// abandoned, and the thread's ring keeps the batch (and the pool buffer it
+// holds) alive until the read's completion arrives; then the buffer returns.
+TEST(IoExecutorDeadlineTest, StuckReadTimesOutAndKeepsItsBufferUntilItEnds) {
+  BufferPool pool(1 << 20, 2);
+  IoExecutor io(&pool, true);
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  auto batch = std::make_shared<DataBatch>();
+  auto buffer = std::make_shared<PooledBuffer>(pool.Acquire());
+  ASSERT_GE(buffer->index(), 0);
+  batch->Read(p[0], buffer->data(), 4096, 0, buffer->index());
+  batch->Keep(std::move(buffer));
+  batch->deadline = DataBatch::Clock::now() + std::chrono::milliseconds(100);
+  std::weak_ptr<DataBatch> watch = batch;
+  auto start = std::chrono::steady_clock::now();
+  Status s = io.Run(batch);
+  double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!io.using_io_uring()) {
+    ::close(p[0]);
+    ::close(p[1]);
+    EXPECT_EQ(s.err(), ENOTSUP) << "without io_uring a deadline cannot be kept, and no I/O is done";
+    GTEST_SKIP() << "io_uring is unavailable here";
+  }
+  EXPECT_EQ(s.err(), ETIMEDOUT) << s.message();
+  EXPECT_GE(elapsed, 0.09);
+  EXPECT_LT(elapsed, 2.0);
+  EXPECT_TRUE(batch->abandoned());
+  batch.reset();
+  EXPECT_FALSE(watch.expired()) << "an abandoned batch was freed while its read was in flight";
+  EXPECT_EQ(pool.in_use(), 1u) << "the buffer of a read in flight went back to the pool";
+  // The read ends (cancelled at the deadline, or given a byte now).
+  ASSERT_EQ(::write(p[1], "x", 1), 1);
+  EXPECT_EQ(io.ReapAbandoned(std::chrono::seconds(10)), 0u);
+  EXPECT_TRUE(watch.expired());
+  EXPECT_EQ(pool.in_use(), 0u);
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
+// Without a deadline the same executor still runs batches to completion
+// after one was abandoned (its completion does not confuse the next batch).
+TEST(IoExecutorDeadlineTest, LaterBatchesIgnoreAbandonedCompletions) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  BufferPool pool(1 << 20, 2);
+  IoExecutor io(&pool, true);
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  auto stuck = std::make_shared<DataBatch>();
+  auto scratch = std::make_shared<std::vector<uint8_t>>(4096);
+  stuck->Read(p[0], scratch->data(), 4096, 0);
+  stuck->Keep(scratch);
+  stuck->deadline = DataBatch::Clock::now() + std::chrono::milliseconds(50);
+  Status s = io.Run(stuck);
+  if (!io.using_io_uring()) GTEST_SKIP() << "io_uring is unavailable here";
+  ASSERT_EQ(s.err(), ETIMEDOUT);
+  ASSERT_EQ(::write(p[1], "y", 1), 1);  // let it end whenever
+
+  std::string path = dir.Sub("f");
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  std::vector<uint8_t> out(64 << 10), in(64 << 10);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint8_t>(i * 7 + 1);
+  for (int round = 0; round < 4; ++round) {
+    auto w = std::make_shared<DataBatch>();
+    w->Write(fd, out.data(), out.size(), 0);
+    ASSERT_TRUE(io.Run(w).ok());
+    EXPECT_EQ(w->requests[0].done, out.size());
+    auto r = std::make_shared<DataBatch>();
+    r->Read(fd, in.data(), in.size(), 0);
+    ASSERT_TRUE(io.Run(r).ok());
+    EXPECT_EQ(r->requests[0].done, in.size());
+    EXPECT_EQ(in, out);
+  }
+  EXPECT_EQ(io.ReapAbandoned(std::chrono::seconds(10)), 0u);
+  ::close(fd);
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
 }  // namespace
 }  // namespace kvfs
