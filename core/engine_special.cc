@@ -99,7 +99,7 @@ Result<Attr> Engine::MakeSpecial(uint64_t parent, std::string_view name, const A
     }
     if (written.ok()) {
       std::string location = store->LocationFor(HashKey(header.key));
-      uint64_t file_id = FileId(staging->fd());
+      uint64_t file_id = FileId(store, staging->fd());
       written = PublishStaging(store_index, *staging, location);
       if (written.ok()) record = MakeVersion(store_index, location, header, file_id);
     }
@@ -147,16 +147,19 @@ Result<std::string> Engine::Readlink(uint64_t ino) {
     return Status::Error(gone ? ENOENT : EIO, lease.status().message());
   }
   // The target sits in the first data block; the descriptor may be O_DIRECT,
-  // so the whole aligned block is read.
-  AlignedBlock block;
-  ssize_t n;
-  do {
-    n = ::pread(version->fd(), block.data, kHeaderSize, static_cast<off_t>(kHeaderSize));
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return Status::FromErrno("read of symbolic link " + version->location());
-  if (static_cast<uint64_t>(n) < size) return Status::Error(EIO, "symbolic link record is short");
-  if (XXH3_64bits(block.data, size) != checksum) return Status::Error(EIO, "symbolic link target fails its checksum");
-  return std::string(reinterpret_cast<const char*>(block.data), size);
+  // so the whole aligned block is read, through the store (its deadline and
+  // faults apply) into memory the batch owns.
+  void* raw = nullptr;
+  if (::posix_memalign(&raw, 4096, kHeaderSize) != 0) return Status::Error(ENOMEM, "symbolic link target");
+  std::shared_ptr<uint8_t> buf(static_cast<uint8_t*>(raw), &std::free);
+  auto batch = std::make_shared<DataBatch>();
+  batch->Keep(buf);
+  batch->Read(version->fd(), buf.get(), kHeaderSize, kHeaderSize);
+  Status read = version->store()->TransferData(*io_, batch);
+  if (!read.ok()) return Status::Error(EIO, "read of symbolic link " + version->location() + ": " + read.message());
+  if (batch->requests[0].done < size) return Status::Error(EIO, "symbolic link record is short");
+  if (XXH3_64bits(buf.get(), size) != checksum) return Status::Error(EIO, "symbolic link target fails its checksum");
+  return std::string(reinterpret_cast<const char*>(buf.get()), size);
 }
 
 }  // namespace kvfs
