@@ -233,6 +233,11 @@ Status DeadlineStore::TransferData(IoExecutor& io, const std::shared_ptr<DataBat
 }
 
 Result<uint64_t> DeadlineStore::FileIdOf(int fd) {
+  // fstat of a descriptor open on a local filesystem is answered from the
+  // in-memory inode and never waits for the device: no worker hop (it cost
+  // one per open and per commit). A shared store's filesystem may have to
+  // ask the network, so it keeps the deadline.
+  if (!Shared()) return Counted(target()->FileIdOf(fd));
   // After a timeout the answer is dropped, so a reused descriptor number is harmless here.
   auto out = std::make_shared<Result<uint64_t>>(Status::Error(EIO, "unset"));
   if (!RunWithDeadline([t = target(), out, fd] { *out = t->FileIdOf(fd); })) {

@@ -21,8 +21,10 @@
 // closes and reuses meanwhile is never written by mistake); the worker holds
 // the batch until the syscalls return, so its buffers go back (pooled ones
 // to the BufferPool) only then. Workers do plain pread/pwrite in that case:
-// they never set up rings of their own. FileIdOf and TruncateData run on a
-// worker (the truncation on a duplicated descriptor).
+// they never set up rings of their own. TruncateData runs on a worker (on a
+// duplicated descriptor); so does FileIdOf on a shared store, while on a
+// local one it is called directly (fstat of an open descriptor is answered
+// from memory, and a hop there cost one per open and per commit).
 // The no-hop path relies on the wrapped store's TransferData handing the
 // batch to the executor (as Store's default does): a store whose
 // TransferData could block otherwise must honour batch->deadline itself.
