@@ -278,6 +278,15 @@ class ModelTest : public MountedTest {
     }
     return -1;
   }
+  // One of the open writers' handle ids, at random; -1 when none is open.
+  int PickWriter() {
+    std::vector<int> writers;
+    for (const auto& [id, h] : handles_) {
+      if (h.writer) writers.push_back(id);
+    }
+    if (writers.empty()) return -1;
+    return writers[static_cast<size_t>(Pick(static_cast<int>(writers.size())))];
+  }
   // An agent other than `not_this` (any when not_this < 0).
   int OtherAgent(int not_this) {
     int a = Pick(kAgents);
@@ -327,12 +336,8 @@ class ModelTest : public MountedTest {
       Expect("open_w " + key, Ask(a, "open_w " + std::to_string(id) + " " + key), "");
       handles_[id] = Handle{a, key, true, {}};
     } else if (choice < 34) {  // write into an open writer, at the end or inside
-      std::vector<int> writers;
-      for (const auto& [id, h] : handles_) {
-        if (h.writer) writers.push_back(id);
-      }
-      if (writers.empty()) return;
-      int id = writers[static_cast<size_t>(Pick(static_cast<int>(writers.size())))];
+      int id = PickWriter();
+      if (id < 0) return;
       Handle& h = handles_.at(id);
       uint64_t off = Pick(3) == 0 ? std::uniform_int_distribution<uint64_t>(0, h.bytes.size())(rng_) : h.bytes.size();
       uint64_t seed = rng_(), len = PickSize() / 4;
@@ -403,12 +408,8 @@ class ModelTest : public MountedTest {
         Commit(key, cut);
       }
     } else if (choice < 96) {  // fsync an open writer: commits what it has
-      std::vector<int> writers;
-      for (const auto& [id, h] : handles_) {
-        if (h.writer) writers.push_back(id);
-      }
-      if (writers.empty()) return;
-      int id = writers[static_cast<size_t>(Pick(static_cast<int>(writers.size())))];
+      int id = PickWriter();
+      if (id < 0) return;
       Handle& h = handles_.at(id);
       Expect("fsync of writer on " + h.key, Ask(h.agent, "fsync " + std::to_string(id)), "");
       Commit(h.key, h.bytes);
