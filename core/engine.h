@@ -75,6 +75,7 @@
 #include "core/engine_types.h"
 #include "adapters/io_ring.h"
 #include "core/namespace.h"
+#include "core/process_table.h"
 #include "core/publish_queue.h"
 #include "core/read_ahead.h"
 #include "core/shared_tier.h"
@@ -92,16 +93,29 @@ class Engine : private SpaceHost, private SharedIndex {
   ~Engine();
 
   void SetObserver(EngineObserver* observer) { observer_.store(observer); }
+  // Answers which thread belongs to which process (see core/process_table.h);
+  // null (the default): a pending key is invisible to its creator too, and
+  // every flush of a handle with no writes commits. Outlives the engine.
+  void SetProcessTable(ProcessTable* table) { process_table_.store(table); }
 
   // Namespace. Lookup, Mkdir and Create add one kernel lookup reference to
   // the inode they return; Forget drops n of them.
-  Result<Attr> Lookup(uint64_t parent, std::string_view name);
+  // A key still being written (pending) is found only by the process that
+  // created it: `thread` is the asking thread (0: unknown; see GetAttr), and
+  // its answer has pending and size_in_flux set (the kernel must keep
+  // neither the name nor the attributes). Anyone
+  // else gets ENOENT, with *refused_pending set (when given) so that the
+  // front end does not let the kernel keep that miss either: the creator's
+  // next lookup must reach the engine.
+  Result<Attr> Lookup(uint64_t parent, std::string_view name, uint64_t thread = 0,
+                      bool* refused_pending = nullptr);
   void Forget(uint64_t ino, uint64_t n);
   // With a handle, attributes as that handle sees them (its draft or leased
   // version); without, the committed state.
-  // `thread` identifies the asking thread (0: unknown; see Write): a thread
-  // that opened or wrote the key's draft sees the draft's size even without
-  // a handle (fstat reaches the engine without one).
+  // `thread` identifies the asking thread (0: unknown); its low 32 bits are
+  // the kernel's thread id (FUSE's request pid): a thread that opened or
+  // wrote the key's draft sees the draft's size even without a handle
+  // (fstat reaches the engine without one).
   Result<Attr> GetAttr(uint64_t ino, FileHandle* handle, uint64_t thread = 0);
   Result<Attr> SetAttr(uint64_t ino, const SetAttrRequest& request, FileHandle* handle);
   // Clears a file's set-user-ID bit, and its set-group-ID bit when group
@@ -148,11 +162,16 @@ class Engine : private SpaceHost, private SharedIndex {
                        uint64_t thread = 0);
   // Commits the draft when this handle is its last writer. A flush from an
   // owner that never wrote through the handle (a forked child closing its
-  // inherited copy) does not commit; a handle with no writes yet commits at
-  // any flush (an empty or truncated version). other_owner is a second
-  // identity of the flusher (0: none): writes that arrive without a lock
-  // owner (the kernel's page-cache writes) are recorded under the writing
-  // thread's identity, which the flush passes here.
+  // inherited copy) does not commit. A handle with no writes yet (an empty
+  // or truncated version) commits at a flush from its opener's process
+  // that holds no other descriptor for writing on the file; a flush from
+  // another process, or while the process can still write through a
+  // duplicate (a shell's `>`: open, dup2, close), leaves the commit to a
+  // later flush or the release. Without a ProcessTable, or with an unknown
+  // thread, it commits at any flush. other_owner is a second identity of the
+  // flusher (0: none), the flushing thread's: writes that arrive without a
+  // lock owner (the kernel's page-cache writes) are recorded under the
+  // writing thread's identity, which the flush passes here.
   Status Flush(FileHandle* handle, uint64_t owner = 0, uint64_t other_owner = 0);
   // Commits the draft now (other writers keep writing into a new version).
   Status Fsync(FileHandle* handle);
@@ -193,6 +212,10 @@ class Engine : private SpaceHost, private SharedIndex {
   Attr AttrOfLocked(const Inode* inode, const FileHandle* handle, uint64_t thread = 0) const KVFS_REQUIRES(mu_);
   // Records a thread that opened or wrote a handle's draft (see GetAttr).
   static void NoteDraftThreadLocked(FileHandle* handle, uint64_t thread);              // mu_
+  // Flush of a handle nothing was written through: whether the flushing
+  // thread is the opener's process and holds no other descriptor for
+  // writing on the file (see Flush). Asks the ProcessTable; takes no lock.
+  bool FlusherMayCommitUnwritten(const FileHandle* handle, uint64_t flusher, uint64_t ino);
   Result<Inode*> ChildForChangeLocked(uint64_t parent, std::string_view name) KVFS_REQUIRES(mu_);
   // With `lease` (taken by the caller without the lock) the handle reads that
   // version; otherwise the current one is leased here, under the lock.
@@ -361,6 +384,7 @@ class Engine : private SpaceHost, private SharedIndex {
   std::unique_ptr<IoExecutor> io_;
   std::unique_ptr<ReadAhead> read_ahead_;  // null when read_ahead_bytes is 0
   std::atomic<EngineObserver*> observer_{nullptr};
+  std::atomic<ProcessTable*> process_table_{nullptr};
 
   Mutex publish_mu_ KVFS_ACQUIRED_BEFORE(mu_);
   std::unique_ptr<PublishQueue> publisher_;  // group commit, under publish_mu_

@@ -372,8 +372,10 @@ Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* da
 Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
   if (!handle->writable) return Status::Ok();
   std::shared_ptr<Draft> draft;
-  {
-    MutexLock g(mu_);
+  bool asked = false;  // the ProcessTable's answer is in (see below)
+  while (true) {
+    UniqueLock lk(mu_);
+    if (asked && handle->draft != draft) return Status::Ok();  // committed meanwhile (fsync)
     draft = handle->draft;
     if (!draft) return Status::Ok();
     const auto& owners = handle->writer_owners;
@@ -382,6 +384,15 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
                         (other_owner != 0 && std::find(owners.begin(), owners.end(), other_owner) != owners.end()) ||
                         std::find(owners.begin(), owners.end(), uint64_t{0}) != owners.end();
     if (!closer_wrote) return Status::Ok();
+    if (owners.empty() && !handle->flushed && !asked) {
+      // Nothing written through this handle: ask, without the lock, whether
+      // this close is the opener's last descriptor, then look again.
+      const uint64_t ino = handle->inode->ino;
+      lk.unlock();
+      if (!FlusherMayCommitUnwritten(handle, other_owner, ino)) return Status::Ok();
+      asked = true;
+      continue;
+    }
     if (!handle->flushed) {
       handle->flushed = true;
       draft->unflushed--;
@@ -390,11 +401,26 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
     // of them commits.
     if (draft->unflushed > 0) return Status::Ok();
     if (draft->broken) return Status::Error(EIO, "the version being written is damaged (its base could not be loaded, or its staging file timed out)");
+    break;
   }
   Status s = CommitDraft(handle->inode, draft);
   MutexLock g(mu_);
   handle->commit_failed = !s.ok();
   return s;
+}
+
+bool Engine::FlusherMayCommitUnwritten(const FileHandle* handle, uint64_t flusher, uint64_t ino) {
+  // Nothing was written through the handle: committing now publishes an
+  // empty (or truncated) version. That is right for a creat() + close(),
+  // but wrong when the closed descriptor was only one of the file's: a
+  // shell's `> key` opens, dup2()s and closes before the command writes,
+  // and a forked child that inherited the descriptor may exit first.
+  ProcessTable* table = process_table_.load();
+  const uint32_t closer = KernelThreadId(flusher);
+  const uint32_t opener = KernelThreadId(handle->thread);
+  if (!table || closer == 0 || opener == 0) return true;
+  if (!table->SameProcess(closer, opener)) return false;
+  return !table->HoldsWritableDescriptor(closer, ino);
 }
 
 Status Engine::Fsync(FileHandle* handle) {

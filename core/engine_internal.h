@@ -123,6 +123,10 @@ inline uint64_t FileId(Store* store, int fd) {
   return id.ok() ? *id : 0;
 }
 
+// The kernel's id of a thread, from the engine's `thread` identities (whose
+// low 32 bits carry it; 0: unknown).
+inline uint32_t KernelThreadId(uint64_t thread) { return static_cast<uint32_t>(thread); }
+
 inline int64_t NowNs() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

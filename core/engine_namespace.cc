@@ -23,10 +23,14 @@
 namespace kvfs {
 using namespace engine_detail;
 
-Result<Attr> Engine::Lookup(uint64_t parent, std::string_view name) {
+Result<Attr> Engine::Lookup(uint64_t parent, std::string_view name, uint64_t thread, bool* refused_pending) {
   if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name too long");
   lookups_.fetch_add(1, std::memory_order_relaxed);
   bool read_through_done = false;
+  // A pending key's creator, asked about once (without the lock): the
+  // pending inode and whether the asking thread's process created it.
+  uint64_t asked_ino = 0;
+  bool asker_created = false;
   while (true) {
     UniqueLock lk(mu_);
     Inode* dir = ns_.Get(parent);
@@ -37,7 +41,31 @@ Result<Attr> Engine::Lookup(uint64_t parent, std::string_view name) {
       child->nlookup++;
       return AttrOfLocked(child, nullptr);
     }
-    if (child) child->lookup_refused = true;  // pending: invisible until its commit
+    if (child && child->is_file()) {
+      // Pending: invisible until its commit, except to the process that
+      // created it (its first draft thread).
+      ProcessTable* table = process_table_.load();
+      const Draft* draft = child->draft.get();
+      const uint32_t asker = KernelThreadId(thread);
+      if (table && asker != 0 && draft && !draft->writer_threads.empty()) {
+        const uint32_t creator = KernelThreadId(draft->writer_threads.front());
+        if (asked_ino != child->ino) {
+          asked_ino = child->ino;
+          lk.unlock();
+          asker_created = creator != 0 && table->SameProcess(asker, creator);
+          continue;
+        }
+        if (asker_created) {
+          child->nlookup++;
+          Attr a = AttrOfLocked(child, nullptr, thread);
+          a.size_in_flux = true;
+          a.pending = true;
+          return a;
+        }
+      }
+      child->lookup_refused = true;
+      if (refused_pending) *refused_pending = true;
+    }
     // A shared store may hold the key although the index does not yet.
     if (shared_->any() && !read_through_done && CheckName(name).ok()) {
       std::string key = JoinKey(ns_.KeyOf(dir), name);

@@ -97,6 +97,9 @@ struct Attr {
   // draft) and everyone else (the committed version), so the kernel must
   // not cache these attributes.
   bool size_in_flux = false;
+  // A key still being written, answered to the process that created it
+  // (Engine::Lookup): the kernel must not keep the name for anyone else.
+  bool pending = false;
 };
 
 struct SetAttrRequest {

@@ -56,6 +56,7 @@
 #include "fuse/fuse_ops.h"
 #include "fuse/handle_quota.h"
 #include "fuse/kernel_notifier.h"
+#include "fuse/proc_process_table.h"
 #include "fuse/metrics_exporter.h"
 #include "fuse/service_notify.h"
 
@@ -454,6 +455,10 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   ctx.session = se;
   notifier.Start();
   (*engine)->SetObserver(&notifier);
+  // Which requests come from one process (a pending key's creator sees it;
+  // a shell's dup2 + close does not publish), answered from /proc.
+  ProcProcessTable processes(mountpoint);
+  (*engine)->SetProcessTable(&processes);
   RaiseReadAhead(mountpoint, o.read_ahead_kb);
 
   // The mount is usable only once the kernel's INIT has been answered and
@@ -519,6 +524,7 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);
   (*engine)->SetObserver(nullptr);
+  (*engine)->SetProcessTable(nullptr);
   notifier.Stop();
   ctx.session = nullptr;
   fuse_session_unmount(se);  // closes the device: a probe still waiting gets ENOTCONN

@@ -96,16 +96,21 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
 }
 
 void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  Result<Attr> a = Eng(req)->Lookup(parent, name);
+  bool refused_pending = false;
+  Result<Attr> a = Eng(req)->Lookup(parent, name, ThreadOwner(req), &refused_pending);
   if (a.ok()) {
     fuse_entry_param e = ToEntry(req, *a);
+    // A key still being written, found by its creator: nobody else may
+    // find the name through the kernel's cache.
+    if (a->pending) e.entry_timeout = 0;
     fuse_reply_entry(req, &e);
   } else if (a.err() == ENOENT) {
-    // Negative entry: the kernel remembers the miss for negative_timeout.
+    // Negative entry: the kernel remembers the miss for negative_timeout,
+    // except for a key being written, whose creator must still find it.
     fuse_entry_param e;
     std::memset(&e, 0, sizeof(e));
     e.ino = 0;
-    e.entry_timeout = Ctx(req)->negative_timeout;
+    e.entry_timeout = refused_pending ? 0 : Ctx(req)->negative_timeout;
     fuse_reply_entry(req, &e);
   } else {
     fuse_reply_err(req, a.err());

@@ -1,0 +1,39 @@
+// ProcProcessTable: the ProcessTable (core/process_table.h) of a mount,
+// answered from /proc.
+//  - SameProcess(a, b): /proc/<a>/task/<b> exists (b is a thread of a's
+//    thread group) - one stat.
+//  - HoldsWritableDescriptor(thread, ino): walks /proc/<thread>/fd; a
+//    descriptor counts when its link names a path below the mountpoint (as
+//    the daemon sees it) and its /proc/<thread>/fdinfo says inode `ino` and
+//    an access mode other than read-only - one readlink per descriptor,
+//    one small read per descriptor on this mount.
+// Reading another user's /proc/<pid>/fd needs the daemon to be root (or
+// allowed to ptrace the process); when it is not, or the thread has
+// exited, the answer is "no". A process in another mount namespace whose
+// paths the daemon cannot name is also answered "no".
+//
+// Thread-safety: stateless after construction; safe from any thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/process_table.h"
+
+namespace kvfs {
+
+class ProcProcessTable : public ProcessTable {
+ public:
+  // mountpoint: the absolute, resolved path the file system is mounted on.
+  // proc_root: where procfs is mounted (tests may point it elsewhere).
+  explicit ProcProcessTable(std::string mountpoint, std::string proc_root = "/proc");
+
+  bool SameProcess(uint32_t a, uint32_t b) override;
+  bool HoldsWritableDescriptor(uint32_t thread, uint64_t ino) override;
+
+ private:
+  std::string mount_prefix_;  // the mountpoint with a trailing '/'
+  std::string proc_root_;
+};
+
+}  // namespace kvfs
