@@ -89,9 +89,9 @@ bool DeadlineStore::RunWithDeadline(std::function<void()> call) const {
   return state->done_cv.wait_for(lk, deadline_, [&] { return state->done; });
 }
 
-Result<std::unique_ptr<StagingFile>> DeadlineStore::CreateStaging() {
+Result<std::unique_ptr<StagingFile>> DeadlineStore::CreateStaging(uint64_t final_bytes) {
   auto out = std::make_shared<Result<std::unique_ptr<StagingFile>>>(Status::Error(EIO, "unset"));
-  if (!RunWithDeadline([t = target(), out] { *out = t->CreateStaging(); })) return CountTimeout(TimedOut("create staging", deadline_));
+  if (!RunWithDeadline([t = target(), out, final_bytes] { *out = t->CreateStaging(final_bytes); })) return CountTimeout(TimedOut("create staging", deadline_));
   return Counted(std::move(*out));
 }
 

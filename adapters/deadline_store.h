@@ -55,7 +55,7 @@ class DeadlineStore final : public StoreWrapper {
   DeadlineStore(std::unique_ptr<Store> target, std::chrono::milliseconds deadline, size_t max_workers = 64);
   ~DeadlineStore() override;
 
-  Result<std::unique_ptr<StagingFile>> CreateStaging() override;
+  Result<std::unique_ptr<StagingFile>> CreateStaging(uint64_t final_bytes) override;
   Status Publish(StagingFile& file, const std::string& location) override;
   Status PublishUnsynced(StagingFile& file, const std::string& location) override;
   Status SyncAll() override;

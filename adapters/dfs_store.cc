@@ -174,7 +174,9 @@ void DfsStore::SweepOwnStaging() {
 
 std::string DfsStore::LocationFor(const KeyHash& h) const { return ObjectDirectory::LocationFor(h); }
 
-Result<std::unique_ptr<StagingFile>> DfsStore::CreateStaging() {
+Result<std::unique_ptr<StagingFile>> DfsStore::CreateStaging(uint64_t /*final_bytes*/) {
+  // Always as configured: each publish syncs its own file on a DFS, and a
+  // DFS client's page cache is not another host's.
   return dir_.CreateStaging(host_id_ + "~" + std::to_string(::getpid()) + "~" + nonce_ + "-" +
                                 std::to_string(staging_counter_.fetch_add(1)) + ".tmp",
                             direct_io_);

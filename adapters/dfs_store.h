@@ -76,7 +76,7 @@ class DfsStore final : public Store {
   const std::string& root() const override { return root_; }
   bool DirectIo() const override { return direct_io_; }
   std::string LocationFor(const KeyHash& h) const override;
-  Result<std::unique_ptr<StagingFile>> CreateStaging() override;
+  Result<std::unique_ptr<StagingFile>> CreateStaging(uint64_t final_bytes) override;
   Status Publish(StagingFile& file, const std::string& location) override;
   Status PublishUnsynced(StagingFile& file, const std::string& location) override;
   Status SyncAll() override { return Status::Ok(); }

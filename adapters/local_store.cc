@@ -232,9 +232,10 @@ LocalStore::~LocalStore() {
 
 std::string LocalStore::LocationFor(const KeyHash& h) const { return ObjectDirectory::LocationFor(h); }
 
-Result<std::unique_ptr<StagingFile>> LocalStore::CreateStaging() {
+Result<std::unique_ptr<StagingFile>> LocalStore::CreateStaging(uint64_t final_bytes) {
+  const bool small = final_bytes != kUnknownSize && final_bytes <= kBufferedStagingMax;
   return dir_.CreateStaging(std::to_string(::getpid()) + "-" + std::to_string(staging_counter_.fetch_add(1)) + ".tmp",
-                            direct_io_);
+                            direct_io_ && !small);
 }
 
 Status LocalStore::Publish(StagingFile& file, const std::string& location) {

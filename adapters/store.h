@@ -106,8 +106,15 @@ class Store {
   // The location of the object for a key with hash h (same on every host).
   virtual std::string LocationFor(const KeyHash& h) const = 0;
 
-  // Creates an empty staging file open for writing.
-  virtual Result<std::unique_ptr<StagingFile>> CreateStaging() = 0;
+  // Creates an empty staging file open for writing. final_bytes is the
+  // file's size once written, when the caller knows it (kUnknownSize: it
+  // does not, e.g. a draft spilling as it grows). A store may write files
+  // of at most kBufferedStagingMax bytes through the page cache instead of
+  // with O_DIRECT (a small object then costs no device write before its
+  // commit); Publish and SyncAll flush them like any other.
+  static constexpr uint64_t kUnknownSize = UINT64_MAX;
+  static constexpr uint64_t kBufferedStagingMax = 64 << 10;
+  virtual Result<std::unique_ptr<StagingFile>> CreateStaging(uint64_t final_bytes) = 0;
   // Makes the staging file's bytes durable (fdatasync) and atomically renames
   // it to location, replacing any object there; the rename is durable when
   // this returns. On failure the staging file is left for its owner to drop.
@@ -118,7 +125,11 @@ class Store {
   // write and rename done on the store so far durable (syncfs). Together they
   // amount to Publish for any number of files, with one flush. Safe on
   // journaling filesystems (ext4, XFS), where data written with O_DIRECT
-  // before a rename is on stable storage whenever the rename is.
+  // before a rename is on stable storage whenever the rename is; a small
+  // staging file written through the page cache (see CreateStaging) is, at
+  // a power loss before the flush, either whole (its blocks were written
+  // before the rename's journal commit: ordered data) or empty (its blocks
+  // were never allocated), which the index rebuild skips.
   virtual Status PublishUnsynced(StagingFile& file, const std::string& location) = 0;
   virtual Status SyncAll() = 0;
 

@@ -19,7 +19,7 @@ class StoreWrapper : public Store {
   const std::string& root() const override { return target_->root(); }
   bool DirectIo() const override { return target_->DirectIo(); }
   std::string LocationFor(const KeyHash& h) const override { return target_->LocationFor(h); }
-  Result<std::unique_ptr<StagingFile>> CreateStaging() override { return target_->CreateStaging(); }
+  Result<std::unique_ptr<StagingFile>> CreateStaging(uint64_t final_bytes) override { return target_->CreateStaging(final_bytes); }
   Status Publish(StagingFile& file, const std::string& location) override { return target_->Publish(file, location); }
   Status PublishUnsynced(StagingFile& file, const std::string& location) override { return target_->PublishUnsynced(file, location); }
   Status SyncAll() override { return target_->SyncAll(); }

@@ -33,7 +33,9 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, Draft* draf
   if (spill) {
     file = &spill->file();
   } else {
-    Result<std::unique_ptr<StagingFile>> staging = store->CreateStaging();
+    // Its size is known: a small object may be staged through the page cache.
+    const uint64_t final_bytes = ObjectFootprint(draft ? draft->size_locked() : 0);
+    Result<std::unique_ptr<StagingFile>> staging = store->CreateStaging(final_bytes);
     if (!staging.ok()) return staging.status();
     *out = std::move(*staging);
     file = out->get();
@@ -107,7 +109,7 @@ std::shared_ptr<Draft> Engine::NewDraftLocked(Inode* inode) {
   // which is above mu_ in the lock order.
   IoExecutor* io = io_.get();
   return std::make_shared<Draft>([store, io, store_index]() -> Result<std::unique_ptr<DraftSpill>> {
-    Result<std::unique_ptr<StagingFile>> staging = store->CreateStaging();
+    Result<std::unique_ptr<StagingFile>> staging = store->CreateStaging(Store::kUnknownSize);
     if (!staging.ok()) return staging.status();
     return std::unique_ptr<DraftSpill>(std::make_unique<StagingSpill>(store, io, store_index, std::move(*staging)));
   });

@@ -87,7 +87,7 @@ ObjectHeader FileHeader(const std::string& key, const std::vector<uint8_t>& data
 // location. Returns the location.
 Result<std::string> PutObject(Store& store, const std::string& key, const std::vector<uint8_t>& data,
                               uint64_t generation = 1) {
-  Result<std::unique_ptr<StagingFile>> staging = store.CreateStaging();
+  Result<std::unique_ptr<StagingFile>> staging = store.CreateStaging(Store::kUnknownSize);
   if (!staging.ok()) return staging.status();
   size_t total = kHeaderSize + RoundUp4K(data.size());
   AlignedBuffer buf(total);
@@ -425,7 +425,7 @@ TEST_F(DfsStoreTest, StagingNamesCarryTheHostAndAreUniqueAcrossHosts) {
   std::mutex mu;
   auto make = [&](DfsStore* store, std::vector<std::unique_ptr<StagingFile>>* out) {
     for (int i = 0; i < kPerHost; ++i) {
-      Result<std::unique_ptr<StagingFile>> f = store->CreateStaging();
+      Result<std::unique_ptr<StagingFile>> f = store->CreateStaging(Store::kUnknownSize);
       ASSERT_TRUE(f.ok()) << ErrText(f.status());
       std::lock_guard<std::mutex> g(mu);
       out->push_back(std::move(*f));
@@ -608,7 +608,7 @@ TEST_F(DfsStoreTest, PublishMoveAndQuarantine) {
   auto b = OpenAs(Root(), "hostB");
   ASSERT_TRUE(a && b);
   // Publish (durable variant of PublishUnsynced).
-  Result<std::unique_ptr<StagingFile>> staging = a->CreateStaging();
+  Result<std::unique_ptr<StagingFile>> staging = a->CreateStaging(Store::kUnknownSize);
   ASSERT_TRUE(staging.ok());
   std::vector<uint8_t> data = testing::Pattern(4, 100);
   AlignedBuffer buf(kHeaderSize + 4096);

@@ -1332,7 +1332,7 @@ TEST_F(EngineTest, KeysSpreadOverTwoStoresAndComeBackAfterReopen) {
 // ([header][data padded to 4 KiB][XXH3-64 per 256 KiB chunk, padded]), with
 // no help from the engine.
 Status WriteRawObject(Store& store, const std::string& key, const std::vector<uint8_t>& data, uint64_t generation) {
-  Result<std::unique_ptr<StagingFile>> staging = store.CreateStaging();
+  Result<std::unique_ptr<StagingFile>> staging = store.CreateStaging(Store::kUnknownSize);
   if (!staging.ok()) return staging.status();
   uint64_t total = ObjectFootprint(data.size());
   testing::AlignedBuffer buf(total);

@@ -54,11 +54,11 @@ std::optional<Fault> FaultyStore::Take(StoreOp op, bool sleep) const {
   return f;
 }
 
-Result<std::unique_ptr<StagingFile>> FaultyStore::CreateStaging() {
+Result<std::unique_ptr<StagingFile>> FaultyStore::CreateStaging(uint64_t final_bytes) {
   CallScope in_store(*this);
   std::optional<Fault> f = Take(StoreOp::kCreateStaging);
   if (f && f->err) return Status::Error(f->err, "injected fault: create staging");
-  Result<std::unique_ptr<StagingFile>> s = StoreWrapper::CreateStaging();
+  Result<std::unique_ptr<StagingFile>> s = StoreWrapper::CreateStaging(final_bytes);
   if (!s.ok() || !f || !f->bad_fd) return s;
   // Hand out a read-only descriptor of the same file: every write fails.
   int ro = ::open((*s)->path().c_str(), O_RDONLY | O_CLOEXEC);

@@ -68,7 +68,7 @@ class FaultyStore final : public StoreWrapper {
   // test can wait for a call it made time out to really end.
   void WaitForCallsToReturn() const;
 
-  Result<std::unique_ptr<StagingFile>> CreateStaging() override;
+  Result<std::unique_ptr<StagingFile>> CreateStaging(uint64_t final_bytes) override;
   Status Publish(StagingFile& file, const std::string& location) override;
   // Publish faults apply to PublishUnsynced too (both are how a commit lands).
   Status PublishUnsynced(StagingFile& file, const std::string& location) override;

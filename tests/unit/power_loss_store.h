@@ -99,12 +99,12 @@ class PowerLossStore : public StoreWrapper {
     if (s.ok()) Record(u, sync);
     return s;
   }
-  Result<std::unique_ptr<StagingFile>> CreateStaging() override {
+  Result<std::unique_ptr<StagingFile>> CreateStaging(uint64_t final_bytes) override {
     {
       std::lock_guard<std::mutex> g(mu_);
       if (dark_) return Dark();
     }
-    return StoreWrapper::CreateStaging();
+    return StoreWrapper::CreateStaging(final_bytes);
   }
   Result<int> OpenForRead(const std::string& location) override {
     {

@@ -46,7 +46,7 @@ std::string Describe(const Status& s) { return s.ok() ? "OK" : "errno " + std::t
 // it at `location` (default: where key belongs).
 Status PutRaw(Store& store, const std::string& key, const std::vector<uint8_t>& data, std::string location = "",
               std::optional<uint64_t> size = std::nullopt, uint64_t generation = 1) {
-  Result<std::unique_ptr<StagingFile>> staging = store.CreateStaging();
+  Result<std::unique_ptr<StagingFile>> staging = store.CreateStaging(Store::kUnknownSize);
   if (!staging.ok()) return staging.status();
   uint64_t table_off = ChecksumTableOffset(data.size());
   uint64_t total = table_off + ChecksumTableBytes(data.size());
