@@ -56,12 +56,8 @@ uint64_t SpaceManager::FloorBytes(uint32_t si) const {
 std::optional<EvictionCause> SpaceManager::TryReserve(uint32_t si, uint64_t bytes) {
   PerStore& s = *stores_[si];
   uint64_t floor = FloorBytes(si);
-  uint64_t fs_free = UINT64_MAX;
-  if (floor > 0) {
-    Result<StoreSpace> space = s.store->Space();
-    if (space.ok()) fs_free = space->free_bytes;
-  }
   uint64_t reserved = s.reserved.load();
+  const uint64_t fs_free = floor > 0 ? FreeBytes(s, floor + reserved + bytes) : UINT64_MAX;
   while (true) {
     uint64_t used = s.account->used_bytes.load();
     if (used + reserved + bytes > s.limits.capacity_bytes) return EvictionCause::kCapacity;
@@ -69,6 +65,19 @@ std::optional<EvictionCause> SpaceManager::TryReserve(uint32_t si, uint64_t byte
     if (floor > 0 && (fs_free < floor || fs_free - floor < reserved + bytes)) return EvictionCause::kFloor;
     if (s.reserved.compare_exchange_weak(reserved, reserved + bytes)) return std::nullopt;
   }
+}
+
+uint64_t SpaceManager::FreeBytes(PerStore& s, uint64_t need) {
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch()).count();
+  const int64_t at = s.fs_free_sampled_ns.load(std::memory_order_acquire);
+  const uint64_t sample = s.fs_free_sample.load(std::memory_order_relaxed);
+  if (at != 0 && now - at < kFreeSampleMaxAge && sample > need && sample - need > kFreeSampleMargin) return sample;
+  Result<StoreSpace> space = s.store->Space();
+  if (!space.ok()) return UINT64_MAX;  // as before: an unknown free space does not refuse
+  s.fs_free_sample.store(space->free_bytes, std::memory_order_relaxed);
+  s.fs_free_sampled_ns.store(now, std::memory_order_release);
+  return space->free_bytes;
 }
 
 Status SpaceManager::NoSpace(uint32_t si, const char* why) {

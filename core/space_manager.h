@@ -166,10 +166,22 @@ class SpaceManager {
     std::unique_ptr<EvictionPolicy> policy;  // used under policy_mu_ only (the analysis cannot name it here)
     std::atomic<uint64_t> evicted_capacity{0}, evicted_watermark{0}, evicted_floor{0}, evicted_bytes{0};
     std::atomic<uint64_t> enospc{0};
+    // The filesystem's free bytes at the last statvfs, and when (steady
+    // clock ns; 0: never). See FreeBytes.
+    std::atomic<uint64_t> fs_free_sample{0};
+    std::atomic<int64_t> fs_free_sampled_ns{0};
   };
   SpaceManager(const Options& options, SpaceHost* host) : options_(options), host_(host) {}
   // Why bytes do not fit now (nothing reserved), or nullopt: reserved.
   std::optional<EvictionCause> TryReserve(uint32_t store, uint64_t bytes);
+  // The store's filesystem free bytes for a reservation that needs `need`
+  // of them: the last sample while it is younger than kFreeSampleMaxAge and
+  // exceeds need by kFreeSampleMargin (writes since then cannot have used
+  // that much), else a fresh statvfs. A commit then costs no statvfs while
+  // the filesystem is far from the floor.
+  uint64_t FreeBytes(PerStore& s, uint64_t need);
+  static constexpr int64_t kFreeSampleMaxAge = 100'000'000;  // ns
+  static constexpr uint64_t kFreeSampleMargin = 1ULL << 30;
   Status NoSpace(uint32_t store, const char* why);
   void EvictorLoop();
 

@@ -27,7 +27,11 @@ constexpr uint64_t kMiB = 1 << 20;
 class FixedSpaceStore final : public StoreWrapper {
  public:
   using StoreWrapper::StoreWrapper;
-  Result<StoreSpace> Space() const override { return StoreSpace{total.load(), free.load()}; }
+  Result<StoreSpace> Space() const override {
+    space_calls++;
+    return StoreSpace{total.load(), free.load()};
+  }
+  mutable std::atomic<uint64_t> space_calls{0};
   std::atomic<uint64_t> total{1000 * kMiB};
   std::atomic<uint64_t> free{1000 * kMiB};
 };
@@ -179,6 +183,37 @@ TEST_F(SpaceManagerTest, FreeSpaceFloorEvictsOrRefuses) {
   manager_.reset();
   ASSERT_TRUE(Make(o).ok());
   EXPECT_EQ(manager_->FloorBytes(0), 500 * kMiB);
+}
+
+// Far above the floor a reservation reuses a recent statvfs; within
+// SpaceManager's margin of the floor every reservation asks the filesystem.
+TEST_F(SpaceManagerTest, FreeSpaceIsAskedOnlyNearTheFloor) {
+  constexpr uint64_t kGiB = 1024 * kMiB;
+  SpaceManager::Options o = WithCapacity(100 * kGiB);
+  o.store_limits = {StoreLimits{100 * kGiB, 90 * kMiB, 0.0}};
+  ASSERT_TRUE(Make(o).ok());
+  store_->total = 200 * kGiB;
+  store_->free = 100 * kGiB;
+  store_->space_calls = 0;
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(manager_->Reserve(0, kMiB).ok());
+    manager_->Release(0, kMiB);
+  }
+  EXPECT_GE(store_->space_calls.load(), 1u);
+  EXPECT_LT(store_->space_calls.load(), 100u) << "every reservation asked the filesystem";
+
+  // A filesystem within the margin of the floor (a new manager: no sample).
+  manager_.reset();
+  ASSERT_TRUE(Make(o).ok());
+  store_->free = 90 * kMiB + 500 * kMiB;
+  store_->space_calls = 0;
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(manager_->Reserve(0, kMiB).ok());
+    manager_->Release(0, kMiB);
+  }
+  EXPECT_EQ(store_->space_calls.load(), 10u);
+  store_->free = 90 * kMiB + kMiB / 2;
+  EXPECT_EQ(manager_->Reserve(0, kMiB).err(), ENOSPC) << "a fresh statvfs sees the floor";
 }
 
 TEST_F(SpaceManagerTest, EvictionPassKeepsUsageBetweenTheWatermarks) {
