@@ -322,7 +322,7 @@ Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
   handle->flushed = false;
   NoteDraftThreadLocked(handle, handle->thread);
   std::shared_ptr<Version> base = inode->committed;
-  auto dlk = draft->lock();
+  UniqueLock dlk(draft->mutex());
   lk.unlock();
   if (base) {
     Status s = LoadDraft(base, draft.get());

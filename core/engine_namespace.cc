@@ -364,13 +364,13 @@ Result<std::shared_ptr<Version>> Engine::CopyToStore(const std::shared_ptr<Versi
                                                      ObjectHeader header) {
   Draft draft;
   {
-    auto dlk = draft.lock();
+    MutexLock dlk(draft.mutex());
     KVFS_RETURN_IF_ERROR(LoadDraft(version, &draft));
   }
   Store* store = stores_[store_index].get();
   std::unique_ptr<StagingFile> staging;
   {
-    auto dlk = draft.lock();
+    MutexLock dlk(draft.mutex());
     KVFS_RETURN_IF_ERROR(WriteObject(store, header, &draft, &staging));
   }
   std::string location = store->LocationFor(HashKey(header.key));

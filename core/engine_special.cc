@@ -93,7 +93,7 @@ Result<Attr> Engine::MakeSpecial(uint64_t parent, std::string_view name, const A
     std::unique_ptr<StagingFile> staging;
     Status written;
     {
-      auto dlk = draft.lock();
+      MutexLock dlk(draft.mutex());
       written = draft.WriteLocked(0, target.data(), target.size());
       if (written.ok()) written = WriteObject(store, header, &draft, &staging);
     }
