@@ -149,7 +149,7 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
       if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
       if (inode->is_special()) return Status::Error(EINVAL, "not a regular file");
       if (*req.size > options_.max_object_bytes) return Status::Error(EFBIG, "object too large");
-      if (*req.size > options_.capacity_bytes) return Status::Error(ENOSPC, "larger than the capacity");
+      if (*req.size > options_.space.capacity_bytes) return Status::Error(ENOSPC, "larger than the capacity");
     }
     if (handle && handle->writable) {
       // ftruncate: part of the handle's version, committed with it.
