@@ -320,6 +320,18 @@ class Engine : private SpaceHost, private SharedIndex {
   // for a link) under parent/name.
   Result<Attr> MakeSpecial(uint64_t parent, std::string_view name, const Attributes& attr, std::string_view target)
       KVFS_EXCLUDES(publish_mu_, mu_);
+  // The last step of Mkdir and MakeSpecial, once the new entry's record is
+  // published: attaches a new inode (a directory when is_dir) with attr and
+  // the record as parent/name, gives it one lookup reference and returns its
+  // attributes. When the name was taken meanwhile (a file created: Create
+  // does not take publish_mu_) it fails with EEXIST, and with ENOENT when the
+  // directory lost its name (every unlink or rename of a directory takes
+  // publish_mu_, which the caller holds, so today that cannot happen; the
+  // answer stays right if that changes); either way the record is removed
+  // again, with no index lock held (store I/O never runs under mu_).
+  Result<Attr> AttachRecordOrDrop(uint64_t parent, std::string_view name, bool is_dir, const Attributes& attr,
+                                  const std::shared_ptr<Version>& record) KVFS_REQUIRES(publish_mu_)
+      KVFS_EXCLUDES(mu_);
   // SpaceHost: what the space manager asks of the engine.
   bool MayEvict(uint32_t store_index) const override;
   // Takes the object the policy gives up out of the index and off the store.

@@ -280,24 +280,30 @@ Result<Attr> Engine::Mkdir(uint64_t parent, std::string_view name, uint32_t mode
   uint32_t store_index = StoreIndexFor(header.key);
   Result<std::shared_ptr<Version>> record = PublishRecord(store_index, header);
   if (!record.ok()) return Status::Error(record.err() == ENOSPC ? ENOSPC : EIO, record.status().message());
-  int lost = 0;  // the errno when the directory lost its name meanwhile
+  return AttachRecordOrDrop(parent, name, /*is_dir=*/true, attr, *record);
+}
+
+Result<Attr> Engine::AttachRecordOrDrop(uint64_t parent, std::string_view name, bool is_dir, const Attributes& attr,
+                                        const std::shared_ptr<Version>& record) {
+  int lost = 0;  // the errno when the name was taken, or its directory removed, meanwhile
   {
     MutexLock g(mu_);
     Inode* dir = ns_.Get(parent);
-    if (!dir || !dir->linked() || ns_.Child(dir, name)) {
-      lost = dir ? EEXIST : ENOENT;
+    if (!dir || !dir->linked()) {
+      lost = ENOENT;
+    } else if (ns_.Child(dir, name)) {
+      lost = EEXIST;
     } else {
-      Inode* inode = ns_.NewInode(true, attr);
-      inode->committed = *record;
+      Inode* inode = ns_.NewInode(is_dir, attr);
+      inode->committed = record;
       ns_.Attach(dir, inode, std::string(name));
       inode->nlookup++;
       return AttrOfLocked(inode, nullptr);
     }
   }
-  // A file of that name was created meanwhile: the directory loses. Its
-  // record goes with no index lock held (store I/O never runs under mu_).
-  (void)RemoveObject(**record);
-  return Status::Error(lost, "exists");
+  // The new entry loses: its record goes with no index lock held.
+  (void)RemoveObject(*record);
+  return Status::Error(lost, lost == EEXIST ? "exists" : "directory was removed");
 }
 
 Status Engine::Rmdir(uint64_t parent, std::string_view name) {
