@@ -56,7 +56,7 @@ double OpenSeconds(const std::string& dir, int threads, uint64_t* objects, uint6
   std::vector<std::unique_ptr<kvfs::Store>> stores;
   stores.push_back(std::move(*store));
   kvfs::EngineOptions eo;
-  eo.capacity_bytes = 1ULL << 50;
+  eo.space.capacity_bytes = 1ULL << 50;
   eo.scan_threads = threads;
   eo.background_eviction = false;
   eo.buffer_count = 1;

@@ -22,16 +22,17 @@ namespace {
 // cache when a draft is done with them: mapping fresh memory for every
 // object costs a page fault and a page clear per 4 KiB written, and an unmap.
 // A chunk enters the cache zeroed over the bytes its draft may have written,
-// so every chunk handed out reads as zeros.
+// so every chunk handed out reads as zeros. Thread-safe: its list is
+// guarded by a leaf mutex (see the lock order in core/engine.h).
 class ChunkCache {
  public:
   static ChunkCache& Get() {
     static ChunkCache* cache = new ChunkCache;  // never destroyed: drafts may outlive statics
     return *cache;
   }
-  uint8_t* Take() {
+  uint8_t* Take() KVFS_EXCLUDES(mu_) {
     {
-      std::lock_guard<std::mutex> g(mu_);
+      MutexLock g(mu_);
       if (!free_.empty()) {
         uint8_t* c = free_.back();
         free_.pop_back();
@@ -42,11 +43,11 @@ class ChunkCache {
     return p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
   }
   // dirty: how many leading bytes of c may be non-zero.
-  void Give(uint8_t* c, size_t dirty) {
+  void Give(uint8_t* c, size_t dirty) KVFS_EXCLUDES(mu_) {
     if (!c) return;
     std::memset(c, 0, std::min(dirty, kDraftChunkSize));
     {
-      std::lock_guard<std::mutex> g(mu_);
+      MutexLock g(mu_);
       if (free_.size() < kLimit) {
         free_.push_back(c);
         return;
@@ -57,8 +58,8 @@ class ChunkCache {
 
  private:
   static constexpr size_t kLimit = 16;  // 16 MiB kept at most
-  std::mutex mu_;
-  std::vector<uint8_t*> free_;
+  Mutex mu_;  // a leaf: taken under a draft's lock, or with none
+  std::vector<uint8_t*> free_ KVFS_GUARDED_BY(mu_);
 };
 }  // namespace
 
@@ -106,7 +107,7 @@ std::vector<std::shared_ptr<const void>> Draft::DetachChunksLocked() {
 uint64_t Draft::total_memory_bytes() { return g_draft_memory.load(std::memory_order_relaxed); }
 
 void Draft::SetSpill(DraftSpillFactory factory) {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   spill_factory_ = std::move(factory);
 }
 
@@ -194,7 +195,7 @@ Status Draft::SpillLocked(size_t keep) {
 }
 
 Status Draft::Write(uint64_t off, const void* data, size_t len) {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   return WriteLocked(off, data, len);
 }
 
@@ -222,7 +223,7 @@ Status Draft::WriteLocked(uint64_t off, const void* data, size_t len) {
 }
 
 Status Draft::Truncate(uint64_t size) {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   size_t keep = static_cast<size_t>((size + kDraftChunkSize - 1) / kDraftChunkSize);
   for (size_t i = keep; i < chunks_.size(); ++i) FreeChunk(i);
   if (chunks_.size() > keep) chunks_.resize(keep);
@@ -241,7 +242,7 @@ Status Draft::Truncate(uint64_t size) {
 }
 
 size_t Draft::Read(uint64_t off, size_t len, uint8_t* out) const {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   uint64_t size = size_.load(std::memory_order_relaxed);
   if (off >= size) return 0;
   size_t total = static_cast<size_t>(std::min<uint64_t>(len, size - off));
@@ -313,7 +314,7 @@ Result<uint64_t> Draft::ChecksumLocked(uint8_t* scratch) const {
 }
 
 uint64_t Draft::memory_bytes() const {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   return static_cast<uint64_t>(resident_) * kDraftChunkSize;
 }
 

@@ -15,8 +15,12 @@
 // what is still in memory. Without a spill target, every chunk stays in
 // memory (the object size limit bounds it).
 //
-// Thread-safety: all methods lock the draft's mutex; Lock() lets the commit
-// path hold it across the whole write-out so that no write slips in between.
+// Thread-safety: the draft's mutex (mutex()) guards its chunks and spill
+// state. The plain methods take it themselves (KVFS_EXCLUDES); the *Locked
+// ones need it held (KVFS_REQUIRES), so the commit path can hold it across
+// the whole write-out and no write slips in between. size(), dirty(),
+// consumed() and `broken` are atomics, readable without it. It is the first
+// lock of the engine's lock order (core/engine.h).
 #pragma once
 
 #include <xxhash.h>
@@ -27,9 +31,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <vector>
 
+#include "adapters/mutex.h"
 #include "adapters/status.h"
 
 namespace kvfs {
@@ -76,26 +80,26 @@ class Draft {
   Draft& operator=(const Draft&) = delete;
 
   // Copies len bytes at off; grows the size when writing past the end.
-  Status Write(uint64_t off, const void* data, size_t len);
-  // As Write, for a caller that already holds lock().
-  Status WriteLocked(uint64_t off, const void* data, size_t len);
+  Status Write(uint64_t off, const void* data, size_t len) KVFS_EXCLUDES(mu_);
+  // As Write, for a caller that already holds mutex().
+  Status WriteLocked(uint64_t off, const void* data, size_t len) KVFS_REQUIRES(mu_);
   // Sets the size, discarding bytes past it (and zeroing them for later growth).
-  Status Truncate(uint64_t size);
+  Status Truncate(uint64_t size) KVFS_EXCLUDES(mu_);
   // Copies up to len bytes at off into out; returns the count (0 at or past end).
-  size_t Read(uint64_t off, size_t len, uint8_t* out) const;
-  // Lock-free: safe to call while another thread holds lock().
+  size_t Read(uint64_t off, size_t len, uint8_t* out) const KVFS_EXCLUDES(mu_);
+  // Lock-free: safe to call while another thread holds mutex().
   uint64_t size() const { return size_.load(std::memory_order_acquire); }
   // Bytes of staging memory held.
-  uint64_t memory_bytes() const;
+  uint64_t memory_bytes() const KVFS_EXCLUDES(mu_);
   // Bytes of chunk memory held by all drafts of the process.
   static uint64_t total_memory_bytes();
 
   // Lets the draft spill chunks to the target the factory makes (once).
-  void SetSpill(DraftSpillFactory factory);
+  void SetSpill(DraftSpillFactory factory) KVFS_EXCLUDES(mu_);
 
   // Whether the draft holds changes not yet committed.
   // Lock-free, so the engine may ask while holding its index mutex (the
-  // commit path holds lock() and then takes that mutex).
+  // commit path holds mutex() and then takes that mutex).
   bool dirty() const { return dirty_.load(); }
   void set_dirty(bool d) { dirty_.store(d); }
 
@@ -116,28 +120,29 @@ class Draft {
   // Guarded by the Engine's index mutex.
   std::vector<uint64_t> writer_threads;
 
-  // For the commit path, which must hold lock() while using these.
-  std::unique_lock<std::mutex> lock() const { return std::unique_lock<std::mutex>(mu_); }
-  size_t chunk_count_locked() const { return chunks_.size(); }
+  // The draft's lock, for the commit path, which holds it (UniqueLock or
+  // MutexLock) while using the *Locked members below.
+  Mutex& mutex() const KVFS_RETURN_CAPABILITY(mu_) { return mu_; }
+  size_t chunk_count_locked() const KVFS_REQUIRES(mu_) { return chunks_.size(); }
   // The chunk, or nullptr for a hole or a spilled chunk.
-  const uint8_t* chunk_locked(size_t i) const { return chunks_[i]; }
-  bool spilled_locked(size_t i) const { return i < spilled_.size() && spilled_[i]; }
-  uint64_t size_locked() const { return size_.load(std::memory_order_relaxed); }
+  const uint8_t* chunk_locked(size_t i) const KVFS_REQUIRES(mu_) { return chunks_[i]; }
+  bool spilled_locked(size_t i) const KVFS_REQUIRES(mu_) { return i < spilled_.size() && spilled_[i]; }
+  uint64_t size_locked() const KVFS_REQUIRES(mu_) { return size_.load(std::memory_order_relaxed); }
   // The spill target, or null when nothing spilled.
-  DraftSpill* spill_locked() const { return spill_.get(); }
+  DraftSpill* spill_locked() const KVFS_REQUIRES(mu_) { return spill_.get(); }
   // The bytes of chunk i: its memory, a spilled chunk read back into
   // `scratch` (kDraftChunkSize, aligned), or zeros for a hole.
-  Result<const uint8_t*> ChunkBytesLocked(size_t i, uint8_t* scratch) const;
+  Result<const uint8_t*> ChunkBytesLocked(size_t i, uint8_t* scratch) const KVFS_REQUIRES(mu_);
   // XXH3-64 of the 256 KiB unit u of the data, of len bytes (len < the unit
   // only for the last one): from memory, from the sums kept at spill, or
   // read back.
-  Result<uint64_t> UnitChecksumLocked(uint64_t u, size_t len, uint8_t* scratch) const;
+  Result<uint64_t> UnitChecksumLocked(uint64_t u, size_t len, uint8_t* scratch) const KVFS_REQUIRES(mu_);
   // XXH3-64 of the first size_locked() bytes.
-  Result<uint64_t> ChecksumLocked(uint8_t* scratch) const;
+  Result<uint64_t> ChecksumLocked(uint8_t* scratch) const KVFS_REQUIRES(mu_);
   // For a write of the chunks that was given up on while it may still read
   // them: replaces every chunk in memory with a copy and returns the
   // originals, which go back to the chunk cache when the last owner lets go.
-  std::vector<std::shared_ptr<const void>> DetachChunksLocked();
+  std::vector<std::shared_ptr<const void>> DetachChunksLocked() KVFS_REQUIRES(mu_);
   // A commit is publishing the spill target as the object: the draft's
   // spilled bytes now live there (still readable through the draft), and
   // nothing may be written into it any more, so a further write needs a new
@@ -146,32 +151,37 @@ class Draft {
   bool consumed() const { return consumed_.load(); }
 
  private:
-  Result<uint8_t*> ChunkFor(size_t index);  // allocates (reading a spilled chunk back); caller holds mu_
-  void FreeChunk(size_t index);     // returns it for reuse; caller holds mu_ (or destroys)
+  // Allocates (reading a spilled chunk back).
+  Result<uint8_t*> ChunkFor(size_t index) KVFS_REQUIRES(mu_);
+  // Returns it for reuse (the destructor calls it without the lock: nobody
+  // else can reach the draft then).
+  void FreeChunk(size_t index) KVFS_REQUIRES(mu_);
   // Spills chunks other than `keep` while over the resident limit.
-  Status SpillLocked(size_t keep);
-  Status SpillChunkLocked(size_t index);
+  Status SpillLocked(size_t keep) KVFS_REQUIRES(mu_);
+  Status SpillChunkLocked(size_t index) KVFS_REQUIRES(mu_);
   // After a failed spill transfer: when the spill target is in doubt, hands
   // chunk memory c to it (see DraftSpill) and marks the draft broken; else
   // returns c to the cache. Returns whether c was handed over.
-  bool HandOverIfInDoubt(uint8_t* c) const;
+  bool HandOverIfInDoubt(uint8_t* c) const KVFS_REQUIRES(mu_);
 
-  mutable std::mutex mu_;
-  std::vector<uint8_t*> chunks_;
-  size_t resident_ = 0;                  // non-null chunks_
-  std::vector<bool> spilled_;            // chunk i is in the spill target (and not in memory)
-  std::vector<std::array<uint64_t, kDraftSumsPerChunk>> sums_;  // of spilled chunks, whole units
-  DraftSpillFactory spill_factory_;
-  std::unique_ptr<DraftSpill> spill_;
+  mutable Mutex mu_;
+  std::vector<uint8_t*> chunks_ KVFS_GUARDED_BY(mu_);
+  size_t resident_ KVFS_GUARDED_BY(mu_) = 0;    // non-null chunks_
+  std::vector<bool> spilled_ KVFS_GUARDED_BY(mu_);  // chunk i is in the spill target (and not in memory)
+  // Of spilled chunks, whole units.
+  std::vector<std::array<uint64_t, kDraftSumsPerChunk>> sums_ KVFS_GUARDED_BY(mu_);
+  DraftSpillFactory spill_factory_ KVFS_GUARDED_BY(mu_);
+  std::unique_ptr<DraftSpill> spill_ KVFS_GUARDED_BY(mu_);
   // Running checksum of chunks [0, stream_next_) while they spilled in
   // order and stayed spilled; stream_valid_ false otherwise.
-  XXH3_state_t* stream_ = nullptr;
-  size_t stream_next_ = 0;
-  bool stream_valid_ = true;
+  XXH3_state_t* stream_ KVFS_GUARDED_BY(mu_) = nullptr;
+  size_t stream_next_ KVFS_GUARDED_BY(mu_) = 0;
+  bool stream_valid_ KVFS_GUARDED_BY(mu_) = true;
   std::atomic<bool> consumed_{false};
-  size_t first_resident_hint_ = 0;  // no chunk below it is in memory
+  size_t first_resident_hint_ KVFS_GUARDED_BY(mu_) = 0;  // no chunk below it is in memory
+  // Written under mu_ (stored with release), read lock-free by size().
   std::atomic<uint64_t> size_{0};
-  uint64_t high_water_ = 0;  // guarded by mu_: no byte at or past it was ever written
+  uint64_t high_water_ KVFS_GUARDED_BY(mu_) = 0;  // no byte at or past it was ever written
   std::atomic<bool> dirty_{true};
 };
 

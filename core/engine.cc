@@ -75,23 +75,17 @@ Result<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& options, std:
   if (options.read_segment_bytes == 0 || options.read_segment_bytes % 4096 != 0) {
     return Status::Error(EINVAL, "read segment size must be a positive multiple of 4096");
   }
-  if (!options.store_limits.empty() && options.store_limits.size() != stores.size()) {
+  if (!options.space.store_limits.empty() && options.space.store_limits.size() != stores.size()) {
     return Status::Error(EINVAL, "store_limits must have one entry per store");
   }
   std::unique_ptr<Engine> engine(new Engine(options, std::move(stores)));
-  SpaceManager::Options space;
-  space.capacity_bytes = options.capacity_bytes;
-  space.store_limits = options.store_limits;
-  space.eviction_policy = options.eviction_policy;
-  space.high_watermark = options.high_watermark;
-  space.low_watermark = options.low_watermark;
-  space.max_sync_evictions = options.max_sync_evictions;
   std::vector<Store*> raw;
   for (auto& s : engine->stores_) raw.push_back(s.get());
-  Result<std::unique_ptr<SpaceManager>> manager = SpaceManager::Create(space, raw, engine->store_accounts_, engine.get());
+  Result<std::unique_ptr<SpaceManager>> manager =
+      SpaceManager::Create(options.space, raw, engine->store_accounts_, engine.get());
   if (!manager.ok()) return manager.status();
   engine->space_ = std::move(*manager);
-  engine->options_.capacity_bytes = engine->space_->capacity_bytes();
+  engine->options_.space.capacity_bytes = engine->space_->capacity_bytes();
   KVFS_RETURN_IF_ERROR(engine->Rebuild());
   if (options.shared_refresh.count() <= 0) return Status::Error(EINVAL, "the shared-store refresh interval must be positive");
   engine->shared_->Start();
@@ -178,7 +172,7 @@ Result<InodeInfo> Engine::Inspect(uint64_t ino) const {
 
 EngineStats Engine::Stats() const {
   EngineStats s;
-  s.capacity_bytes = options_.capacity_bytes;
+  s.capacity_bytes = options_.space.capacity_bytes;
   s.used_bytes = account_->used_bytes.load();
   s.leased_bytes = account_->leased_bytes.load();
   s.objects = account_->objects.load();
@@ -215,7 +209,7 @@ EngineStats Engine::Stats() const {
     s.open_handles = open_handles_;
     s.inodes = ns_.inode_count();
   }
-  s.eviction_policy = options_.eviction_policy;
+  s.eviction_policy = options_.space.eviction_policy;
   for (size_t i = 0; i < stores_.size(); ++i) {
     StoreStats st;
     SpaceManager::StoreCounters room = space_->Counters(static_cast<uint32_t>(i));

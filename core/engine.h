@@ -46,15 +46,22 @@
 //  2. publish_mu_: namespace changes that touch a store, and the publish
 //     step of every commit (PublishQueue runs its groups under it).
 //  3. mu_: the index (Namespace, next_generation_, open handles).
-//  4. leaves, held only briefly and never while taking another lock:
-//     SpaceManager's policy_mu_, a Version's lease mutex, a FileHandle's
-//     cache_mu, PublishQueue's queue_mu_, SharedTier's access_mu_ and mu_,
+//  4. leaves, held only briefly and never while taking another engine
+//     lock: SpaceManager's policy_mu_, a Version's lease mutex
+//     (LeaseState::mu; held across the store calls that open the version's
+//     descriptor and read its checksum table, so only 5 is taken under it),
+//     the draft chunk cache's lock (draft.cc), a FileHandle's cache_mu,
+//     PublishQueue's queue_mu_, SharedTier's access_mu_ and mu_,
 //     SpaceManager's evictor_mu_, BackgroundSync's, ReadAhead's and
-//     BufferPool's own locks.
+//     BufferPool's own locks, and the locks that collect the results of a
+//     parallel store scan (engine_rebuild.cc, engine_shared.cc, fsck.cc).
+//  5. the stores' own locks (adapters/), taken only inside a store call.
 // Store I/O happens with no engine lock held, except publish renames, syncs
-// and removals under publish_mu_ (never under mu_: a store that stalls
-// must not stall lookups). Clang's thread-safety analysis checks the
-// annotated parts of this order (packaging/thread-safety-check.sh).
+// and removals under publish_mu_, a draft's spill and write-out under its
+// lock, and a lease's open under the version's lease mutex (never under
+// mu_: a store that stalls must not stall lookups). Clang's thread-safety
+// analysis checks the annotated parts of this order
+// (packaging/thread-safety-check.sh).
 #pragma once
 
 #include <atomic>
@@ -255,7 +262,7 @@ class Engine : private SpaceHost, private SharedIndex {
   // A new draft of inode, which spills to a staging file on the key's store.
   std::shared_ptr<Draft> NewDraftLocked(Inode* inode) KVFS_REQUIRES(mu_);
   Status WriteObject(Store* store, const ObjectHeader& header, Draft* draft,
-                     std::unique_ptr<StagingFile>* out);
+                     std::unique_ptr<StagingFile>* out) KVFS_REQUIRES(draft->mutex());
   Result<std::shared_ptr<Version>> PublishRecord(uint32_t store_index, ObjectHeader header) KVFS_REQUIRES(publish_mu_);
   Status RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header) KVFS_REQUIRES(publish_mu_);
   // Writes header (generation already assigned) into the slot of the object's
@@ -264,7 +271,7 @@ class Engine : private SpaceHost, private SharedIndex {
   // index keeps no key in a version's header: current_key is the current
   // header's key.
   Status WriteSpareHeaderSlot(Version* version, const std::string& current_key, ObjectHeader header) KVFS_REQUIRES(publish_mu_);
-  Status LoadDraft(const std::shared_ptr<Version>& version, Draft* draft) KVFS_EXCLUDES(mu_);
+  Status LoadDraft(const std::shared_ptr<Version>& version, Draft* draft) KVFS_EXCLUDES(mu_) KVFS_REQUIRES(draft->mutex());
   // Reads and verifies the chunks covering [offset, end) of a leased version.
   // EBADMSG when the object is damaged (checksum, short file), EIO when the
   // store failed.
@@ -313,6 +320,18 @@ class Engine : private SpaceHost, private SharedIndex {
   // for a link) under parent/name.
   Result<Attr> MakeSpecial(uint64_t parent, std::string_view name, const Attributes& attr, std::string_view target)
       KVFS_EXCLUDES(publish_mu_, mu_);
+  // The last step of Mkdir and MakeSpecial, once the new entry's record is
+  // published: attaches a new inode (a directory when is_dir) with attr and
+  // the record as parent/name, gives it one lookup reference and returns its
+  // attributes. When the name was taken meanwhile (a file created: Create
+  // does not take publish_mu_) it fails with EEXIST, and with ENOENT when the
+  // directory lost its name (every unlink or rename of a directory takes
+  // publish_mu_, which the caller holds, so today that cannot happen; the
+  // answer stays right if that changes); either way the record is removed
+  // again, with no index lock held (store I/O never runs under mu_).
+  Result<Attr> AttachRecordOrDrop(uint64_t parent, std::string_view name, bool is_dir, const Attributes& attr,
+                                  const std::shared_ptr<Version>& record) KVFS_REQUIRES(publish_mu_)
+      KVFS_EXCLUDES(mu_);
   // SpaceHost: what the space manager asks of the engine.
   bool MayEvict(uint32_t store_index) const override;
   // Takes the object the policy gives up out of the index and off the store.

@@ -278,7 +278,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   uint64_t footprint;
   bool spilled = false;
   {
-    auto dlk = draft->lock();
+    UniqueLock dlk(draft->mutex());
     // A draft that spilled publishes its staging file, on the store it was
     // made on (the key may hash elsewhere after a rename; its next commit
     // moves it home).
@@ -339,7 +339,11 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
 Result<std::shared_ptr<Version>> Engine::PublishRecord(uint32_t store_index, ObjectHeader header) {
   Store* store = stores_[store_index].get();
   std::unique_ptr<StagingFile> staging;
-  KVFS_RETURN_IF_ERROR(WriteObject(store, header, nullptr, &staging));
+  Draft none;  // a header-only record: no data
+  {
+    MutexLock dlk(none.mutex());
+    KVFS_RETURN_IF_ERROR(WriteObject(store, header, &none, &staging));
+  }
   std::string location = store->LocationFor(HashKey(header.key));
   uint64_t file_id = FileId(store, staging->fd());
   KVFS_RETURN_IF_ERROR(PublishStaging(store_index, *staging, location));

@@ -322,7 +322,7 @@ Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
   handle->flushed = false;
   NoteDraftThreadLocked(handle, handle->thread);
   std::shared_ptr<Version> base = inode->committed;
-  auto dlk = draft->lock();
+  UniqueLock dlk(draft->mutex());
   lk.unlock();
   if (base) {
     Status s = LoadDraft(base, draft.get());
@@ -360,7 +360,7 @@ Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* da
   }
   if (handle->append) offset = (*draft)->size();
   if (offset + size > options_.max_object_bytes) return Status::Error(EFBIG, "object too large");
-  if (offset + size > options_.capacity_bytes) return Status::Error(ENOSPC, "object larger than the capacity");
+  if (offset + size > options_.space.capacity_bytes) return Status::Error(ENOSPC, "object larger than the capacity");
   Status written = (*draft)->Write(offset, data, size);
   // A store that did not answer in time is an I/O error to the writer, as at commit.
   if (!written.ok()) return Status::Error(written.err() == ETIMEDOUT ? EIO : written.err(), written.message());

@@ -149,7 +149,7 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
       if (inode->is_dir) return Status::Error(EISDIR, "is a directory");
       if (inode->is_special()) return Status::Error(EINVAL, "not a regular file");
       if (*req.size > options_.max_object_bytes) return Status::Error(EFBIG, "object too large");
-      if (*req.size > options_.capacity_bytes) return Status::Error(ENOSPC, "larger than the capacity");
+      if (*req.size > options_.space.capacity_bytes) return Status::Error(ENOSPC, "larger than the capacity");
     }
     if (handle && handle->writable) {
       // ftruncate: part of the handle's version, committed with it.
@@ -280,24 +280,30 @@ Result<Attr> Engine::Mkdir(uint64_t parent, std::string_view name, uint32_t mode
   uint32_t store_index = StoreIndexFor(header.key);
   Result<std::shared_ptr<Version>> record = PublishRecord(store_index, header);
   if (!record.ok()) return Status::Error(record.err() == ENOSPC ? ENOSPC : EIO, record.status().message());
-  int lost = 0;  // the errno when the directory lost its name meanwhile
+  return AttachRecordOrDrop(parent, name, /*is_dir=*/true, attr, *record);
+}
+
+Result<Attr> Engine::AttachRecordOrDrop(uint64_t parent, std::string_view name, bool is_dir, const Attributes& attr,
+                                        const std::shared_ptr<Version>& record) {
+  int lost = 0;  // the errno when the name was taken, or its directory removed, meanwhile
   {
     MutexLock g(mu_);
     Inode* dir = ns_.Get(parent);
-    if (!dir || !dir->linked() || ns_.Child(dir, name)) {
-      lost = dir ? EEXIST : ENOENT;
+    if (!dir || !dir->linked()) {
+      lost = ENOENT;
+    } else if (ns_.Child(dir, name)) {
+      lost = EEXIST;
     } else {
-      Inode* inode = ns_.NewInode(true, attr);
-      inode->committed = *record;
+      Inode* inode = ns_.NewInode(is_dir, attr);
+      inode->committed = record;
       ns_.Attach(dir, inode, std::string(name));
       inode->nlookup++;
       return AttrOfLocked(inode, nullptr);
     }
   }
-  // A file of that name was created meanwhile: the directory loses. Its
-  // record goes with no index lock held (store I/O never runs under mu_).
-  (void)RemoveObject(**record);
-  return Status::Error(lost, "exists");
+  // The new entry loses: its record goes with no index lock held.
+  (void)RemoveObject(*record);
+  return Status::Error(lost, lost == EEXIST ? "exists" : "directory was removed");
 }
 
 Status Engine::Rmdir(uint64_t parent, std::string_view name) {
@@ -364,13 +370,13 @@ Result<std::shared_ptr<Version>> Engine::CopyToStore(const std::shared_ptr<Versi
                                                      ObjectHeader header) {
   Draft draft;
   {
-    auto dlk = draft.lock();
+    MutexLock dlk(draft.mutex());
     KVFS_RETURN_IF_ERROR(LoadDraft(version, &draft));
   }
   Store* store = stores_[store_index].get();
   std::unique_ptr<StagingFile> staging;
   {
-    auto dlk = draft.lock();
+    MutexLock dlk(draft.mutex());
     KVFS_RETURN_IF_ERROR(WriteObject(store, header, &draft, &staging));
   }
   std::string location = store->LocationFor(HashKey(header.key));

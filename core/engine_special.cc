@@ -93,7 +93,7 @@ Result<Attr> Engine::MakeSpecial(uint64_t parent, std::string_view name, const A
     std::unique_ptr<StagingFile> staging;
     Status written;
     {
-      auto dlk = draft.lock();
+      MutexLock dlk(draft.mutex());
       written = draft.WriteLocked(0, target.data(), target.size());
       if (written.ok()) written = WriteObject(store, header, &draft, &staging);
     }
@@ -106,24 +106,7 @@ Result<Attr> Engine::MakeSpecial(uint64_t parent, std::string_view name, const A
     if (!written.ok()) record = written;
   }
   if (!record.ok()) return Status::Error(record.err() == ENOSPC ? ENOSPC : EIO, record.status().message());
-  int lost = 0;  // the errno when the name was taken (or its directory removed) meanwhile
-  {
-    MutexLock g(mu_);
-    Inode* dir = ns_.Get(parent);
-    if (!dir || !dir->linked() || ns_.Child(dir, name)) {
-      lost = dir && dir->linked() ? EEXIST : ENOENT;
-    } else {
-      Inode* inode = ns_.NewInode(false, attr);
-      inode->committed = *record;
-      ns_.Attach(dir, inode, std::string(name));
-      inode->nlookup++;
-      return AttrOfLocked(inode, nullptr);
-    }
-  }
-  // A file of that name was created meanwhile: the record loses. It goes
-  // with no index lock held (store I/O never runs under mu_).
-  (void)RemoveObject(**record);
-  return Status::Error(lost, "exists");
+  return AttachRecordOrDrop(parent, name, /*is_dir=*/false, attr, *record);
 }
 
 Result<std::string> Engine::Readlink(uint64_t ino) {

@@ -22,17 +22,15 @@
 namespace kvfs {
 
 struct EngineOptions {
-  // Bytes the mount may use across all stores. Split evenly over the stores
-  // unless `store_limits` gives each store its own figure.
-  uint64_t capacity_bytes = 0;
-  // One entry per store, or empty (then: capacity_bytes / n, no floor).
-  std::vector<StoreLimits> store_limits;
-  // "lru", "s3fifo" or "sieve" (see core/eviction_policy.h).
-  std::string eviction_policy = "s3fifo";
-  // The background evictor starts above high x capacity and stops below
-  // low x capacity; it also restores the free-space floor.
-  double high_watermark = 0.95;
-  double low_watermark = 0.90;
+  // Capacity, per-store limits and floors, the eviction policy, its
+  // watermarks and synchronous eviction: handed to the SpaceManager as they
+  // are (see SpaceManager::Options). space.capacity_bytes is the bytes the
+  // mount may use across all stores; once started, the engine's copy holds
+  // the total the SpaceManager settled on (the sum of store_limits when
+  // those are given).
+  SpaceManager::Options space;
+  // Whether the background evictor thread runs (see SpaceManager::Options
+  // for when it starts and stops).
   bool background_eviction = true;
   // Commits that meet at the publish step share one flush (SyncAll) instead
   // of an fdatasync and a directory fsync each. Needs a journaling store
@@ -52,8 +50,6 @@ struct EngineOptions {
   // page cache; every other handle bypasses it. Stores shared with other
   // hosts never use it.
   bool page_cache = true;
-  // Objects a writer may evict synchronously to make room for one commit.
-  int max_sync_evictions = 256;
   // Read buffers: count x size bytes, registered with io_uring.
   size_t buffer_size = 1 << 20;
   size_t buffer_count = 64;

@@ -99,14 +99,20 @@ class SpaceHost {
 
 class SpaceManager {
  public:
+  // The space rules of a mount (EngineOptions::space holds them).
   struct Options {
-    // Split evenly over the stores unless `store_limits` has one entry per store.
+    // Bytes kvfs may use across all stores. Split evenly over the stores
+    // unless `store_limits` gives each store its own figure.
     uint64_t capacity_bytes = 0;
+    // One entry per store, or empty (then: capacity_bytes / n, no floor).
     std::vector<StoreLimits> store_limits;
+    // "lru", "s3fifo" or "sieve" (see core/eviction_policy.h).
     std::string eviction_policy = "s3fifo";
-    // The evictor starts above high x capacity and stops below low x capacity.
+    // The background evictor starts above high x capacity and stops below
+    // low x capacity; it also restores the free-space floor.
     double high_watermark = 0.95;
     double low_watermark = 0.90;
+    // Objects a writer may evict synchronously to make room for one commit.
     int max_sync_evictions = 256;
     // How often the evictor thread looks (it also restores the floor).
     std::chrono::milliseconds evictor_period{100};

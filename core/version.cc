@@ -89,7 +89,7 @@ int Version::fd() const {
 
 Status Version::AddLease() {
   LeaseState& st = State();
-  std::lock_guard<std::mutex> g(st.mu);
+  MutexLock g(st.mu);
   if (st.leases == 0) {
     std::string loc = location();
     Result<int> fd = home_->store->OpenForRead(loc);
@@ -118,7 +118,7 @@ void Version::DropLease() {
   LeaseState* state = lease_state_.load(std::memory_order_acquire);
   if (!state) return;  // never leased
   LeaseState& st = *state;
-  std::lock_guard<std::mutex> g(st.mu);
+  MutexLock g(st.mu);
   if (st.leases == 0) return;
   if (--st.leases == 0) {
     if (st.fd >= 0) ::close(st.fd);
@@ -131,7 +131,7 @@ void Version::DropLease() {
 
 Result<std::shared_ptr<const std::vector<uint64_t>>> Version::ChunkChecksums(IoExecutor& io) {
   LeaseState& st = State();
-  std::lock_guard<std::mutex> g(st.mu);
+  MutexLock g(st.mu);
   if (st.checksums) return st.checksums;
   if (st.fd < 0) return Status::Error(EBADF, "no lease");
   uint64_t count = ChunkCount(size_);
@@ -158,7 +158,7 @@ Result<std::shared_ptr<const std::vector<uint64_t>>> Version::ChunkChecksums(IoE
 uint32_t Version::leases() const {
   LeaseState* st = lease_state_.load(std::memory_order_acquire);
   if (!st) return 0;
-  std::lock_guard<std::mutex> g(st->mu);
+  MutexLock g(st->mu);
   return st->leases;
 }
 

@@ -10,22 +10,24 @@
 // The descriptor is opened when the first lease is taken and closed when the
 // last lease ends, so unleased objects cost no file descriptor.
 //
-// Thread-safety: lease counting and the descriptor are guarded by an internal
-// mutex (allocated with the first lease). The header and location change
-// only on rename or attribute updates, which the Engine does under its index
-// mutex; readers take a copy under the same mutex.
+// Thread-safety: the lease count, the descriptor and the checksum table are
+// guarded by the version's lease mutex (LeaseState::mu, allocated with the
+// first lease; a leaf of the engine's lock order, core/engine.h: no other
+// lock is taken while it is held). The header and location change only on
+// rename or attribute updates, which the Engine does under its index mutex;
+// readers take a copy under the same mutex.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "adapters/io_ring.h"
 #include "adapters/key_hash.h"
+#include "adapters/mutex.h"
 #include "adapters/object_header.h"
 #include "adapters/store.h"
 
@@ -91,8 +93,9 @@ class Version {
   Status AddLease();
   void DropLease();
   uint32_t leases() const;
-  // The shared read descriptor; valid while the caller holds a lease.
-  int fd() const;
+  // The shared read descriptor; valid while the caller holds a lease. Read
+  // without the lease mutex (see LeaseState::fd).
+  int fd() const KVFS_NO_THREAD_SAFETY_ANALYSIS;
   // The per-chunk checksums of the data (ObjectHeader), read from the store
   // (its TransferData, on io) on first use and kept while leased. The caller
   // holds a lease. EBADMSG when the file is too short to hold the table.
@@ -106,10 +109,13 @@ class Version {
 
  private:
   struct LeaseState {
-    std::mutex mu;
-    uint32_t leases = 0;  // guarded by mu
-    int fd = -1;          // guarded by mu for open/close
-    std::shared_ptr<const std::vector<uint64_t>> checksums;  // guarded by mu
+    Mutex mu;
+    uint32_t leases KVFS_GUARDED_BY(mu) = 0;
+    // Opened by the first lease and closed by the last, both under mu. A
+    // lease holder reads it without mu (fd()): it cannot change while any
+    // lease is held, and taking the lease ordered the read after the open.
+    int fd KVFS_GUARDED_BY(mu) = -1;
+    std::shared_ptr<const std::vector<uint64_t>> checksums KVFS_GUARDED_BY(mu);
   };
   // Created on first use and kept until the Version goes.
   LeaseState& State();

@@ -356,10 +356,10 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   }
   if (std::string log_error = SetupLogging(o, default_log); !log_error.empty()) return fail(log_error);
   EngineOptions eo;
-  eo.store_limits = limits;
-  eo.eviction_policy = o.eviction_policy;
-  eo.high_watermark = o.high_watermark;
-  eo.low_watermark = o.low_watermark;
+  eo.space.store_limits = limits;
+  eo.space.eviction_policy = o.eviction_policy;
+  eo.space.high_watermark = o.high_watermark;
+  eo.space.low_watermark = o.low_watermark;
   eo.buffer_count = o.buffer_count;
   eo.buffer_size = o.buffer_size;
   eo.use_io_uring = o.io_uring;

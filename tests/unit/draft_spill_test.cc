@@ -62,7 +62,7 @@ std::vector<uint8_t> ReadBack(const Draft& d) {
 // The checksums a commit takes from the draft, against the bytes themselves.
 void ExpectChecksums(Draft& d, const std::vector<uint8_t>& want) {
   testing::AlignedBuffer scratch(kDraftChunkSize);
-  auto lk = d.lock();
+  MutexLock lk(d.mutex());
   Result<uint64_t> whole = d.ChecksumLocked(scratch.data());
   ASSERT_TRUE(whole.ok()) << whole.status().ToString();
   EXPECT_EQ(*whole, XXH3_64bits(want.data(), want.size()));

@@ -87,7 +87,7 @@ TEST(DraftTest, HolesReadAsZerosAndStayUnallocated) {
   for (uint64_t i = 0; i < off; ++i) ASSERT_EQ(got[i], 0) << "hole byte " << i;
   EXPECT_EQ(std::vector<uint8_t>(got.begin() + off, got.end()), tail);
   {
-    auto lock = d.lock();
+    MutexLock lock(d.mutex());
     ASSERT_EQ(d.chunk_count_locked(), 6u);
     for (size_t i = 0; i < 5; ++i) EXPECT_EQ(d.chunk_locked(i), nullptr) << i;
     ASSERT_NE(d.chunk_locked(5), nullptr);
@@ -213,7 +213,7 @@ TEST(DraftTest, ReusedChunksReadAsZerosWhereNotWritten) {
       ASSERT_EQ(got[i], want) << "round " << round << ", byte " << i;
     }
     // The committed form reads the chunks directly: check them too.
-    auto lk = fresh.lock();
+    MutexLock lk(fresh.mutex());
     ASSERT_EQ(fresh.chunk_count_locked(), 2u);
     EXPECT_EQ(fresh.chunk_locked(1)[kDraftChunkSize - 1], 0) << "past the size, a chunk holds zeros as well";
     EXPECT_EQ(fresh.chunk_locked(0)[0], 0);

@@ -41,7 +41,7 @@ class DurabilityTest : public ::testing::Test {
     stores.push_back(std::move(wrapped));
     EngineOptions o;
     o.buffer_count = 8;
-    o.capacity_bytes = 1ULL << 30;
+    o.space.capacity_bytes = 1ULL << 30;
     o.durability = durability;
     o.sync_interval = interval;
     Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));

@@ -86,8 +86,8 @@ class EngineCapacityTest : public ::testing::Test {
 
   static EngineOptions Options(uint64_t capacity, const std::string& policy = "s3fifo") {
     EngineOptions o;
-    o.capacity_bytes = capacity;
-    o.eviction_policy = policy;
+    o.space.capacity_bytes = capacity;
+    o.space.eviction_policy = policy;
     o.background_eviction = false;  // tests call EvictNow() themselves
     o.buffer_count = 8;
     return o;
@@ -548,8 +548,8 @@ TEST_F(EngineCapacityTest, DeletingEverythingReturnsUsedToZero) {
 TEST_F(EngineCapacityTest, EvictNowBringsUsageUnderLowWatermark) {
   constexpr uint64_t kCapacity = 16 * kMiB;
   EngineOptions o = Options(kCapacity);
-  o.high_watermark = 0.8;
-  o.low_watermark = 0.5;
+  o.space.high_watermark = 0.8;
+  o.space.low_watermark = 0.5;
   ASSERT_NO_FATAL_FAILURE(OpenEngine(o));
   const uint64_t fp = ObjectFootprint(kMiB);
 
@@ -586,8 +586,8 @@ TEST_F(EngineCapacityTest, EvictNowBringsUsageUnderLowWatermark) {
 TEST_F(EngineCapacityTest, EvictNowWithEverythingLeasedEvictsNothing) {
   constexpr uint64_t kCapacity = 8 * kMiB;
   EngineOptions o = Options(kCapacity);
-  o.high_watermark = 0.5;
-  o.low_watermark = 0.25;
+  o.space.high_watermark = 0.5;
+  o.space.low_watermark = 0.25;
   ASSERT_NO_FATAL_FAILURE(OpenEngine(o));
   std::vector<Held> held;
   for (int i = 0; i < 6; ++i) {
@@ -615,8 +615,8 @@ TEST_F(EngineCapacityTest, BackgroundEvictorRestoresLowWatermark) {
   // Only the last put crosses the high watermark (11 objects stay below
   // 0.7 x 16 MiB, 12 do not): an evictor pass that ran between the puts
   // would leave usage between the watermarks, where no later pass starts.
-  o.high_watermark = 0.7;
-  o.low_watermark = 0.4;
+  o.space.high_watermark = 0.7;
+  o.space.low_watermark = 0.4;
   ASSERT_NO_FATAL_FAILURE(OpenEngine(o));
   ASSERT_LT(11 * ObjectFootprint(kMiB), kCapacity * 7 / 10);
   ASSERT_GT(12 * ObjectFootprint(kMiB), kCapacity * 7 / 10);
@@ -636,8 +636,8 @@ TEST_F(EngineCapacityTest, BackgroundEvictorRestoresLowWatermark) {
 TEST_F(EngineCapacityTest, EvictionCountsByCauseAppearInStats) {
   constexpr uint64_t kCapacity = 8 * kMiB;
   EngineOptions o = Options(kCapacity);
-  o.high_watermark = 0.7;
-  o.low_watermark = 0.3;
+  o.space.high_watermark = 0.7;
+  o.space.low_watermark = 0.3;
   ASSERT_NO_FATAL_FAILURE(OpenEngine(o));
   const uint64_t fp = ObjectFootprint(kMiB);
   for (int i = 0; i < 12; ++i) ASSERT_TRUE(Put("o" + std::to_string(i), Data(80 + i, kMiB)).ok());
@@ -764,7 +764,7 @@ class EngineFloorTest : public EngineCapacityTest {
     StoreLimits limits;
     limits.capacity_bytes = capacity;
     limits.min_free_bytes = kFloor;
-    o.store_limits = {limits};
+    o.space.store_limits = {limits};
     ASSERT_NO_FATAL_FAILURE(OpenEngine(o, fs_ + "/store"));
     EngineStats st = St();
     ASSERT_EQ(st.stores.size(), 1u);

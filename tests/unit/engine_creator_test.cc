@@ -65,7 +65,7 @@ class EngineCreatorTest : public ::testing::Test {
     std::vector<std::unique_ptr<Store>> stores;
     stores.push_back(std::move(*s));
     EngineOptions o;
-    o.capacity_bytes = 64 * kMiB;
+    o.space.capacity_bytes = 64 * kMiB;
     o.background_eviction = false;
     o.buffer_count = 4;
     Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));

@@ -161,7 +161,7 @@ class EngineDriver {
       if (!s.ok()) return s.status();
       list.push_back(std::move(*s));
     }
-    options.capacity_bytes = capacity;
+    options.space.capacity_bytes = capacity;
     Result<std::unique_ptr<Engine>> e = Engine::Start(options, std::move(list));
     if (!e.ok()) return e.status();
     engine_ = std::move(*e);

@@ -26,7 +26,7 @@ class EngineHandlesTest : public ::testing::Test {
     std::vector<std::unique_ptr<Store>> stores;
     stores.push_back(std::move(*s));
     EngineOptions o;
-    o.capacity_bytes = capacity;
+    o.space.capacity_bytes = capacity;
     o.background_eviction = false;
     o.buffer_count = 4;
     Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));

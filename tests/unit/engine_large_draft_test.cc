@@ -33,7 +33,7 @@ class EngineLargeDraftTest : public ::testing::Test {
     std::vector<std::unique_ptr<Store>> stores;
     stores.push_back(std::move(*s));
     EngineOptions o;
-    o.capacity_bytes = 4ULL << 30;
+    o.space.capacity_bytes = 4ULL << 30;
     o.buffer_count = 8;
     Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
     ASSERT_TRUE(e.ok()) << e.status().ToString();

@@ -215,10 +215,10 @@ class EngineSharedTest : public ::testing::Test {
     o.buffer_count = 16;
     o.scan_threads = 4;
     o.shared_refresh = cfg.refresh;
-    o.capacity_bytes = cfg.capacity;
-    o.store_limits = {StoreLimits{cfg.capacity, 0, 0.0}};
+    o.space.capacity_bytes = cfg.capacity;
+    o.space.store_limits = {StoreLimits{cfg.capacity, 0, 0.0}};
     o.background_eviction = cfg.background_eviction;
-    o.eviction_policy = cfg.eviction_policy;
+    o.space.eviction_policy = cfg.eviction_policy;
     return Engine::Start(o, std::move(stores));
   }
 
@@ -746,7 +746,7 @@ TEST_F(EngineSharedTest, WaitForReconcileWithoutSharedStoreIsFalse) {
   stores.push_back(std::move(*local));
   EngineOptions o;
   o.buffer_count = 16;
-  o.capacity_bytes = 1ULL << 30;
+  o.space.capacity_bytes = 1ULL << 30;
   Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
   ASSERT_TRUE(e.ok()) << ErrText(e.status());
   EXPECT_FALSE((*e)->WaitForReconcile(milliseconds(50)));
@@ -762,7 +762,7 @@ TEST_F(EngineSharedTest, ZeroRefreshIntervalIsRefused) {
   stores.push_back(std::move(*s));
   EngineOptions o;
   o.buffer_count = 16;
-  o.capacity_bytes = 1ULL << 30;
+  o.space.capacity_bytes = 1ULL << 30;
   o.shared_refresh = milliseconds(0);
   EXPECT_EQ(Engine::Start(o, std::move(stores)).err(), EINVAL) << "a zero refresh interval was accepted";
 }

@@ -2,16 +2,21 @@
 // links, FIFOs, sockets and device nodes as namespace-only records, their
 // persistence across a reopen (also after renames that move them to another
 // store), and what they are not (opened, truncated, counted as objects).
-// Also: set-group-ID directories passing on their group.
+// Also: set-group-ID directories passing on their group, and a new record
+// (a directory's or a special file's) that loses its name to a file created
+// while the record was being published.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "adapters/key_hash.h"
 #include "adapters/local_store.h"
+#include "adapters/store_wrapper.h"
 #include "core/engine.h"
 #include "core/fsck.h"
 #include "tests/unit/engine_driver.h"
@@ -181,6 +186,83 @@ TEST_F(EngineSpecialTest, SetgidDirectoryPassesOnItsGroup) {
   ASSERT_TRUE(sub2.ok());
   EXPECT_EQ(sub2->gid, 500u);
   EXPECT_EQ(sub2->mode, S_IFDIR | 02755u);
+}
+
+// Runs a hook (once) inside the next publish: the moment a new record sits
+// on the store but is not in the index yet.
+class PublishHookStore final : public StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  std::function<void()> hook;
+  Status Publish(StagingFile& file, const std::string& location) override {
+    Status s = StoreWrapper::Publish(file, location);
+    RunHook();
+    return s;
+  }
+  Status PublishUnsynced(StagingFile& file, const std::string& location) override {
+    Status s = StoreWrapper::PublishUnsynced(file, location);
+    RunHook();
+    return s;
+  }
+
+ private:
+  void RunHook() {
+    std::function<void()> h = std::move(hook);
+    hook = nullptr;
+    if (h) h();
+  }
+};
+
+// mkdir and mknod publish their record before they take the name; a file
+// created under that name meanwhile (create takes no publish lock) wins: the
+// call fails with EEXIST, its record is removed from the store again, and
+// the name is the file's (also after a restart).
+TEST(EngineRecordRaceTest, RecordLosesItsNameToAFileCreatedMeanwhile) {
+  for (bool dir : {true, false}) {
+    SCOPED_TRACE(dir ? "mkdir" : "mknod (FIFO)");
+    testing::TempDir tmp;
+    ASSERT_TRUE(tmp.ok());
+    EngineOptions options = testing::EngineDriver::TestDefaults();
+    options.space.capacity_bytes = 1ULL << 30;
+    {
+      Result<std::unique_ptr<LocalStore>> local = LocalStore::Open(tmp.Sub("store"), LocalStoreOptions{});
+      ASSERT_TRUE(local.ok()) << local.status().message();
+      auto hooked = std::make_unique<PublishHookStore>(std::move(*local));
+      PublishHookStore* store = hooked.get();
+      std::vector<std::unique_ptr<Store>> stores;
+      stores.push_back(std::move(hooked));
+      Result<std::unique_ptr<Engine>> e = Engine::Start(options, std::move(stores));
+      ASSERT_TRUE(e.ok()) << e.status().message();
+      Engine& engine = **e;
+
+      Result<OpenResult> file = Status::Error(EIO, "the hook did not run");
+      store->hook = [&] { file = engine.Create(kRootIno, "name", 0644, O_CREAT | O_EXCL | O_WRONLY, 0, 0); };
+      Result<Attr> made = dir ? engine.Mkdir(kRootIno, "name", 0755, 0, 0)
+                              : engine.Mknod(kRootIno, "name", S_IFIFO | 0644, 0, 0, 0);
+      ASSERT_TRUE(file.ok()) << file.status().message();
+      EXPECT_EQ(made.err(), EEXIST);
+      EXPECT_EQ(store->OpenForRead(store->LocationFor(HashKey("name"))).err(), ENOENT)
+          << "the losing record stays on the store";
+      EXPECT_EQ(engine.Lookup(kRootIno, "name").err(), ENOENT) << "a new key stays invisible until its first commit";
+      // The file's last writer leaves: its (empty) version is committed.
+      engine.Release(file->handle);
+      engine.Forget(file->attr.ino, 1);
+      Result<Attr> looked = engine.Lookup(kRootIno, "name");
+      ASSERT_TRUE(looked.ok()) << looked.status().message();
+      EXPECT_TRUE(S_ISREG(looked->mode));
+    }
+    // Reopened over the same directory: the name is the file's.
+    std::vector<std::unique_ptr<Store>> stores;
+    Result<std::unique_ptr<LocalStore>> local = LocalStore::Open(tmp.Sub("store"), LocalStoreOptions{});
+    ASSERT_TRUE(local.ok()) << local.status().message();
+    stores.push_back(std::move(*local));
+    Result<std::unique_ptr<Engine>> again = Engine::Start(options, std::move(stores));
+    ASSERT_TRUE(again.ok()) << again.status().message();
+    Result<Attr> looked = (*again)->Lookup(kRootIno, "name");
+    ASSERT_TRUE(looked.ok()) << looked.status().message();
+    EXPECT_TRUE(S_ISREG(looked->mode));
+    EXPECT_EQ(looked->size, 0u);
+  }
 }
 
 }  // namespace

@@ -102,7 +102,7 @@ class FaultInjectionTest : public ::testing::Test {
       }
     }
     EngineOptions options;
-    options.capacity_bytes = 1ULL << 30;
+    options.space.capacity_bytes = 1ULL << 30;
     options.buffer_count = 16;
     options.use_io_uring = use_io_uring_;
     options.read_ahead_bytes = read_ahead_bytes_;

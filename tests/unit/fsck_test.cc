@@ -82,7 +82,7 @@ class FsckTest : public ::testing::Test {
     std::vector<std::unique_ptr<Store>> stores;
     stores.push_back(std::move(*store));
     EngineOptions options;
-    options.capacity_bytes = 1ULL << 30;
+    options.space.capacity_bytes = 1ULL << 30;
     options.buffer_count = 8;
     options.background_eviction = false;
     Result<std::unique_ptr<Engine>> e = Engine::Start(options, std::move(stores));

@@ -28,7 +28,7 @@ class PageCacheTest : public ::testing::Test {
     std::vector<std::unique_ptr<Store>> stores;
     stores.push_back(std::move(*s));
     EngineOptions o;
-    o.capacity_bytes = 1ULL << 30;
+    o.space.capacity_bytes = 1ULL << 30;
     o.buffer_count = 4;
     o.page_cache = page_cache;
     Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));

@@ -41,7 +41,7 @@ class ReadAheadTest : public ::testing::Test {
     std::vector<std::unique_ptr<Store>> stores;
     stores.push_back(std::move(*s));
     EngineOptions o;
-    o.capacity_bytes = 1ULL << 30;
+    o.space.capacity_bytes = 1ULL << 30;
     o.buffer_count = 16;
     o.page_cache = false;  // every handle reads through the engine
     Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));

@@ -413,7 +413,7 @@ TEST_F(FsckForgeryTest, MountIndexesNoForgedHeaders) {
   stores.push_back(OpenLocal(Root(), so));
   ASSERT_TRUE(stores.back());
   EngineOptions eo;
-  eo.capacity_bytes = 1ULL << 30;
+  eo.space.capacity_bytes = 1ULL << 30;
   eo.buffer_count = 4;
   eo.background_eviction = false;
   Result<std::unique_ptr<Engine>> e = Engine::Start(eo, std::move(stores));
