@@ -214,7 +214,9 @@ Status DeadlineStore::TransferData(IoExecutor& io, const std::shared_ptr<DataBat
     if (!before || *before > until) batch->deadline = until;
     Status s = target()->TransferData(io, batch);
     if (s.err() != ENOTSUP || batch->abandoned()) {
-      batch->deadline = before;
+      // An abandoned batch belongs to the I/O still running on it, which
+      // may read its fields: leave it alone.
+      if (!batch->abandoned()) batch->deadline = before;
       if (s.err() == ETIMEDOUT) {
         return CountTimeout(Status::Error(ETIMEDOUT, "data transfer: no answer from the store within " +
                                                          std::to_string(deadline_.count()) + " ms"));

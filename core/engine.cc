@@ -59,6 +59,16 @@ Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>>
 }
 
 Engine::~Engine() {
+  // Handles the kernel never released: the session ended before their
+  // RELEASE came (a stop by signal right after a close; the kernel sends
+  // RELEASE asynchronously). Release them as the kernel would have, while
+  // everything they use is still there.
+  std::vector<FileHandle*> unreleased;
+  {
+    MutexLock g(mu_);
+    unreleased.assign(open_handles_.begin(), open_handles_.end());
+  }
+  for (FileHandle* handle : unreleased) Release(handle);
   read_ahead_.reset();  // its reads use the pool, the executor and the stores
   // The reconciler and the evictor call into each other's parts and into
   // the index: both stop before anything goes.
@@ -206,7 +216,7 @@ EngineStats Engine::Stats() const {
   s.eviction_batch_objects = space_->EvictionBatches();
   {
     MutexLock g(mu_);
-    s.open_handles = open_handles_;
+    s.open_handles = open_handles_.size();
     s.inodes = ns_.inode_count();
   }
   s.eviction_policy = options_.space.eviction_policy;

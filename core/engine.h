@@ -73,6 +73,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "adapters/mutex.h"
@@ -412,7 +413,9 @@ class Engine : private SpaceHost, private SharedIndex {
   std::atomic<uint64_t> page_cache_opens_{0}, superseded_inodes_{0};
   Namespace ns_ KVFS_GUARDED_BY(mu_);
   uint64_t next_generation_ KVFS_GUARDED_BY(mu_) = 1;
-  uint64_t open_handles_ KVFS_GUARDED_BY(mu_) = 0;
+  // Every handle Open/Create returned and Release has not freed yet; the
+  // destructor releases those the kernel never did.
+  std::unordered_set<FileHandle*> open_handles_ KVFS_GUARDED_BY(mu_);
 
   std::atomic<uint64_t> reads_{0}, read_bytes_{0}, writes_{0}, write_bytes_{0};
   std::atomic<uint64_t> commits_{0}, commit_failures_{0}, lookups_{0}, negative_lookups_{0};

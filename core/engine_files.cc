@@ -203,7 +203,7 @@ Result<OpenResult> Engine::OpenLocked(Inode* inode, int flags, Lease lease) {
     inode->writers++;
   }
   inode->open_handles++;
-  open_handles_++;
+  open_handles_.insert(handle.get());
   OpenResult r;
   r.attr = AttrOfLocked(inode, handle.get());
   ChooseCachingLocked(inode, handle.get(), flags, &r);
@@ -482,7 +482,7 @@ void Engine::Release(FileHandle* handle) {
       if (handle->cache_reader) inode->cache_readers--;
     }
     inode->open_handles--;
-    open_handles_--;
+    open_handles_.erase(handle);
     ns_.Reap(inode);
   }
   // The last lease closes the object's descriptor: store I/O (a hung network

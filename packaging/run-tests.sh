@@ -2,7 +2,8 @@
 # One command from a fresh Debian 12 machine (as root) to a full test run:
 # installs dependencies, builds, packs the Debian package and checks it
 # (unpacked, not installed), checks the lock annotations with clang, and
-# runs every unit, mounted and dfs test, then the fuzzers.
+# runs every unit, mounted and dfs test, then the fuzzers, then the unit
+# and mounted tests again under sanitizers (packaging/sanitizer-check.sh).
 set -eu
 cd "$(dirname "$0")/.."
 ./packaging/install-deps.sh
@@ -29,3 +30,6 @@ if [ "$rc" -ne 0 ]; then
 fi
 # Parsers of on-store bytes, fuzzed for a bounded time.
 ./packaging/run-fuzz.sh
+# The unit and mounted tests again under AddressSanitizer+UBSan, the
+# engine's unit tests under ThreadSanitizer; any report fails the run.
+./packaging/sanitizer-check.sh
