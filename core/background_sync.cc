@@ -16,7 +16,7 @@ BackgroundSync::BackgroundSync(std::vector<Store*> stores, std::chrono::millisec
 
 BackgroundSync::~BackgroundSync() {
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     stop_ = true;
   }
   wake_.notify_all();
@@ -29,7 +29,7 @@ void BackgroundSync::MarkDirty(uint32_t index) {
   uint64_t before = slot->marked.fetch_add(1, std::memory_order_acq_rel);
   if (before == slot->synced.load(std::memory_order_acquire)) {
     // Clean until now: the thread may be waiting without a deadline.
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     wake_.notify_all();
   }
 }
@@ -76,19 +76,28 @@ bool BackgroundSync::WaitDurable(std::chrono::milliseconds timeout) {
     }
     return true;
   };
-  std::unique_lock<std::mutex> lk(mu_);
+  UniqueLock lk(mu_);
   wake_.notify_all();
-  return durable_.wait_for(lk, timeout, [&] { return done() || stop_; }) && done();
+  return durable_.wait_for(lk, timeout, [&] {
+    mu_.AssertHeld();
+    return done() || stop_;
+  }) && done();
 }
 
 void BackgroundSync::Loop() {
-  std::unique_lock<std::mutex> lk(mu_);
+  UniqueLock lk(mu_);
   while (!stop_) {
     // Sleep until some store is dirty, then give it up to `interval` to
     // gather more changes into the same flush.
-    wake_.wait(lk, [&] { return stop_ || dirty_stores() > 0; });
+    wake_.wait(lk, [&] {
+      mu_.AssertHeld();
+      return stop_ || dirty_stores() > 0;
+    });
     if (stop_) break;
-    wake_.wait_for(lk, interval_, [&] { return stop_; });
+    wake_.wait_for(lk, interval_, [&] {
+      mu_.AssertHeld();
+      return stop_;
+    });
     if (stop_) break;
     lk.unlock();
     for (auto& slot : slots_) {

@@ -21,13 +21,12 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
+#include "adapters/mutex.h"
 #include "adapters/status.h"
 #include "adapters/store.h"
 
@@ -70,11 +69,11 @@ class BackgroundSync {
   const std::chrono::milliseconds interval_;
   std::atomic<uint64_t> syncs_{0}, failures_{0};
 
-  std::mutex mu_;
-  std::condition_variable wake_;     // with mu_: a store became dirty, or stop
-  std::condition_variable durable_;  // with mu_: a pass of the thread ended
-  bool stop_ = false;                // guarded by mu_
-  uint64_t passes_ = 0;              // guarded by mu_
+  Mutex mu_;
+  CondVar wake_;     // with mu_: a store became dirty, or stop
+  CondVar durable_;  // with mu_: a pass of the thread ended
+  bool stop_ KVFS_GUARDED_BY(mu_) = false;
+  uint64_t passes_ KVFS_GUARDED_BY(mu_) = 0;
   std::thread thread_;
 };
 

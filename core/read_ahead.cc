@@ -4,7 +4,7 @@ namespace kvfs {
 
 void Prefetch::Finish(std::shared_ptr<ChunkSpan> span) {
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     span_ = std::move(span);
     done_ = true;
   }
@@ -12,8 +12,11 @@ void Prefetch::Finish(std::shared_ptr<ChunkSpan> span) {
 }
 
 std::shared_ptr<ChunkSpan> Prefetch::Wait() {
-  std::unique_lock<std::mutex> lk(mu_);
-  cv_.wait(lk, [&] { return done_; });
+  UniqueLock lk(mu_);
+  cv_.wait(lk, [&] {
+    mu_.AssertHeld();
+    return done_;
+  });
   return span_;
 }
 
@@ -23,7 +26,7 @@ ReadAhead::ReadAhead(int threads) {
 
 ReadAhead::~ReadAhead() {
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     stop_ = true;
   }
   wake_.notify_all();
@@ -32,7 +35,7 @@ ReadAhead::~ReadAhead() {
 
 bool ReadAhead::Submit(std::function<void()> task) {
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     if (stop_ || busy_ >= threads_.size()) return false;
     queue_.push_back(std::move(task));
     busy_++;
@@ -42,9 +45,12 @@ bool ReadAhead::Submit(std::function<void()> task) {
 }
 
 void ReadAhead::Loop() {
-  std::unique_lock<std::mutex> lk(mu_);
+  UniqueLock lk(mu_);
   while (true) {
-    wake_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+    wake_.wait(lk, [&] {
+      mu_.AssertHeld();
+      return stop_ || !queue_.empty();
+    });
     if (queue_.empty()) return;  // stopping, and nothing left
     std::function<void()> task = std::move(queue_.front());
     queue_.pop_front();

@@ -13,14 +13,14 @@
 // (tasks hold what they read through, e.g. a lease; nothing else).
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "adapters/mutex.h"
 
 namespace kvfs {
 
@@ -38,10 +38,10 @@ class Prefetch {
 
  private:
   const uint64_t start_, end_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;                // guarded by mu_
-  std::shared_ptr<ChunkSpan> span_;  // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;  // with mu_: Finish was called
+  bool done_ KVFS_GUARDED_BY(mu_) = false;
+  std::shared_ptr<ChunkSpan> span_ KVFS_GUARDED_BY(mu_);
 };
 
 class ReadAhead {
@@ -59,11 +59,11 @@ class ReadAhead {
  private:
   void Loop();
 
-  std::mutex mu_;
-  size_t busy_ = 0;  // guarded by mu_: tasks queued or running
-  std::condition_variable wake_;
-  std::deque<std::function<void()>> queue_;  // guarded by mu_
-  bool stop_ = false;                        // guarded by mu_
+  Mutex mu_;
+  size_t busy_ KVFS_GUARDED_BY(mu_) = 0;  // tasks queued or running
+  CondVar wake_;  // with mu_: a task was queued, or stop
+  std::deque<std::function<void()>> queue_ KVFS_GUARDED_BY(mu_);
+  bool stop_ KVFS_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };
 
