@@ -224,6 +224,30 @@ class Engine : private SpaceHost, private SharedIndex {
   // thread is the opener's process and holds no other descriptor for
   // writing on the file (see Flush). Asks the ProcessTable; takes no lock.
   bool FlusherMayCommitUnwritten(const FileHandle* handle, uint64_t flusher, uint64_t ino);
+  // Room for a new namespace record (a directory's or a special file's, of
+  // `footprint` bytes) under parent/name, reserved on the store its key
+  // hashes to before the caller takes publish_mu_ (a reservation may evict,
+  // which takes it); the reservation is returned when the result goes, by
+  // which time the record's version is charged to the store's account.
+  // ENOSPC when the store has no room even after eviction.
+  class RecordRoom {
+   public:
+    RecordRoom(SpaceManager* space, uint32_t store, uint64_t bytes) : space_(space), store_(store), bytes_(bytes) {}
+    RecordRoom(RecordRoom&& o) noexcept : space_(o.space_), store_(o.store_), bytes_(o.bytes_) { o.bytes_ = 0; }
+    RecordRoom(const RecordRoom&) = delete;
+    RecordRoom& operator=(const RecordRoom&) = delete;
+    RecordRoom& operator=(RecordRoom&&) = delete;
+    ~RecordRoom() {
+      if (bytes_) space_->Release(store_, bytes_);
+    }
+
+   private:
+    SpaceManager* space_;
+    uint32_t store_;
+    uint64_t bytes_;
+  };
+  Result<RecordRoom> ReserveRecordRoom(uint64_t parent, std::string_view name, uint64_t footprint)
+      KVFS_EXCLUDES(publish_mu_, mu_);
   Result<Inode*> ChildForChangeLocked(uint64_t parent, std::string_view name) KVFS_REQUIRES(mu_);
   // With `lease` (taken by the caller without the lock) the handle reads that
   // version; otherwise the current one is leased here, under the lock.

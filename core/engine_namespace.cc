@@ -251,8 +251,25 @@ Status Engine::ClearSetIdBits(uint64_t ino) {
   return SetAttr(ino, r, nullptr).status();
 }
 
+Result<Engine::RecordRoom> Engine::ReserveRecordRoom(uint64_t parent, std::string_view name, uint64_t footprint) {
+  std::string key;
+  {
+    MutexLock g(mu_);
+    Inode* dir = ns_.Get(parent);
+    // A missing parent is reported by the caller's own checks.
+    if (!dir || !dir->is_dir) return RecordRoom(space_.get(), 0, 0);
+    key = JoinKey(ns_.KeyOf(dir), name);
+  }
+  const uint32_t store_index = StoreIndexFor(key);
+  KVFS_RETURN_IF_ERROR(space_->Reserve(store_index, footprint));
+  return RecordRoom(space_.get(), store_index, footprint);
+}
+
 Result<Attr> Engine::Mkdir(uint64_t parent, std::string_view name, uint32_t mode, uint32_t uid, uint32_t gid) {
   KVFS_RETURN_IF_ERROR(CheckName(name));
+  // A directory's record counts against the capacity as a file does.
+  Result<RecordRoom> room = ReserveRecordRoom(parent, name, ObjectFootprint(0));
+  if (!room.ok()) return room.status();
   MutexLock publish(publish_mu_);
   ObjectHeader header;
   Attributes attr;

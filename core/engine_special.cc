@@ -58,6 +58,9 @@ Result<Attr> Engine::Mknod(uint64_t parent, std::string_view name, uint32_t mode
 Result<Attr> Engine::MakeSpecial(uint64_t parent, std::string_view name, const Attributes& requested,
                                  std::string_view target) {
   KVFS_RETURN_IF_ERROR(CheckName(name));
+  // A record counts against the capacity as a file does.
+  Result<RecordRoom> room = ReserveRecordRoom(parent, name, ObjectFootprint(target.size()));
+  if (!room.ok()) return room.status();
   MutexLock publish(publish_mu_);
   Attributes attr = requested;
   ObjectHeader header;

@@ -389,6 +389,43 @@ TEST_F(EngineCapacityTest, FailedCommitIsNotPublishedAtRelease) {
   EXPECT_EQ(Check("p", p), "");
 }
 
+// Directory and special-file records take room like files: at capacity, a
+// mkdir or a symlink evicts to make it, and when everything is leased it
+// fails with ENOSPC instead of going over.
+TEST_F(EngineCapacityTest, RecordsAreReservedAgainstTheCapacity) {
+  constexpr uint64_t kCapacity = 4 * kMiB;
+  ASSERT_NO_FATAL_FAILURE(OpenEngine(Options(kCapacity)));
+  // Fill to the last byte: 4 MiB of objects, each a 4 KiB header and data.
+  const size_t data_bytes = kMiB - 2 * 4096;  // footprint: header + data + checksum table = 1 MiB
+  ASSERT_EQ(ObjectFootprint(data_bytes), kMiB);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(Put("f" + std::to_string(i), Data(400 + i, data_bytes)).ok());
+  ASSERT_EQ(St().used_bytes, kCapacity);
+  Result<Attr> d = engine_->Mkdir(kRootIno, "dir", 0755, 0, 0);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_LE(St().used_bytes, kCapacity);
+  EXPECT_GT(St().evictions.total(), 0u) << "the record went over the capacity instead of evicting";
+  Result<Attr> l = engine_->Symlink(kRootIno, "link", "f3", 0, 0);
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  EXPECT_LE(St().used_bytes, kCapacity);
+
+  // Everything left leased: no room can be made.
+  std::vector<Held> held;
+  for (const std::string& n : List()) {
+    if (n.rfind("f", 0) != 0) continue;
+    Result<Held> h = Hold(n);
+    ASSERT_TRUE(h.ok());
+    held.push_back(*h);
+  }
+  const uint64_t before = St().used_bytes;
+  for (int i = 0; St().used_bytes + ObjectFootprint(0) <= kCapacity && i < 1000; ++i) {
+    ASSERT_TRUE(engine_->Mkdir(kRootIno, "fill" + std::to_string(i), 0755, 0, 0).ok());
+  }
+  Result<Attr> full = engine_->Mkdir(kRootIno, "one-too-many", 0755, 0, 0);
+  EXPECT_EQ(full.err(), ENOSPC) << "used " << St().used_bytes << " of " << kCapacity << " (was " << before << ")";
+  EXPECT_LE(St().used_bytes, kCapacity);
+  for (Held& h : held) Drop(h);
+}
+
 // Unlinking a leased object removes the name at once; its bytes stay readable
 // and its space stays used until the last handle is released.
 TEST_F(EngineCapacityTest, UnlinkOfLeasedObjectFreesSpaceAtLastRelease) {
