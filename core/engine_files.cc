@@ -372,7 +372,8 @@ Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* da
 Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
   if (!handle->writable) return Status::Ok();
   std::shared_ptr<Draft> draft;
-  bool asked = false;  // the ProcessTable's answer is in (see below)
+  bool asked = false;       // the ProcessTable's answer is in (see below)
+  bool may_commit = true;   // its answer: this close may publish
   while (true) {
     UniqueLock lk(mu_);
     if (asked && handle->draft != draft) return Status::Ok();  // committed meanwhile (fsync)
@@ -389,7 +390,7 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
       // this close is the opener's last descriptor, then look again.
       const uint64_t ino = handle->inode->ino;
       lk.unlock();
-      if (!FlusherMayCommitUnwritten(handle, other_owner, ino)) return Status::Ok();
+      may_commit = FlusherMayCommitUnwritten(handle, other_owner, ino);
       asked = true;
       continue;
     }
@@ -397,6 +398,11 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
       handle->flushed = true;
       draft->unflushed--;
     }
+    // Another descriptor of this open file (or a process that shares it)
+    // writes on: the handle counts as flushed, so that another writer's
+    // close is not held up by it, but the version waits for that last close
+    // (a write after this marks the handle unflushed again).
+    if (!may_commit) return Status::Ok();
     // Other writers of the same version still open and unflushed: the last
     // of them commits.
     if (draft->unflushed > 0) return Status::Ok();

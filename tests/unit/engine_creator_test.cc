@@ -210,6 +210,46 @@ TEST_F(EngineCreatorTest, CloseOfADuplicateKeepsTheOldVersionOfATruncatedKey) {
   EXPECT_EQ(Get("k"), data);
 }
 
+// Two handles on one new version in one process: the one nothing was written
+// through closes first while the other is still open for writing. It must
+// not publish, nor hold up the commit at the other's close.
+TEST_F(EngineCreatorTest, UnwrittenSecondHandleClosedFirstDoesNotHoldUpTheCommit) {
+  Result<OpenResult> first = CreateAs(kCreator, "k");
+  ASSERT_TRUE(first.ok());
+  const uint64_t ino = first->attr.ino;
+  Result<OpenResult> second = engine_->Open(ino, O_WRONLY, kTag | kCreator);  // joins the version
+  ASSERT_TRUE(second.ok());
+  processes_.SetHolds(kCreator, ino, true);  // the second descriptor
+  ASSERT_OK(engine_->Flush(first->handle, 7, kTag | kCreator));
+  EXPECT_EQ(LookupErrno(kStranger, "k"), ENOENT);
+  // The kernel's release of the first handle may come after the second's
+  // close: the commit must not wait for it.
+  const std::vector<uint8_t> data(2048, 4);
+  ASSERT_OK(testing::WriteData(*engine_, second->handle, data, {.owner = 7}));
+  processes_.SetHolds(kCreator, ino, false);
+  ASSERT_OK(engine_->Flush(second->handle, 7, kTag | kCreator));
+  EXPECT_EQ(LookupErrno(kStranger, "k"), 0) << "the last writer's close did not commit";
+  engine_->Release(first->handle);
+  engine_->Release(second->handle);
+  engine_->Forget(ino, 1);
+  EXPECT_EQ(Get("k"), data);
+}
+
+// The shell's case without any write: `: > key` through a duplicate. The
+// last close publishes the empty file.
+TEST_F(EngineCreatorTest, LastCloseOfAnUnwrittenDuplicatePublishesTheEmptyFile) {
+  Result<OpenResult> c = CreateAs(kCreator, "k");
+  ASSERT_TRUE(c.ok());
+  processes_.SetHolds(kCreator, c->attr.ino, true);
+  ASSERT_OK(engine_->Flush(c->handle, 7, kTag | kCreator));
+  EXPECT_EQ(LookupErrno(kStranger, "k"), ENOENT);
+  processes_.SetHolds(kCreator, c->attr.ino, false);
+  ASSERT_OK(engine_->Flush(c->handle, 7, kTag | kCreator));
+  EXPECT_EQ(LookupErrno(kStranger, "k"), 0);
+  engine_->Release(c->handle);
+  engine_->Forget(c->attr.ino, 1);
+}
+
 // A forked child that inherited the descriptor exits first (`cmd > key`
 // where the shell forks before the command writes): its close is another
 // process's and does not commit; the release of the last one does.
