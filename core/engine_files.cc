@@ -385,7 +385,7 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
                         (other_owner != 0 && std::find(owners.begin(), owners.end(), other_owner) != owners.end()) ||
                         std::find(owners.begin(), owners.end(), uint64_t{0}) != owners.end();
     if (!closer_wrote) return Status::Ok();
-    if (owners.empty() && !handle->flushed && !asked) {
+    if (owners.empty() && !asked) {
       // Nothing written through this handle: ask, without the lock, whether
       // this close is the opener's last descriptor, then look again.
       const uint64_t ino = handle->inode->ino;
