@@ -61,8 +61,9 @@ Result<std::unique_ptr<DfsStore>> DfsStore::Open(const std::string& root_in, con
   std::unique_ptr<DfsStore> store(new DfsStore(root, options.host_id, std::move(fs)));
   std::random_device rd;
   store->nonce_ = std::to_string(rd() % 1000000);
-  KVFS_RETURN_IF_ERROR(store->SetUpManifest(options.create_if_missing));
-  KVFS_RETURN_IF_ERROR(store->dir_.SetUp({kClusterDir, kProbeDir}, true));
+  Result<int> fan_out_levels = store->SetUpManifest(options.create_if_missing);
+  if (!fan_out_levels.ok()) return fan_out_levels.status();
+  KVFS_RETURN_IF_ERROR(store->dir_.SetUp({kClusterDir, kProbeDir}, true, *fan_out_levels));
   KVFS_RETURN_IF_ERROR(store->Probe(options.direct_io));
   if (options.sweep_staging) store->SweepOwnStaging();
   store->cluster_ = std::make_unique<DfsCluster>(store->fs_.get(), root + "/" + kClusterDir,
@@ -71,7 +72,7 @@ Result<std::unique_ptr<DfsStore>> DfsStore::Open(const std::string& root_in, con
   return store;
 }
 
-Status DfsStore::SetUpManifest(bool create_if_missing) {
+Result<int> DfsStore::SetUpManifest(bool create_if_missing) {
   const std::string path = root_ + "/" + kManifestFileName;
   Result<std::string> text = ReadSmallFile(*fs_, path, 64 << 10);
   if (!text.ok() && text.err() == ENOENT) {
@@ -105,7 +106,7 @@ Status DfsStore::SetUpManifest(bool create_if_missing) {
   if (!manifest.ok()) return Status::Error(EPROTO, "store " + root_ + ": " + manifest.status().message());
   Status c = manifest->CheckCompatible();
   if (!c.ok()) return Status::Error(c.err(), "store " + root_ + ": " + c.message());
-  return Status::Ok();
+  return manifest->FanOutLevels();
 }
 
 Status DfsStore::Probe(bool want_direct) {
@@ -172,7 +173,7 @@ void DfsStore::SweepOwnStaging() {
   if (swept_ > 0) spdlog::info("store {}: removed {} unfinished staging files of this host", root_, swept_);
 }
 
-std::string DfsStore::LocationFor(const KeyHash& h) const { return ObjectDirectory::LocationFor(h); }
+std::string DfsStore::LocationFor(const KeyHash& h) const { return dir_.LocationFor(h); }
 
 Result<std::unique_ptr<StagingFile>> DfsStore::CreateStaging(uint64_t /*final_bytes*/) {
   // Always as configured: each publish syncs its own file on a DFS, and a

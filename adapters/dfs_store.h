@@ -8,7 +8,7 @@
 //   kvfs-manifest.toml             format, hash, seed, layout; created once by
 //                                  whichever host comes first (under the
 //                                  cluster lock) and checked by every mount
-//   objects/xx/yy/<hash>           published objects, as in LocalStore
+//   objects/xx/<hash>              published objects, as in LocalStore
 //   staging/<host>~<pid>~<nonce>-<n>.tmp  versions being written: unique per
 //                                  host and process (the random nonce covers
 //                                  a pid reused after a restart)
@@ -101,7 +101,9 @@ class DfsStore final : public Store {
  private:
   DfsStore(std::string root, std::string host_id, std::unique_ptr<FsClient> fs)
       : root_(std::move(root)), host_id_(std::move(host_id)), fs_(std::move(fs)), dir_(root_, fs_.get()) {}
-  Status SetUpManifest(bool create_if_missing);
+  // Reads (or, for a new store, writes) the manifest; returns its number of
+  // fan-out levels.
+  Result<int> SetUpManifest(bool create_if_missing);
   Status Probe(bool want_direct);
   void SweepOwnStaging();
 

@@ -143,6 +143,7 @@ Result<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& root_in,
   std::unique_ptr<LocalStore> store(new LocalStore(root, lock_fd, std::move(fs)));
 
   Result<StoreManifest> manifest = ReadManifest(root);
+  int fan_out_levels = StoreManifest::Current().FanOutLevels();
   if (!manifest.ok()) {
     if (manifest.err() != ENOENT || options.read_only) {
       return Status::Error(manifest.err(), "store " + root + ": " + manifest.status().message());
@@ -158,8 +159,9 @@ Result<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& root_in,
   } else {
     Status c = manifest->CheckCompatible();
     if (!c.ok()) return Status::Error(c.err(), "store " + root + ": " + c.message());
+    fan_out_levels = manifest->FanOutLevels();
   }
-  KVFS_RETURN_IF_ERROR(store->dir_.SetUp({}, !options.read_only));
+  KVFS_RETURN_IF_ERROR(store->dir_.SetUp({}, !options.read_only, fan_out_levels));
   if (options.read_only) return store;
   KVFS_RETURN_IF_ERROR(store->Probe(options.direct_io));
   // Sweep staging leftovers: versions that were being written when a previous
@@ -230,7 +232,7 @@ LocalStore::~LocalStore() {
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
-std::string LocalStore::LocationFor(const KeyHash& h) const { return ObjectDirectory::LocationFor(h); }
+std::string LocalStore::LocationFor(const KeyHash& h) const { return dir_.LocationFor(h); }
 
 Result<std::unique_ptr<StagingFile>> LocalStore::CreateStaging(uint64_t final_bytes) {
   const bool small = final_bytes != kUnknownSize && final_bytes <= kBufferedStagingMax;

@@ -4,9 +4,10 @@
 // ObjectDirectory, shared with DfsStore):
 //   kvfs-manifest.toml      format, hash algorithm, seed, layout
 //   .lock                   flock()ed by the one process using the store
-//   objects/xx/yy/<hash>    published objects; xx, yy = first hex digits of
-//                           the key hash (65,536 leaf directories at most, so
-//                           no directory holds millions of entries)
+//   objects/xx/<hash>       published objects; xx = first two hex digits of
+//                           the key hash (256 directories, made with the
+//                           store; stores made by earlier builds keep their
+//                           objects/xx/yy/<hash>, see ObjectDirectory)
 //   staging/<pid>-<n>.tmp   versions being written; swept at open
 //   quarantine/<hash>.<t>   objects that failed a checksum or header check
 //

@@ -110,8 +110,14 @@ Status StoreManifest::CheckCompatible() const {
   }
   if (hash != want.hash) return Status::Error(EPROTO, "store uses hash '" + hash + "', this kvfs uses '" + want.hash + "'");
   if (seed != want.seed) return Status::Error(EPROTO, "store uses a different hash seed");
-  if (layout != want.layout) return Status::Error(EPROTO, "store uses layout '" + layout + "'");
+  if (FanOutLevels() == 0) return Status::Error(EPROTO, "store uses layout '" + layout + "'");
   return Status::Ok();
+}
+
+int StoreManifest::FanOutLevels() const {
+  if (layout == kStoreLayout) return 1;
+  if (layout == kTwoLevelStoreLayout) return 2;
+  return 0;
 }
 
 Result<StoreManifest> ReadManifest(const std::string& dir) {

@@ -18,7 +18,12 @@ namespace kvfs {
 
 inline constexpr const char* kManifestFileName = "kvfs-manifest.toml";
 inline constexpr uint32_t kStoreFormatVersion = 1;
-inline constexpr const char* kStoreLayout = "objects/xx/yy/<hash128>";
+// The layout new stores get: one level of 256 fan-out directories, all made
+// when the store is created, so no publish ever waits for a mkdir.
+inline constexpr const char* kStoreLayout = "objects/xx/<hash128>";
+// The layout of stores made by earlier builds (65,536 leaf directories, made
+// on first use). Still read and written as it is; never converted.
+inline constexpr const char* kTwoLevelStoreLayout = "objects/xx/yy/<hash128>";
 
 struct StoreManifest {
   uint32_t format = kStoreFormatVersion;
@@ -32,8 +37,12 @@ struct StoreManifest {
   // Parses the text of a manifest; EINVAL with the offending line on bad syntax.
   static Result<StoreManifest> Parse(const std::string& text);
   // OK when this build can use a store with this manifest; EPROTO otherwise,
-  // with a message naming the field that differs.
+  // with a message naming the field that differs. Both layouts above are
+  // usable.
   Status CheckCompatible() const;
+  // How many fan-out directory levels the layout has: 1 for kStoreLayout, 2
+  // for kTwoLevelStoreLayout, 0 for a layout this build does not know.
+  int FanOutLevels() const;
 };
 
 // Reads DIR/kvfs-manifest.toml; ENOENT when there is none.

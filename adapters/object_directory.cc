@@ -33,18 +33,22 @@ ObjectDirectory::ObjectDirectory(std::string root, FsClient* fs)
   for (size_t i = 0; i < 65536; ++i) checked_[i].store(false, std::memory_order_relaxed);
 }
 
-int ObjectDirectory::FanOutIndex(const std::string& location) {
-  // objects/xx/yy/<name>
+int ObjectDirectory::FanOutIndex(const std::string& location) const {
+  // objects/xx/<name>, or objects/xx/yy/<name>
   const size_t prefix = std::strlen(kObjectsDir) + 1;
-  if (location.size() <= prefix + 6 || location.compare(0, prefix, std::string(kObjectsDir) + "/") != 0) return -1;
-  if (location[prefix + 2] != '/' || location[prefix + 5] != '/') return -1;
-  if (location.find('/', prefix + 6) != std::string::npos) return -1;
+  const size_t name_at = prefix + 3 * static_cast<size_t>(levels_);
+  if (location.size() <= name_at || location.compare(0, prefix, std::string(kObjectsDir) + "/") != 0) return -1;
+  if (location.find('/', name_at) != std::string::npos) return -1;
   int value = 0;
-  for (size_t i : {prefix, prefix + 1, prefix + 3, prefix + 4}) {
-    char c = location[i];
-    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    if (d < 0) return -1;
-    value = value * 16 + d;
+  for (int level = 0; level < levels_; ++level) {
+    const size_t at = prefix + 3 * static_cast<size_t>(level);
+    if (location[at + 2] != '/') return -1;
+    for (size_t i : {at, at + 1}) {
+      char c = location[i];
+      int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      if (d < 0) return -1;
+      value = value * 16 + d;
+    }
   }
   return value;
 }
@@ -66,9 +70,10 @@ Status ObjectDirectory::CheckFanOut(const std::string& location) {
   return Status::Ok();
 }
 
-std::string ObjectDirectory::LocationFor(const KeyHash& h) {
+std::string ObjectDirectory::LocationFor(const KeyHash& h) const {
   std::string hex = h.Hex();
-  return std::string(kObjectsDir) + "/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex;
+  if (levels_ == 2) return std::string(kObjectsDir) + "/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex;
+  return std::string(kObjectsDir) + "/" + hex.substr(0, 2) + "/" + hex;
 }
 
 Status ObjectDirectory::CheckRealDirectory(const std::string& path, const std::string& what) const {
@@ -81,7 +86,11 @@ Status ObjectDirectory::CheckRealDirectory(const std::string& path, const std::s
   return Status::Ok();
 }
 
-Status ObjectDirectory::SetUp(const std::vector<std::string>& extra, bool create) {
+Status ObjectDirectory::SetUp(const std::vector<std::string>& extra, bool create, int fan_out_levels) {
+  if (fan_out_levels != 1 && fan_out_levels != 2) {
+    return Status::Error(EINVAL, "store " + root_ + ": unknown number of fan-out levels " + std::to_string(fan_out_levels));
+  }
+  levels_ = fan_out_levels;
   std::vector<std::string> dirs = {kObjectsDir, kStagingDir, kQuarantineDir};
   dirs.insert(dirs.end(), extra.begin(), extra.end());
   for (const std::string& sub : dirs) {
@@ -91,6 +100,26 @@ Status ObjectDirectory::SetUp(const std::vector<std::string>& extra, bool create
       if (!s.ok() && s.err() != EEXIST) return Status::Error(s.err(), "store " + root_ + ": " + s.message());
     }
     KVFS_RETURN_IF_ERROR(CheckRealDirectory(path, "store " + root_ + ": " + sub + "/"));
+  }
+  return create && levels_ == 1 ? MakeFanOutDirs() : Status::Ok();
+}
+
+Status ObjectDirectory::MakeFanOutDirs() {
+  // One listing first: on a store that has them all (every mount after the
+  // first) this costs no mkdir at all, which matters on a distributed
+  // filesystem.
+  Result<std::vector<std::string>> have = fs_->ListDir(Abs(kObjectsDir));
+  if (!have.ok()) return Status::Error(have.err(), "store " + root_ + ": objects/: " + have.status().message());
+  std::vector<bool> present(256, false);
+  for (const std::string& name : *have) {
+    if (int index = FanOutIndex(std::string(kObjectsDir) + "/" + name + "/-"); index >= 0) present[index] = true;
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < 256; ++i) {
+    if (present[i]) continue;
+    const std::string location = std::string(kObjectsDir) + "/" + kHex[i >> 4] + kHex[i & 15];
+    Status s = fs_->Mkdir(Abs(location));
+    if (!s.ok() && s.err() != EEXIST) return Status::Error(s.err(), "store " + root_ + ": " + location + ": " + s.message());
   }
   return Status::Ok();
 }
@@ -252,18 +281,23 @@ Status ObjectDirectory::Walk(const std::function<void(const std::string&)>& fn, 
     *out = std::move(*names);
     return true;
   };
+  // Lists the leaf directory `leaf` and hands its entries to fn.
+  auto visit_leaf = [&](const std::string& leaf, std::vector<std::string>* files) {
+    if (!list_fanout(leaf, files)) return;
+    // Every level is a real directory: publishes into it need not check again.
+    if (int index = FanOutIndex(leaf + "/-"); index >= 0) checked_[index].store(true, std::memory_order_release);
+    for (const std::string& name : *files) fn(leaf + "/" + name);
+  };
   auto worker = [&] {
     std::vector<std::string> mids, files;
     for (size_t i = next.fetch_add(1); i < top->size(); i = next.fetch_add(1)) {
       std::string l1 = std::string(kObjectsDir) + "/" + (*top)[i];
-      if (!list_fanout(l1, &mids)) continue;
-      for (const std::string& mid : mids) {
-        std::string l2 = l1 + "/" + mid;
-        if (!list_fanout(l2, &files)) continue;
-        // Both levels are real directories: publishes into l2 need not check again.
-        if (int index = FanOutIndex(l2 + "/-"); index >= 0) checked_[index].store(true, std::memory_order_release);
-        for (const std::string& name : files) fn(l2 + "/" + name);
+      if (levels_ == 1) {
+        visit_leaf(l1, &files);
+        continue;
       }
+      if (!list_fanout(l1, &mids)) continue;
+      for (const std::string& mid : mids) visit_leaf(l1 + "/" + mid, &files);
     }
   };
   std::vector<std::thread> pool;

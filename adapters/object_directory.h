@@ -1,9 +1,13 @@
 // ObjectDirectory: the on-store layout shared by every store kind, in one
 // place. A store root holds
-//   objects/xx/yy/<hash>    published objects; xx, yy = the first hex digits
-//                           of the key hash (65,536 leaf directories at most)
+//   objects/xx/<hash>       published objects; xx = the first two hex digits
+//                           of the key hash (256 fan-out directories, all
+//                           made when the store is set up with create)
 //   staging/<name>          versions being written (names chosen by the store)
 //   quarantine/<base>.<tag> objects moved out of the namespace as damaged
+// Stores made by earlier builds use two fan-out levels, objects/xx/yy/<hash>
+// (65,536 leaf directories, made on first use); the manifest says which, and
+// SetUp is told. Such a store keeps its layout.
 // LocalStore and DfsStore own one each and add what is theirs (the lock, the
 // manifest, cluster files, durability rules); everything that touches the
 // three directories above goes through this class.
@@ -14,7 +18,7 @@
 //   extra one the store names) that is a symlink or not a directory: ELOOP
 //   or ENOTDIR, with the path in the message. Directories it creates are
 //   0700 (private to the daemon's user).
-// - Walk refuses a fan-out directory (objects/xx, objects/xx/yy) that is a
+// - Walk refuses a fan-out directory (objects/xx, or objects/xx/yy) that is a
 //   symlink or not a directory, with ELOOP or ENOTDIR: the store is not
 //   used, because a later publish would write through such a link. Renames
 //   into objects/ and opens of objects check the fan-out directories of the
@@ -30,9 +34,9 @@
 // where a function says "absolute". All filesystem access goes through the
 // FsClient, which the caller owns and which must outlive this object.
 //
-// Thread-safety: every method may be called concurrently from any thread;
-// the only mutable state is the set of fan-out directories already checked
-// (atomic flags).
+// Thread-safety: SetUp is called once, before any other method. After it,
+// every method may be called concurrently from any thread; the only mutable
+// state is the set of fan-out directories already checked (atomic flags).
 #pragma once
 
 #include <atomic>
@@ -62,14 +66,19 @@ class ObjectDirectory {
   std::string StagingDir() const { return root_ + "/" + kStagingDir; }
   std::string QuarantineDir() const { return root_ + "/" + kQuarantineDir; }
 
-  // objects/xx/yy/<hex of h>: the same on every host.
-  static std::string LocationFor(const KeyHash& h);
+  // objects/xx/<hex of h> (objects/xx/yy/<hex of h> in a two-level store):
+  // the same on every host that uses the store.
+  std::string LocationFor(const KeyHash& h) const;
 
-  // With create, makes objects/, staging/, quarantine/ and each of `extra`
-  // (names directly under the root) where missing, mode 0700; then checks
-  // that each is a real directory (not a symlink). Errors: ELOOP, ENOTDIR,
-  // ENOENT (missing and not created), or what mkdir/lstat said.
-  Status SetUp(const std::vector<std::string>& extra, bool create);
+  // Sets the number of fan-out levels (1 or 2, from the store's manifest;
+  // EINVAL otherwise). With create, makes objects/, staging/, quarantine/
+  // and each of `extra` (names directly under the root) where missing, mode
+  // 0700, and in a one-level store the 256 fan-out directories; then checks
+  // that each of the named directories is a real directory (not a symlink).
+  // Errors: ELOOP, ENOTDIR, ENOENT (missing and not created), or what
+  // mkdir/lstat said.
+  Status SetUp(const std::vector<std::string>& extra, bool create, int fan_out_levels);
+  int fan_out_levels() const { return levels_; }
 
   // Creates a new staging file staging/<name> (O_EXCL, O_NOFOLLOW, mode
   // 0600), O_DIRECT when direct.
@@ -131,12 +140,15 @@ class ObjectDirectory {
   // OK when every directory on the way to location (objects/, objects/xx,
   // objects/xx/yy) is a real directory or does not exist yet.
   Status CheckFanOut(const std::string& location);
-  // The fan-out directory objects/xx/yy of location as an index (xx * 256 +
-  // yy), or -1 when location has another form.
-  static int FanOutIndex(const std::string& location);
+  // The fan-out directory of location as an index (xx, or xx * 256 + yy in
+  // a two-level store), or -1 when location has another form.
+  int FanOutIndex(const std::string& location) const;
+  // Makes the 256 fan-out directories of a one-level store that are missing.
+  Status MakeFanOutDirs();
 
   std::string root_;
   FsClient* fs_;
+  int levels_ = 1;
   std::unique_ptr<std::atomic<bool>[]> checked_;  // by FanOutIndex
 };
 

@@ -353,7 +353,7 @@ TEST_F(IntegrityTest, DuplicateCopyIsReportedAndRepaired) {
   ASSERT_NO_FATAL_FAILURE(WriteAll());
   std::string file = ObjectFile("other-b");
   ASSERT_EQ(Unmount(), "");
-  const std::string copy_dir = store_path() + "/objects/00/00";
+  const std::string copy_dir = store_path() + "/objects/00";
   CommandResult mk = RunCommand({"/bin/mkdir", "-p", copy_dir});
   ASSERT_EQ(mk.exit_code, 0) << mk.Describe();
   CommandResult cp = RunCommand({"/bin/cp", file, copy_dir + "/0000000000000000000000000000cafe"});

@@ -573,8 +573,7 @@ TEST_F(EngineTest, StoresHoldExactlyTheIndexAfterChurn) {
         // The object sits where its key says, on the store its key picks.
         std::string hex = HashKey(h->key).Hex();
         EXPECT_EQ(e.path().string(),
-                  driver_.root(JumpConsistentHash(HashKey(h->key).low, 2)) + "/objects/" + hex.substr(0, 2) + "/" +
-                      hex.substr(2, 2) + "/" + hex);
+                  driver_.root(JumpConsistentHash(HashKey(h->key).low, 2)) + "/objects/" + hex.substr(0, 2) + "/" + hex);
       }
     }
   }
@@ -1339,7 +1338,7 @@ TEST_F(EngineTest, KeysSpreadOverTwoStoresAndComeBackAfterReopen) {
       Result<std::string> loc = GetDebugXattr(E(), *ino, "user.kvfs.location");
       if (loc.ok()) {
         std::string hex = HashKey(name).Hex();
-        EXPECT_EQ(*loc, "objects/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex);
+        EXPECT_EQ(*loc, "objects/" + hex.substr(0, 2) + "/" + hex);
         EXPECT_TRUE(testing::PathExists(driver_.root(want) + "/" + *loc)) << name;
       }
     }
@@ -1392,8 +1391,8 @@ TEST_F(EngineTest, RebuildReadsIndependentlyWrittenObjectsNewestWinsAndSkipsGarb
     ASSERT_OK(WriteRawObject(**s1, "k", newer, 9));
     ASSERT_OK(WriteRawObject(**s0, "dir/other", other, 3));
     older_path = driver_.dir().Sub("store0") + "/" + (*s0)->LocationFor(HashKey("k"));
-    std::filesystem::create_directories(driver_.dir().Sub("store1") + "/objects/ab/cd");
-    ASSERT_TRUE(testing::WriteFile(driver_.dir().Sub("store1") + "/objects/ab/cd/garbage", std::string(9000, 'g')));
+    std::filesystem::create_directories(driver_.dir().Sub("store1") + "/objects/ab");
+    ASSERT_TRUE(testing::WriteFile(driver_.dir().Sub("store1") + "/objects/ab/garbage", std::string(9000, 'g')));
     ASSERT_TRUE(testing::WriteFile(driver_.dir().Sub("store0") + "/staging/1-1.tmp", "half written"));
   }
   ASSERT_OK(OpenEngine(2));
@@ -1710,7 +1709,7 @@ TEST_F(EngineTest, CorruptedObjectOnStoreReadsAsEioNotWrongBytes) {
   Result<uint64_t> ino = PutFile(kRootIno, "fragile", data);
   ASSERT_TRUE(ino.ok());
   std::string hex = HashKey("fragile").Hex();
-  std::string loc = driver_.root(0) + "/objects/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex;
+  std::string loc = driver_.root(0) + "/objects/" + hex.substr(0, 2) + "/" + hex;
   ASSERT_TRUE(testing::PathExists(loc)) << loc;
   // Flip one data byte in the second 256 KiB chunk behind kvfs's back.
   int fd = ::open(loc.c_str(), O_WRONLY);

@@ -153,7 +153,7 @@ class FsckTest : public ::testing::Test {
 
   std::string Location(const std::string& key) const {
     std::string hex = HashKey(key).Hex();
-    return "objects/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex;
+    return "objects/" + hex.substr(0, 2) + "/" + hex;
   }
   std::string ObjectPath(const std::string& key) const { return root_ + "/" + Location(key); }
 
@@ -281,7 +281,7 @@ TEST_F(FsckTest, StagingLeftoverIsFoundAndRemoved) {
 // generation): one of the two is superseded.
 TEST_F(FsckTest, DuplicateCopyIsFoundAndRemoved) {
   Populate();
-  std::string copy = root_ + "/objects/00/00/0000000000000000000000000000beef";
+  std::string copy = root_ + "/objects/00/0000000000000000000000000000beef";
   ASSERT_TRUE(CopyFile(ObjectPath("small"), copy));
   FsckReport r = Check(false);
   EXPECT_EQ(r.duplicates, 1u) << ProblemsText(r);
@@ -308,8 +308,8 @@ TEST_F(FsckTest, OlderDuplicateIsTheOneRemoved) {
   ASSERT_TRUE(CopyFile(ObjectPath("key"), saved));
   WithEngine([&](Engine& e) { ASSERT_EQ(ErrText(Put(e, "key", v2)), "OK"); });
   // Put the old version in front of and behind the new one in scan order.
-  std::string before = root_ + "/objects/00/00/00000000000000000000000000000001";
-  std::string after = root_ + "/objects/ff/ff/ffffffffffffffffffffffffffffffff";
+  std::string before = root_ + "/objects/00/00000000000000000000000000000001";
+  std::string after = root_ + "/objects/ff/ffffffffffffffffffffffffffffffff";
   ASSERT_TRUE(CopyFile(saved, before));
   ASSERT_TRUE(CopyFile(saved, after));
   FsckReport r = Check(false);
@@ -337,7 +337,7 @@ TEST_F(FsckTest, AllProblemsAtOnceThenRepair) {
   ASSERT_EQ(::truncate(ObjectPath("big").c_str(), 4096 + 2 * kMiB), 0);
   ASSERT_TRUE(testing::WriteFile(root_ + "/staging/1-0.tmp", std::string(8192, 'x')));
   ASSERT_TRUE(testing::WriteFile(root_ + "/staging/1-1.tmp", ""));
-  ASSERT_TRUE(CopyFile(ObjectPath("dir/nested"), root_ + "/objects/ab/cd/abcd0000000000000000000000000000"));
+  ASSERT_TRUE(CopyFile(ObjectPath("dir/nested"), root_ + "/objects/ab/abcd0000000000000000000000000000"));
 
   FsckReport r = Check(false);
   EXPECT_EQ(r.corrupt, 3u) << ProblemsText(r);

@@ -234,6 +234,68 @@ TEST_F(LocalStoreTest, NewerFormatManifestIsEproto) {
   EXPECT_EQ(LocalStore::Open(Root(), LocalStoreOptions{}).err(), EPROTO);
 }
 
+// A new store gets the one-level layout with all 256 fan-out directories,
+// so no publish waits for a mkdir.
+TEST_F(LocalStoreTest, NewStoreHasEveryFanOutDirectory) {
+  auto store = OpenStore(Root());
+  ASSERT_TRUE(store);
+  Result<StoreManifest> m = ReadManifest(Root());
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->layout, kStoreLayout);
+  EXPECT_EQ(m->FanOutLevels(), 1);
+  size_t dirs = 0;
+  for (const auto& e : std::filesystem::directory_iterator(Root() + "/objects")) {
+    EXPECT_TRUE(e.is_directory()) << e.path();
+    EXPECT_EQ(e.path().filename().string().size(), 2u) << e.path();
+    ++dirs;
+  }
+  EXPECT_EQ(dirs, 256u);
+  std::string loc;
+  ASSERT_TRUE(PublishObject(*store, "one/level", testing::Pattern(1, 5000), 1, &loc).ok());
+  std::string hex = HashKey("one/level").Hex();
+  EXPECT_EQ(loc, "objects/" + hex.substr(0, 2) + "/" + hex);
+  EXPECT_TRUE(PathExists(Root() + "/" + loc));
+}
+
+// A store made by an earlier build (two fan-out levels) keeps its layout:
+// its objects are found, new ones land in objects/xx/yy/, and a reopen
+// finds both.
+TEST_F(LocalStoreTest, TwoLevelStoreKeepsItsLayout) {
+  StoreManifest old = StoreManifest::Current();
+  old.layout = kTwoLevelStoreLayout;
+  std::filesystem::create_directories(Root());
+  ASSERT_TRUE(WriteManifest(Root(), old).ok());
+  std::vector<uint8_t> a = testing::Pattern(2, 7000), b = testing::Pattern(3, 300);
+  std::string loc_a, loc_b;
+  {
+    auto store = OpenStore(Root());
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(PublishObject(*store, "legacy/a", a, 1, &loc_a).ok());
+    std::string hex = HashKey("legacy/a").Hex();
+    EXPECT_EQ(loc_a, "objects/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex);
+    EXPECT_TRUE(PathExists(Root() + "/" + loc_a));
+  }
+  auto store = OpenStore(Root());
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(PublishObject(*store, "legacy/b", b, 1, &loc_b).ok());
+  std::map<std::string, std::string> keys;
+  ASSERT_TRUE(store->Scan([&](const ScannedObject& o) {
+                       ASSERT_TRUE(o.header.ok()) << o.location << " " << o.header.status().ToString();
+                       keys[o.location] = o.header->key;
+                     },
+                     2)
+                  .ok());
+  EXPECT_EQ(keys, (std::map<std::string, std::string>{{loc_a, "legacy/a"}, {loc_b, "legacy/b"}}));
+  Result<int> fd = store->OpenForRead(loc_a);
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  ReadBack got = ReadObjectFd(*fd, a.size());
+  ::close(*fd);
+  EXPECT_EQ(got.data, a);
+  Result<StoreManifest> m = ReadManifest(Root());
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->layout, kTwoLevelStoreLayout) << "the manifest must not be rewritten";
+}
+
 TEST_F(LocalStoreTest, ObjectsWithoutManifestIsEproto) {
   std::filesystem::create_directories(Root() + "/objects/ab/cd");
   Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(Root(), LocalStoreOptions{});
@@ -257,16 +319,16 @@ TEST_F(LocalStoreTest, StagingLeftoversAreSweptOnOpen) {
   EXPECT_TRUE(std::filesystem::is_empty(Root() + "/staging"));
 }
 
-TEST_F(LocalStoreTest, LocationForIsObjectsXxYyHex) {
+TEST_F(LocalStoreTest, LocationForIsObjectsXxHex) {
   auto store = OpenStore(Root());
   ASSERT_TRUE(store);
   for (const std::string key : {"a", "a/b/chunk-7", "model/layer-0/kv-000123"}) {
     KeyHash h = HashKey(key);
     std::string hex = h.Hex();
-    EXPECT_EQ(store->LocationFor(h), "objects/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex);
+    EXPECT_EQ(store->LocationFor(h), "objects/" + hex.substr(0, 2) + "/" + hex);
   }
   KeyHash fixed{0x1ULL, 0xABCDEF0123456789ULL};
-  EXPECT_EQ(store->LocationFor(fixed), "objects/ab/cd/abcdef01234567890000000000000001");
+  EXPECT_EQ(store->LocationFor(fixed), "objects/ab/abcdef01234567890000000000000001");
 }
 
 TEST_F(LocalStoreTest, CreateStagingGivesDistinctFilesInStaging) {
@@ -525,10 +587,10 @@ TEST_F(LocalStoreTest, ScanFindsEveryObjectWithHeadersUsingThreads) {
     keys[loc] = key;
   }
   // A file that is not an object, dropped into a leaf directory.
-  std::string garbage_loc = "objects/ab/cd/not-an-object";
-  std::filesystem::create_directories(Root() + "/objects/ab/cd");
+  std::string garbage_loc = "objects/ab/not-an-object";
+  std::filesystem::create_directories(Root() + "/objects/ab");
   ASSERT_TRUE(testing::WriteFile(Root() + "/" + garbage_loc, std::string(5000, 'g')));
-  std::string short_loc = "objects/ab/cd/short";
+  std::string short_loc = "objects/ab/short";
   ASSERT_TRUE(testing::WriteFile(Root() + "/" + short_loc, "tiny"));
 
   for (int threads : {1, 4, 16}) {

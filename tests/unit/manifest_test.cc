@@ -21,6 +21,17 @@ void ExpectSameManifest(const StoreManifest& a, const StoreManifest& b) {
   EXPECT_EQ(a.layout, b.layout);
 }
 
+TEST(ManifestTest, BothLayoutsAreUsable) {
+  StoreManifest m = StoreManifest::Current();
+  EXPECT_EQ(m.FanOutLevels(), 1);
+  m.layout = kTwoLevelStoreLayout;
+  EXPECT_TRUE(m.CheckCompatible().ok()) << m.CheckCompatible().ToString();
+  EXPECT_EQ(m.FanOutLevels(), 2);
+  m.layout = "objects/xx/yy/zz/<hash128>";
+  EXPECT_EQ(m.FanOutLevels(), 0);
+  EXPECT_EQ(m.CheckCompatible().err(), EPROTO);
+}
+
 TEST(ManifestTest, CurrentDescribesThisBuild) {
   StoreManifest m = StoreManifest::Current();
   EXPECT_EQ(m.format, kStoreFormatVersion);

@@ -211,17 +211,24 @@ TEST_F(StoreSafetyTest, ObjectFileSymlinkIsNeitherServedNorScanned) {
   EXPECT_TRUE(PathExists(outside));
 }
 
+// The link is planted while no kvfs uses the store (a store in use checks
+// each fan-out directory once and remembers it).
 TEST_F(StoreSafetyTest, SymlinkedFanOutDirectoryIsRefused) {
-  auto store = OpenLocal(Root());
-  ASSERT_TRUE(store);
-  ASSERT_EQ(Describe(PutRaw(*store, "a", Pattern(1, 100))), "OK");
+  std::string location;
+  {
+    auto first = OpenLocal(Root());
+    ASSERT_TRUE(first);
+    ASSERT_EQ(Describe(PutRaw(*first, "a", Pattern(1, 100))), "OK");
+    location = first->LocationFor(HashKey("a"));
+  }
   std::string victim = MakeVictim();
-  std::string location = store->LocationFor(HashKey("a"));
-  // objects/xx/yy -> victim: a publish there would write into the victim.
+  // objects/xx -> victim: a publish there would write into the victim.
   std::string l2 = location.substr(0, location.rfind('/'));
   std::error_code ec;
   std::filesystem::remove_all(Root() + "/" + l2, ec);
   ASSERT_EQ(::symlink(victim.c_str(), (Root() + "/" + l2).c_str()), 0);
+  auto store = OpenLocal(Root());
+  ASSERT_TRUE(store);
   Status scan;
   ScanAll(*store, &scan);
   EXPECT_EQ(scan.err(), ELOOP) << Describe(scan);
