@@ -5,13 +5,22 @@ One command (as root, /dev/fuse needed; packaging/run-bench.sh runs it after
 run_bench.py):
 
     python3 bench/engine_patterns.py [--reps N] [--base DIR] [--quick]
+        [--with-passthrough-hp | --passthrough-hp PATH]
 
 It mounts kvfs with its defaults (page cache, cached listings, background
 durability) on a store next to a plain directory on the same filesystem,
-and runs each pattern on both, alternating which goes first from one
+and runs each pattern on both, rotating which goes first from one
 repetition to the next. Each figure is the median of the repetitions; the
-ratio is kvfs / plain of a rate (above 1: kvfs is faster). Neither side
+ratio is kvfs / plain of a rate (above 1: kvfs is faster). No contender
 fsyncs: the engines these patterns come from do not.
+
+With --passthrough-hp PATH (a built passthrough_hp) or --with-passthrough-hp
+(builds it first with bench/build-passthrough-hp.sh, from Debian's fuse3
+source), a third contender runs every pattern too: libfuse's example
+passthrough file system, mounted over a directory on the same filesystem
+with its own defaults (PASSTHROUGH_HP_OPTIONS below). It is a bare FUSE file
+system, so kvfs / passthrough_hp separates what kvfs itself costs from what
+any FUSE file system pays; that ratio is reported next to kvfs / plain.
 
 Patterns (the engines that do this):
   get-after-put   write a page, then open, one readinto of the whole page
@@ -37,6 +46,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +56,17 @@ import time
 MiB = 1 << 20
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = b""
+PT = "passthrough_hp"
+# passthrough_hp's own defaults, the strongest it has: entries and attributes
+# cached for a day, the kernel's writeback cache, page cache kept across
+# opens, cached listings, splice(2) for reads and writes, libfuse's
+# multi-threaded loop with its default idle-thread count, one /dev/fuse fd.
+# --foreground only keeps it a child of this script (mounted, watched and
+# ended here); it changes nothing it serves.
+PASSTHROUGH_HP_OPTIONS = ["--foreground"]
+PASSTHROUGH_HP_DESCRIPTION = ("its defaults: entry/attr timeouts 86400 s, writeback cache, keep_cache, "
+                              "cached readdir, splice read+write, multi-threaded (libfuse's idle-thread "
+                              "default), no clone-fd; run with --foreground")
 
 
 def log(msg):
@@ -116,8 +137,19 @@ class Patterns:
         for d in (self.store, self.mnt, plain):
             os.mkdir(d)
         self.dirs = {"kvfs": self.mnt, "plain": plain}
+        self.contenders = ["kvfs", "plain"]
+        if args.passthrough_hp:
+            # Its source and mount point sit next to kvfs's store and the
+            # plain directory: the same filesystem under all three.
+            self.pt_src = os.path.join(self.root, "passthrough-src")
+            self.pt_mnt = os.path.join(self.root, "passthrough-mnt")
+            for d in (self.pt_src, self.pt_mnt):
+                os.mkdir(d)
+            self.dirs[PT] = self.pt_mnt
+            self.contenders.append(PT)
         self.mounted = False
-        self.results = []  # {pattern, unit, kvfs: [..], plain: [..]}
+        self.pt_proc = None
+        self.results = []  # {pattern, unit, kvfs: [..], plain: [..], passthrough_hp: [..]}
 
     def mount(self):
         cmd = [self.args.kvfs, "mount", self.mnt, "--store", self.store, "--capacity", "30G", "--min-free", "1G"]
@@ -125,11 +157,54 @@ class Patterns:
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
         self.mounted = True
 
+    def mount_passthrough_hp(self):
+        """Starts passthrough_hp in the foreground as a child (in its own
+        session, so a terminal's ^C reaches only this script, whose cleanup
+        then unmounts it) and waits until its mount is in place or it exits."""
+        cmd = [self.args.passthrough_hp] + PASSTHROUGH_HP_OPTIONS + [self.pt_src, self.pt_mnt]
+        log("$ " + " ".join(cmd))
+        self.pt_log = open(os.path.join(self.root, "passthrough_hp.log"), "w+b")
+        self.pt_proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.pt_log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(self.pt_mnt):
+            if self.pt_proc.poll() is not None:
+                self.pt_log.seek(0)
+                out = self.pt_log.read().decode(errors="replace").strip()
+                raise RuntimeError(f"passthrough_hp exited with status {self.pt_proc.returncode} before "
+                                   f"mounting: {out or '(no output)'}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("passthrough_hp did not mount within 30 s")
+            time.sleep(0.01)  # polling the mount table: passthrough_hp says nothing when it is up
+
     def cleanup(self):
-        if self.mounted:
-            subprocess.run([self.args.kvfs, "umount", self.mnt], capture_output=True, timeout=120)
-            self.mounted = False
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Unmounts whatever is mounted and removes the scratch tree; each
+        step runs even when one before it fails."""
+        try:
+            if self.mounted:
+                self.mounted = False
+                subprocess.run([self.args.kvfs, "umount", self.mnt], capture_output=True, timeout=120)
+        finally:
+            try:
+                self.stop_passthrough_hp()
+            finally:
+                shutil.rmtree(self.root, ignore_errors=True)
+
+    def stop_passthrough_hp(self):
+        proc, self.pt_proc = self.pt_proc, None
+        if proc is None:
+            return
+        try:
+            if os.path.ismount(self.pt_mnt):
+                r = subprocess.run(["fusermount3", "-u", self.pt_mnt], capture_output=True, timeout=60)
+                if r.returncode != 0:
+                    subprocess.run(["fusermount3", "-u", "-z", self.pt_mnt], capture_output=True, timeout=60)
+            proc.wait(timeout=30)  # the unmount ends its loop
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            self.pt_log.close()
 
     def scratch(self, contender, name):
         """A fresh, empty directory of the contender's."""
@@ -140,16 +215,23 @@ class Patterns:
         return d
 
     def run(self, pattern, unit, fn):
-        """fn(contender, rep) -> rate. Alternates the contenders' order."""
-        got = {"kvfs": [], "plain": []}
+        """fn(contender, rep) -> rate. Rotates the contenders' order: each
+        goes first in turn, one repetition after the other."""
+        cs = self.contenders
+        got = {c: [] for c in cs}
         for rep in range(self.args.reps):
-            order = ["kvfs", "plain"] if rep % 2 == 0 else ["plain", "kvfs"]
-            for c in order:
+            for c in cs[rep % len(cs):] + cs[:rep % len(cs)]:
                 got[c].append(fn(c, rep))
         k, p = statistics.median(got["kvfs"]), statistics.median(got["plain"])
-        log(f"  {pattern:<44} kvfs {k:12,.1f}  plain {p:12,.1f} {unit:<12} {k / p if p else 0:5.2f}x")
-        self.results.append({"pattern": pattern, "unit": unit, "kvfs": got["kvfs"], "plain": got["plain"],
-                             "kvfs_median": k, "plain_median": p, "ratio": k / p if p else None})
+        r = {"pattern": pattern, "unit": unit, "kvfs": got["kvfs"], "plain": got["plain"],
+             "kvfs_median": k, "plain_median": p, "ratio": k / p if p else None}
+        line = f"  {pattern:<44} kvfs {k:12,.1f}  plain {p:12,.1f} {unit:<12} {k / p if p else 0:5.2f}x"
+        if PT in got:
+            t = statistics.median(got[PT])
+            r.update({PT: got[PT], PT + "_median": t, "ratio_" + PT: k / t if t else None})
+            line += f"  {PT} {t:12,.1f} {k / t if t else 0:5.2f}x"
+        log(line)
+        self.results.append(r)
 
     # -- patterns
 
@@ -226,7 +308,7 @@ class Patterns:
 
     def flat_dir(self, entries):
         dirs = {}
-        for c in ("kvfs", "plain"):
+        for c in self.contenders:
             d = self.scratch(c, "flat")
             for i in range(entries):
                 write_file(os.path.join(d, f"page-{i:06d}"), b"x" * 4096)
@@ -289,7 +371,7 @@ class Patterns:
 
     def prefix_chain(self, keys):
         dirs = {}
-        for c in ("kvfs", "plain"):
+        for c in self.contenders:
             d = self.scratch(c, "prefix")
             for i in range(keys):
                 write_file(os.path.join(d, f"chain-{i:04d}"), b"k" * 4096)
@@ -324,16 +406,29 @@ class Patterns:
         self.prefix_chain(128)
 
 
+def ratio_text(r):
+    return "-" if r is None else f"{r:.2f}"
+
+
 def write_outputs(results, out_dir, meta):
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "engine_patterns.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
-    lines = [f"Engine patterns, {meta['date']}, {meta['reps']} repetitions each (medians), "
-             f"kvfs with its defaults against a plain directory on the same filesystem.", "",
-             "| pattern | kvfs | plain | unit | kvfs/plain |", "|---|---:|---:|---|---:|"]
-    for r in results:
-        lines.append(f"| {r['pattern']} | {r['kvfs_median']:,.1f} | {r['plain_median']:,.1f} | {r['unit']} | "
-                     f"{r['ratio']:.2f} |")
+    title = (f"Engine patterns, {meta['date']}, {meta['reps']} repetitions each (medians), "
+             f"kvfs with its defaults against a plain directory on the same filesystem")
+    if PT in meta:
+        lines = [title + f" and libfuse's {PT} over a directory of it ({meta[PT]['options_described']}).", "",
+                 f"| pattern | kvfs | plain | {PT} | unit | kvfs/plain | kvfs/{PT} |",
+                 "|---|---:|---:|---:|---|---:|---:|"]
+        for r in results:
+            lines.append(f"| {r['pattern']} | {r['kvfs_median']:,.1f} | {r['plain_median']:,.1f} | "
+                         f"{r[PT + '_median']:,.1f} | {r['unit']} | {ratio_text(r['ratio'])} | "
+                         f"{ratio_text(r['ratio_' + PT])} |")
+    else:
+        lines = [title + ".", "", "| pattern | kvfs | plain | unit | kvfs/plain |", "|---|---:|---:|---|---:|"]
+        for r in results:
+            lines.append(f"| {r['pattern']} | {r['kvfs_median']:,.1f} | {r['plain_median']:,.1f} | {r['unit']} | "
+                         f"{ratio_text(r['ratio'])} |")
     with open(os.path.join(out_dir, "engine_patterns.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -346,20 +441,60 @@ def main(argv):
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer objects per pattern")
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
+    pt = ap.add_mutually_exclusive_group()
+    pt.add_argument("--passthrough-hp", metavar="PATH",
+                    help="also run every pattern on libfuse's passthrough_hp (this binary)")
+    pt.add_argument("--with-passthrough-hp", action="store_true",
+                    help="the same, building passthrough_hp first (bench/build-passthrough-hp.sh)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("engine_patterns.py: run as root (it mounts kvfs)", file=sys.stderr)
         return 2
+    if args.reps < 1:
+        print("engine_patterns.py: --reps must be at least 1", file=sys.stderr)
+        return 2
+    if args.with_passthrough_hp:
+        build = subprocess.run([os.path.join(REPO, "bench", "build-passthrough-hp.sh")],
+                               stdout=subprocess.PIPE, text=True)
+        if build.returncode != 0:  # the script has said why on stderr
+            print("engine_patterns.py: building passthrough_hp failed", file=sys.stderr)
+            return 2
+        built = build.stdout.strip().splitlines()
+        if not built:
+            print("engine_patterns.py: bench/build-passthrough-hp.sh printed no path", file=sys.stderr)
+            return 2
+        args.passthrough_hp = built[-1]
+    if args.passthrough_hp:
+        args.passthrough_hp = os.path.abspath(args.passthrough_hp)
+        if not (os.path.isfile(args.passthrough_hp) and os.access(args.passthrough_hp, os.X_OK)):
+            print(f"engine_patterns.py: {args.passthrough_hp} is not an executable file", file=sys.stderr)
+            return 2
+    # A SIGTERM unwinds like ^C, so the cleanup below still unmounts.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     global DATA
     DATA = os.urandom(33 * MiB)
     p = Patterns(args)
     try:
         p.mount()
+        if args.passthrough_hp:
+            p.mount_passthrough_hp()
         drop_caches()
         p.all()
+    except subprocess.CalledProcessError as e:  # the kvfs mount
+        why = (e.stderr or b"").decode(errors="replace").strip().splitlines()
+        print(f"engine_patterns.py: mounting kvfs failed: {why[-1] if why else f'exit status {e.returncode}'}",
+              file=sys.stderr)
+        return 1
+    except RuntimeError as e:
+        print(f"engine_patterns.py: {e}", file=sys.stderr)
+        return 1
     finally:
         p.cleanup()
     meta = {"date": time.strftime("%Y-%m-%d"), "reps": args.reps, "quick": args.quick}
+    if args.passthrough_hp:
+        meta[PT] = {"binary": args.passthrough_hp, "options": PASSTHROUGH_HP_OPTIONS,
+                    "options_described": PASSTHROUGH_HP_DESCRIPTION,
+                    "source": "a directory on the same filesystem as the kvfs store and the plain directory"}
     write_outputs(p.results, args.out, meta)
     return 0
 

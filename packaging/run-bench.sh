@@ -9,10 +9,26 @@
 #
 #   ./packaging/run-bench.sh            # default run (a few minutes)
 #   ./packaging/run-bench.sh --quick    # smoke run (about a minute)
+#   ./packaging/run-bench.sh --with-passthrough-hp
+#       # the engine patterns also on libfuse's passthrough_hp, built from
+#       # Debian's fuse3 source (bench/build-passthrough-hp.sh)
 #
-# Arguments are passed to bench/run_bench.py (see its --help).
+# Other arguments are passed to bench/run_bench.py (see its --help).
 set -eu
 cd "$(dirname "$0")/.."
+
+# --quick goes to both scripts, --with-passthrough-hp to engine_patterns.py
+# only; the rest stays in "$@" for run_bench.py.
+quick=""
+passthrough=""
+for a in "$@"; do
+  shift
+  case $a in
+    --with-passthrough-hp) passthrough=$a; continue ;;
+    --quick) quick=$a ;;
+  esac
+  set -- "$@" "$a"
+done
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "run-bench.sh: run as root (it installs packages, mounts kvfs and drops the page cache)" >&2
@@ -42,7 +58,7 @@ cmake --build build -j"$(nproc)" --target kvfs kvfs_mount_bench
 export PYTHONDONTWRITEBYTECODE=1
 python3 bench/run_bench.py "$@"
 # The inference engines' own file patterns (kvfs with its defaults against a
-# plain directory): bench/results/engine_patterns.{json,md}.
-quick=""
-for a in "$@"; do [ "$a" = "--quick" ] && quick="--quick"; done
-exec python3 bench/engine_patterns.py $quick
+# plain directory, and passthrough_hp when asked):
+# bench/results/engine_patterns.{json,md}.
+# shellcheck disable=SC2086
+exec python3 bench/engine_patterns.py $quick $passthrough

@@ -9,9 +9,10 @@
 #   31, 33 [open(+, O_RDWR|O_CREAT...)]: an existing key rewritten in place
 #     is a new version, which a second open (even by the writing process)
 #     does not see before the writer's close.
-# Needs a built ./build/kvfs, root (mounting), gcc, and `apt-get source`:
-# when no deb-src entry for Debian's main archive exists, one is added
-# under /etc/apt/sources.list.d/ (and said so). About a minute.
+# Needs a built ./build/kvfs, root (mounting), gcc, and `apt-get source`
+# (packaging/fetch-fuse3-source.sh: when no deb-src entry for Debian's main
+# archive exists, it adds one under /etc/apt/sources.list.d/ and says so).
+# About a minute.
 set -eu
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -25,16 +26,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-if ! grep -rqs '^Types: deb-src\|^deb-src ' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  echo "run-posix-suite: adding a deb-src entry for Debian bookworm main (/etc/apt/sources.list.d/kvfs-deb-src.sources)"
-  printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-    > /etc/apt/sources.list.d/kvfs-deb-src.sources
-  apt-get update -qq
-fi
-(cd "$work" && apt-get source --download-only -qq fuse3 >/dev/null 2>&1) ||
-  { echo "run-posix-suite: apt-get source fuse3 failed" >&2; exit 2; }
-tar -C "$work" -xf "$(ls "$work"/fuse3_*.orig.tar.* | grep -v "\.asc$" | head -n 1)"
-src=$(ls -d "$work"/fuse-3.*)
+# Debian's fuse3 source, fetched and unpacked into the scratch directory.
+src=$(./packaging/fetch-fuse3-source.sh "$work") || exit 2
 # test_syscalls.c includes libfuse's generated config header for one macro.
 echo '#define HAVE_COPY_FILE_RANGE 1' > "$work/fuse_config.h"
 gcc -O1 -I"$work" -o "$work/test_syscalls" "$src/test/test_syscalls.c"
