@@ -165,6 +165,8 @@ Status Draft::SpillChunkLocked(size_t index) {
     return written;
   }
   if (spilled_.size() <= index) spilled_.resize(index + 1, false);
+  if (on_target_.size() <= index) on_target_.resize(index + 1, false);
+  on_target_[index] = true;
   if (sums_.size() <= index) sums_.resize(index + 1);
   for (size_t u = 0; u < kDraftSumsPerChunk; ++u) sums_[index][u] = XXH3_64bits(c + u * kDraftSumUnit, kDraftSumUnit);
   if (stream_valid_ && index == stream_next_) {
@@ -239,6 +241,12 @@ Status Draft::Truncate(uint64_t size) {
   size_.store(size, std::memory_order_release);
   dirty_ = true;
   return Status::Ok();
+}
+
+void Draft::ExtendLocked(uint64_t size) {
+  if (size <= size_.load(std::memory_order_relaxed)) return;
+  size_.store(size, std::memory_order_release);
+  dirty_ = true;
 }
 
 size_t Draft::Read(uint64_t off, size_t len, uint8_t* out) const {

@@ -15,6 +15,10 @@
 // what is still in memory. Without a spill target, every chunk stays in
 // memory (the object size limit bounds it).
 //
+// Holes: a chunk never written reads as zeros and takes no memory; a commit
+// leaves its place in the object a hole on the store (HoleLocked), so a
+// sparse file stays sparse.
+//
 // Thread-safety: the draft's mutex (mutex()) guards its chunks and spill
 // state. The plain methods take it themselves (KVFS_EXCLUDES); the *Locked
 // ones need it held (KVFS_REQUIRES), so the commit path can hold it across
@@ -85,6 +89,9 @@ class Draft {
   Status WriteLocked(uint64_t off, const void* data, size_t len) KVFS_REQUIRES(mu_);
   // Sets the size, discarding bytes past it (and zeroing them for later growth).
   Status Truncate(uint64_t size) KVFS_EXCLUDES(mu_);
+  // Grows the size to `size` (no-op when it is not larger); the new bytes
+  // read as zeros and take no memory.
+  void ExtendLocked(uint64_t size) KVFS_REQUIRES(mu_);
   // Copies up to len bytes at off into out; returns the count (0 at or past end).
   size_t Read(uint64_t off, size_t len, uint8_t* out) const KVFS_EXCLUDES(mu_);
   // Lock-free: safe to call while another thread holds mutex().
@@ -127,6 +134,12 @@ class Draft {
   // The chunk, or nullptr for a hole or a spilled chunk.
   const uint8_t* chunk_locked(size_t i) const KVFS_REQUIRES(mu_) { return chunks_[i]; }
   bool spilled_locked(size_t i) const KVFS_REQUIRES(mu_) { return i < spilled_.size() && spilled_[i]; }
+  // Chunk i reads as zeros and nothing was ever written at its place in the
+  // spill target (a chunk spilled and then truncated away left its bytes
+  // there): a commit need not write it, and leaves a hole.
+  bool HoleLocked(size_t i) const KVFS_REQUIRES(mu_) {
+    return (i >= chunks_.size() || !chunks_[i]) && !spilled_locked(i) && !(i < on_target_.size() && on_target_[i]);
+  }
   uint64_t size_locked() const KVFS_REQUIRES(mu_) { return size_.load(std::memory_order_relaxed); }
   // The spill target, or null when nothing spilled.
   DraftSpill* spill_locked() const KVFS_REQUIRES(mu_) { return spill_.get(); }
@@ -168,6 +181,7 @@ class Draft {
   std::vector<uint8_t*> chunks_ KVFS_GUARDED_BY(mu_);
   size_t resident_ KVFS_GUARDED_BY(mu_) = 0;    // non-null chunks_
   std::vector<bool> spilled_ KVFS_GUARDED_BY(mu_);  // chunk i is in the spill target (and not in memory)
+  std::vector<bool> on_target_ KVFS_GUARDED_BY(mu_);  // chunk i's place in the spill target was ever written
   // Of spilled chunks, whole units.
   std::vector<std::array<uint64_t, kDraftSumsPerChunk>> sums_ KVFS_GUARDED_BY(mu_);
   DraftSpillFactory spill_factory_ KVFS_GUARDED_BY(mu_);

@@ -52,6 +52,7 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, Draft* draf
   for (uint64_t start = 0; start < size; start += kDraftChunkSize) {
     size_t i = static_cast<size_t>(start / kDraftChunkSize);
     if (draft->spilled_locked(i)) continue;  // in the file already
+    if (draft->HoleLocked(i)) continue;      // stays a hole in the file
     size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - start));
     len = (len + 4095) / 4096 * 4096;
     const uint8_t* chunk = i < draft->chunk_count_locked() ? draft->chunk_locked(i) : nullptr;

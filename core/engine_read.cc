@@ -21,6 +21,16 @@
 namespace kvfs {
 using namespace engine_detail;
 
+namespace {
+
+// Whether the n bytes at p are all zero.
+bool IsAllZero(const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  return n == 0 || (b[0] == 0 && std::memcmp(b, b + 1, n - 1) == 0);
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------------------
 // Reads.
 
@@ -221,10 +231,13 @@ Status Engine::LoadDraft(const std::shared_ptr<Version>& version, Draft* draft) 
     AppendSlices(*span, off, end, &r);
     uint64_t pos = off;
     for (const iovec& v : r.iov) {
-      KVFS_RETURN_IF_ERROR(draft->WriteLocked(pos, v.iov_base, v.iov_len));
+      // Zeros (a hole of a sparse version, most often) stay a hole in the
+      // draft: no memory, nothing spilled, nothing written at commit.
+      if (!IsAllZero(v.iov_base, v.iov_len)) KVFS_RETURN_IF_ERROR(draft->WriteLocked(pos, v.iov_base, v.iov_len));
       pos += v.iov_len;
     }
   }
+  draft->ExtendLocked(version->size());
   return Status::Ok();
 }
 

@@ -3,6 +3,7 @@
 // after an fsync, with the daemon's draft memory bounded all along.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <xxhash.h>
 
 #include <cinttypes>
@@ -58,9 +59,81 @@ class EngineLargeDraftTest : public ::testing::Test {
     return r.ok() ? std::move(*r) : std::vector<uint8_t>();
   }
 
+  // Bytes the store's file of name takes on the drive (its allocated blocks).
+  uint64_t AllocatedOnStore(const std::string& name) {
+    Result<Attr> a = engine_->Lookup(kRootIno, name);
+    EXPECT_TRUE(a.ok());
+    if (!a.ok()) return 0;
+    Result<std::string> loc = GetDebugXattr(*engine_, a->ino, "user.kvfs.location");
+    EXPECT_TRUE(loc.ok());
+    if (!loc.ok()) return 0;
+    struct stat st;
+    EXPECT_EQ(::stat((dir_.Sub("store") + "/" + *loc).c_str(), &st), 0);
+    return static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+
   testing::TempDir dir_;
   std::unique_ptr<Engine> engine_;
 };
+
+// A file written at two far-apart places keeps the gap a hole on the store,
+// reads back with zeros there (checksums included), and a copy-on-write
+// change of it copies only its data, not the gap.
+TEST_F(EngineLargeDraftTest, ASparseObjectStaysSparseOnTheStoreAndThroughACopyOnWrite) {
+  OpenEngine();
+  const std::vector<uint8_t> head = testing::Pattern(21, kMiB), tail = testing::Pattern(22, kMiB + 7);
+  const uint64_t tail_at = 200 * kMiB;
+  std::vector<uint8_t> want(tail_at + tail.size(), 0);
+  std::copy(head.begin(), head.end(), want.begin());
+  std::copy(tail.begin(), tail.end(), want.begin() + tail_at);
+  Result<OpenResult> c = engine_->Create(kRootIno, "sparse", 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
+  ASSERT_TRUE(c.ok());
+  WriteAll(c->handle, head);
+  WriteAll(c->handle, tail, tail_at);
+  ASSERT_TRUE(engine_->Flush(c->handle).ok());
+  engine_->Release(c->handle);
+  EXPECT_TRUE(Get("sparse") == want);
+  EXPECT_LT(AllocatedOnStore("sparse"), 16 * kMiB) << "the 199 MiB gap was written out";
+
+  // Copy-on-write: open the committed version for writing, change 10 bytes
+  // in the middle of the gap.
+  Result<Attr> a = engine_->Lookup(kRootIno, "sparse");
+  ASSERT_TRUE(a.ok());
+  Result<OpenResult> w = engine_->Open(a->ino, O_RDWR);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  const std::vector<uint8_t> patch = testing::Pattern(23, 10);
+  uint64_t peak = WriteAll(w->handle, patch, 100 * kMiB);
+  std::copy(patch.begin(), patch.end(), want.begin() + 100 * kMiB);
+  EXPECT_LE(peak, 8 * kMiB) << "the copy of the base held its gap in memory";
+  ASSERT_TRUE(engine_->Flush(w->handle).ok());
+  engine_->Release(w->handle);
+  EXPECT_TRUE(Get("sparse") == want);
+  EXPECT_LT(AllocatedOnStore("sparse"), 16 * kMiB) << "the copy-on-write filled the gap";
+  OpenEngine();  // rebuilt from the store
+  EXPECT_TRUE(Get("sparse") == want);
+}
+
+// A spilled draft cut short and grown again reads zeros where it was cut,
+// although its staging file still held the old bytes there.
+TEST_F(EngineLargeDraftTest, ASpilledDraftCutAndGrownAgainReadsZerosWhereItWasCut) {
+  OpenEngine();
+  std::vector<uint8_t> data = testing::Pattern(24, 30 * kMiB);
+  Result<OpenResult> c = engine_->Create(kRootIno, "regrown", 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
+  ASSERT_TRUE(c.ok());
+  WriteAll(c->handle, data);
+  SetAttrRequest shrink;
+  shrink.size = 7 * kMiB + 5;
+  ASSERT_TRUE(engine_->SetAttr(c->attr.ino, shrink, c->handle).ok());
+  SetAttrRequest grow;
+  grow.size = 30 * kMiB;
+  ASSERT_TRUE(engine_->SetAttr(c->attr.ino, grow, c->handle).ok());
+  std::fill(data.begin() + 7 * kMiB + 5, data.end(), 0);
+  ASSERT_TRUE(engine_->Flush(c->handle).ok());
+  engine_->Release(c->handle);
+  EXPECT_TRUE(Get("regrown") == data);
+  OpenEngine();
+  EXPECT_TRUE(Get("regrown") == data);
+}
 
 TEST_F(EngineLargeDraftTest, ALargeObjectIsWrittenWithBoundedMemoryAndReadsBackWhole) {
   OpenEngine();
