@@ -15,7 +15,6 @@
 #include <utility>
 #include <vector>
 
-#include "adapters/local_store.h"
 #include "core/engine.h"
 #include "core/process_table.h"
 #include "fuse/proc_process_table.h"
@@ -59,18 +58,11 @@ class ScriptedProcesses : public ProcessTable {
 class EngineCreatorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(dir_.ok());
-    Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(dir_.Sub("store"), LocalStoreOptions{});
-    ASSERT_TRUE(s.ok()) << s.status().message();
-    std::vector<std::unique_ptr<Store>> stores;
-    stores.push_back(std::move(*s));
-    EngineOptions o;
-    o.space.capacity_bytes = 64 * kMiB;
+    EngineOptions o = testing::EngineDriver::TestDefaults();
     o.background_eviction = false;
     o.buffer_count = 4;
-    Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
-    ASSERT_TRUE(e.ok()) << e.status().message();
-    engine_ = std::move(*e);
+    ASSERT_OK(driver_.Open(1, 64 * kMiB, o));
+    engine_ = &driver_.engine();
     engine_->SetProcessTable(&processes_);
   }
   void TearDown() override {
@@ -92,9 +84,9 @@ class EngineCreatorTest : public ::testing::Test {
     return r.ok() ? std::move(*r) : std::vector<uint8_t>{'?'};
   }
 
-  testing::TempDir dir_;
   ScriptedProcesses processes_;
-  std::unique_ptr<Engine> engine_;
+  testing::EngineDriver driver_;
+  Engine* engine_ = nullptr;  // driver_'s
 };
 
 TEST_F(EngineCreatorTest, PendingKeyIsFoundByItsCreatorsProcessOnly) {
