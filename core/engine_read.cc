@@ -195,7 +195,7 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
 
 void Engine::MaybeReadAhead(FileHandle* handle, const std::shared_ptr<Version>& v, uint64_t offset, uint64_t end,
                             uint64_t span_end) {
-  if (!read_ahead_ || handle->page_cache) return;
+  if (!read_ahead_) return;
   std::shared_ptr<Prefetch> p;
   {
     MutexLock g(handle->cache_mu);

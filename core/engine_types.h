@@ -55,9 +55,10 @@ struct EngineOptions {
   size_t buffer_count = 64;
   // One large read is split into segments of this size, all in flight at once.
   size_t read_segment_bytes = 256 << 10;
-  // A handle that reads sequentially and bypasses the page cache has the
-  // next this many bytes read ahead on a background thread (0: off). The
-  // page cache's readers get the kernel's read-ahead instead.
+  // A handle that reads sequentially has the next this many bytes read
+  // ahead on a background thread (0: off): an O_DIRECT reader, and a page
+  // cache reader whose misses (the kernel's read-ahead requests) reach the
+  // daemon one after another.
   uint64_t read_ahead_bytes = 2 << 20;
   bool use_io_uring = true;
   // Verify the checksum of one in N chunks read from the stores (1: every

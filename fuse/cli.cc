@@ -211,8 +211,8 @@ void Parser::BuildApp() {
                      "kernel readahead for the mount, KiB, 0 to 65536 (0, default: leave the kernel's)")
       ->check(Whole(0, 65536));
   mount_->add_option("--daemon-read-ahead", read_ahead_text_,
-                     "bytes the daemon reads ahead for a sequential reader that bypasses the page cache "
-                     "(O_DIRECT), 0 to 64M (default 2M; 0: off)");
+                     "bytes the daemon reads ahead for a sequential reader (O_DIRECT, or the kernel's "
+                     "read-ahead for a page-cache reader), 0 to 64M (default 2M; 0: off)");
   mount_->add_option("--max-request", max_request_text_,
                      "largest FUSE read/write request, 4K to 1M in 4K steps (default 1M)");
   mount_->add_option("--max-background", mo.max_background,

@@ -103,5 +103,33 @@ TEST_F(ReadAheadTest, HandlesReleasedWhileTheirReadAheadRunsAndAnEngineClosedMea
   engine_.reset();
 }
 
+// A page-cache handle's reads reach the engine only for pages the kernel
+// does not hold (its own read-ahead requests, in order): they are read
+// ahead too, and still give the handle's own version after the key is
+// replaced under it.
+TEST(PageCacheReadAheadTest, SequentialMissesOfAPageCacheReaderGiveItsVersionsBytes) {
+  testing::EngineDriver driver;
+  ASSERT_OK(driver.Open());
+  Engine& e = driver.engine();
+  const std::vector<uint8_t> v1 = testing::Pattern(31, 12 * kMiB + 5), v2 = testing::Pattern(32, 3 * kMiB);
+  Result<uint64_t> ino = driver.Put("obj", v1);
+  ASSERT_TRUE(ino.ok()) << testing::ErrText(ino.status());
+  Result<OpenResult> r = e.Open(*ino, O_RDONLY);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(r->page_cache);
+  std::vector<uint8_t> got;
+  for (uint64_t off = 0; off < v1.size(); off += 256 << 10) {
+    if (off == 4 * kMiB) ASSERT_TRUE(driver.Put("obj", v2).ok());  // replaced while read ahead
+    Result<std::vector<uint8_t>> piece = testing::ReadOnce(e, r->handle, off, 256 << 10);
+    ASSERT_TRUE(piece.ok()) << testing::ErrText(piece.status());
+    got.insert(got.end(), piece->begin(), piece->end());
+  }
+  e.Release(r->handle);
+  EXPECT_TRUE(got == v1) << "a page-cache reader read bytes that are not its version's";
+  Result<std::vector<uint8_t>> now = driver.Get("obj");
+  ASSERT_TRUE(now.ok());
+  EXPECT_TRUE(*now == v2);
+}
+
 }  // namespace
 }  // namespace kvfs
