@@ -97,6 +97,8 @@ int main(int argc, char** argv) {
     }
   }
   std::filesystem::remove_all(dir);
+  // The store names each object's place (its layout is the manifest's).
+  std::unique_ptr<kvfs::LocalStore> layout;
   {
     kvfs::LocalStoreOptions so;
     auto store = kvfs::LocalStore::Open(dir, so);
@@ -104,6 +106,7 @@ int main(int argc, char** argv) {
       std::cerr << store.status().message() << "\n";
       return 1;
     }
+    layout = std::move(*store);
   }
   // Lay out n header-only objects, as commits would have (without fsyncs).
   auto t0 = std::chrono::steady_clock::now();
@@ -121,12 +124,13 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "cannot encode the header of %s\n", h.key.c_str());
         std::exit(1);
       }
-      std::string hex = kvfs::HashKey(h.key).Hex();
-      std::string d1 = dir + "/objects/" + hex.substr(0, 2);
-      std::string d2 = d1 + "/" + hex.substr(2, 2);
-      ::mkdir(d1.c_str(), 0755);
-      ::mkdir(d2.c_str(), 0755);
-      int fd = ::open((d2 + "/" + hex).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      const std::string path = dir + "/" + layout->LocationFor(kvfs::HashKey(h.key));
+      // Every fan-out directory up to the file (made with the store in the
+      // one-level layout).
+      for (size_t slash = dir.size() + 1; (slash = path.find('/', slash + 1)) != std::string::npos;) {
+        ::mkdir(path.substr(0, slash).c_str(), 0700);
+      }
+      int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
       if (fd < 0 || ::pwrite(fd, block, kvfs::kHeaderSize, 0) != static_cast<ssize_t>(kvfs::kHeaderSize)) {
         std::perror("write object");
         std::exit(1);
@@ -138,6 +142,7 @@ int main(int argc, char** argv) {
   std::vector<std::thread> ws;
   for (int t = 0; t < 4; ++t) ws.emplace_back(writer);
   for (auto& t : ws) t.join();
+  layout.reset();  // the store's lock: the opens below take it
   double create_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   uint64_t objects = 0, rss = 0, rss_warm = 0, heap = 0, heap_warm = 0;
