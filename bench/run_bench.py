@@ -1101,7 +1101,7 @@ def main(argv):
             "it, so many kvfs stats are a LOOKUP; with few (--quick) the kernel answers most of them from its caches. "
             "'Looked up before' then stats, in the same process right after, the names that first loop reached.",
             "Hot runs: buffered reads with nothing dropped, after one untimed warm-up pass per data set. kvfs is "
-            "mounted with its defaults (--page-cache false), so its hot reads go to the store again.",
+            "mounted with its defaults (the page cache on), so its hot reads are served by the kernel's cache.",
             "Durable writes: create + write + close per object until the run time is over; the plain file gets "
             "os.fsync before close (no fsync of the directory); kvfs commits at close.",
             f"Metadata: one process. Create rate: empty files in a fresh directory (at most {a.max_creates} a run); "
