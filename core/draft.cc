@@ -17,6 +17,11 @@ const uint8_t* ZeroChunk() {
   return zeros;
 }
 
+uint64_t ZeroChecksum(size_t len) {
+  static const uint64_t unit = XXH3_64bits(ZeroChunk(), kDraftSumUnit);
+  return len == kDraftSumUnit ? unit : XXH3_64bits(ZeroChunk(), len);
+}
+
 namespace {
 // Chunks come from the kernel page aligned and zero, and go back to a small
 // cache when a draft is done with them: mapping fresh memory for every
@@ -293,6 +298,7 @@ Result<uint64_t> Draft::UnitChecksumLocked(uint64_t u, size_t len, uint8_t* scra
   size_t i = static_cast<size_t>(u / kDraftSumsPerChunk);
   size_t k = static_cast<size_t>(u % kDraftSumsPerChunk);
   if (spilled_locked(i) && len == kDraftSumUnit) return sums_[i][k];
+  if ((i >= chunks_.size() || !chunks_[i]) && !spilled_locked(i)) return ZeroChecksum(len);  // reads as zeros
   Result<const uint8_t*> bytes = ChunkBytesLocked(i, scratch);
   if (!bytes.ok()) return bytes.status();
   return XXH3_64bits(*bytes + k * kDraftSumUnit, len);

@@ -201,5 +201,8 @@ class Draft {
 
 // A 1 MiB aligned block of zeros, for writing holes with O_DIRECT.
 const uint8_t* ZeroChunk();
+// XXH3-64 of len zero bytes (len at most kDraftChunkSize); the checksum unit's
+// is computed once.
+uint64_t ZeroChecksum(size_t len);
 
 }  // namespace kvfs

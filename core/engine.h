@@ -297,6 +297,11 @@ class Engine : private SpaceHost, private SharedIndex {
   // header's key.
   Status WriteSpareHeaderSlot(Version* version, const std::string& current_key, ObjectHeader header) KVFS_REQUIRES(publish_mu_);
   Status LoadDraft(const std::shared_ptr<Version>& version, Draft* draft) KVFS_EXCLUDES(mu_) KVFS_REQUIRES(draft->mutex());
+  // Whether data bytes [off, end) of a leased version are a hole in its
+  // object file and its chunk checksums say zeros there, so the range need
+  // not be read (a read would give zeros). Asked only of a local store: an
+  // lseek on a distributed filesystem has no deadline.
+  bool StoredHole(Version* v, uint64_t off, uint64_t end);
   // Reads and verifies the chunks covering [offset, end) of a leased version.
   // EBADMSG when the object is damaged (checksum, short file), EIO when the
   // store failed.

@@ -8,6 +8,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cinttypes>
 #include <cstdlib>
 #include <cstring>
@@ -220,11 +221,28 @@ void Engine::MaybeReadAhead(FileHandle* handle, const std::shared_ptr<Version>& 
   if (!queued) p->Finish(nullptr);
 }
 
+bool Engine::StoredHole(Version* v, uint64_t off, uint64_t end) {
+  if (v->store()->Shared()) return false;
+  errno = 0;
+  off_t data = ::lseek(v->fd(), static_cast<off_t>(kHeaderSize + off), SEEK_DATA);
+  if (data < 0 && errno != ENXIO) return false;  // no SEEK_DATA here: read it
+  if (data >= 0 && static_cast<uint64_t>(data) < kHeaderSize + end) return false;
+  // A hole where the checksums say data would be damage: the read reports it.
+  Result<std::shared_ptr<const std::vector<uint64_t>>> sums = v->ChunkChecksums(*io_);
+  if (!sums.ok()) return false;
+  for (uint64_t c = off / kChunkSize; c * kChunkSize < end; ++c) {
+    size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, v->size() - c * kChunkSize));
+    if (c >= (*sums)->size() || (**sums)[c] != ZeroChecksum(len)) return false;
+  }
+  return true;
+}
+
 Status Engine::LoadDraft(const std::shared_ptr<Version>& version, Draft* draft) {
   Result<Lease> lease = Lease::Take(version);
   if (!lease.ok()) return lease.status();
   for (uint64_t off = 0; off < version->size(); off += kDraftChunkSize) {
     uint64_t end = std::min<uint64_t>(off + kDraftChunkSize, version->size());
+    if (StoredHole(version.get(), off, end)) continue;  // stays a hole in the draft
     Result<std::shared_ptr<ChunkSpan>> span = ReadChunks(version.get(), off, end);
     if (!span.ok()) return Status::Error(EIO, span.status().message());
     ReadReply r;

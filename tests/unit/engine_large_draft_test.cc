@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "adapters/local_store.h"
+#include "adapters/object_header.h"
 #include "core/draft.h"
 #include "core/engine.h"
 #include "tests/unit/engine_driver.h"
@@ -111,6 +112,30 @@ TEST_F(EngineLargeDraftTest, ASparseObjectStaysSparseOnTheStoreAndThroughACopyOn
   EXPECT_LT(AllocatedOnStore("sparse"), 16 * kMiB) << "the copy-on-write filled the gap";
   OpenEngine();  // rebuilt from the store
   EXPECT_TRUE(Get("sparse") == want);
+}
+
+// The copy skips ranges that are holes in the object file only where the
+// checksums say zeros: a hole punched into stored data behind kvfs's back
+// is damage, and the copy reports it instead of taking zeros.
+TEST_F(EngineLargeDraftTest, AHolePunchedIntoStoredDataIsNotTakenForZerosByACopy) {
+  OpenEngine();
+  const std::vector<uint8_t> data = testing::Pattern(25, 4 * kMiB);
+  ASSERT_TRUE(testing::PutFile(*engine_, kRootIno, "punched", data).ok());
+  Result<Attr> a = engine_->Lookup(kRootIno, "punched");
+  ASSERT_TRUE(a.ok());
+  Result<std::string> loc = GetDebugXattr(*engine_, a->ino, "user.kvfs.location");
+  ASSERT_TRUE(loc.ok());
+  int fd = ::open((dir_.Sub("store") + "/" + *loc).c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, kHeaderSize + kMiB, kMiB), 0) << errno;
+  ::close(fd);
+  Result<OpenResult> w = engine_->Open(a->ino, O_RDWR);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  const uint8_t byte = 1;
+  Result<size_t> wrote = engine_->Write(w->handle, 3 * kMiB, &byte, 1);
+  EXPECT_FALSE(wrote.ok()) << "a copy took a punched hole for zeros";
+  if (!wrote.ok()) EXPECT_EQ(wrote.err(), EIO);
+  engine_->Release(w->handle);
 }
 
 // A spilled draft cut short and grown again reads zeros where it was cut,
