@@ -63,7 +63,10 @@ Result<std::unique_ptr<DfsStore>> DfsStore::Open(const std::string& root_in, con
   store->nonce_ = std::to_string(rd() % 1000000);
   Result<int> fan_out_levels = store->SetUpManifest(options.create_if_missing);
   if (!fan_out_levels.ok()) return fan_out_levels.status();
-  KVFS_RETURN_IF_ERROR(store->dir_.SetUp({kClusterDir, kProbeDir}, true, *fan_out_levels));
+  // Fan-out directories on first use: every host lists each one at every
+  // mount and every reconcile pass, and on a distributed filesystem each
+  // listing is a round trip to its servers, so empty ones are not made.
+  KVFS_RETURN_IF_ERROR(store->dir_.SetUp({kClusterDir, kProbeDir}, true, *fan_out_levels, false));
   KVFS_RETURN_IF_ERROR(store->Probe(options.direct_io));
   if (options.sweep_staging) store->SweepOwnStaging();
   store->cluster_ = std::make_unique<DfsCluster>(store->fs_.get(), root + "/" + kClusterDir,

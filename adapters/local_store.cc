@@ -161,7 +161,8 @@ Result<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& root_in,
     if (!c.ok()) return Status::Error(c.err(), "store " + root + ": " + c.message());
     fan_out_levels = manifest->FanOutLevels();
   }
-  KVFS_RETURN_IF_ERROR(store->dir_.SetUp({}, !options.read_only, fan_out_levels));
+  // All 256 fan-out directories at once: a local mkdir or listing is cheap.
+  KVFS_RETURN_IF_ERROR(store->dir_.SetUp({}, !options.read_only, fan_out_levels, true));
   if (options.read_only) return store;
   KVFS_RETURN_IF_ERROR(store->Probe(options.direct_io));
   // Sweep staging leftovers: versions that were being written when a previous

@@ -86,7 +86,8 @@ Status ObjectDirectory::CheckRealDirectory(const std::string& path, const std::s
   return Status::Ok();
 }
 
-Status ObjectDirectory::SetUp(const std::vector<std::string>& extra, bool create, int fan_out_levels) {
+Status ObjectDirectory::SetUp(const std::vector<std::string>& extra, bool create, int fan_out_levels,
+                              bool make_fan_out) {
   if (fan_out_levels != 1 && fan_out_levels != 2) {
     return Status::Error(EINVAL, "store " + root_ + ": unknown number of fan-out levels " + std::to_string(fan_out_levels));
   }
@@ -101,7 +102,7 @@ Status ObjectDirectory::SetUp(const std::vector<std::string>& extra, bool create
     }
     KVFS_RETURN_IF_ERROR(CheckRealDirectory(path, "store " + root_ + ": " + sub + "/"));
   }
-  return create && levels_ == 1 ? MakeFanOutDirs() : Status::Ok();
+  return create && make_fan_out && levels_ == 1 ? MakeFanOutDirs() : Status::Ok();
 }
 
 Status ObjectDirectory::MakeFanOutDirs() {

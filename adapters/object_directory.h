@@ -1,8 +1,8 @@
 // ObjectDirectory: the on-store layout shared by every store kind, in one
 // place. A store root holds
 //   objects/xx/<hash>       published objects; xx = the first two hex digits
-//                           of the key hash (256 fan-out directories, all
-//                           made when the store is set up with create)
+//                           of the key hash (256 fan-out directories, made
+//                           when the store is set up, or on first use)
 //   staging/<name>          versions being written (names chosen by the store)
 //   quarantine/<base>.<tag> objects moved out of the namespace as damaged
 // Stores made by earlier builds use two fan-out levels, objects/xx/yy/<hash>
@@ -73,11 +73,12 @@ class ObjectDirectory {
   // Sets the number of fan-out levels (1 or 2, from the store's manifest;
   // EINVAL otherwise). With create, makes objects/, staging/, quarantine/
   // and each of `extra` (names directly under the root) where missing, mode
-  // 0700, and in a one-level store the 256 fan-out directories; then checks
-  // that each of the named directories is a real directory (not a symlink).
-  // Errors: ELOOP, ENOTDIR, ENOENT (missing and not created), or what
-  // mkdir/lstat said.
-  Status SetUp(const std::vector<std::string>& extra, bool create, int fan_out_levels);
+  // 0700, and with make_fan_out (a one-level store only) the 256 fan-out
+  // directories, so that no publish waits for a mkdir; then checks that each
+  // of the named directories is a real directory (not a symlink). Fan-out
+  // directories not made here are made on first use. Errors: ELOOP,
+  // ENOTDIR, ENOENT (missing and not created), or what mkdir/lstat said.
+  Status SetUp(const std::vector<std::string>& extra, bool create, int fan_out_levels, bool make_fan_out);
   int fan_out_levels() const { return levels_; }
 
   // Creates a new staging file staging/<name> (O_EXCL, O_NOFOLLOW, mode

@@ -258,6 +258,25 @@ TEST_F(DfsStoreTest, OpenCreatesLayoutInMissingDirectory) {
   EXPECT_GT(space->total_bytes, 0u);
 }
 
+// On a distributed filesystem every host lists each fan-out directory at
+// every reconcile pass: a new shared store makes them on first use only,
+// one level deep.
+TEST_F(DfsStoreTest, FanOutDirectoriesAreMadeOnFirstUse) {
+  auto entries = [](const std::string& dir) {
+    size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) n += e.is_directory() ? 1 : 0;
+    return n;
+  };
+  auto a = OpenAs(Root(), "hostA");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(entries(Root() + "/objects"), 0u) << "empty fan-out directories were made at open";
+  Result<std::string> loc = PutObject(*a, "first", testing::Pattern(3, 5000));
+  ASSERT_TRUE(loc.ok()) << ErrText(loc.status());
+  std::string hex = HashKey("first").Hex();
+  EXPECT_EQ(*loc, "objects/" + hex.substr(0, 2) + "/" + hex);
+  EXPECT_EQ(entries(Root() + "/objects"), 1u);
+}
+
 TEST_F(DfsStoreTest, OpenOnExistingEmptyDirectory) {
   // The scratch directory itself: exists, empty.
   auto store = OpenAs(dir_.path(), "hostA");
