@@ -278,8 +278,10 @@ TEST_F(LocalStoreTest, TwoLevelStoreKeepsItsLayout) {
   auto store = OpenStore(Root());
   ASSERT_TRUE(store);
   ASSERT_TRUE(PublishObject(*store, "legacy/b", b, 1, &loc_b).ok());
+  std::mutex mu;  // Scan calls back from several threads
   std::map<std::string, std::string> keys;
   ASSERT_TRUE(store->Scan([&](const ScannedObject& o) {
+                       std::lock_guard<std::mutex> g(mu);
                        ASSERT_TRUE(o.header.ok()) << o.location << " " << o.header.status().ToString();
                        keys[o.location] = o.header->key;
                      },
