@@ -54,6 +54,22 @@ class EngineLargeDraftTest : public ::testing::Test {
     return peak;
   }
 
+  // Creates name, writes data (the draft spills), then truncates it to
+  // `cut` through the still open handle, which it returns.
+  Result<OpenResult> WriteThenCut(const std::string& name, const std::vector<uint8_t>& data, uint64_t cut) {
+    Result<OpenResult> c = engine_->Create(kRootIno, name, 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
+    if (!c.ok()) return c;
+    WriteAll(c->handle, data);
+    SetAttrRequest shrink;
+    shrink.size = cut;
+    Status s = engine_->SetAttr(c->attr.ino, shrink, c->handle).status();
+    if (!s.ok()) {
+      engine_->Release(c->handle);
+      return s;
+    }
+    return c;
+  }
+
   // The committed bytes of name (empty when it cannot be read).
   std::vector<uint8_t> Get(const std::string& name) {
     Result<std::vector<uint8_t>> r = testing::GetFile(*engine_, kRootIno, name, kMiB);
@@ -143,12 +159,8 @@ TEST_F(EngineLargeDraftTest, AHolePunchedIntoStoredDataIsNotTakenForZerosByACopy
 TEST_F(EngineLargeDraftTest, ASpilledDraftCutAndGrownAgainReadsZerosWhereItWasCut) {
   OpenEngine();
   std::vector<uint8_t> data = testing::Pattern(24, 30 * kMiB);
-  Result<OpenResult> c = engine_->Create(kRootIno, "regrown", 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
-  ASSERT_TRUE(c.ok());
-  WriteAll(c->handle, data);
-  SetAttrRequest shrink;
-  shrink.size = 7 * kMiB + 5;
-  ASSERT_TRUE(engine_->SetAttr(c->attr.ino, shrink, c->handle).ok());
+  Result<OpenResult> c = WriteThenCut("regrown", data, 7 * kMiB + 5);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
   SetAttrRequest grow;
   grow.size = 30 * kMiB;
   ASSERT_TRUE(engine_->SetAttr(c->attr.ino, grow, c->handle).ok());
@@ -209,12 +221,8 @@ TEST_F(EngineLargeDraftTest, WritesAfterAnFsyncOfASpilledDraftBuildOnTheCommitte
 TEST_F(EngineLargeDraftTest, ATruncatedSpilledDraftLeavesNoStaleBytesInTheObject) {
   OpenEngine();
   std::vector<uint8_t> data = testing::Pattern(15, 30 * kMiB);
-  Result<OpenResult> c = engine_->Create(kRootIno, "t", 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
-  ASSERT_TRUE(c.ok());
-  WriteAll(c->handle, data);
-  SetAttrRequest shrink;
-  shrink.size = 7 * kMiB + 5;
-  ASSERT_TRUE(engine_->SetAttr(c->attr.ino, shrink, c->handle).ok());
+  Result<OpenResult> c = WriteThenCut("t", data, 7 * kMiB + 5);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
   data.resize(7 * kMiB + 5);
   ASSERT_TRUE(engine_->Flush(c->handle).ok());
   engine_->Release(c->handle);
