@@ -18,8 +18,9 @@ namespace kvfs {
 
 inline constexpr const char* kManifestFileName = "kvfs-manifest.toml";
 inline constexpr uint32_t kStoreFormatVersion = 1;
-// The layout new stores get: one level of 256 fan-out directories, all made
-// when the store is created, so no publish ever waits for a mkdir.
+// The layout new stores get: one level of 256 fan-out directories (a local
+// store makes them all when it is created, so no publish waits for a mkdir;
+// a shared store makes each on first use, see ObjectDirectory::SetUp).
 inline constexpr const char* kStoreLayout = "objects/xx/<hash128>";
 // The layout of stores made by earlier builds (65,536 leaf directories, made
 // on first use). Still read and written as it is; never converted.

@@ -298,7 +298,7 @@ Result<uint64_t> Draft::UnitChecksumLocked(uint64_t u, size_t len, uint8_t* scra
   size_t i = static_cast<size_t>(u / kDraftSumsPerChunk);
   size_t k = static_cast<size_t>(u % kDraftSumsPerChunk);
   if (spilled_locked(i) && len == kDraftSumUnit) return sums_[i][k];
-  if ((i >= chunks_.size() || !chunks_[i]) && !spilled_locked(i)) return ZeroChecksum(len);  // reads as zeros
+  if (ReadsAsZerosLocked(i)) return ZeroChecksum(len);
   Result<const uint8_t*> bytes = ChunkBytesLocked(i, scratch);
   if (!bytes.ok()) return bytes.status();
   return XXH3_64bits(*bytes + k * kDraftSumUnit, len);

@@ -138,7 +138,11 @@ class Draft {
   // spill target (a chunk spilled and then truncated away left its bytes
   // there): a commit need not write it, and leaves a hole.
   bool HoleLocked(size_t i) const KVFS_REQUIRES(mu_) {
-    return (i >= chunks_.size() || !chunks_[i]) && !spilled_locked(i) && !(i < on_target_.size() && on_target_[i]);
+    return ReadsAsZerosLocked(i) && !(i < on_target_.size() && on_target_[i]);
+  }
+  // Chunk i is neither in memory nor spilled: it reads as zeros.
+  bool ReadsAsZerosLocked(size_t i) const KVFS_REQUIRES(mu_) {
+    return (i >= chunks_.size() || !chunks_[i]) && !spilled_locked(i);
   }
   uint64_t size_locked() const KVFS_REQUIRES(mu_) { return size_.load(std::memory_order_relaxed); }
   // The spill target, or null when nothing spilled.
