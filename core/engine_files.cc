@@ -91,7 +91,19 @@ Result<OpenResult> Engine::Create(uint64_t parent, std::string_view name, uint32
       Forget(ino, 1);
       return s;
     }
+    // The handle leases the version it made, as any reader does: a reopen
+    // of the inode after an unlink (the kernel's open for FS_IOC_GETFLAGS,
+    // /proc/self/fd/N) finds it instead of ESTALE.
+    std::shared_ptr<Version> made;
     lk.lock();
+    made = inode->committed;
+    lk.unlock();
+    Result<Lease> lease = made ? Lease::Take(made) : Result<Lease>(Lease());
+    lk.lock();
+    if (lease.ok() && *lease && !r->handle->lease) {
+      r->handle->lease = std::move(*lease);
+      inode->read_leases++;
+    }
     r->attr = AttrOfLocked(inode, r->handle, thread);
   }
   return r;
@@ -385,7 +397,12 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
                         (other_owner != 0 && std::find(owners.begin(), owners.end(), other_owner) != owners.end()) ||
                         std::find(owners.begin(), owners.end(), uint64_t{0}) != owners.end();
     if (!closer_wrote) return Status::Ok();
-    if (owners.empty() && !asked) {
+    // Another writer of the version still open and unflushed: this close
+    // cannot commit whatever the answer, so the walk below is not needed.
+    // (Many descriptors of one new key, closed one by one, would otherwise
+    // walk the closer's descriptor table once each.)
+    const bool others_unflushed = draft->unflushed > (handle->flushed ? 0u : 1u);
+    if (owners.empty() && !asked && !others_unflushed) {
       // Nothing written through this handle: ask, without the lock, whether
       // this close is the opener's last descriptor, then look again.
       const uint64_t ino = handle->inode->ino;

@@ -3,6 +3,8 @@
 // mmap, statfs.
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -53,6 +55,40 @@ TEST_F(PosixSurfaceTest, CreateWithoutWriteAccessCreatesAnEmptyFile) {
   ASSERT_TRUE(again.valid()) << ErrnoMessage("open existing with O_CREAT|O_RDONLY");
   ASSERT_EQ(again.Close(), 0);
   EXPECT_EQ(CheckFile(path, data), "");
+}
+
+// A descriptor keeps its file after an unlink, also for the kernel's own
+// reopens of the inode: /proc/self/fd/N, and the open behind FS_IOC_GETFLAGS
+// (lsattr, chattr), which kvfs answers with ENOTTY, never ESTALE.
+TEST_F(PosixSurfaceTest, UnlinkedFileStaysOpenableThroughItsDescriptor) {
+  struct Case {
+    std::string name;
+    int flags;
+    std::vector<uint8_t> data;  // committed before the open; empty: created by it
+  };
+  const std::vector<Case> cases = {{"made-read-only", O_CREAT | O_RDONLY, {}},
+                                   {"existing-read-only", O_RDONLY, MakeData(41, 3000)},
+                                   {"existing-read-write", O_CREAT | O_RDWR, MakeData(42, 3000)}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string path = P(c.name);
+    if (!c.data.empty()) ASSERT_EQ(WriteFile(path, c.data), "");
+    Fd fd(open(path.c_str(), c.flags, 0600));
+    ASSERT_TRUE(fd.valid()) << ErrnoMessage("open");
+    ASSERT_EQ(RunInChild([&] { return unlink(path.c_str()) == 0 ? std::string("ok") : ErrnoMessage("unlink"); }).Summary(),
+              "ok");
+    long flags = 0;
+    ASSERT_EQ(ioctl(fd.get(), FS_IOC_GETFLAGS, &flags), -1);
+    EXPECT_EQ(errno, ENOTTY) << ErrnoMessage("FS_IOC_GETFLAGS");
+    const std::string again_path = "/proc/self/fd/" + std::to_string(fd.get());
+    Fd again(open(again_path.c_str(), O_RDONLY));
+    ASSERT_TRUE(again.valid()) << ErrnoMessage("reopen through " + again_path);
+    std::vector<uint8_t> got(c.data.size() + 1);
+    ssize_t n = pread(again.get(), got.data(), got.size(), 0);
+    ASSERT_EQ(n, static_cast<ssize_t>(c.data.size())) << ErrnoMessage("pread");
+    got.resize(static_cast<size_t>(n));
+    EXPECT_EQ(got, c.data);
+  }
 }
 
 TEST_F(PosixSurfaceTest, ReadWriteHandleReadsItsOwnUnflushedWrites) {

@@ -269,6 +269,33 @@ TEST_F(EngineCreatorTest, CreateAndCloseCommitsAtTheFlush) {
   engine_->Forget(c->attr.ino, 1);
 }
 
+// Many descriptors of one new key, nothing written, closed one by one (a
+// process holding thousands of them): only the close that could commit asks
+// the ProcessTable, which walks the closer's whole descriptor table.
+TEST_F(EngineCreatorTest, OnlyTheLastUnwrittenCloseAsksAboutDescriptors) {
+  Result<OpenResult> first = CreateAs(kCreator, "k");
+  ASSERT_TRUE(first.ok());
+  const uint64_t ino = first->attr.ino;
+  std::vector<FileHandle*> handles{first->handle};
+  for (int i = 0; i < 50; ++i) {
+    Result<OpenResult> more = engine_->Open(ino, O_RDWR, kTag | kCreator);  // joins the version
+    ASSERT_TRUE(more.ok());
+    handles.push_back(more->handle);
+  }
+  for (size_t i = 0; i + 1 < handles.size(); ++i) {
+    ASSERT_OK(engine_->Flush(handles[i], 7, kTag | kCreator));
+    engine_->Release(handles[i]);
+    EXPECT_EQ(LookupErrno(kStranger, "k"), ENOENT) << "published while " << handles.size() - i - 1 << " writers were open";
+  }
+  EXPECT_EQ(processes_.descriptor_calls, 0);
+  ASSERT_OK(engine_->Flush(handles.back(), 7, kTag | kCreator));
+  EXPECT_EQ(processes_.descriptor_calls, 1);
+  EXPECT_EQ(LookupErrno(kStranger, "k"), 0) << "the last close did not commit";
+  engine_->Release(handles.back());
+  engine_->Forget(ino, 1);
+  EXPECT_EQ(Get("k"), std::vector<uint8_t>{});
+}
+
 // ---------------------------------------------------------------------------
 // ProcProcessTable on this very process.
 
