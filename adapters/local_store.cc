@@ -175,6 +175,7 @@ Result<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& root_in,
     }
   }
   if (store->swept_ > 0) spdlog::info("store {}: removed {} unfinished staging files", root, store->swept_);
+  store->unlinker_ = std::make_unique<DeferredUnlinker>(store->fs_.get());
   return store;
 }
 
@@ -230,26 +231,54 @@ Status LocalStore::Probe(bool want_direct) {
 }
 
 LocalStore::~LocalStore() {
+  unlinker_.reset();  // while the store is still locked
   if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+std::string LocalStore::NextStagingName(const char* suffix) {
+  return std::to_string(::getpid()) + "-" + std::to_string(staging_counter_.fetch_add(1)) + suffix;
+}
+
+std::string LocalStore::KeepReplaced(const std::string& location) {
+  if (!unlinker_) return "";
+  std::string name = NextStagingName(".gone");
+  return dir_.LinkIntoStaging(location, name).ok() ? name : "";
+}
+
+void LocalStore::ReleaseReplaced(const std::string& kept, bool published) {
+  if (kept.empty()) return;
+  const std::string path = dir_.StagingDir() + "/" + kept;
+  if (!published) {
+    (void)fs_->Unlink(path);
+    return;
+  }
+  Result<FsStat> st = fs_->Lstat(path);
+  unlinker_->Add(path, st.ok() ? st->size : 0);
 }
 
 std::string LocalStore::LocationFor(const KeyHash& h) const { return dir_.LocationFor(h); }
 
 Result<std::unique_ptr<StagingFile>> LocalStore::CreateStaging(uint64_t final_bytes) {
   const bool small = final_bytes != kUnknownSize && final_bytes <= kBufferedStagingMax;
-  return dir_.CreateStaging(std::to_string(::getpid()) + "-" + std::to_string(staging_counter_.fetch_add(1)) + ".tmp",
+  return dir_.CreateStaging(NextStagingName(".tmp"),
                             direct_io_ && !small);
 }
 
 Status LocalStore::Publish(StagingFile& file, const std::string& location) {
   if (::fdatasync(file.fd()) != 0) return Status::FromErrno("fdatasync " + file.path());
-  KVFS_RETURN_IF_ERROR(dir_.RenameIntoPlace(file.path(), location, true));
+  const std::string kept = KeepReplaced(location);
+  Status renamed = dir_.RenameIntoPlace(file.path(), location, true);
+  ReleaseReplaced(kept, renamed.ok());
+  KVFS_RETURN_IF_ERROR(renamed);
   file.MarkPublished();
   return dir_.SyncParent(location);
 }
 
 Status LocalStore::PublishUnsynced(StagingFile& file, const std::string& location) {
-  KVFS_RETURN_IF_ERROR(dir_.RenameIntoPlace(file.path(), location, false));
+  const std::string kept = KeepReplaced(location);
+  Status renamed = dir_.RenameIntoPlace(file.path(), location, false);
+  ReleaseReplaced(kept, renamed.ok());
+  KVFS_RETURN_IF_ERROR(renamed);
   file.MarkPublished();
   return Status::Ok();
 }
@@ -269,7 +298,10 @@ Status LocalStore::WriteHeaderBlock(const std::string& location, const uint8_t* 
 }
 
 Status LocalStore::Move(const std::string& from, const std::string& to, bool sync) {
-  KVFS_RETURN_IF_ERROR(dir_.Move(from, to, sync));
+  const std::string kept = KeepReplaced(to);
+  Status moved = dir_.Move(from, to, sync);
+  ReleaseReplaced(kept, moved.ok());
+  KVFS_RETURN_IF_ERROR(moved);
   if (!sync) return Status::Ok();
   KVFS_RETURN_IF_ERROR(dir_.SyncParent(to));
   if (from.substr(0, from.rfind('/')) != to.substr(0, to.rfind('/'))) KVFS_RETURN_IF_ERROR(dir_.SyncParent(from));
@@ -277,7 +309,16 @@ Status LocalStore::Move(const std::string& from, const std::string& to, bool syn
 }
 
 Status LocalStore::Remove(const std::string& location, bool sync) {
-  KVFS_RETURN_IF_ERROR(dir_.Remove(location));
+  if (!unlinker_) {
+    KVFS_RETURN_IF_ERROR(dir_.Remove(location));
+    return sync ? dir_.SyncParent(location) : Status::Ok();
+  }
+  // Out of objects/ by a rename, unlinked in the background.
+  Result<FsStat> st = fs_->Lstat(dir_.Abs(location));
+  if (!st.ok()) return st.status();
+  const std::string name = NextStagingName(".gone");
+  KVFS_RETURN_IF_ERROR(dir_.MoveToStaging(location, name));
+  unlinker_->Add(dir_.StagingDir() + "/" + name, st->size);
   return sync ? dir_.SyncParent(location) : Status::Ok();
 }
 
@@ -292,6 +333,15 @@ Result<std::vector<std::string>> LocalStore::ListStaging() const { return dir_.L
 
 Status LocalStore::RemoveStaging(const std::string& name) { return dir_.RemoveStaging(name); }
 
-Result<StoreSpace> LocalStore::Space() const { return FilesystemSpace(root_); }
+void LocalStore::SettleRemovals(std::chrono::milliseconds timeout) {
+  if (unlinker_) unlinker_->Drain(timeout);
+}
+
+Result<StoreSpace> LocalStore::Space() const {
+  Result<StoreSpace> space = FilesystemSpace(root_);
+  // Removed objects still waiting for their unlink are as good as free.
+  if (space.ok() && unlinker_) space->free_bytes += unlinker_->pending_bytes();
+  return space;
+}
 
 }  // namespace kvfs

@@ -327,11 +327,27 @@ Status ObjectDirectory::Scan(const std::function<void(const ScannedObject&)>& fn
 
 Result<std::vector<std::string>> ObjectDirectory::ListStaging() const { return fs_->ListDir(StagingDir()); }
 
+namespace {
+bool IsStagingName(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos;
+}
+}  // namespace
+
 Status ObjectDirectory::RemoveStaging(const std::string& name) {
-  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos) {
-    return Status::Error(EINVAL, "bad staging name");
-  }
+  if (!IsStagingName(name)) return Status::Error(EINVAL, "bad staging name");
   return fs_->Unlink(StagingDir() + "/" + name);
+}
+
+Status ObjectDirectory::MoveToStaging(const std::string& location, const std::string& name) {
+  if (!IsStagingName(name)) return Status::Error(EINVAL, "bad staging name");
+  KVFS_RETURN_IF_ERROR(CheckFanOut(location));
+  return fs_->Rename(Abs(location), StagingDir() + "/" + name);
+}
+
+Status ObjectDirectory::LinkIntoStaging(const std::string& location, const std::string& name) {
+  if (!IsStagingName(name)) return Status::Error(EINVAL, "bad staging name");
+  KVFS_RETURN_IF_ERROR(CheckFanOut(location));
+  return fs_->Link(Abs(location), StagingDir() + "/" + name);
 }
 
 }  // namespace kvfs

@@ -132,6 +132,12 @@ class ObjectDirectory {
   Result<std::vector<std::string>> ListStaging() const;
   // Unlinks staging/<name>; EINVAL for a name that is not one component.
   Status RemoveStaging(const std::string& name);
+  // Renames the object at location to staging/<name> (the name is gone from
+  // objects/ at once; the file is the caller's to unlink). ENOENT when none.
+  Status MoveToStaging(const std::string& location, const std::string& name);
+  // Makes staging/<name> another name of the object at location, so that a
+  // rename over location does not free the object's blocks. ENOENT when none.
+  Status LinkIntoStaging(const std::string& location, const std::string& name);
 
  private:
   // Creates the fan-out directories of location that are missing.

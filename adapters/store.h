@@ -26,6 +26,7 @@
 // syscalls they wrap; the engine serialises them.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -154,6 +155,12 @@ class Store {
   virtual Status Scan(const std::function<void(const ScannedObject&)>& fn, int threads) = 0;
 
   virtual Result<StoreSpace> Space() const = 0;
+  // Waits (at most `timeout`) until the space of the objects removed so far
+  // is free on the store's filesystem, for a store that frees it in the
+  // background (LocalStore: see there); Space() counts such space as free
+  // already. Called after evictions for the free-space floor, which is about
+  // the filesystem as other programs see it.
+  virtual void SettleRemovals(std::chrono::milliseconds timeout) { (void)timeout; }
 
   // Staging files present now (names relative to the staging area), and their
   // removal; for offline checks.

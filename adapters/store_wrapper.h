@@ -36,6 +36,7 @@ class StoreWrapper : public Store {
     return target_->Scan(fn, threads);
   }
   Result<StoreSpace> Space() const override { return target_->Space(); }
+  void SettleRemovals(std::chrono::milliseconds timeout) override { target_->SettleRemovals(timeout); }
   Result<std::vector<std::string>> ListStaging() const override { return target_->ListStaging(); }
   Status RemoveStaging(const std::string& name) override { return target_->RemoveStaging(name); }
 

@@ -191,12 +191,15 @@ size_t SpaceManager::EvictionPass() {
     }
     uint64_t floor = FloorBytes(si);
     if (floor > 0) {
-      for (int n = 0; n < 4096; ++n) {
+      int floor_evictions = 0;
+      for (; floor_evictions < 4096; ++floor_evictions) {
         Result<StoreSpace> space = s.store->Space();
         if (!space.ok() || space->free_bytes >= floor) break;
         if (!host_->EvictOne(si, EvictionCause::kFloor)) break;
         ++evicted;
       }
+      // The floor is about the filesystem as other programs see it.
+      if (floor_evictions > 0) s.store->SettleRemovals(kSettleRemovalsTimeout);
     }
     if (evicted > evicted_before) eviction_batches_.Record(evicted - evicted_before);
   }

@@ -188,6 +188,9 @@ class SpaceManager {
   uint64_t FreeBytes(PerStore& s, uint64_t need);
   static constexpr int64_t kFreeSampleMaxAge = 100'000'000;  // ns
   static constexpr uint64_t kFreeSampleMargin = 1ULL << 30;
+  // How long an eviction pass waits for a store to free what it evicted
+  // for the floor (Store::SettleRemovals).
+  static constexpr std::chrono::milliseconds kSettleRemovalsTimeout{5000};
   Status NoSpace(uint32_t store, const char* why);
   void EvictorLoop();
 

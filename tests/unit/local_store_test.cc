@@ -314,10 +314,12 @@ TEST_F(LocalStoreTest, StagingLeftoversAreSweptOnOpen) {
     ASSERT_TRUE(testing::WriteFile(Root() + "/staging/99999-0.tmp", "partial"));
     ASSERT_TRUE(testing::WriteFile(Root() + "/staging/99999-1.tmp", "partial too"));
     ASSERT_TRUE(testing::WriteFile(Root() + "/staging/12-7.tmp", std::string(10000, 'x')));
+    // A removed object the background had not unlinked yet.
+    ASSERT_TRUE(testing::WriteFile(Root() + "/staging/12-8.gone", std::string(5000, 'y')));
   }
   auto store = OpenStore(Root());
   ASSERT_TRUE(store);
-  EXPECT_EQ(store->swept_staging_files(), 3u);
+  EXPECT_EQ(store->swept_staging_files(), 4u);
   EXPECT_TRUE(std::filesystem::is_empty(Root() + "/staging"));
 }
 
@@ -473,6 +475,63 @@ TEST_F(LocalStoreTest, RemoveDeletesAndSecondRemoveIsEnoent) {
   ReadBack rb = ReadObjectFd(*fd, 100);
   ::close(*fd);
   EXPECT_EQ(rb.data, testing::Pattern(3, 100));
+}
+
+// Removed, replaced and moved-over objects leave objects/ at once and the
+// store altogether once their background unlinks are done; an old
+// descriptor still reads them, and the live objects keep one name each.
+TEST_F(LocalStoreTest, RemovedAndReplacedObjectsAreUnlinkedInTheBackground) {
+  auto store = OpenStore(Root());
+  ASSERT_TRUE(store);
+  std::string removed, replaced, moved, target;
+  ASSERT_TRUE(PublishObject(*store, "removed", testing::Pattern(5, 300000), 1, &removed).ok());
+  ASSERT_TRUE(PublishObject(*store, "replaced", testing::Pattern(6, 200000), 1, &replaced).ok());
+  ASSERT_TRUE(PublishObject(*store, "moved", testing::Pattern(7, 5000), 1, &moved).ok());
+  ASSERT_TRUE(PublishObject(*store, "target", testing::Pattern(8, 6000), 1, &target).ok());
+  Result<int> old_fd = store->OpenForRead(replaced);
+  ASSERT_TRUE(old_fd.ok());
+
+  ASSERT_TRUE(store->Remove(removed, false).ok());
+  ASSERT_TRUE(PublishObject(*store, "replaced", testing::Pattern(9, 100), 2).ok());
+  ASSERT_TRUE(store->Move(moved, target, false).ok());
+  EXPECT_FALSE(PathExists(Root() + "/" + removed));
+  EXPECT_FALSE(PathExists(Root() + "/" + moved));
+  EXPECT_EQ(store->Remove(removed, false).err(), ENOENT);
+
+  store->SettleRemovals(std::chrono::seconds(30));
+  EXPECT_TRUE(std::filesystem::is_empty(Root() + "/staging")) << "removed objects were not unlinked";
+  size_t files = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(Root() + "/objects")) {
+    if (!e.is_regular_file()) continue;
+    ++files;
+    EXPECT_EQ(std::filesystem::hard_link_count(e.path()), 1u) << e.path();
+  }
+  EXPECT_EQ(files, 2u);
+  ReadBack before = ReadObjectFd(*old_fd, 200000);
+  ::close(*old_fd);
+  EXPECT_EQ(before.data, testing::Pattern(6, 200000));
+  Result<int> fd = store->OpenForRead(target);
+  ASSERT_TRUE(fd.ok());
+  ReadBack now = ReadObjectFd(*fd, 5000);
+  ::close(*fd);
+  EXPECT_EQ(now.data, testing::Pattern(7, 5000));
+}
+
+// Closing the store unlinks what is still queued.
+TEST_F(LocalStoreTest, ClosingTheStoreFinishesItsRemovals) {
+  {
+    auto store = OpenStore(Root());
+    ASSERT_TRUE(store);
+    for (int i = 0; i < 50; ++i) {
+      std::string loc;
+      ASSERT_TRUE(PublishObject(*store, "k" + std::to_string(i), testing::Pattern(i, 8192), 1, &loc).ok());
+      ASSERT_TRUE(store->Remove(loc, false).ok());
+    }
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(Root() + "/staging"));
+  auto store = OpenStore(Root());
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->swept_staging_files(), 0u);
 }
 
 TEST_F(LocalStoreTest, RemoveWithoutSyncAlsoRemoves) {
