@@ -168,6 +168,16 @@ class Engine : private SpaceHost, private SharedIndex {
   // thread identifies the writing thread (0: unknown), see GetAttr.
   Result<size_t> Write(FileHandle* handle, uint64_t offset, const void* data, size_t size, uint64_t owner = 0,
                        uint64_t thread = 0);
+  // fallocate(2) on a handle open for writing: mode 0 grows the handle's
+  // version to offset + length (never shrinks it; kvfs keeps no blocks for
+  // bytes not yet written, so only the capacity is checked), KEEP_SIZE alone
+  // checks and changes nothing, PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE (with or
+  // without KEEP_SIZE) write zeros over the range, within the size when
+  // KEEP_SIZE is given. Like a write, it becomes part of the version
+  // committed at close. EOPNOTSUPP for other modes (COLLAPSE_RANGE,
+  // INSERT_RANGE, UNSHARE_RANGE); EBADF, EINVAL, EFBIG, ENOSPC as write.
+  Status Fallocate(FileHandle* handle, int mode, uint64_t offset, uint64_t length, uint64_t owner = 0,
+                   uint64_t thread = 0);
   // Commits the draft when this handle is its last writer. A flush from an
   // owner that never wrote through the handle (a forked child closing its
   // inherited copy) does not commit. A handle with no writes yet (an empty
@@ -253,6 +263,11 @@ class Engine : private SpaceHost, private SharedIndex {
   // version; otherwise the current one is leased here, under the lock.
   Result<OpenResult> OpenLocked(Inode* inode, int flags, Lease lease = Lease()) KVFS_REQUIRES(mu_);
   Result<std::shared_ptr<Draft>> DraftForWrite(FileHandle* handle) KVFS_EXCLUDES(publish_mu_, mu_);
+  // DraftForWrite for a change through the handle (a write, a fallocate):
+  // EBADF unless writable, EIO for a broken draft; records the owner and
+  // thread as a writer's and marks the handle unflushed.
+  Result<std::shared_ptr<Draft>> DraftForChange(FileHandle* handle, uint64_t owner, uint64_t thread)
+      KVFS_EXCLUDES(publish_mu_, mu_);
   // A key is about to be written in place while page-cache readers have its
   // inode open. The kernel's file size belongs to the inode, so the writer
   // must not share it with them: the key moves to a fresh inode (same

@@ -2,6 +2,7 @@
 #include "core/engine.h"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -353,23 +354,27 @@ Result<std::shared_ptr<Draft>> Engine::DraftForWrite(FileHandle* handle) {
   return draft;
 }
 
-Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* data, size_t size, uint64_t owner,
-                             uint64_t thread) {
+Result<std::shared_ptr<Draft>> Engine::DraftForChange(FileHandle* handle, uint64_t owner, uint64_t thread) {
   if (!handle->writable) return Status::Error(EBADF, "handle not open for writing");
   Result<std::shared_ptr<Draft>> draft = DraftForWrite(handle);
   if (!draft.ok()) return draft.status();
   if ((*draft)->broken) return Status::Error(EIO, "the version being written is damaged (its base could not be loaded, or its staging file timed out)");
-  {
-    MutexLock g(mu_);
-    auto& owners = handle->writer_owners;
-    if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
-    NoteDraftThreadLocked(handle, thread);
-    handle->commit_failed = false;
-    if (handle->flushed) {
-      handle->flushed = false;
-      (*draft)->unflushed++;
-    }
+  MutexLock g(mu_);
+  auto& owners = handle->writer_owners;
+  if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
+  NoteDraftThreadLocked(handle, thread);
+  handle->commit_failed = false;
+  if (handle->flushed) {
+    handle->flushed = false;
+    (*draft)->unflushed++;
   }
+  return draft;
+}
+
+Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* data, size_t size, uint64_t owner,
+                             uint64_t thread) {
+  Result<std::shared_ptr<Draft>> draft = DraftForChange(handle, owner, thread);
+  if (!draft.ok()) return draft.status();
   if (handle->append) offset = (*draft)->size();
   if (offset + size > options_.max_object_bytes) return Status::Error(EFBIG, "object too large");
   if (offset + size > options_.space.capacity_bytes) return Status::Error(ENOSPC, "object larger than the capacity");
@@ -379,6 +384,46 @@ Result<size_t> Engine::Write(FileHandle* handle, uint64_t offset, const void* da
   writes_.fetch_add(1, std::memory_order_relaxed);
   write_bytes_.fetch_add(size, std::memory_order_relaxed);
   return size;
+}
+
+Status Engine::Fallocate(FileHandle* handle, int mode, uint64_t offset, uint64_t length, uint64_t owner,
+                         uint64_t thread) {
+  const bool keep_size = (mode & FALLOC_FL_KEEP_SIZE) != 0;
+  const bool punch = (mode & FALLOC_FL_PUNCH_HOLE) != 0;
+  const bool zero = (mode & FALLOC_FL_ZERO_RANGE) != 0;
+  if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) != 0 || (punch && zero) ||
+      (punch && !keep_size)) {
+    return Status::Error(EOPNOTSUPP, "fallocate mode not supported");
+  }
+  if (!handle->writable) return Status::Error(EBADF, "handle not open for writing");
+  if (length == 0) return Status::Error(EINVAL, "empty range");
+  if (offset > options_.max_object_bytes || length > options_.max_object_bytes - offset) {
+    return Status::Error(EFBIG, "object too large");
+  }
+  const uint64_t end = offset + length;
+  if (!keep_size && end > options_.space.capacity_bytes) return Status::Error(ENOSPC, "object larger than the capacity");
+  if (!punch && !zero) {
+    // Allocation only: kvfs keeps no blocks for a version before it is
+    // written, so this is the size change (or nothing, with KEEP_SIZE).
+    if (keep_size) return Status::Ok();
+    MutexLock g(mu_);
+    if (end <= AttrOfLocked(handle->inode, handle).size) return Status::Ok();
+  }
+  Result<std::shared_ptr<Draft>> draft = DraftForChange(handle, owner, thread);
+  if (!draft.ok()) return draft.status();
+  if (punch || zero) {
+    const uint64_t size = (*draft)->size();
+    const uint64_t zero_end = keep_size ? std::min(end, size) : end;
+    static const std::vector<uint8_t> kZeros(kDraftChunkSize, 0);
+    for (uint64_t pos = offset; pos < zero_end;) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(kZeros.size(), zero_end - pos));
+      Status written = (*draft)->Write(pos, kZeros.data(), n);
+      if (!written.ok()) return Status::Error(written.err() == ETIMEDOUT ? EIO : written.err(), written.message());
+      pos += n;
+    }
+  }
+  if (!keep_size && end > (*draft)->size()) KVFS_RETURN_IF_ERROR((*draft)->Truncate(end));
+  return Status::Ok();
 }
 
 Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {

@@ -319,6 +319,16 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
   fuse_reply_write(req, *n);
 }
 
+void OnFallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi) {
+  if (offset < 0 || length <= 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  uint64_t owner = fi->lock_owner != 0 ? fi->lock_owner : ThreadOwner(req);
+  ReplyStatus(req, Eng(req)->Fallocate(Handle(fi), mode, static_cast<uint64_t>(offset), static_cast<uint64_t>(length),
+                                       owner, ThreadOwner(req)));
+}
+
 void OnFlush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   ReplyStatus(req, Eng(req)->Flush(Handle(fi), fi->lock_owner, ThreadOwner(req)));
 }
@@ -445,6 +455,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.read = OnRead;
   ops.write = OnWrite;
   ops.flush = OnFlush;
+  ops.fallocate = OnFallocate;
   ops.fsync = OnFsync;
   ops.release = OnRelease;
   ops.opendir = OnOpendir;

@@ -3,6 +3,7 @@
 // mmap, statfs.
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -89,6 +90,33 @@ TEST_F(PosixSurfaceTest, UnlinkedFileStaysOpenableThroughItsDescriptor) {
     got.resize(static_cast<size_t>(n));
     EXPECT_EQ(got, c.data);
   }
+}
+
+// fallocate(2) through the mount: posix_fallocate grows a new file (one
+// request, not glibc's byte-per-block emulation), a punched hole reads as
+// zeros at once through the writer's page cache, and another process sees
+// the result after the close.
+TEST_F(PosixSurfaceTest, FallocateGrowsAndPunches) {
+  const std::string path = P("preallocated");
+  Fd fd(open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0644));
+  ASSERT_TRUE(fd.valid()) << ErrnoMessage("open");
+  std::vector<uint8_t> want = MakeData(43, 300000);
+  ASSERT_EQ(PwriteAll(fd.get(), want, 0), "");
+  ASSERT_EQ(posix_fallocate(fd.get(), 0, 16 << 20), 0);
+  want.resize(16 << 20, 0);
+  struct stat st {};
+  ASSERT_EQ(fstat(fd.get(), &st), 0);
+  EXPECT_EQ(st.st_size, 16 << 20);
+  ASSERT_EQ(fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 1000, 9000), 0) << ErrnoMessage("punch");
+  std::fill(want.begin() + 1000, want.begin() + 10000, 0);
+  std::vector<uint8_t> got(12000);
+  ASSERT_EQ(pread(fd.get(), got.data(), got.size(), 0), static_cast<ssize_t>(got.size()));
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << "the writer reads stale bytes over the hole";
+  EXPECT_EQ(fallocate(fd.get(), FALLOC_FL_COLLAPSE_RANGE, 0, 4096), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  ASSERT_EQ(fd.Close(), 0);
+  EXPECT_EQ(RunInChild([&] { return CheckFile(path, want).empty() ? std::string("ok") : CheckFile(path, want); }).Summary(),
+            "ok");
 }
 
 TEST_F(PosixSurfaceTest, ReadWriteHandleReadsItsOwnUnflushedWrites) {
