@@ -412,8 +412,10 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   spdlog::info("open files: at most {} per user, {} in all ({} descriptors)", handle_quota.per_user(),
                handle_quota.total(), descriptors);
 
+  ListingTracker listings;
   FuseContext ctx;
   ctx.engine = engine->get();
+  ctx.listings = &listings;
   ctx.handle_quota = &handle_quota;
   ctx.entry_timeout = o.entry_timeout;
   ctx.readdir_cache = o.readdir_cache;

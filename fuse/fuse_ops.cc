@@ -263,7 +263,12 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
   fuse_entry_param e = ToEntry(req, r->attr);
   // The new key is not committed yet: do not let the kernel keep the name.
   e.entry_timeout = 0;
-  e.attr_timeout = 0;
+  // A new key's inode is the creator's alone until its commit, which
+  // invalidates these attributes; meanwhile the kernel keeps the size its
+  // own writes made. Caching them saves the GETATTR of the permission check
+  // at open. An existing key's inode is shared with its readers: its
+  // attributes (the new version's size) must not be cached.
+  e.attr_timeout = r->created ? Ctx(req)->entry_timeout : 0;
   if (fuse_reply_create(req, &e, fi) != 0) {
     // The kernel dropped the request (the caller was interrupted): undo.
     ReleaseHandle(req, fi);
@@ -344,6 +349,8 @@ void OnRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 }
 
 void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  // Marked before the engine is asked (see ListingTracker).
+  ListingTracker::Serving serving(Ctx(req)->readdir_cache ? Ctx(req)->listings : nullptr, ino);
   std::vector<char> buf(size);
   size_t used = 0;
   Status s = Eng(req)->ReadDir(ino, static_cast<uint64_t>(off), plus, [&](const DirEntry& d) {

@@ -21,6 +21,7 @@
 
 #include "core/engine.h"
 #include "fuse/handle_quota.h"
+#include "fuse/listing_tracker.h"
 
 namespace kvfs {
 
@@ -37,6 +38,9 @@ struct FuseContext {
   // directory's cached listing whenever a name appears or goes without the
   // kernel's doing (a commit, an eviction, another host's change).
   bool readdir_cache = true;
+  // With readdir_cache: which directories' listings the kernel may hold
+  // (marked by every READDIR served); null: assume every one.
+  ListingTracker* listings = nullptr;
   // Caps the open files of each user (and of all together); null: no cap.
   HandleQuota* handle_quota = nullptr;
 };

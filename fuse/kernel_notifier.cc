@@ -30,7 +30,7 @@ void KernelNotifier::Invalidate(const Job& job) {
     rc = fuse_lowlevel_notify_inval_entry(ctx_->session, parent_ino, job.name.c_str(), job.name.size());
     if (rc != 0 && rc != -ENOENT) spdlog::debug("inval_entry {}/{}: {}", parent_ino, job.name, std::strerror(-rc));
   }
-  if (ctx_->readdir_cache) {
+  if (job.listing) {
     // Offset 0, length 0: the directory's whole page cache, where the kernel
     // keeps its cached listing.
     rc = fuse_lowlevel_notify_inval_inode(ctx_->session, parent_ino, 0, 0);
@@ -42,12 +42,18 @@ namespace {
 constexpr auto kAppearWait = std::chrono::milliseconds(200);
 }  // namespace
 
+bool KernelNotifier::ListingMayBeCached(uint64_t parent_ino) {
+  if (!ctx_->readdir_cache) return false;
+  return !ctx_->listings || ctx_->listings->TakeMarked(parent_ino);
+}
+
 void KernelNotifier::EntryAppeared(uint64_t parent_ino, const std::string& name, bool name_was_refused) {
   // Without a refused lookup, the kernel's entry (if any) is the creator's,
   // pointing at this inode: dropping it would drop the pages the writer
   // left in the page cache. Only the parent's listing is stale then.
-  if (!name_was_refused && !ctx_->readdir_cache) return;
-  auto job = std::make_shared<Job>(Job{parent_ino, name, name_was_refused});
+  const bool listing = ListingMayBeCached(parent_ino);
+  if (!name_was_refused && !listing) return;
+  auto job = std::make_shared<Job>(Job{parent_ino, name, name_was_refused, listing});
   std::unique_lock<std::mutex> lk(mu_);
   if (stop_ || !thread_.joinable()) return;
   queue_.push_back(job);
@@ -64,7 +70,7 @@ void KernelNotifier::VersionCommitted(uint64_t ino) {
 
 void KernelNotifier::EntryEvicted(uint64_t parent_ino, const std::string& name, uint64_t) {
   std::lock_guard<std::mutex> g(mu_);
-  queue_.push_back(std::make_shared<Job>(Job{parent_ino, name}));
+  queue_.push_back(std::make_shared<Job>(Job{parent_ino, name, true, ListingMayBeCached(parent_ino)}));
   wake_.notify_one();
 }
 

@@ -13,7 +13,9 @@
 //  - With the kernel's readdir cache on, the same thread also drops the
 //    parent directory's cached listing (an inode invalidation of the
 //    directory's pages): the kernel marks a listing stale by itself only for
-//    changes it made, or when the name was in its dentry cache.
+//    changes it made, or when the name was in its dentry cache. Only when
+//    the directory was listed since its last invalidation (ListingTracker):
+//    a commit into a directory nobody lists neither queues nor waits.
 //  - VersionCommitted (attributes only, no lock involved) is sent at once.
 //
 // Thread-safety: the observer methods may be called from any thread with no
@@ -54,10 +56,14 @@ class KernelNotifier final : public EngineObserver {
   struct Job {
     uint64_t parent_ino;
     std::string name;
-    bool entry = true;  // invalidate the name itself, not only the parent's listing
+    bool entry = true;     // invalidate the name itself
+    bool listing = false;  // and the parent's cached listing
     bool sent = false;  // guarded by mu_
   };
   void Invalidate(const Job& job);
+  // With the readdir cache on: whether parent's listing may be cached (see
+  // ListingTracker), which then counts as invalidated.
+  bool ListingMayBeCached(uint64_t parent_ino);
   std::deque<std::shared_ptr<Job>> queue_;  // guarded by mu_
   std::condition_variable sent_;            // a job was sent
   bool stop_ = false;                                    // guarded by mu_

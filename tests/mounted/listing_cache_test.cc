@@ -52,6 +52,33 @@ TEST_F(ListingCacheTest, ListingCachedBeforeACommitShowsTheKeyRightAfterClose) {
   EXPECT_EQ(ListFromChild(dir), "a b") << "the committed key is missing from a listing taken after close()";
 }
 
+// kvfs drops a directory's cached listing only when it was listed since the
+// last drop: commits in between cost nothing, and a listing taken after them
+// (here, while a key is being written) is cached and dropped again at that
+// key's commit.
+TEST_F(ListingCacheTest, EveryListingAfterACommitShowsItThroughRoundsOfCommits) {
+  const std::string dir = P("rounds");
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0) << ErrnoMessage("mkdir");
+  std::string expected;
+  auto add = [&](const std::string& name) { expected += (expected.empty() ? "" : " ") + name; };
+  for (int round = 0; round < 4; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    for (int k = 0; k < 2; ++k) {  // commits with no listing between them
+      const std::string name = "r" + std::to_string(round) + "k" + std::to_string(k);
+      ASSERT_EQ(WriteFile(dir + "/" + name, MakeData(round * 10 + k, 100)), "");
+      add(name);
+    }
+    const std::string name = "r" + std::to_string(round) + "w";
+    Fd fd(open((dir + "/" + name).c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644));
+    ASSERT_TRUE(fd.valid()) << ErrnoMessage("open");
+    ASSERT_EQ(write(fd.get(), "x", 1), 1);
+    EXPECT_EQ(ListFromChild(dir), expected) << "listed while " << name << " is written";
+    ASSERT_EQ(fd.Close(), 0) << ErrnoMessage("close");
+    add(name);
+    EXPECT_EQ(ListFromChild(dir), expected) << name << " is missing from a listing taken after its close()";
+  }
+}
+
 TEST_F(ListingCacheTest, RenameAndUnlinkByAnotherProcessShowInTheNextListing) {
   const std::string dir = P("d");
   ASSERT_EQ(mkdir(dir.c_str(), 0755), 0) << ErrnoMessage("mkdir");
