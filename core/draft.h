@@ -123,6 +123,10 @@ class Draft {
   // one inode (a new key's writers): once committed, those cached pages are
   // the version's bytes. Guarded by the Engine's index mutex.
   bool page_cached = false;
+  // Its last commit failed (ENOSPC, EIO) and nothing was written since: the
+  // creator's own lookups no longer find a new key by this draft, whose
+  // close() already reported the failure. Guarded by the Engine's index mutex.
+  bool commit_failed = false;
   // Threads that opened or wrote this draft (a few; see Engine::GetAttr).
   // Guarded by the Engine's index mutex.
   std::vector<uint64_t> writer_threads;

@@ -364,6 +364,7 @@ Result<std::shared_ptr<Draft>> Engine::DraftForChange(FileHandle* handle, uint64
   if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
   NoteDraftThreadLocked(handle, thread);
   handle->commit_failed = false;
+  (*draft)->commit_failed = false;
   if (handle->flushed) {
     handle->flushed = false;
     (*draft)->unflushed++;
@@ -474,6 +475,7 @@ Status Engine::Flush(FileHandle* handle, uint64_t owner, uint64_t other_owner) {
   Status s = CommitDraft(handle->inode, draft);
   MutexLock g(mu_);
   handle->commit_failed = !s.ok();
+  draft->commit_failed = !s.ok();
   return s;
 }
 

@@ -43,11 +43,12 @@ Result<Attr> Engine::Lookup(uint64_t parent, std::string_view name, uint64_t thr
     }
     if (child && child->is_file()) {
       // Pending: invisible until its commit, except to the process that
-      // created it (its first draft thread).
+      // created it (its first draft thread), and to it too once a close()
+      // reported that its commit failed (until it writes again).
       ProcessTable* table = process_table_.load();
       const Draft* draft = child->draft.get();
       const uint32_t asker = KernelThreadId(thread);
-      if (table && asker != 0 && draft && !draft->writer_threads.empty()) {
+      if (table && asker != 0 && draft && !draft->commit_failed && !draft->writer_threads.empty()) {
         const uint32_t creator = KernelThreadId(draft->writer_threads.front());
         if (asked_ino != child->ino) {
           asked_ino = child->ino;

@@ -296,6 +296,30 @@ TEST_F(EngineCreatorTest, OnlyTheLastUnwrittenCloseAsksAboutDescriptors) {
   EXPECT_EQ(Get("k"), std::vector<uint8_t>{});
 }
 
+// A close() that reported a failed commit (ENOSPC) leaves nothing its
+// creator can find, even before the kernel's RELEASE of the handle arrives.
+TEST_F(EngineCreatorTest, AKeyWhoseCommitFailedIsGoneForItsCreatorToo) {
+  // Everything else in the capacity (64 MiB) is leased: the commit cannot evict.
+  ASSERT_TRUE(testing::PutFile(*engine_, kRootIno, "pinned", std::vector<uint8_t>(40 * kMiB, 1), {.forget = true}).ok());
+  Result<Attr> pinned = engine_->Lookup(kRootIno, "pinned");
+  ASSERT_TRUE(pinned.ok());
+  Result<OpenResult> lease = engine_->Open(pinned->ino, O_RDONLY);
+  ASSERT_TRUE(lease.ok());
+
+  Result<OpenResult> c = CreateAs(kCreator, "k");
+  ASSERT_TRUE(c.ok());
+  ASSERT_OK(testing::WriteData(*engine_, c->handle, std::vector<uint8_t>(30 * kMiB, 2), {.owner = 7}));
+  ASSERT_EQ(LookupErrno(kCreatorSibling, "k"), 0);
+  EXPECT_EQ(engine_->Flush(c->handle, 7, kTag | kCreator).err(), ENOSPC);
+  EXPECT_EQ(LookupErrno(kCreatorSibling, "k"), ENOENT) << "the creator still finds a key whose close() failed";
+  engine_->Release(c->handle);
+  engine_->Forget(c->attr.ino, 1);
+  EXPECT_EQ(LookupErrno(kCreator, "k"), ENOENT);
+
+  engine_->Release(lease->handle);
+  engine_->Forget(pinned->ino, 1);
+}
+
 // ---------------------------------------------------------------------------
 // ProcProcessTable on this very process.
 
