@@ -120,7 +120,12 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
   const bool reads = (flags & O_ACCMODE) != O_WRONLY;
   // On a shared store another host may have replaced or removed the object.
   KVFS_RETURN_IF_ERROR(Revalidate(ino));
-  for (int attempt = 0;; ++attempt) {
+  // Opens repeated because page-cache readers left while a writer was
+  // being sent to a fresh inode (below); bounded, as readers may keep coming.
+  constexpr int kReadersLeftRetries = 4;
+  int readers_left_retries = 0;
+  bool lease_retried = false;
+  while (true) {
     // Take the read lease first, with no engine lock held: opening the object
     // file is store I/O, and a slow store must not stall the whole mount.
     Lease lease;
@@ -139,9 +144,10 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
         Result<Lease> l = Lease::Take(version);
         if (!l.ok()) {
           bool replaced = l.err() == ENOENT || l.err() == ESTALE;
-          if (replaced && attempt == 0) {
+          if (replaced && !lease_retried) {
             // The object file was replaced under the index (a commit or a
             // rename is publishing): wait for that publish, then look again.
+            lease_retried = true;
             MutexLock wait(publish_mu_);
             continue;
           }
@@ -156,7 +162,21 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
     if (!inode) return Status::Error(ENOENT, "stale inode");
     if (WritesUnderCacheReaders(inode, flags) || (inode->superseded && (flags & O_ACCMODE) != O_RDONLY)) {
       lk.unlock();
-      return SendWriterToFreshInode(ino, flags);
+      // Checked again under the publish lock: when the page-cache readers
+      // have left meanwhile (their RELEASE was still on its way), nothing is
+      // superseded and the writer opens this inode after all. ESTALE there
+      // would send the kernel's single retry back to the same inode, which
+      // new readers may hold again by then (stress-ng's fanotify stressor
+      // saw open(O_WRONLY) fail with ESTALE that way).
+      bool moved = false;
+      SupersedeUnderCacheReaders(flags, [&]() -> Inode* {
+        mu_.AssertHeld();
+        Inode* now = ns_.Get(ino);
+        moved = now && (now->superseded || WritesUnderCacheReaders(now, flags));
+        return now;
+      });
+      if (!moved && ++readers_left_retries <= kReadersLeftRetries) continue;
+      return Status::Error(ESTALE, "the key moved to a fresh inode for its writer");
     }
     Result<OpenResult> r = OpenLocked(inode, flags, std::move(lease));
     if (r.ok()) {
@@ -414,10 +434,19 @@ Status Engine::Fallocate(FileHandle* handle, int mode, uint64_t offset, uint64_t
   if (!draft.ok()) return draft.status();
   if (punch || zero) {
     const uint64_t size = (*draft)->size();
-    const uint64_t zero_end = keep_size ? std::min(end, size) : end;
+    // Zeros over [from, to); past the old size the growth below gives them.
+    uint64_t from = offset;
+    const uint64_t to = std::min(end, size);
+    if (from < to && to == size) {
+      // Zeros up to the end: a cut and a regrowth leave holes, where
+      // writing zeros would store every byte.
+      KVFS_RETURN_IF_ERROR((*draft)->Truncate(from));
+      KVFS_RETURN_IF_ERROR((*draft)->Truncate(size));
+      from = to;
+    }
     static const std::vector<uint8_t> kZeros(kDraftChunkSize, 0);
-    for (uint64_t pos = offset; pos < zero_end;) {
-      const size_t n = static_cast<size_t>(std::min<uint64_t>(kZeros.size(), zero_end - pos));
+    for (uint64_t pos = from; pos < to;) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(kZeros.size(), to - pos));
       Status written = (*draft)->Write(pos, kZeros.data(), n);
       if (!written.ok()) return Status::Error(written.err() == ETIMEDOUT ? EIO : written.err(), written.message());
       pos += n;
