@@ -73,7 +73,9 @@ TEST_F(PosixSurfaceTest, UnlinkedFileStaysOpenableThroughItsDescriptor) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     const std::string path = P(c.name);
-    if (!c.data.empty()) ASSERT_EQ(WriteFile(path, c.data), "");
+    if (!c.data.empty()) {
+      ASSERT_EQ(WriteFile(path, c.data), "");
+    }
     Fd fd(open(path.c_str(), c.flags, 0600));
     ASSERT_TRUE(fd.valid()) << ErrnoMessage("open");
     ASSERT_EQ(RunInChild([&] { return unlink(path.c_str()) == 0 ? std::string("ok") : ErrnoMessage("unlink"); }).Summary(),

@@ -150,7 +150,9 @@ TEST_F(EngineLargeDraftTest, AHolePunchedIntoStoredDataIsNotTakenForZerosByACopy
   const uint8_t byte = 1;
   Result<size_t> wrote = engine_->Write(w->handle, 3 * kMiB, &byte, 1);
   EXPECT_FALSE(wrote.ok()) << "a copy took a punched hole for zeros";
-  if (!wrote.ok()) EXPECT_EQ(wrote.err(), EIO);
+  if (!wrote.ok()) {
+    EXPECT_EQ(wrote.err(), EIO);
+  }
   engine_->Release(w->handle);
 }
 

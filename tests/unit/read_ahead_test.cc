@@ -119,7 +119,9 @@ TEST(PageCacheReadAheadTest, SequentialMissesOfAPageCacheReaderGiveItsVersionsBy
   ASSERT_TRUE(r->page_cache);
   std::vector<uint8_t> got;
   for (uint64_t off = 0; off < v1.size(); off += 256 << 10) {
-    if (off == 4 * kMiB) ASSERT_TRUE(driver.Put("obj", v2).ok());  // replaced while read ahead
+    if (off == 4 * kMiB) {
+      ASSERT_TRUE(driver.Put("obj", v2).ok());  // replaced while read ahead
+    }
     Result<std::vector<uint8_t>> piece = testing::ReadOnce(e, r->handle, off, 256 << 10);
     ASSERT_TRUE(piece.ok()) << testing::ErrText(piece.status());
     got.insert(got.end(), piece->begin(), piece->end());
