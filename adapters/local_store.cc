@@ -239,21 +239,22 @@ std::string LocalStore::NextStagingName(const char* suffix) {
   return std::to_string(::getpid()) + "-" + std::to_string(staging_counter_.fetch_add(1)) + suffix;
 }
 
-std::string LocalStore::KeepReplaced(const std::string& location) {
-  if (!unlinker_) return "";
-  std::string name = NextStagingName(".gone");
-  return dir_.LinkIntoStaging(location, name).ok() ? name : "";
-}
-
-void LocalStore::ReleaseReplaced(const std::string& kept, bool published) {
-  if (kept.empty()) return;
+Status LocalStore::RenameOver(const std::string& location, const std::function<Status()>& rename) {
+  std::string kept;
+  if (unlinker_) {
+    kept = NextStagingName(".gone");
+    if (!dir_.LinkIntoStaging(location, kept).ok()) kept.clear();  // nothing there to replace
+  }
+  Status renamed = rename();
+  if (kept.empty()) return renamed;
   const std::string path = dir_.StagingDir() + "/" + kept;
-  if (!published) {
-    (void)fs_->Unlink(path);
-    return;
+  if (!renamed.ok()) {
+    (void)fs_->Unlink(path);  // the object is still at location
+    return renamed;
   }
   Result<FsStat> st = fs_->Lstat(path);
   unlinker_->Add(path, st.ok() ? st->size : 0);
+  return renamed;
 }
 
 std::string LocalStore::LocationFor(const KeyHash& h) const { return dir_.LocationFor(h); }
@@ -266,19 +267,13 @@ Result<std::unique_ptr<StagingFile>> LocalStore::CreateStaging(uint64_t final_by
 
 Status LocalStore::Publish(StagingFile& file, const std::string& location) {
   if (::fdatasync(file.fd()) != 0) return Status::FromErrno("fdatasync " + file.path());
-  const std::string kept = KeepReplaced(location);
-  Status renamed = dir_.RenameIntoPlace(file.path(), location, true);
-  ReleaseReplaced(kept, renamed.ok());
-  KVFS_RETURN_IF_ERROR(renamed);
+  KVFS_RETURN_IF_ERROR(RenameOver(location, [&] { return dir_.RenameIntoPlace(file.path(), location, true); }));
   file.MarkPublished();
   return dir_.SyncParent(location);
 }
 
 Status LocalStore::PublishUnsynced(StagingFile& file, const std::string& location) {
-  const std::string kept = KeepReplaced(location);
-  Status renamed = dir_.RenameIntoPlace(file.path(), location, false);
-  ReleaseReplaced(kept, renamed.ok());
-  KVFS_RETURN_IF_ERROR(renamed);
+  KVFS_RETURN_IF_ERROR(RenameOver(location, [&] { return dir_.RenameIntoPlace(file.path(), location, false); }));
   file.MarkPublished();
   return Status::Ok();
 }
@@ -298,10 +293,7 @@ Status LocalStore::WriteHeaderBlock(const std::string& location, const uint8_t* 
 }
 
 Status LocalStore::Move(const std::string& from, const std::string& to, bool sync) {
-  const std::string kept = KeepReplaced(to);
-  Status moved = dir_.Move(from, to, sync);
-  ReleaseReplaced(kept, moved.ok());
-  KVFS_RETURN_IF_ERROR(moved);
+  KVFS_RETURN_IF_ERROR(RenameOver(to, [&] { return dir_.Move(from, to, sync); }));
   if (!sync) return Status::Ok();
   KVFS_RETURN_IF_ERROR(dir_.SyncParent(to));
   if (from.substr(0, from.rfind('/')) != to.substr(0, to.rfind('/'))) KVFS_RETURN_IF_ERROR(dir_.SyncParent(from));

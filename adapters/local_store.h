@@ -34,6 +34,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -100,12 +101,11 @@ class LocalStore final : public Store {
   Status Probe(bool want_direct);
   // A fresh name in staging/ (<pid>-<n><suffix>).
   std::string NextStagingName(const char* suffix);
-  // Before a publish over location: a second name in staging/ for the
-  // object there, or "" when there is none (or no unlinker).
-  std::string KeepReplaced(const std::string& location);
-  // After it: the kept name is queued for unlinking when the publish
-  // replaced the object, else removed at once (the object is still there).
-  void ReleaseReplaced(const std::string& kept, bool published);
+  // Runs `rename`, which puts something at location, replacing what is
+  // there. With an unlinker, the object there first gets a second name in
+  // staging/ (so the rename frees nothing), queued for unlinking when the
+  // rename succeeded and removed at once when it failed.
+  Status RenameOver(const std::string& location, const std::function<Status()>& rename);
 
   std::string root_;
   int lock_fd_;
