@@ -125,6 +125,19 @@ Status DeadlineStore::SyncAll() {
   return Counted(*out);
 }
 
+Status DeadlineStore::SyncPublished(StagingFile& file) {
+  // As LandStaging: the worker flushes its own descriptor of the file.
+  int fd = ::dup(file.fd());
+  if (fd < 0) return Status::FromErrno("dup published descriptor");
+  auto own = std::make_shared<StagingFile>(fd, file.path());
+  own->MarkPublished();  // in place already: nothing to clean up
+  auto out = std::make_shared<Status>();
+  if (!RunWithDeadline([t = target(), own, out] { *out = t->SyncPublished(*own); })) {
+    return CountTimeout(TimedOut("fsync " + file.path(), deadline_));
+  }
+  return Counted(*out);
+}
+
 Result<int> DeadlineStore::OpenForRead(const std::string& location) {
   struct Shared {
     std::mutex mu;

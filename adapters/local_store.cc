@@ -284,6 +284,11 @@ Status LocalStore::SyncAll() {
   return Status::Ok();
 }
 
+Status LocalStore::SyncPublished(StagingFile& file) {
+  if (::fsync(file.fd()) != 0) return Status::FromErrno("fsync " + file.path());
+  return Status::Ok();
+}
+
 Result<int> LocalStore::OpenForRead(const std::string& location) {
   return dir_.OpenObject(location, O_RDONLY | (direct_io_ ? O_DIRECT : 0));
 }

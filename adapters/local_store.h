@@ -79,6 +79,7 @@ class LocalStore final : public Store {
   Status Publish(StagingFile& file, const std::string& location) override;
   Status PublishUnsynced(StagingFile& file, const std::string& location) override;
   Status SyncAll() override;
+  Status SyncPublished(StagingFile& file) override;
   Result<int> OpenForRead(const std::string& location) override;
   Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) override;
   Status Move(const std::string& from, const std::string& to, bool sync) override;

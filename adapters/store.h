@@ -133,6 +133,19 @@ class Store {
   // were never allocated), which the index rebuild skips.
   virtual Status PublishUnsynced(StagingFile& file, const std::string& location) = 0;
   virtual Status SyncAll() = 0;
+  // Makes a file that PublishUnsynced put in place durable, with the rename
+  // that put it there (and every change made on the store before that
+  // rename): on ext4 and XFS an fsync of the file commits the journal
+  // transaction that holds its rename, since the rename changed the file's
+  // inode too. A staging file written through the page cache is written
+  // back by the same fsync; at a power loss before it, the file at location
+  // is empty or shorter than its header says (or, when it replaced an
+  // object, ext4 writes it before the rename: auto_da_alloc), which the
+  // index rebuild skips. The default is SyncAll.
+  virtual Status SyncPublished(StagingFile& file) {
+    (void)file;
+    return SyncAll();
+  }
 
   // Opens an object for reading. ENOENT when it does not exist.
   virtual Result<int> OpenForRead(const std::string& location) = 0;

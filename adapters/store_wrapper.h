@@ -23,6 +23,7 @@ class StoreWrapper : public Store {
   Status Publish(StagingFile& file, const std::string& location) override { return target_->Publish(file, location); }
   Status PublishUnsynced(StagingFile& file, const std::string& location) override { return target_->PublishUnsynced(file, location); }
   Status SyncAll() override { return target_->SyncAll(); }
+  Status SyncPublished(StagingFile& file) override { return target_->SyncPublished(file); }
   Result<int> OpenForRead(const std::string& location) override { return target_->OpenForRead(location); }
   Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) override {
     return target_->WriteHeaderBlock(location, block, sync);

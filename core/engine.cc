@@ -46,7 +46,7 @@ Engine::Engine(const EngineOptions& options, std::vector<std::unique_ptr<Store>>
   shared_ = std::make_unique<SharedTier>(all, options_.shared_refresh, static_cast<SharedIndex*>(this));
   inode_by_location_.resize(stores_.size());
   publisher_ = std::make_unique<PublishQueue>(
-      publish_mu_, options_.group_commit, [this](uint32_t si) { return Deferred(si); },
+      publish_mu_, options_.commit_flush == EngineOptions::CommitFlush::kGroup, [this](uint32_t si) { return Deferred(si); },
       [this](uint32_t si) { Dirtied(si); });
   pool_ = std::make_unique<BufferPool>(options_.buffer_size, options_.buffer_count);
   io_ = std::make_unique<IoExecutor>(pool_.get(), options_.use_io_uring);

@@ -180,9 +180,11 @@ class Engine::CommitJob final : public PublishJob {
     file_id_ = FileId(store(), staging_->fd());
     published_ = true;
     // With group commit, SyncAll (one flush for the group) follows; with
-    // deferred syncs, the background sync's.
-    return engine_.options_.group_commit || engine_.Deferred(store_index()) ? store()->PublishUnsynced(*staging_, location_)
-                                                                            : store()->Publish(*staging_, location_);
+    // file flushes, the committer's SyncPublished once the group is done;
+    // with deferred syncs, the background sync's.
+    return engine_.options_.commit_flush != EngineOptions::CommitFlush::kEach || engine_.Deferred(store_index())
+               ? store()->PublishUnsynced(*staging_, location_)
+               : store()->Publish(*staging_, location_);
   }
 
   // The new file is in place (and durable, unless result() says the flush
@@ -215,6 +217,9 @@ class Engine::CommitJob final : public PublishJob {
   }
 
   const std::string& key() const { return key_; }
+  // After the publish step: whether the file went into place (a key
+  // unlinked meanwhile publishes nothing).
+  bool published() const { return published_; }
 
   // Set by Complete when this commit made the key visible: the kernel hears
   // of the new name once the committer holds no lock.
@@ -319,6 +324,14 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
   // staging file into place, and, once durable, switch the index.
   CommitJob job(*this, store_index, inode, draft, std::move(header), key, staging_file, spilled);
   Status s = publisher_->Run(&job);
+  if (s.ok() && job.published() && options_.commit_flush == EngineOptions::CommitFlush::kFile &&
+      !Deferred(store_index)) {
+    // The version is in place and in the index; it is durable once its file
+    // is (the rename goes with it). A failure leaves it published but maybe
+    // not durable, as a failed group flush does: EIO.
+    Status synced = store->SyncPublished(*staging_file);
+    if (!synced.ok()) s = Status::Error(EIO, "flush " + job.key() + ": " + synced.message());
+  }
   space_->Release(store_index, footprint);
   if (!s.ok()) {
     if (!job.linked()) {

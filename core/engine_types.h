@@ -32,10 +32,16 @@ struct EngineOptions {
   // Whether the background evictor thread runs (see SpaceManager::Options
   // for when it starts and stops).
   bool background_eviction = true;
-  // Commits that meet at the publish step share one flush (SyncAll) instead
-  // of an fdatasync and a directory fsync each. Needs a journaling store
-  // filesystem (ext4, XFS); see docs/durability.md.
-  bool group_commit = true;
+  // How a commit that must be durable before it returns (kClose below, or
+  // an fsync) is flushed. kFile: the staging file is renamed into place and
+  // then fsync'ed, which on a journaling filesystem (ext4, XFS) commits the
+  // rename with it (Store::SyncPublished); concurrent commits' fsyncs meet
+  // in the filesystem's own journal commit. kGroup: commits that meet at
+  // the publish step share one SyncAll (syncfs). kEach: fdatasync of the
+  // staging file, rename, fsync of the directory: any POSIX filesystem.
+  // See docs/durability.md.
+  enum class CommitFlush { kFile, kGroup, kEach };
+  CommitFlush commit_flush = CommitFlush::kFile;
   // When a commit (and a rename, unlink or mkdir) is made durable against
   // power loss. kBackground: it is published atomically at once and made
   // durable by a background flush within sync_interval (fsync makes it

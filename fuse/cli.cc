@@ -232,10 +232,11 @@ void Parser::BuildApp() {
   mount_->add_option("--store-deadline", mo.store_deadline_s,
                      "seconds a store operation may take before it fails with ETIMEDOUT, 0.1 to 3600 (default 30)")
       ->check(Bounded(0.1, 3600.0));
-  mount_->add_option("--group-commit", mo.group_commit,
-                     "commits meeting at the publish step share one syncfs (true, default; needs ext4/XFS) or each "
-                     "fdatasync + fsync its directory (false)")
-      ->check(Boolean());
+  mount_->add_option("--commit-flush", mo.commit_flush,
+                     "how a durable commit is flushed: file (default: rename, then fsync the object; ext4/XFS), "
+                     "group (commits meeting at the publish step share one syncfs; ext4/XFS) or each (fdatasync, "
+                     "rename, fsync of the directory; any filesystem)")
+      ->check(CLI::IsMember({"file", "group", "each"}));
   mount_->add_option("--durability", mo.durability,
                      "background (default): a commit at close is atomic and visible at once, and flushed to the "
                      "drive within --sync-interval; close: flushed before close() returns")

@@ -364,7 +364,9 @@ int ServeMount(const MountOptions& o, const std::string& mountpoint, int ready_f
   eo.buffer_size = o.buffer_size;
   eo.use_io_uring = o.io_uring;
   eo.verify_one_in = o.verify_one_in;
-  eo.group_commit = o.group_commit;
+  eo.commit_flush = o.commit_flush == "group"  ? EngineOptions::CommitFlush::kGroup
+                    : o.commit_flush == "each" ? EngineOptions::CommitFlush::kEach
+                                               : EngineOptions::CommitFlush::kFile;
   eo.page_cache = o.page_cache;
   eo.read_ahead_bytes = o.daemon_read_ahead;
   eo.durability = o.durability == "close" ? EngineOptions::Durability::kClose : EngineOptions::Durability::kBackground;

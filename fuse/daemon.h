@@ -79,7 +79,8 @@ struct MountOptions {
   // Let the kernel cache directory listings (invalidated on every change).
   bool readdir_cache = true;
   uint32_t verify_one_in = 1;
-  bool group_commit = true;
+  // "file", "group" or "each": see EngineOptions::CommitFlush.
+  std::string commit_flush = "file";
   // "background" (default): a commit is published at close and flushed to
   // the drive within sync_interval_s; "close": flushed before close returns.
   std::string durability = "background";

@@ -31,7 +31,8 @@ class DurabilityTest : public ::testing::Test {
 
   // Opens an engine over one store in the scratch directory (the same one
   // every time), wrapped in a PowerLossStore.
-  void OpenEngine(Durability durability, std::chrono::milliseconds interval = std::chrono::hours(1)) {
+  void OpenEngine(Durability durability, std::chrono::milliseconds interval = std::chrono::hours(1),
+                  EngineOptions::CommitFlush flush = EngineOptions::CommitFlush::kFile) {
     engine_.reset();
     Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(dir_.Sub("store"), LocalStoreOptions{});
     ASSERT_TRUE(s.ok()) << s.status().ToString();
@@ -44,6 +45,7 @@ class DurabilityTest : public ::testing::Test {
     o.space.capacity_bytes = 1ULL << 30;
     o.durability = durability;
     o.sync_interval = interval;
+    o.commit_flush = flush;
     Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     engine_ = std::move(*e);
@@ -140,17 +142,59 @@ TEST_F(DurabilityTest, BackgroundFlushMakesCommitsDurableWithinTheInterval) {
 }
 
 TEST_F(DurabilityTest, CloseModeMakesEveryCommitDurableBeforeCloseReturns) {
-  OpenEngine(Durability::kClose);
-  Put("k", kV1);
-  Put("k", kV2);
-  ASSERT_TRUE(engine_->Rename(kRootIno, "k", kRootIno, "k2", 0).ok());
-  EXPECT_EQ(store_->unflushed(), 0u);
-  EXPECT_EQ(engine_->Stats().durability, "close");
-  PowerCycle(Durability::kClose);
-  Result<std::vector<uint8_t>> k2 = Get("k2");
-  ASSERT_TRUE(k2.ok()) << k2.status().ToString();
-  EXPECT_EQ(*k2, kV2);
-  EXPECT_EQ(Get("k").err(), ENOENT);
+  // Whichever way a commit is flushed (its own file, a group's syncfs, or
+  // fdatasync + directory fsync), nothing is left for a power loss to take.
+  for (EngineOptions::CommitFlush flush : {EngineOptions::CommitFlush::kFile, EngineOptions::CommitFlush::kGroup,
+                                           EngineOptions::CommitFlush::kEach}) {
+    SCOPED_TRACE(static_cast<int>(flush));
+    OpenEngine(Durability::kClose, std::chrono::hours(1), flush);
+    Put("k", kV1);
+    EXPECT_EQ(store_->unflushed(), 0u);
+    Put("k", kV2);
+    EXPECT_EQ(store_->unflushed(), 0u);
+    Put("small", {1, 2, 3});  // staged through the page cache
+    EXPECT_EQ(store_->unflushed(), 0u);
+    ASSERT_TRUE(engine_->Rename(kRootIno, "k", kRootIno, "k2", 0).ok());
+    EXPECT_EQ(store_->unflushed(), 0u);
+    EXPECT_EQ(engine_->Stats().durability, "close");
+    PowerCycle(Durability::kClose);
+    Result<std::vector<uint8_t>> k2 = Get("k2");
+    ASSERT_TRUE(k2.ok()) << k2.status().ToString();
+    EXPECT_EQ(*k2, kV2);
+    EXPECT_EQ(Get("k").err(), ENOENT);
+    Result<std::vector<uint8_t>> small = Get("small");
+    ASSERT_TRUE(small.ok()) << small.status().ToString();
+    EXPECT_EQ(*small, (std::vector<uint8_t>{1, 2, 3}));
+    for (const char* name : {"k2", "small"}) ASSERT_TRUE(engine_->Unlink(kRootIno, name).ok());
+  }
+}
+
+// A store whose file flushes fail (a drive that reports a write error when
+// the rename's journal commit is flushed).
+class FailingFileFlushStore : public StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  Status SyncPublished(StagingFile&) override { return Status::Error(EIO, "injected flush failure"); }
+};
+
+TEST(CloseModeFileFlushTest, AFailedFlushFailsTheCloseWithEio) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(dir.Sub("store"), LocalStoreOptions{});
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  std::vector<std::unique_ptr<Store>> stores;
+  stores.push_back(std::make_unique<FailingFileFlushStore>(std::move(*s)));
+  EngineOptions o;
+  o.buffer_count = 8;
+  o.space.capacity_bytes = 1ULL << 30;
+  o.durability = Durability::kClose;
+  o.commit_flush = EngineOptions::CommitFlush::kFile;
+  Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  Result<uint64_t> r = testing::PutFile(**e, kRootIno, "k", kV2, {.piece = testing::kOneWrite});
+  ASSERT_FALSE(r.ok()) << "close reported success although its version could not be flushed";
+  EXPECT_EQ(r.status().err(), EIO);
+  EXPECT_EQ((*e)->Stats().commit_failures, 1u);
 }
 
 TEST_F(DurabilityTest, FsyncFailsWhenTheStoreCannotFlush) {

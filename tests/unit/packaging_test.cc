@@ -196,7 +196,7 @@ TEST(PackagingTest, ExampleConfigParsesAndSetsEveryOptionToItsDefault) {
   EXPECT_EQ(got.store_deadline_s, def.store_deadline_s);
   EXPECT_EQ(got.durability, def.durability);
   EXPECT_EQ(got.sync_interval_s, def.sync_interval_s);
-  EXPECT_EQ(got.group_commit, def.group_commit);
+  EXPECT_EQ(got.commit_flush, def.commit_flush);
   EXPECT_EQ(got.verify_one_in, def.verify_one_in);
   EXPECT_EQ(got.page_cache, def.page_cache);
   EXPECT_EQ(got.readdir_cache, def.readdir_cache);

@@ -68,6 +68,14 @@ class PowerLossStore : public StoreWrapper {
     if (s.ok()) FlushedLocked();
     return s;
   }
+  Status SyncPublished(StagingFile& file) override {
+    // An fsync of one file commits the whole journal on ext4: a barrier too.
+    std::lock_guard<std::mutex> g(mu_);
+    if (dark_) return Dark();
+    Status s = StoreWrapper::SyncPublished(file);
+    if (s.ok()) FlushedLocked();
+    return s;
+  }
   Status WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) override {
     std::lock_guard<std::mutex> g(mu_);
     if (dark_) return Dark();
