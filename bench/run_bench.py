@@ -12,7 +12,9 @@ contenders run by run:
   1. cold sequential reads of whole objects (page cache dropped before each
      run): kvfs, the plain directory, and fio over the same plain files;
   2. hot re-reads of the same objects (kvfs vs plain);
-  3. durable writes (create + write + fsync + close, on both sides);
+  3. durable writes (create + write + fsync + close, on both sides; and
+     kvfs mounted a second time with --durability close, where close()
+     is the flush, against the plain directory's fsync);
   4. metadata: create, stat, negative stat, unlink rates, `ls -l` of a big
      directory;
   5. the SGLang file-backend pattern (write key.tmp, rename over key, read
@@ -334,6 +336,13 @@ class Bench:
         for d in (self.store, self.plain, self.mnt):
             os.mkdir(d)
         self.mnt_real = os.path.realpath(self.mnt)  # resolved before mounting
+        # A second mount with --durability close, on its own store, for the
+        # durable-write rows that need no fsync (mounted for those only).
+        self.close_store = os.path.join(self.root, "store-close")
+        self.close_mnt = os.path.join(self.root, "mnt-close")
+        for d in (self.close_store, self.close_mnt):
+            os.mkdir(d)
+        self.close_mnt_real = os.path.realpath(self.close_mnt)
         self.mounted = False
         self.daemon_pid = None
         self.watchdog_paused = False
@@ -344,19 +353,22 @@ class Bench:
 
     # -- mount and cleanup
 
-    def mount(self):
-        cmd = [self.kvfs, "mount", self.mnt, "--store", self.store, "--capacity", "40G", "--min-free", "1G"]
+    def mount(self, mnt=None, store=None, extra=()):
+        mnt, store = mnt or self.mnt, store or self.store
+        cmd = [self.kvfs, "mount", mnt, "--store", store, "--capacity", "40G", "--min-free", "1G", *extra]
         log("$ " + " ".join(cmd))
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             tail = ""
             try:
-                with open(os.path.join(self.store, "kvfs.log"), errors="replace") as f:
+                with open(os.path.join(store, "kvfs.log"), errors="replace") as f:
                     tail = "".join(f.readlines()[-10:])
             except OSError:
                 pass
             raise RuntimeError(f"kvfs mount failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}"
                                + (f"\nkvfs.log:\n{tail}" if tail else ""))
+        if mnt != self.mnt:
+            return
         self.mounted = True
         self.daemon_pid = int(os.getxattr(self.mnt, "user.kvfs.pid").decode().strip())
 
@@ -387,15 +399,25 @@ class Bench:
                 self.kill_daemon(f"no progress for {timeout:.0f} s, kvfs looks hung")
                 return
 
-    def umount(self):
+    def umount(self, mnt=None):
         try:
-            r = subprocess.run([self.kvfs, "umount", self.mnt], capture_output=True, text=True, timeout=90)
+            r = subprocess.run([self.kvfs, "umount", mnt or self.mnt], capture_output=True, text=True, timeout=90)
             return r.returncode == 0, r.stderr.strip()
         except subprocess.TimeoutExpired:
             return False, "kvfs umount did not finish in 90 s"
 
     def cleanup(self):
         ok = True
+        if is_mounted(self.close_mnt_real):
+            for attempt in range(4):
+                done, err = self.umount(self.close_mnt)
+                if done or not is_mounted(self.close_mnt_real):
+                    break
+                log(f"kvfs umount {self.close_mnt}: {err} (retrying)")
+                time.sleep(1 + attempt)
+            if is_mounted(self.close_mnt_real):
+                log(f"ERROR: {self.close_mnt} is still mounted; leaving {self.root} in place")
+                ok = False
         if self.mounted or is_mounted(self.mnt_real):
             for attempt in range(6):
                 done, err = self.umount()
@@ -410,7 +432,7 @@ class Bench:
                 ok = False
             else:
                 self.mounted = False
-        if ok:
+        if ok and not is_mounted(self.close_mnt_real):
             shutil.rmtree(self.root, ignore_errors=True)
             if self.created_base:
                 try:
@@ -568,6 +590,10 @@ class Bench:
     # -- 3: durable writes
 
     def bench_writes(self):
+        """Durable writes: kvfs with its default durability and an fsync
+        before close, against the plain directory with the same fsync; and
+        kvfs mounted with --durability close (close is the flush: no fsync),
+        against the same plain directory with its fsync."""
         a = self.args
         cases = []
         for size in (256 * KiB, 16 * MiB):
@@ -575,17 +601,35 @@ class Bench:
                 case = f"write/{fmt_size(size)}/w{writers}"
                 label = f"durable write {fmt_size(size)} x{writers}"
                 self.add_case("durable_write", case, label, "objects/s", ["kvfs", "plain"])
-                cases.append((case, label, size, writers))
+                cases.append((case, label, size, writers, False))
+        for writers in a.writers:
+            case = f"write_close/256KiB/w{writers}"
+            label = f"durable write 256KiB x{writers}, --durability close"
+            self.add_case("durable_write", case, label, "objects/s", ["kvfs", "plain"])
+            cases.append((case, label, 256 * KiB, writers, True))
+        self.mount(self.close_mnt, self.close_store, ("--durability", "close"))
+        try:
+            self.run_writes(cases)
+        finally:
+            done, err = self.umount(self.close_mnt)
+            if not done:
+                log(f"kvfs umount {self.close_mnt}: {err}")
+
+    def run_writes(self, cases):
+        a = self.args
         for rep in range(a.reps):
-            for ci, (case, label, size, writers) in enumerate(cases):
+            for ci, (case, label, size, writers, close_mode) in enumerate(cases):
                 got = []
                 for c in self.rotated(["kvfs", "plain"], rep + ci):
-                    d = os.path.join(self.dirs[c], f"write-{rep}-{ci}")
+                    top = self.close_mnt if close_mode and c == "kvfs" else self.dirs[c]
+                    d = os.path.join(top, f"write-{rep}-{ci}")
                     os.mkdir(d)
-                    # Both sides fsync before close: kvfs's default durability
-                    # flushes in the background, so fsync is what makes a
-                    # write durable at once on both.
-                    tasks = [(write_objects, (d, f"w{w}", size, a.run_seconds, True)) for w in range(writers)]
+                    # The plain directory fsyncs before close, and so does
+                    # kvfs with its default durability (it flushes in the
+                    # background otherwise); with --durability close,
+                    # close() itself returns once the version is durable.
+                    fsync = not (close_mode and c == "kvfs")
+                    tasks = [(write_objects, (d, f"w{w}", size, a.run_seconds, fsync)) for w in range(writers)]
                     secs, counts = run_parallel(tasks)
                     v = sum(counts) / secs
                     self.record("durable_write", case, c, rep, v, "objects/s", seconds=secs, objects=sum(counts),
@@ -882,6 +926,8 @@ class Bench:
             ("cold O_DIRECT 16MiB x4 readers, kvfs/plain", r("cold/direct/16MiB/r4", "kvfs/plain"), ">=", 0.9),
             ("cold O_DIRECT 16MiB x4 readers, kvfs/fio", r("cold/direct/16MiB/r4", "kvfs/fio"), ">=", 0.8),
             ("durable 256KiB writes x4 writers, kvfs/plain+fsync", r("write/256KiB/w4", "kvfs/plain"), ">=", 1.5),
+            ("durable 256KiB writes x4 writers, --durability close, kvfs/plain+fsync",
+             r("write_close/256KiB/w4", "kvfs/plain"), ">=", 1.0),
             ("stat of an existing key, kvfs/plain", r("meta/stat", "kvfs/plain"), ">=", 0.5),
             ("stat of an existing key looked up before, kvfs/plain", r("meta/stat_again", "kvfs/plain"), ">=", 0.5),
             ("index bytes per object", index.get("index_bytes_per_object") if index else None, "<=", 200),
