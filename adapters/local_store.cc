@@ -261,8 +261,17 @@ std::string LocalStore::LocationFor(const KeyHash& h) const { return dir_.Locati
 
 Result<std::unique_ptr<StagingFile>> LocalStore::CreateStaging(uint64_t final_bytes) {
   const bool small = final_bytes != kUnknownSize && final_bytes <= kBufferedStagingMax;
-  return dir_.CreateStaging(NextStagingName(".tmp"),
-                            direct_io_ && !small);
+  const bool direct = direct_io_ && !small;
+  Result<std::unique_ptr<StagingFile>> file = dir_.CreateStaging(NextStagingName(".tmp"), direct);
+  if (file.ok() && direct && final_bytes != kUnknownSize) {
+    // Its blocks allocated up front: the O_DIRECT writes that fill it then
+    // extend nothing. ext4 runs extending direct writes one at a time, so
+    // the header, data and checksum writes of one commit queued together
+    // waited for each other (a 256 KiB object: ~500 µs against ~310).
+    // Best effort: the writes report any real lack of space.
+    (void)::fallocate((*file)->fd(), 0, 0, static_cast<off_t>(final_bytes));
+  }
+  return file;
 }
 
 Status LocalStore::Publish(StagingFile& file, const std::string& location) {

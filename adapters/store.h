@@ -108,11 +108,13 @@ class Store {
   virtual std::string LocationFor(const KeyHash& h) const = 0;
 
   // Creates an empty staging file open for writing. final_bytes is the
-  // file's size once written, when the caller knows it (kUnknownSize: it
-  // does not, e.g. a draft spilling as it grows). A store may write files
-  // of at most kBufferedStagingMax bytes through the page cache instead of
-  // with O_DIRECT (a small object then costs no device write before its
-  // commit); Publish and SyncAll flush them like any other.
+  // file's size once written, when the caller knows it and will write every
+  // block of it (kUnknownSize otherwise: a draft spilling as it grows, or an
+  // object that keeps holes). A store may write files of at most
+  // kBufferedStagingMax bytes through the page cache instead of with
+  // O_DIRECT (a small object then costs no device write before its commit;
+  // Publish and SyncAll flush them like any other), and may allocate a
+  // larger file's blocks up front.
   static constexpr uint64_t kUnknownSize = UINT64_MAX;
   static constexpr uint64_t kBufferedStagingMax = 64 << 10;
   virtual Result<std::unique_ptr<StagingFile>> CreateStaging(uint64_t final_bytes) = 0;

@@ -33,8 +33,15 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, Draft* draf
   if (spill) {
     file = &spill->file();
   } else {
-    // Its size is known: a small object may be staged through the page cache.
-    const uint64_t final_bytes = ObjectFootprint(draft ? draft->size_locked() : 0);
+    // Its size is known: a small object may be staged through the page
+    // cache, a larger one preallocated. Not with holes, which must stay
+    // holes in the file.
+    const uint64_t size = draft ? draft->size_locked() : 0;
+    bool holes = false;
+    for (uint64_t start = 0; draft && !holes && start < size; start += kDraftChunkSize) {
+      holes = draft->HoleLocked(static_cast<size_t>(start / kDraftChunkSize));
+    }
+    const uint64_t final_bytes = holes ? Store::kUnknownSize : ObjectFootprint(size);
     Result<std::unique_ptr<StagingFile>> staging = store->CreateStaging(final_bytes);
     if (!staging.ok()) return staging.status();
     *out = std::move(*staging);

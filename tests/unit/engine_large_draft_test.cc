@@ -130,6 +130,28 @@ TEST_F(EngineLargeDraftTest, ASparseObjectStaysSparseOnTheStoreAndThroughACopyOn
   EXPECT_TRUE(Get("sparse") == want);
 }
 
+// A draft small enough to stay in memory until its commit keeps its holes
+// too: its staging file is not allocated up front as a dense one is.
+TEST_F(EngineLargeDraftTest, ASmallSparseObjectKeepsItsHolesOnTheStore) {
+  OpenEngine();
+  const std::vector<uint8_t> head = testing::Pattern(24, 64 << 10), tail = testing::Pattern(25, 64 << 10);
+  const uint64_t tail_at = 3 * kMiB;
+  std::vector<uint8_t> want(tail_at + tail.size(), 0);
+  std::copy(head.begin(), head.end(), want.begin());
+  std::copy(tail.begin(), tail.end(), want.begin() + tail_at);
+  Result<OpenResult> c = engine_->Create(kRootIno, "small-sparse", 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
+  ASSERT_TRUE(c.ok());
+  WriteAll(c->handle, head);
+  WriteAll(c->handle, tail, tail_at);
+  ASSERT_TRUE(engine_->Flush(c->handle).ok());
+  engine_->Release(c->handle);
+  EXPECT_TRUE(Get("small-sparse") == want);
+  EXPECT_LT(AllocatedOnStore("small-sparse"), 2 * kMiB) << "the 3 MiB object's 2 MiB gap was allocated";
+  ASSERT_TRUE(testing::PutFile(*engine_, kRootIno, "dense", testing::Pattern(26, 2 * kMiB + 5)).ok());
+  EXPECT_GE(AllocatedOnStore("dense"), 2 * kMiB);
+  EXPECT_TRUE(Get("dense") == testing::Pattern(26, 2 * kMiB + 5));
+}
+
 // The copy skips ranges that are holes in the object file only where the
 // checksums say zeros: a hole punched into stored data behind kvfs's back
 // is damage, and the copy reports it instead of taking zeros.
