@@ -117,7 +117,12 @@ void Engine::NoteAccessLocked(Inode* inode) {
 }
 
 Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
-  const bool reads = (flags & O_ACCMODE) != O_WRONLY;
+  // Readers lease the version they read. So does a writer that keeps the
+  // bytes (no O_TRUNC): its descriptor shows that version until it writes,
+  // and a reopen of the inode after an unlink (the kernel's open for
+  // FS_IOC_GETFLAGS, /proc/self/fd/N) must still find it; the lease also
+  // keeps the base of its copy-on-write from eviction.
+  const bool reads = (flags & O_ACCMODE) != O_WRONLY || (flags & O_TRUNC) == 0;
   // On a shared store another host may have replaced or removed the object.
   KVFS_RETURN_IF_ERROR(Revalidate(ino));
   // Opens repeated because page-cache readers left while a writer was

@@ -69,7 +69,9 @@ TEST_F(PosixSurfaceTest, UnlinkedFileStaysOpenableThroughItsDescriptor) {
   };
   const std::vector<Case> cases = {{"made-read-only", O_CREAT | O_RDONLY, {}},
                                    {"existing-read-only", O_RDONLY, MakeData(41, 3000)},
-                                   {"existing-read-write", O_CREAT | O_RDWR, MakeData(42, 3000)}};
+                                   {"existing-read-write", O_CREAT | O_RDWR, MakeData(42, 3000)},
+                                   {"existing-write-only", O_WRONLY, MakeData(44, 3000)},
+                                   {"existing-write-only-created", O_CREAT | O_WRONLY, MakeData(45, 3000)}};
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     const std::string path = P(c.name);
