@@ -292,6 +292,14 @@ class Engine : private SpaceHost, private SharedIndex {
   void ChooseCachingLocked(Inode* inode, FileHandle* handle, int flags, OpenResult* r) KVFS_REQUIRES(mu_);
   uint32_t StoreIndexFor(const std::string& key) const;
   Status CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) KVFS_EXCLUDES(publish_mu_, mu_);
+  // The commit of an empty version over an empty one (an O_TRUNC open of an
+  // empty key, closed without a write): the bytes stay the same, so the
+  // committed version's header takes the new times (and attributes) in
+  // place, as a chmod would, instead of a new object file. False (nothing
+  // done) when the committed version is not empty, not at its key's
+  // location, or on a shared store: then the commit goes the full way.
+  // Called by CommitDraft with inode->committing set.
+  Result<bool> CommitAsTimesOnly(Inode* inode, Draft* draft) KVFS_EXCLUDES(publish_mu_, mu_);
   // The publish step of a commit (engine_commit.cc), run by PublishQueue.
   class CommitJob;
   // Puts a staging file in place at location: durably (Store::Publish), or

@@ -285,6 +285,20 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     return s;
   };
 
+  {
+    Result<bool> times_only = CommitAsTimesOnly(inode, draft.get());
+    if (!times_only.ok()) {
+      spdlog::error("commit of '{}' failed: {}", key, times_only.status().message());
+      return finish(Status::Error(times_only.err() == ENOSPC ? ENOSPC : EIO, times_only.status().message()));
+    }
+    if (*times_only) {
+      draft->set_dirty(false);
+      Status done = finish(Status::Ok());
+      if (EngineObserver* o = observer_.load()) o->VersionCommitted(inode->ino);
+      return done;
+    }
+  }
+
   Store* store = nullptr;
   std::unique_ptr<StagingFile> staging;  // when the draft did not spill
   StagingFile* staging_file = nullptr;   // what gets published
@@ -355,6 +369,31 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     if (job.appeared_in != 0) o->EntryAppeared(job.appeared_in, job.appeared_as, job.name_was_refused);
   }
   return done;
+}
+
+Result<bool> Engine::CommitAsTimesOnly(Inode* inode, Draft* draft) {
+  {
+    MutexLock dlk(draft->mutex());
+    if (draft->size_locked() != 0 || draft->spill_locked() != nullptr) return false;
+  }
+  MutexLock publish(publish_mu_);  // no rename or other commit moves the object meanwhile
+  std::shared_ptr<Version> record;
+  ObjectHeader header;
+  {
+    MutexLock g(mu_);
+    record = inode->committed;
+    if (!record || !inode->linked() || record->size() != 0) return false;
+    const std::string key = ns_.KeyOf(inode);
+    const uint32_t si = StoreIndexFor(key);
+    if (record->store_index() != si || stores_[si]->Shared() || record->location() != stores_[si]->LocationFor(HashKey(key))) {
+      return false;
+    }
+    header = HeaderFor(inode, key);  // with the times CommitDraft set
+    header.size = 0;
+    header.checksum = record->checksum();
+  }
+  KVFS_RETURN_IF_ERROR(RewriteHeader(record, header));
+  return true;
 }
 
 Result<std::shared_ptr<Version>> Engine::PublishRecord(uint32_t store_index, ObjectHeader header) {

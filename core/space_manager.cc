@@ -96,6 +96,7 @@ Status SpaceManager::Reserve(uint32_t si, uint64_t bytes) {
     }
   } batch{eviction_batches_};
   bool asked_for_room = false;
+  bool floor_evicted = false;
   auto withdraw = [&] {
     if (asked_for_room) host_->AskForRoom(si, -static_cast<int64_t>(bytes));
   };
@@ -103,6 +104,11 @@ Status SpaceManager::Reserve(uint32_t si, uint64_t bytes) {
     std::optional<EvictionCause> why = TryReserve(si, bytes);
     if (!why) {
       withdraw();
+      // The floor is about the filesystem as other programs see it: the
+      // space of what was evicted for it comes back before the commit
+      // writes (a store may free it in the background; its Space() counts
+      // it as free already).
+      if (floor_evicted) s.store->SettleRemovals(kSettleRemovalsTimeout);
       return Status::Ok();
     }
     if (!host_->MayEvict(si)) {
@@ -138,6 +144,7 @@ Status SpaceManager::Reserve(uint32_t si, uint64_t bytes) {
                                                        : "no space: capacity reached and everything left is in use");
     }
     ++batch.evicted;
+    floor_evicted = floor_evicted || *why == EvictionCause::kFloor;
   }
 }
 

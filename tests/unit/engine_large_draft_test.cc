@@ -70,6 +70,23 @@ class EngineLargeDraftTest : public ::testing::Test {
     return c;
   }
 
+  // Commits name as `head` at 0 and `tail` at tail_at, a gap of zeros
+  // between them that is never written; returns the bytes it should read.
+  std::vector<uint8_t> PutSparse(const std::string& name, const std::vector<uint8_t>& head,
+                                 const std::vector<uint8_t>& tail, uint64_t tail_at) {
+    std::vector<uint8_t> want(tail_at + tail.size(), 0);
+    std::copy(head.begin(), head.end(), want.begin());
+    std::copy(tail.begin(), tail.end(), want.begin() + tail_at);
+    Result<OpenResult> c = engine_->Create(kRootIno, name, 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
+    EXPECT_TRUE(c.ok());
+    if (!c.ok()) return want;
+    WriteAll(c->handle, head);
+    WriteAll(c->handle, tail, tail_at);
+    EXPECT_TRUE(engine_->Flush(c->handle).ok());
+    engine_->Release(c->handle);
+    return want;
+  }
+
   // The committed bytes of name (empty when it cannot be read).
   std::vector<uint8_t> Get(const std::string& name) {
     Result<std::vector<uint8_t>> r = testing::GetFile(*engine_, kRootIno, name, kMiB);
@@ -98,17 +115,7 @@ class EngineLargeDraftTest : public ::testing::Test {
 // change of it copies only its data, not the gap.
 TEST_F(EngineLargeDraftTest, ASparseObjectStaysSparseOnTheStoreAndThroughACopyOnWrite) {
   OpenEngine();
-  const std::vector<uint8_t> head = testing::Pattern(21, kMiB), tail = testing::Pattern(22, kMiB + 7);
-  const uint64_t tail_at = 200 * kMiB;
-  std::vector<uint8_t> want(tail_at + tail.size(), 0);
-  std::copy(head.begin(), head.end(), want.begin());
-  std::copy(tail.begin(), tail.end(), want.begin() + tail_at);
-  Result<OpenResult> c = engine_->Create(kRootIno, "sparse", 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
-  ASSERT_TRUE(c.ok());
-  WriteAll(c->handle, head);
-  WriteAll(c->handle, tail, tail_at);
-  ASSERT_TRUE(engine_->Flush(c->handle).ok());
-  engine_->Release(c->handle);
+  std::vector<uint8_t> want = PutSparse("sparse", testing::Pattern(21, kMiB), testing::Pattern(22, kMiB + 7), 200 * kMiB);
   EXPECT_TRUE(Get("sparse") == want);
   EXPECT_LT(AllocatedOnStore("sparse"), 16 * kMiB) << "the 199 MiB gap was written out";
 
@@ -134,17 +141,8 @@ TEST_F(EngineLargeDraftTest, ASparseObjectStaysSparseOnTheStoreAndThroughACopyOn
 // too: its staging file is not allocated up front as a dense one is.
 TEST_F(EngineLargeDraftTest, ASmallSparseObjectKeepsItsHolesOnTheStore) {
   OpenEngine();
-  const std::vector<uint8_t> head = testing::Pattern(24, 64 << 10), tail = testing::Pattern(25, 64 << 10);
-  const uint64_t tail_at = 3 * kMiB;
-  std::vector<uint8_t> want(tail_at + tail.size(), 0);
-  std::copy(head.begin(), head.end(), want.begin());
-  std::copy(tail.begin(), tail.end(), want.begin() + tail_at);
-  Result<OpenResult> c = engine_->Create(kRootIno, "small-sparse", 0644, O_CREAT | O_WRONLY | O_TRUNC, 0, 0);
-  ASSERT_TRUE(c.ok());
-  WriteAll(c->handle, head);
-  WriteAll(c->handle, tail, tail_at);
-  ASSERT_TRUE(engine_->Flush(c->handle).ok());
-  engine_->Release(c->handle);
+  const std::vector<uint8_t> want =
+      PutSparse("small-sparse", testing::Pattern(24, 64 << 10), testing::Pattern(25, 64 << 10), 3 * kMiB);
   EXPECT_TRUE(Get("small-sparse") == want);
   EXPECT_LT(AllocatedOnStore("small-sparse"), 2 * kMiB) << "the 3 MiB object's 2 MiB gap was allocated";
   ASSERT_TRUE(testing::PutFile(*engine_, kRootIno, "dense", testing::Pattern(26, 2 * kMiB + 5)).ok());

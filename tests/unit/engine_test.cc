@@ -274,6 +274,70 @@ TEST_F(EngineTest, TruncatingOpenIsAVersionReadersDoNotSeeUntilCommit) {
   EXPECT_EQ(E().Stats().objects, 1u);
 }
 
+// An O_TRUNC open of a key that is empty already, closed without a write,
+// changes only the key's times: its object file keeps its identity (the
+// header takes the new times in place), a reader's lease goes on, and the
+// times survive a restart. A key with bytes still gets a new object file.
+TEST_F(EngineTest, TruncatingAnEmptyKeyAgainRewritesOnlyItsHeader) {
+  ASSERT_OK(OpenEngine());
+  Result<uint64_t> ino = PutFile(kRootIno, "key", testing::Pattern(3, 5000));
+  ASSERT_TRUE(ino.ok()) << ErrText(ino.status());
+  auto object_file = [&]() -> std::pair<uint64_t, int64_t> {  // (st_ino, header mtime) of the key's object
+    Result<std::string> loc = GetDebugXattr(E(), *ino, "user.kvfs.location");
+    struct stat st {};
+    if (!loc.ok() || ::stat((driver_.root(0) + "/" + *loc).c_str(), &st) != 0) return {0, 0};
+    Result<Attr> a = E().GetAttr(*ino, nullptr);
+    return {st.st_ino, a.ok() ? a->mtime_ns : 0};
+  };
+  auto truncate_and_close = [&] {
+    Result<OpenResult> w = E().Open(*ino, O_WRONLY | O_TRUNC);
+    ASSERT_TRUE(w.ok()) << ErrText(w.status());
+    ASSERT_OK(E().Flush(w->handle));
+    E().Release(w->handle);
+  };
+  const auto with_bytes = object_file();
+  truncate_and_close();  // 5000 bytes to none: a new version, a new file
+  const auto emptied = object_file();
+  ASSERT_NE(emptied.first, 0u);
+  EXPECT_NE(emptied.first, with_bytes.first);
+
+  Result<OpenResult> reader = E().Open(*ino, O_RDONLY);
+  ASSERT_TRUE(reader.ok()) << ErrText(reader.status());
+  const uint64_t commits = E().Stats().commits;
+  truncate_and_close();  // none to none: the times only
+  const auto again = object_file();
+  EXPECT_EQ(again.first, emptied.first) << "an unchanged empty version was written out as a new file";
+  EXPECT_GT(again.second, emptied.second) << "the truncation did not change the modification time";
+  EXPECT_EQ(E().Stats().commits, commits + 1);
+  Result<std::vector<uint8_t>> read = ReadAll(reader->handle);
+  ASSERT_TRUE(read.ok()) << ErrText(read.status());
+  EXPECT_TRUE(read->empty());
+  E().Release(reader->handle);
+
+  // Written after its O_TRUNC, the key is a new version again.
+  Result<OpenResult> w = E().Open(*ino, O_WRONLY | O_TRUNC);
+  ASSERT_TRUE(w.ok());
+  const std::vector<uint8_t> v = testing::Pattern(4, 100);
+  ASSERT_TRUE(E().Write(w->handle, 0, v.data(), v.size()).ok());
+  ASSERT_OK(E().Flush(w->handle));
+  E().Release(w->handle);
+  EXPECT_NE(object_file().first, again.first);
+  Result<std::vector<uint8_t>> got = GetFile(kRootIno, "key");
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(*got == v);
+
+  // The times of a times-only commit are in the header a restart reads.
+  truncate_and_close();
+  truncate_and_close();
+  Result<Attr> before = E().GetAttr(*ino, nullptr);
+  ASSERT_TRUE(before.ok());
+  ASSERT_OK(OpenEngine());
+  Result<Attr> after = E().Lookup(kRootIno, "key");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->size, 0u);
+  EXPECT_EQ(after->mtime_ns, before->mtime_ns);
+}
+
 TEST_F(EngineTest, OpenWithoutTruncRewritesByCopyOnWrite) {
   ASSERT_OK(OpenEngine());
   std::vector<uint8_t> v1 = testing::Pattern(3, 300000);
