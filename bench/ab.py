@@ -8,7 +8,7 @@ files lay on the virtual disk favoured one side by up to 1.3x); medians and
 the B/A ratio. For deciding whether a fast-path change earns its
 place (see the README's benchmark section).
 
-  python3 bench/ab.py --scenario write --a="--group-commit true" --b="--group-commit false"
+  python3 bench/ab.py --scenario write --a="--durability close --commit-flush group" --b="--durability close --commit-flush file"
   python3 bench/ab.py --scenario read --a="--read-ahead-kb 1024" --b="--read-ahead-kb 0"
   python3 bench/ab.py --scenario read --kvfs-b /tmp/variant/kvfs   # a code change
 

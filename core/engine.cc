@@ -141,7 +141,9 @@ Attr Engine::AttrOfLocked(const Inode* inode, const FileHandle* handle, uint64_t
   } else if (!handle && thread != 0 && threads &&
              std::find(threads->begin(), threads->end(), thread) != threads->end()) {
     a.size = inode->draft->size();  // a writer's fstat
-  } else if (handle && handle->lease) {
+  } else if (handle && handle->lease && handle->readable) {
+    // A reader sees its version. A write-only handle's lease only keeps its
+    // base: what it would write over is the committed version (below).
     a.size = handle->lease.version()->size();
     a.mtime_ns = handle->lease.version()->mtime_ns();
   } else if (inode->committed) {

@@ -298,7 +298,8 @@ class Engine : private SpaceHost, private SharedIndex {
   // place, as a chmod would, instead of a new object file. False (nothing
   // done) when the committed version is not empty, not at its key's
   // location, or on a shared store: then the commit goes the full way.
-  // Called by CommitDraft with inode->committing set.
+  // Called by CommitDraft with inode->committing set; holds the draft's
+  // lock throughout (writes wait), and marks the draft clean when done.
   Result<bool> CommitAsTimesOnly(Inode* inode, Draft* draft) KVFS_EXCLUDES(publish_mu_, mu_);
   // The publish step of a commit (engine_commit.cc), run by PublishQueue.
   class CommitJob;

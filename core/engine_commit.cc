@@ -292,7 +292,6 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
       return finish(Status::Error(times_only.err() == ENOSPC ? ENOSPC : EIO, times_only.status().message()));
     }
     if (*times_only) {
-      draft->set_dirty(false);
       Status done = finish(Status::Ok());
       if (EngineObserver* o = observer_.load()) o->VersionCommitted(inode->ino);
       return done;
@@ -372,10 +371,10 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
 }
 
 Result<bool> Engine::CommitAsTimesOnly(Inode* inode, Draft* draft) {
-  {
-    MutexLock dlk(draft->mutex());
-    if (draft->size_locked() != 0 || draft->spill_locked() != nullptr) return false;
-  }
+  // Held to the end, as the full commit holds it: a write into the draft
+  // meanwhile would otherwise be marked clean below and never committed.
+  MutexLock dlk(draft->mutex());
+  if (draft->size_locked() != 0 || draft->spill_locked() != nullptr) return false;
   MutexLock publish(publish_mu_);  // no rename or other commit moves the object meanwhile
   std::shared_ptr<Version> record;
   ObjectHeader header;
@@ -393,6 +392,7 @@ Result<bool> Engine::CommitAsTimesOnly(Inode* inode, Draft* draft) {
     header.checksum = record->checksum();
   }
   KVFS_RETURN_IF_ERROR(RewriteHeader(record, header));
+  draft->set_dirty(false);
   return true;
 }
 

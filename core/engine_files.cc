@@ -535,7 +535,21 @@ Status Engine::Fsync(FileHandle* handle) {
   }
   if (draft) KVFS_RETURN_IF_ERROR(CommitDraft(handle->inode, draft));
   // The committed version (and every earlier change) is durable before fsync returns.
-  return background_sync_ ? background_sync_->SyncDirty() : Status::Ok();
+  if (background_sync_) return background_sync_->SyncDirty();
+  if (!draft && options_.commit_flush == EngineOptions::CommitFlush::kFile) {
+    // With file flushes a version is readable a moment before its writer's
+    // fsync of it ends: an fsync through another handle flushes the store.
+    Store* store = nullptr;
+    {
+      MutexLock g(mu_);
+      if (handle->inode->committed) store = handle->inode->committed->store();
+    }
+    if (store) {
+      Status s = store->SyncAll();
+      if (!s.ok()) return Status::Error(EIO, s.message());
+    }
+  }
+  return Status::Ok();
 }
 
 void Engine::Abandon(FileHandle* handle) {
