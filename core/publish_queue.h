@@ -6,9 +6,10 @@
 // A committer hands Run a PublishJob and waits. Run queues the job and takes
 // the publish lock; if the job is not done by then, this committer leads a
 // group: it takes every queued job, calls each one's Place (file in place),
-// flushes each store of the group once with Store::SyncAll (not for stores
-// whose flushes are deferred to the background sync, nor without group
-// commit, where each Place makes itself durable), then calls each linked
+// flushes each store of the group once with Store::SyncAll (only with group
+// commit: not for stores whose flushes are deferred to the background sync;
+// with `each` flushes every Place makes itself durable, with `file` flushes
+// each committer flushes its own file after Run), then calls each linked
 // job's Complete and marks it done. Jobs run on the leader's thread, so a
 // job carries everything it needs in its own members.
 //
