@@ -122,7 +122,7 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
   // and a reopen of the inode after an unlink (the kernel's open for
   // FS_IOC_GETFLAGS, /proc/self/fd/N) must still find it; the lease also
   // keeps the base of its copy-on-write from eviction.
-  const bool reads = (flags & O_ACCMODE) != O_WRONLY || (flags & O_TRUNC) == 0;
+  const bool leases = (flags & O_ACCMODE) != O_WRONLY || (flags & O_TRUNC) == 0;
   // On a shared store another host may have replaced or removed the object.
   KVFS_RETURN_IF_ERROR(Revalidate(ino));
   // Opens repeated because page-cache readers left while a writer was
@@ -134,7 +134,7 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
     // Take the read lease first, with no engine lock held: opening the object
     // file is store I/O, and a slow store must not stall the whole mount.
     Lease lease;
-    if (reads) {
+    if (leases) {
       std::shared_ptr<Version> version;
       {
         MutexLock g(mu_);
