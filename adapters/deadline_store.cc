@@ -95,6 +95,19 @@ Result<std::unique_ptr<StagingFile>> DeadlineStore::CreateStaging(uint64_t final
   return Counted(std::move(*out));
 }
 
+Result<std::unique_ptr<StagingFile>> DeadlineStore::CreateStagingWith(IoExecutor& io, std::shared_ptr<const uint8_t> image,
+                                                                      size_t image_bytes) {
+  if (image_bytes > kBufferedStagingMax) return Store::CreateStagingWith(io, std::move(image), image_bytes);
+  auto out = std::make_shared<Result<std::unique_ptr<StagingFile>>>(Status::Error(EIO, "unset"));
+  // The task keeps the image (and the pool its executor) past a deadline.
+  if (!RunWithDeadline([t = target(), out, pool = pool_, image = std::move(image), image_bytes] {
+        *out = t->CreateStagingWith(pool->syscall_io, image, image_bytes);
+      })) {
+    return CountTimeout(TimedOut("create staging", deadline_));
+  }
+  return Counted(std::move(*out));
+}
+
 Status DeadlineStore::LandStaging(StagingFile& file, const std::string& location, bool link) {
   // The worker lands its own handle on the same file, so the caller may drop
   // `file` after a timeout without pulling it from under the worker.

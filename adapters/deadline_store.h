@@ -46,6 +46,7 @@
 #include <thread>
 #include <vector>
 
+#include "adapters/io_ring.h"
 #include "adapters/store_wrapper.h"
 
 namespace kvfs {
@@ -56,6 +57,11 @@ class DeadlineStore final : public StoreWrapper {
   ~DeadlineStore() override;
 
   Result<std::unique_ptr<StagingFile>> CreateStaging(uint64_t final_bytes) override;
+  // Up to kBufferedStagingMax: the creation and the write as one call on
+  // one worker (which writes with pwrite: workers set up no rings of their
+  // own). Larger: CreateStaging, then TransferData, as Store's default.
+  Result<std::unique_ptr<StagingFile>> CreateStagingWith(IoExecutor& io, std::shared_ptr<const uint8_t> image,
+                                                         size_t image_bytes) override;
   Status Publish(StagingFile& file, const std::string& location) override;
   Status PublishUnsynced(StagingFile& file, const std::string& location) override;
   Status SyncAll() override;
@@ -93,6 +99,8 @@ class DeadlineStore final : public StoreWrapper {
     // that saw its call end never finds it counted here.
     size_t running = 0;  // guarded by mu
     bool stop = false;   // guarded by mu
+    // For the workers' own data writes (CreateStagingWith): pread/pwrite.
+    IoExecutor syscall_io{nullptr, false};
   };
   // Publish (link=false) or Link (link=true) under the deadline.
   Status LandStaging(StagingFile& file, const std::string& location, bool link);

@@ -274,6 +274,22 @@ Result<std::unique_ptr<StagingFile>> LocalStore::CreateStaging(uint64_t final_by
   return file;
 }
 
+Result<std::unique_ptr<StagingFile>> LocalStore::CreateStagingWith(IoExecutor& io, std::shared_ptr<const uint8_t> image,
+                                                                   size_t image_bytes) {
+  if (image_bytes > kBufferedStagingMax) return Store::CreateStagingWith(io, std::move(image), image_bytes);
+  Result<std::unique_ptr<StagingFile>> file = CreateStaging(image_bytes);  // through the page cache
+  if (!file.ok()) return file;
+  size_t done = 0;
+  while (done < image_bytes) {
+    ssize_t n = ::pwrite((*file)->fd(), image.get() + done, image_bytes - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::FromErrno("write " + (*file)->path());
+    if (n == 0) return Status::Error(EIO, "write " + (*file)->path() + ": no progress");
+    done += static_cast<size_t>(n);
+  }
+  return file;
+}
+
 Status LocalStore::Publish(StagingFile& file, const std::string& location) {
   if (::fdatasync(file.fd()) != 0) return Status::FromErrno("fdatasync " + file.path());
   KVFS_RETURN_IF_ERROR(RenameOver(location, [&] { return dir_.RenameIntoPlace(file.path(), location, true); }));

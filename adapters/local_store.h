@@ -76,6 +76,10 @@ class LocalStore final : public Store {
   bool DirectIo() const override { return direct_io_; }
   std::string LocationFor(const KeyHash& h) const override;
   Result<std::unique_ptr<StagingFile>> CreateStaging(uint64_t final_bytes) override;
+  // A file of at most kBufferedStagingMax goes through the page cache: one
+  // pwrite on the calling thread. Larger ones as Store's default.
+  Result<std::unique_ptr<StagingFile>> CreateStagingWith(IoExecutor& io, std::shared_ptr<const uint8_t> image,
+                                                         size_t image_bytes) override;
   Status Publish(StagingFile& file, const std::string& location) override;
   Status PublishUnsynced(StagingFile& file, const std::string& location) override;
   Status SyncAll() override;

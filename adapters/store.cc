@@ -76,6 +76,19 @@ Status Store::List(const std::function<void(const ListedObject&)>& fn, int threa
 
 Status Store::TransferData(IoExecutor& io, const std::shared_ptr<DataBatch>& batch) { return io.Run(batch); }
 
+Result<std::unique_ptr<StagingFile>> Store::CreateStagingWith(IoExecutor& io, std::shared_ptr<const uint8_t> image,
+                                                              size_t image_bytes) {
+  Result<std::unique_ptr<StagingFile>> file = CreateStaging(image_bytes);
+  if (!file.ok()) return file;
+  auto batch = std::make_shared<DataBatch>();
+  batch->Keep(image);
+  batch->Write((*file)->fd(), image.get(), image_bytes, 0);
+  Status written = TransferData(io, batch);
+  if (!written.ok()) return written;  // the staging file goes with `file`
+  if (batch->requests[0].done != image_bytes) return Status::Error(EIO, "write " + (*file)->path() + ": short write");
+  return file;
+}
+
 Result<uint64_t> Store::FileIdOf(int fd) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::FromErrno("fstat");

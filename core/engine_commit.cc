@@ -42,6 +42,7 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, Draft* draf
       holes = draft->HoleLocked(static_cast<size_t>(start / kDraftChunkSize));
     }
     const uint64_t final_bytes = holes ? Store::kUnknownSize : ObjectFootprint(size);
+    if (final_bytes <= Store::kBufferedStagingMax) return WriteSmallObject(store, header, draft, out);
     Result<std::unique_ptr<StagingFile>> staging = store->CreateStaging(final_bytes);
     if (!staging.ok()) return staging.status();
     *out = std::move(*staging);
@@ -107,6 +108,36 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, Draft* draf
     Status cut = store->TruncateData(fd, length);
     if (!cut.ok()) return Status::FromErrno(cut.err(), "truncate " + file->path() + ": " + cut.message());
   }
+  return Status::Ok();
+}
+
+Status Engine::WriteSmallObject(Store* store, const ObjectHeader& header, Draft* draft,
+                                std::unique_ptr<StagingFile>* out) {
+  // The whole file is built in memory, a copy of the draft's bytes (at most
+  // Store::kBufferedStagingMax), and handed over in one call: creating the
+  // staging file and writing it cost one store round trip.
+  const uint64_t size = draft ? draft->size_locked() : 0;
+  const size_t bytes = static_cast<size_t>(ObjectFootprint(size));
+  std::shared_ptr<uint8_t> image(static_cast<uint8_t*>(std::aligned_alloc(4096, bytes)), &std::free);
+  if (!image) return Status::Error(ENOMEM, "no memory for a staging image");
+  std::memset(image.get(), 0, bytes);
+  KVFS_RETURN_IF_ERROR(EncodeHeader(header, image.get()));
+  for (uint64_t start = 0; start < size; start += kDraftChunkSize) {
+    const size_t i = static_cast<size_t>(start / kDraftChunkSize);
+    const uint8_t* chunk = i < draft->chunk_count_locked() ? draft->chunk_locked(i) : nullptr;
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - start));
+    if (chunk) std::memcpy(image.get() + kHeaderSize + start, chunk, len);  // no chunk: zeros
+  }
+  for (uint64_t c = 0; c < ChunkCount(size); ++c) {
+    const uint64_t start = c * kChunkSize;
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, size - start));
+    Result<uint64_t> h = draft->UnitChecksumLocked(c, len, nullptr);
+    if (!h.ok()) return h.status();
+    std::memcpy(image.get() + ChecksumTableOffset(size) + c * 8, &*h, 8);
+  }
+  Result<std::unique_ptr<StagingFile>> staging = store->CreateStagingWith(*io_, image, bytes);
+  if (!staging.ok()) return staging.status();
+  *out = std::move(*staging);
   return Status::Ok();
 }
 

@@ -166,10 +166,12 @@ class FaultInjectionTest : public ::testing::Test {
   // Runs one failing commit of `next` over the committed `prev` of key with
   // the fault in place, checks what the contract promises, then clears the
   // fault and retries the commit on the same handle.
-  void FailedCommitKeepsPrevious(StoreOp op, const Fault& fault, int want_err) {
+  // next_bytes: the size of the version whose commit fails (a small one
+  // takes the one-call staging path, Store::CreateStagingWith).
+  void FailedCommitKeepsPrevious(StoreOp op, const Fault& fault, int want_err, size_t next_bytes = 2 * kMiB + 77) {
     const std::string key = "chunk";
     const std::vector<uint8_t> prev = Pattern(1, 3 * kMiB + 123);
-    const std::vector<uint8_t> next = Pattern(2, 2 * kMiB + 77);
+    const std::vector<uint8_t> next = Pattern(2, next_bytes);
     ASSERT_TRUE(OpenEngine().ok());
     ASSERT_EQ(ErrText(Put(key, prev)), "OK");
 
@@ -777,6 +779,53 @@ TEST_F(FaultInjectionTest, DataWriteEioKeepsPreviousVersion) {
   Fault f;
   f.err = EIO;
   FailedCommitKeepsPrevious(StoreOp::kWriteData, f, EIO);
+}
+
+// The same for a small version, whose staging file is created and written
+// in one store call: a failing creation or write fails the close with EIO.
+TEST_F(FaultInjectionTest, SmallObjectWriteOrCreationEioKeepsPreviousVersion) {
+  Fault f;
+  f.err = EIO;
+  FailedCommitKeepsPrevious(StoreOp::kWriteData, f, EIO, 10 * kKiB + 3);
+  if (HasFatalFailure()) return;
+  FailedCommitKeepsPrevious(StoreOp::kCreateStaging, f, EIO, 10 * kKiB + 3);
+}
+
+// A small version's staging file creation, or its write, hangs past the
+// deadline: the close fails within about the deadline (the two run as one
+// call on a DeadlineStore worker), the previous version stays, no staging
+// file is left once the store answers, and a retry lands.
+TEST_F(FaultInjectionTest, StuckSmallObjectStagingFailsWithinDeadlineAndRetryLands) {
+  for (StoreOp op : {StoreOp::kCreateStaging, StoreOp::kWriteData}) {
+    SCOPED_TRACE(op == StoreOp::kCreateStaging ? "stuck creation" : "stuck write");
+    ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+    const std::vector<uint8_t> prev = Pattern(98, 300 * kKiB);
+    const std::vector<uint8_t> next = Pattern(99, 20 * kKiB + 1);
+    ASSERT_EQ(ErrText(Put("k", prev)), "OK");
+    Fault f;
+    f.delay = milliseconds(1500);
+    f.count = 1;
+    F().Inject(op, f);
+    Result<FileHandle*> h = StartWrite("k", next);
+    ASSERT_TRUE(h.ok()) << ErrText(h.status());
+    auto start = Clock::now();
+    Status s = E().Flush(*h);
+    double elapsed = SecondsSince(start);
+    EXPECT_TRUE(s.err() == ETIMEDOUT || s.err() == EIO) << ErrText(s);
+    EXPECT_LT(elapsed, 1.2) << "Flush blocked on a stuck store instead of failing at its deadline";
+    EXPECT_GE(F().hits(), 1u) << "the fault was never hit";
+    EXPECT_EQ(Check("k", prev), "");
+
+    F().WaitForCallsToReturn();
+    F().Clear();
+    EXPECT_EQ(ErrText(E().Flush(*h)), "OK");
+    E().Release(*h);
+    EXPECT_EQ(Check("k", next), "");
+    // Closing waits until the late call's worker let go of its result (the
+    // store's sweep at open would hide a leftover).
+    CloseEngine();
+    EXPECT_EQ(StagingFiles(), 0u) << "the timed-out call left its staging file";
+  }
 }
 
 void FaultInjectionTest::StuckDataReadFailsWithinDeadline() {

@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "adapters/io_ring.h"
 #include "adapters/manifest.h"
 #include "tests/unit/test_util.h"
 
@@ -151,6 +152,43 @@ TEST_F(LocalStoreTest, SmallStagingFilesAreBufferedOthersDirect) {
   ASSERT_TRUE(back.header.ok());
   EXPECT_EQ(back.header->key, "small");
   EXPECT_EQ(back.data, data);
+}
+
+// CreateStagingWith hands back a staging file that holds the whole image:
+// a small one written through the page cache in the same call, a larger one
+// (O_DIRECT) through the executor; both publish and read back the same.
+TEST_F(LocalStoreTest, CreateStagingWithWritesTheWholeImage) {
+  std::unique_ptr<LocalStore> store = OpenStore(Root());
+  ASSERT_TRUE(store);
+  IoExecutor io(nullptr, true);
+  for (size_t size : {size_t{0}, size_t{1000}, size_t{Store::kBufferedStagingMax - kHeaderSize - 4096},
+                      size_t{200 * 1024}}) {
+    const std::string key = "with/size-" + std::to_string(size);
+    const std::vector<uint8_t> data = testing::Pattern(size + 5, size);
+    const size_t bytes = kHeaderSize + Padded(size);
+    std::shared_ptr<uint8_t> image(static_cast<uint8_t*>(std::aligned_alloc(4096, bytes)), &std::free);
+    std::memset(image.get(), 0, bytes);
+    ASSERT_TRUE(EncodeHeader(FileHeader(key, size, XXH3_64bits(data.data(), data.size())), image.get()).ok());
+    if (size > 0) std::memcpy(image.get() + kHeaderSize, data.data(), size);
+    Result<std::unique_ptr<StagingFile>> staging = store->CreateStagingWith(io, image, bytes);
+    ASSERT_TRUE(staging.ok()) << staging.status().ToString();
+    struct stat st;
+    ASSERT_EQ(::fstat((*staging)->fd(), &st), 0);
+    EXPECT_EQ(static_cast<uint64_t>(st.st_size), bytes) << "size " << size;
+    if (store->DirectIo()) {
+      const bool direct = (::fcntl((*staging)->fd(), F_GETFL) & O_DIRECT) != 0;
+      EXPECT_EQ(direct, bytes > Store::kBufferedStagingMax) << "size " << size;
+    }
+    const std::string location = store->LocationFor(HashKey(key));
+    ASSERT_TRUE(store->PublishUnsynced(**staging, location).ok());
+    Result<int> fd = store->OpenForRead(location);
+    ASSERT_TRUE(fd.ok());
+    ReadBack back = ReadObjectFd(*fd, size);
+    ::close(*fd);
+    ASSERT_TRUE(back.header.ok()) << "size " << size;
+    EXPECT_EQ(back.header->key, key);
+    EXPECT_EQ(back.data, data) << "size " << size;
+  }
 }
 
 TEST_F(LocalStoreTest, TrailingSlashIsNormalised) {
