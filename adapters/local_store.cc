@@ -319,14 +319,7 @@ Result<int> LocalStore::OpenForRead(const std::string& location) {
 }
 
 Status LocalStore::WriteHeaderBlock(const std::string& location, const uint8_t* block, bool sync) {
-  // Through the page cache even on an O_DIRECT store: a rename, chmod or
-  // touch then costs no synchronous device write (an O_DIRECT 4 KiB write
-  // took 100-600 us here), and the block goes to the drive with the next
-  // flush (or at once, with sync). Data reads never cover the header block
-  // (they start at kHeaderSize); a direct read that does (a header read)
-  // writes the dirty page back first, so it sees the new header. The block
-  // holds two header slots, so a torn write still leaves one whole.
-  return dir_.WriteHeaderBlock(location, block, false, sync);
+  return dir_.WriteHeaderBlock(location, block, direct_io_, sync);
 }
 
 Status LocalStore::Move(const std::string& from, const std::string& to, bool sync) {

@@ -669,26 +669,6 @@ TEST_F(LocalStoreTest, WriteHeaderBlockUpdatesHeaderAndKeepsData) {
   ASSERT_EQ(::stat((Root() + "/" + loc).c_str(), &st), 0);
   EXPECT_EQ(static_cast<uint64_t>(st.st_size), kHeaderSize + Padded(data.size()));
 
-  // Without sync the block sits in the page cache until the next flush:
-  // direct reads of the object (OpenForRead's descriptor, ReadObject) see
-  // the new header at once, and the data unchanged.
-  updated.generation = 6;
-  updated.key = "hdr/newer";
-  updated.slot = 1 - updated.slot;
-  ASSERT_TRUE(EncodeHeader(updated, block.data()).ok());
-  ASSERT_TRUE(store->WriteHeaderBlock(loc, block.data(), false).ok());
-  fd = store->OpenForRead(loc);
-  ASSERT_TRUE(fd.ok());
-  ReadBack unsynced = ReadObjectFd(*fd, data.size());
-  ::close(*fd);
-  ASSERT_TRUE(unsynced.header.ok()) << unsynced.header.status().ToString();
-  EXPECT_EQ(unsynced.header->generation, 6u);
-  EXPECT_EQ(unsynced.header->key, "hdr/newer");
-  EXPECT_EQ(unsynced.data, data);
-  Result<ScannedObject> scanned = store->ReadObject(loc);
-  ASSERT_TRUE(scanned.ok() && scanned->header.ok());
-  EXPECT_EQ(scanned->header->key, "hdr/newer");
-
   EXPECT_EQ(store->WriteHeaderBlock(store->LocationFor(HashKey("ghost")), block.data(), true).err(), ENOENT);
 }
 
