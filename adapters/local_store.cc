@@ -276,18 +276,9 @@ Result<std::unique_ptr<StagingFile>> LocalStore::CreateStaging(uint64_t final_by
 
 Result<std::unique_ptr<StagingFile>> LocalStore::CreateStagingWith(IoExecutor& io, std::shared_ptr<const uint8_t> image,
                                                                    size_t image_bytes) {
-  if (image_bytes > kBufferedStagingMax) return Store::CreateStagingWith(io, std::move(image), image_bytes);
-  Result<std::unique_ptr<StagingFile>> file = CreateStaging(image_bytes);  // through the page cache
-  if (!file.ok()) return file;
-  size_t done = 0;
-  while (done < image_bytes) {
-    ssize_t n = ::pwrite((*file)->fd(), image.get() + done, image_bytes - done, static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Status::FromErrno("write " + (*file)->path());
-    if (n == 0) return Status::Error(EIO, "write " + (*file)->path() + ": no progress");
-    done += static_cast<size_t>(n);
-  }
-  return file;
+  // A small file is staged through the page cache (CreateStaging): a plain
+  // pwrite on this thread costs less than a trip through io_uring.
+  return Store::CreateStagingWith(image_bytes <= kBufferedStagingMax ? syscall_io_ : io, std::move(image), image_bytes);
 }
 
 Status LocalStore::Publish(StagingFile& file, const std::string& location) {

@@ -40,6 +40,7 @@
 
 #include "adapters/deferred_unlinker.h"
 #include "adapters/fs_client.h"
+#include "adapters/io_ring.h"
 #include "adapters/object_directory.h"
 #include "adapters/store.h"
 
@@ -76,8 +77,8 @@ class LocalStore final : public Store {
   bool DirectIo() const override { return direct_io_; }
   std::string LocationFor(const KeyHash& h) const override;
   Result<std::unique_ptr<StagingFile>> CreateStaging(uint64_t final_bytes) override;
-  // A file of at most kBufferedStagingMax goes through the page cache: one
-  // pwrite on the calling thread. Larger ones as Store's default.
+  // A file of at most kBufferedStagingMax goes through the page cache, with
+  // pwrite on the calling thread; a larger one through io, as Store's default.
   Result<std::unique_ptr<StagingFile>> CreateStagingWith(IoExecutor& io, std::shared_ptr<const uint8_t> image,
                                                          size_t image_bytes) override;
   Status Publish(StagingFile& file, const std::string& location) override;
@@ -119,6 +120,7 @@ class LocalStore final : public Store {
   bool direct_io_ = false;
   uint64_t swept_ = 0;
   std::atomic<uint64_t> staging_counter_{0};
+  IoExecutor syscall_io_{nullptr, false};  // pread/pwrite: CreateStagingWith's small files
   // Unlinks removed objects in the background; null for a read-only store.
   // Declared last: it is drained before anything else goes.
   std::unique_ptr<DeferredUnlinker> unlinker_;
