@@ -123,17 +123,6 @@ ChildProcess::Body HoldFiles(std::vector<std::string> paths, std::vector<std::ve
   };
 }
 
-// Polls cond every 20 ms until it holds or timeout_ms passes.
-template <typename Cond>
-bool PollUntil(Cond cond, int timeout_ms) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  for (;;) {
-    if (cond()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-}
-
 // ---------------------------------------------------------------------------
 // (a) + (b): a write storm of 3x the capacity.
 

@@ -30,6 +30,7 @@
 #include <gtest/gtest.h>
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -38,6 +39,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace kvfs::mounted_test {
@@ -288,5 +290,18 @@ class MountedTest : public ::testing::Test {
   bool mounted_ = false;
   std::string mount_output_;
 };
+
+// Polls cond every 20 ms until it holds or timeout_ms passes. For what the
+// daemon learns asynchronously, with nothing to wait on: the kernel sends a
+// handle's RELEASE after close() has returned.
+template <typename Cond>
+bool PollUntil(Cond cond, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    if (cond()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
 
 }  // namespace kvfs::mounted_test
