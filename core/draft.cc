@@ -304,6 +304,17 @@ Result<uint64_t> Draft::UnitChecksumLocked(uint64_t u, size_t len, uint8_t* scra
   return XXH3_64bits(*bytes + k * kDraftSumUnit, len);
 }
 
+Status Draft::UnitChecksumsLocked(uint8_t* table, uint8_t* scratch) const {
+  const uint64_t size = size_.load(std::memory_order_relaxed);
+  for (uint64_t u = 0; u * kDraftSumUnit < size; ++u) {
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftSumUnit, size - u * kDraftSumUnit));
+    Result<uint64_t> h = UnitChecksumLocked(u, len, scratch);
+    if (!h.ok()) return h.status();
+    std::memcpy(table + u * 8, &*h, 8);
+  }
+  return Status::Ok();
+}
+
 Result<uint64_t> Draft::ChecksumLocked(uint8_t* scratch) const {
   uint64_t size = size_.load(std::memory_order_relaxed);
   XXH3_state_t* st = XXH3_createState();

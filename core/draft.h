@@ -158,6 +158,9 @@ class Draft {
   // only for the last one): from memory, from the sums kept at spill, or
   // read back.
   Result<uint64_t> UnitChecksumLocked(uint64_t u, size_t len, uint8_t* scratch) const KVFS_REQUIRES(mu_);
+  // The sums of every unit of the first size_locked() bytes, 8 bytes each
+  // into table (the object's chunk checksum table; UnitChecksumLocked).
+  Status UnitChecksumsLocked(uint8_t* table, uint8_t* scratch) const KVFS_REQUIRES(mu_);
   // XXH3-64 of the first size_locked() bytes.
   Result<uint64_t> ChecksumLocked(uint8_t* scratch) const KVFS_REQUIRES(mu_);
   // For a write of the chunks that was given up on while it may still read

@@ -75,18 +75,13 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, Draft* draf
   if (table_bytes) {
     static_assert(kChunkSize == kDraftSumUnit, "the draft keeps sums of the object's checksum unit");
     std::memset(table.get(), 0, table_bytes);
-    for (uint64_t c = 0; c < ChunkCount(size); ++c) {
-      uint64_t start = c * kChunkSize;
-      size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, size - start));
-      Result<uint64_t> h = draft->UnitChecksumLocked(c, len, scratch.get());
-      if (!h.ok()) {
-        if (spill->in_doubt()) {
-          spill->KeepUntilTransfersEnd(scratch);  // a read back into it may still run
-          draft->broken = true;
-        }
-        return h.status();
+    Status summed = draft->UnitChecksumsLocked(table.get(), scratch.get());
+    if (!summed.ok()) {
+      if (spill->in_doubt()) {
+        spill->KeepUntilTransfersEnd(scratch);  // a read back into it may still run
+        draft->broken = true;
       }
-      std::memcpy(table.get() + c * 8, &*h, 8);
+      return summed;
     }
     batch->Keep(table);
     batch->Write(fd, table.get(), table_bytes, ChecksumTableOffset(size));
@@ -123,18 +118,12 @@ Status Engine::WriteSmallObject(Store* store, const ObjectHeader& header, Draft*
   std::memset(image.get(), 0, bytes);
   KVFS_RETURN_IF_ERROR(EncodeHeader(header, image.get()));
   for (uint64_t start = 0; start < size; start += kDraftChunkSize) {
-    const size_t i = static_cast<size_t>(start / kDraftChunkSize);
-    const uint8_t* chunk = i < draft->chunk_count_locked() ? draft->chunk_locked(i) : nullptr;
-    const size_t len = static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - start));
-    if (chunk) std::memcpy(image.get() + kHeaderSize + start, chunk, len);  // no chunk: zeros
+    // Nothing spilled: a chunk's memory, or zeros.
+    Result<const uint8_t*> chunk = draft->ChunkBytesLocked(static_cast<size_t>(start / kDraftChunkSize), nullptr);
+    if (!chunk.ok()) return chunk.status();
+    std::memcpy(image.get() + kHeaderSize + start, *chunk, static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - start)));
   }
-  for (uint64_t c = 0; c < ChunkCount(size); ++c) {
-    const uint64_t start = c * kChunkSize;
-    const size_t len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, size - start));
-    Result<uint64_t> h = draft->UnitChecksumLocked(c, len, nullptr);
-    if (!h.ok()) return h.status();
-    std::memcpy(image.get() + ChecksumTableOffset(size) + c * 8, &*h, 8);
-  }
+  if (draft) KVFS_RETURN_IF_ERROR(draft->UnitChecksumsLocked(image.get() + ChecksumTableOffset(size), nullptr));
   Result<std::unique_ptr<StagingFile>> staging = store->CreateStagingWith(*io_, image, bytes);
   if (!staging.ok()) return staging.status();
   *out = std::move(*staging);
