@@ -350,6 +350,8 @@ void LocalStore::SettleRemovals(std::chrono::milliseconds timeout) {
   if (unlinker_) unlinker_->Drain(timeout);
 }
 
+uint64_t LocalStore::PendingRemovalBytes() const { return unlinker_ ? unlinker_->pending_bytes() : 0; }
+
 Result<StoreSpace> LocalStore::Space() const {
   Result<StoreSpace> space = FilesystemSpace(root_);
   // Removed objects still waiting for their unlink are as good as free.

@@ -93,6 +93,7 @@ class LocalStore final : public Store {
   Status Scan(const std::function<void(const ScannedObject&)>& fn, int threads) override;
   Result<StoreSpace> Space() const override;
   void SettleRemovals(std::chrono::milliseconds timeout) override;
+  uint64_t PendingRemovalBytes() const override;
   Result<std::vector<std::string>> ListStaging() const override;
   Status RemoveStaging(const std::string& name) override;
 

@@ -186,6 +186,11 @@ class Store {
   // already. Called after evictions for the free-space floor, which is about
   // the filesystem as other programs see it.
   virtual void SettleRemovals(std::chrono::milliseconds timeout) { (void)timeout; }
+  // Bytes of removed objects that the store still holds on its filesystem
+  // (freed in the background); 0 for a store that frees them at once. The
+  // space manager counts them against the capacity: a commit that would
+  // take the store's bytes over it waits for SettleRemovals first.
+  virtual uint64_t PendingRemovalBytes() const { return 0; }
 
   // Staging files present now (names relative to the staging area), and their
   // removal; for offline checks.

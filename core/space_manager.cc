@@ -108,7 +108,10 @@ Status SpaceManager::Reserve(uint32_t si, uint64_t bytes) {
       // space of what was evicted for it comes back before the commit
       // writes (a store may free it in the background; its Space() counts
       // it as free already).
-      if (floor_evicted) s.store->SettleRemovals(kSettleRemovalsTimeout);
+      //
+      // The capacity is about the store's bytes too: what was removed and is
+      // still being freed in the background counts until it is gone.
+      if (floor_evicted || RemovalsExceedCapacity(s)) s.store->SettleRemovals(kSettleRemovalsTimeout);
       return Status::Ok();
     }
     if (!host_->MayEvict(si)) {
@@ -146,6 +149,11 @@ Status SpaceManager::Reserve(uint32_t si, uint64_t bytes) {
     ++batch.evicted;
     floor_evicted = floor_evicted || *why == EvictionCause::kFloor;
   }
+}
+
+bool SpaceManager::RemovalsExceedCapacity(const PerStore& s) {
+  uint64_t pending = s.store->PendingRemovalBytes();
+  return pending > 0 && s.account->used_bytes.load() + s.reserved.load() + pending > s.limits.capacity_bytes;
 }
 
 void SpaceManager::Release(uint32_t si, uint64_t bytes) { stores_[si]->reserved.fetch_sub(bytes); }

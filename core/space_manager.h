@@ -19,6 +19,12 @@
 //    once (evicting nothing) when what is pinned (leased + reserved) alone
 //    leaves no room. On a store where another host evicts (SpaceHost::MayEvict
 //    false) it asks that host for room and waits a few of its passes.
+//    Removed objects a store still frees in the background
+//    (Store::PendingRemovalBytes) count against the capacity too: a Reserve
+//    that would take used + reserved + pending over it waits for the store
+//    to free them (Store::SettleRemovals) before it returns, so the store's
+//    bytes on its filesystem stay within the capacity plus what is in
+//    flight.
 //  - Every successful Reserve is matched by one Release of the same bytes.
 //  - Eviction batches: each background pass over a store that evicted
 //    something, and each Reserve that evicted synchronously, records the
@@ -188,10 +194,12 @@ class SpaceManager {
   uint64_t FreeBytes(PerStore& s, uint64_t need);
   static constexpr int64_t kFreeSampleMaxAge = 100'000'000;  // ns
   static constexpr uint64_t kFreeSampleMargin = 1ULL << 30;
-  // How long an eviction pass waits for a store to free what it evicted
-  // for the floor (Store::SettleRemovals).
+  // How long a Reserve or an eviction pass waits for a store to free what
+  // was removed from it (Store::SettleRemovals).
   static constexpr std::chrono::milliseconds kSettleRemovalsTimeout{5000};
   Status NoSpace(uint32_t store, const char* why);
+  // Whether used + reserved + the store's pending removals exceed its capacity.
+  static bool RemovalsExceedCapacity(const PerStore& s);
   void EvictorLoop();
 
   const Options options_;

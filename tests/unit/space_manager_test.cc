@@ -31,9 +31,17 @@ class FixedSpaceStore final : public StoreWrapper {
     space_calls++;
     return StoreSpace{total.load(), free.load()};
   }
+  // Removed objects it frees in the background: SettleRemovals frees them.
+  uint64_t PendingRemovalBytes() const override { return pending.load(); }
+  void SettleRemovals(std::chrono::milliseconds) override {
+    settles++;
+    free += pending.exchange(0);
+  }
   mutable std::atomic<uint64_t> space_calls{0};
   std::atomic<uint64_t> total{1000 * kMiB};
   std::atomic<uint64_t> free{1000 * kMiB};
+  std::atomic<uint64_t> pending{0};
+  std::atomic<int> settles{0};
 };
 
 // Owns the objects of store 0: each has an id and a footprint; evicting one
@@ -146,6 +154,21 @@ TEST_F(SpaceManagerTest, EvictsThePolicysVictimsToMakeRoom) {
   manager_->Untrack(0, 4);
   manager_->Untrack(0, 5);
   EXPECT_EQ(manager_->PickVictim(0, [](uint64_t) { return true; }), std::nullopt);
+}
+
+TEST_F(SpaceManagerTest, RemovalsStillBeingFreedCountAgainstTheCapacity) {
+  ASSERT_TRUE(Make(WithCapacity(100 * kMiB)).ok());
+  host_.Add(1, 60 * kMiB);
+  store_->pending = 30 * kMiB;  // removed, still on the store's filesystem
+  ASSERT_TRUE(manager_->Reserve(0, 5 * kMiB).ok());
+  EXPECT_EQ(store_->settles.load(), 0) << "60 + 5 + 30 MiB pending fit in 100: no wait";
+  EXPECT_EQ(store_->pending.load(), 30 * kMiB);
+  ASSERT_TRUE(manager_->Reserve(0, 10 * kMiB).ok());
+  EXPECT_EQ(store_->settles.load(), 1) << "60 + 15 + 30 MiB pending exceed 100: waits for the removals";
+  EXPECT_EQ(store_->pending.load(), 0u);
+  EXPECT_TRUE(host_.evicted.empty()) << "the logical account had room: nothing evicted";
+  ASSERT_TRUE(manager_->Reserve(0, 20 * kMiB).ok());
+  EXPECT_EQ(store_->settles.load(), 1) << "nothing pending: no wait";
 }
 
 TEST_F(SpaceManagerTest, PinnedBytesAloneMeanEnospcWithNothingEvicted) {
