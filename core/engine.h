@@ -418,7 +418,10 @@ class Engine : private SpaceHost, private SharedIndex {
   void SendNotices(const std::vector<Notice>& notices) KVFS_EXCLUDES(publish_mu_, mu_);
   // The directory that holds key's last component (created as implicit
   // directories where missing), and that component; null on a name clash.
-  Inode* ParentForKeyLocked(const std::string& key, std::string* leaf) KVFS_REQUIRES(mu_);
+  // Each directory it creates is added to `notices` (when given) as appeared,
+  // so that a listing of its parent cached by the kernel is dropped.
+  Inode* ParentForKeyLocked(const std::string& key, std::string* leaf, std::vector<Notice>* notices = nullptr)
+      KVFS_REQUIRES(mu_);
   // Indexes an object another host published at its key's location (new
   // key, new version or directory record) if it is still the file there.
   void ApplyRemote(uint32_t store_index, const ScannedObject& obj, std::vector<Notice>* notices) KVFS_REQUIRES(publish_mu_);

@@ -42,7 +42,7 @@ void Engine::SendNotices(const std::vector<Notice>& notices) {
   }
 }
 
-Inode* Engine::ParentForKeyLocked(const std::string& key, std::string* leaf) {
+Inode* Engine::ParentForKeyLocked(const std::string& key, std::string* leaf, std::vector<Notice>* notices) {
   Inode* cur = ns_.root();
   size_t start = 0;
   while (true) {
@@ -60,6 +60,7 @@ Inode* Engine::ParentForKeyLocked(const std::string& key, std::string* leaf) {
       implicit_dir.atime_ns = implicit_dir.mtime_ns = implicit_dir.ctime_ns = NowNs();
       next = ns_.NewInode(true, implicit_dir);
       ns_.Attach(cur, next, name);
+      if (notices) notices->push_back({Notice::kAppeared, cur->ino, name, next->ino});
     } else if (!next->is_dir) {
       return nullptr;
     }
@@ -87,7 +88,7 @@ void Engine::ApplyRemote(uint32_t si, const ScannedObject& obj, std::vector<Noti
     return;
   }
   std::string leaf;
-  Inode* parent = ParentForKeyLocked(h.key, &leaf);
+  Inode* parent = ParentForKeyLocked(h.key, &leaf, notices);
   if (!parent) return;
   Inode* existing = ns_.Child(parent, leaf);
   if (!existing) {

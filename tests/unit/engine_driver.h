@@ -16,7 +16,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "adapters/local_store.h"
@@ -190,6 +192,26 @@ class EngineDriver {
   TempDir dir_;
   std::vector<std::string> roots_;
   std::unique_ptr<Engine> engine_;
+};
+
+// Records what an Engine tells its observer (EngineObserver), under mu.
+class RecordingObserver : public EngineObserver {
+ public:
+  void EntryAppeared(uint64_t parent_ino, const std::string& name, bool) override {
+    std::lock_guard<std::mutex> g(mu);
+    appeared.emplace_back(parent_ino, name);
+  }
+  void EntryEvicted(uint64_t parent_ino, const std::string& name, uint64_t ino) override {
+    std::lock_guard<std::mutex> g(mu);
+    evicted.emplace_back(parent_ino, name);
+  }
+  void VersionCommitted(uint64_t ino) override {
+    std::lock_guard<std::mutex> g(mu);
+    committed.push_back(ino);
+  }
+  std::mutex mu;
+  std::vector<std::pair<uint64_t, std::string>> appeared, evicted;
+  std::vector<uint64_t> committed;
 };
 
 }  // namespace kvfs::testing

@@ -44,6 +44,7 @@
 #include "adapters/deadline_store.h"
 #include "adapters/dfs_store.h"
 #include "adapters/fs_client.h"
+#include "adapters/key_hash.h"
 #include "adapters/local_store.h"
 #include "core/engine.h"
 #include "tests/unit/engine_driver.h"
@@ -534,6 +535,41 @@ TEST_F(EngineSharedTest, DirectoriesAreVisibleOnTheOtherHost) {
   Result<std::vector<uint8_t>> z = GetFile(*b_, by->ino, "z");
   ASSERT_TRUE(z.ok()) << ErrText(z.status());
   EXPECT_TRUE(*z == Pattern(10, 10));
+}
+
+// A directory another host made reaches this host by its record or, when a
+// pass meets a key inside it first, as an implicit directory. Either way the
+// kernel must hear that the name appeared in the parent: a listing of the
+// parent it cached would lack the directory otherwise. Here the records are
+// taken off the store, so B meets only the key x/y/z.
+TEST_F(EngineSharedTest, DirectoriesLearnedFromTheirKeysAreAnnounced) {
+  OpenBoth();
+  testing::RecordingObserver obs;
+  b_->SetObserver(&obs);
+  Result<Attr> x = a_->Mkdir(kRootIno, "x", 0755, 0, 0);
+  ASSERT_TRUE(x.ok());
+  Result<Attr> y = a_->Mkdir(x->ino, "y", 0755, 0, 0);
+  ASSERT_TRUE(y.ok());
+  ASSERT_TRUE(PutFile(*a_, y->ino, "z", Pattern(11, 100)).ok());
+  {
+    DfsStoreOptions so;
+    so.host_id = "observer";
+    so.sweep_staging = false;
+    Result<std::unique_ptr<DfsStore>> s = DfsStore::Open(Root(), so);
+    ASSERT_TRUE(s.ok()) << ErrText(s.status());
+    for (const char* record : {"x", "x/y"}) ASSERT_OK((*s)->Remove((*s)->LocationFor(HashKey(record))));
+  }
+  ASSERT_TRUE(Reconciled(*b_));
+  Result<Attr> bx = b_->Lookup(kRootIno, "x");
+  ASSERT_TRUE(bx.ok()) << ErrText(bx.status());
+  Result<Attr> by = b_->Lookup(bx->ino, "y");
+  ASSERT_TRUE(by.ok()) << ErrText(by.status());
+  b_->SetObserver(nullptr);
+  b_.reset();  // no pass may call the observer past this scope
+  std::set<std::pair<uint64_t, std::string>> appeared(obs.appeared.begin(), obs.appeared.end());
+  EXPECT_TRUE(appeared.count({kRootIno, "x"})) << "x appeared in the root";
+  EXPECT_TRUE(appeared.count({bx->ino, "y"})) << "y appeared in x";
+  EXPECT_TRUE(appeared.count({by->ino, "z"})) << "z appeared in x/y";
 }
 
 TEST_F(EngineSharedTest, ConcurrentWritersOfOneKeyEndWithOneCompleteVersion) {

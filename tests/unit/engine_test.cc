@@ -37,6 +37,7 @@
 namespace kvfs {
 namespace {
 
+using testing::RecordingObserver;
 using testing::TempDir;
 
 constexpr uint64_t kMiB = 1 << 20;
@@ -815,25 +816,6 @@ TEST_F(EngineTest, PageCacheOnlyForReadOnlyHandlesOfTheOnlyOpenVersion) {
   EXPECT_TRUE(r3->keep_cache);
   E().Release(r3->handle);
 }
-
-class RecordingObserver : public EngineObserver {
- public:
-  void EntryAppeared(uint64_t parent_ino, const std::string& name, bool) override {
-    std::lock_guard<std::mutex> g(mu);
-    appeared.emplace_back(parent_ino, name);
-  }
-  void EntryEvicted(uint64_t parent_ino, const std::string& name, uint64_t ino) override {
-    std::lock_guard<std::mutex> g(mu);
-    evicted.emplace_back(parent_ino, name);
-  }
-  void VersionCommitted(uint64_t ino) override {
-    std::lock_guard<std::mutex> g(mu);
-    committed.push_back(ino);
-  }
-  std::mutex mu;
-  std::vector<std::pair<uint64_t, std::string>> appeared, evicted;
-  std::vector<uint64_t> committed;
-};
 
 TEST_F(EngineTest, ObserverHearsFirstCommitsAndEvictions) {
   EngineOptions o = Defaults();
