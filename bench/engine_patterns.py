@@ -38,6 +38,9 @@ Patterns (the engines that do this):
                   file backend without its metadata cache)
   create/stat/unlink  of 2,000 names, each timed on its own
   prefix-stat     stat of a 128-key prefix chain, all existing / all missing
+  cold-direct     cold O_DIRECT reads of 16 MiB pages, 1 and 4 readers,
+                  read by fio (io_uring, 1 MiB blocks, 8 in flight) on every
+                  contender, after dropping the caches; skipped without fio
 
 Results: bench/results/engine_patterns.{json,md}.
 """
@@ -394,6 +397,41 @@ class Patterns:
         self.run(f"stat of an existing {keys}-key prefix chain", "stats/s", exists(False))
         self.run(f"stat of a missing {keys}-key prefix chain", "stats/s", exists(True))
 
+    def cold_direct(self, size, count, readers_list):
+        """fio reads every page once with O_DIRECT, after the caches were
+        dropped: the same reader on every contender (so the plain side is
+        as strong as the drive allows), each reader job its own share."""
+        if not shutil.which("fio"):
+            log("  cold O_DIRECT reads: fio not found, skipped (apt-get install fio)")
+            return
+        dirs = {}
+        for c in self.contenders:
+            d = self.scratch(c, f"cold-{size}")
+            for i in range(count):
+                write_file(os.path.join(d, f"page-{i}"), memoryview(DATA)[:size])
+            dirs[c] = d
+        os.sync()
+
+        def fio(c, readers):
+            cmd = ["fio", "--output-format=json", "--readonly", "--rw=read", "--direct=1", "--ioengine=io_uring",
+                   "--bs=1M", "--iodepth=8", "--file_service_type=sequential", "--group_reporting",
+                   f"--directory={dirs[c]}"]
+            for r in range(readers):
+                names = ":".join(f"page-{i}" for i in range(r, count, readers))
+                cmd += [f"--name=reader{r}", f"--filename={names}"]
+            drop_caches()
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            if out.returncode != 0:
+                raise RuntimeError(f"fio on {c} failed ({out.returncode}): {out.stderr.strip()[-300:]}")
+            job = json.loads(out.stdout[out.stdout.index("{"):])["jobs"][0]["read"]
+            if job["io_bytes"] != count * size:
+                raise RuntimeError(f"fio on {c} read {job['io_bytes']} bytes of {count * size}")
+            return job["io_bytes"] / (job["runtime"] / 1000.0) / 1e9
+
+        for readers in readers_list:
+            self.run(f"cold O_DIRECT read of {size // MiB} MiB pages, {readers} reader{'s' if readers > 1 else ''} "
+                     f"(fio)", "GB/s", lambda c, rep, readers=readers: fio(c, readers))
+
     def all(self):
         q = self.args.quick
         for size, count in ((2 * MiB, 20 if q else 60), (8 * MiB, 10 if q else 30), (32 * MiB, 4 if q else 10)):
@@ -404,6 +442,7 @@ class Patterns:
         self.flat_dir(2000 if q else 10000)
         self.metadata(500 if q else 2000)
         self.prefix_chain(128)
+        self.cold_direct(16 * MiB, 16 if q else 48, (1, 4))
 
 
 def ratio_text(r):

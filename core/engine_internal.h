@@ -53,6 +53,10 @@ class FileHandle {
   std::shared_ptr<const ChunkSpan> cache KVFS_GUARDED_BY(cache_mu);
   std::shared_ptr<Prefetch> ahead KVFS_GUARDED_BY(cache_mu);
   uint64_t next_offset KVFS_GUARDED_BY(cache_mu) = 0;  // where a sequential read goes on
+  // The furthest end of any read of this handle that has arrived: a reader
+  // that keeps several reads in flight (io_uring, AIO) has asked for the
+  // bytes before it already, so read-ahead starts beyond them.
+  uint64_t requested_end KVFS_GUARDED_BY(cache_mu) = 0;
 };
 
 // Where a draft's chunks spill: the staging file of its version, on the

@@ -161,6 +161,7 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
     // previous read of this handle already fetched and verified, or from
     // what was read ahead of it.
     MutexLock g(handle->cache_mu);
+    handle->requested_end = std::max(handle->requested_end, end);
     if (handle->cache && offset >= handle->cache->start && end <= handle->cache->end) {
       span = handle->cache;
     } else if (handle->ahead && offset >= handle->ahead->start() && end <= handle->ahead->end()) {
@@ -202,9 +203,13 @@ void Engine::MaybeReadAhead(FileHandle* handle, const std::shared_ptr<Version>& 
     MutexLock g(handle->cache_mu);
     bool sequential = offset == handle->next_offset;
     handle->next_offset = end;
-    if (!sequential || span_end >= v->size()) return;
-    if (handle->ahead && handle->ahead->end() > span_end) return;  // already ahead
-    p = std::make_shared<Prefetch>(span_end, std::min<uint64_t>(span_end + options_.read_ahead_bytes, v->size()));
+    // Past what this read fetched, and past what the reader has asked for
+    // already (its own reads in flight fetch that: reading it again here
+    // would only double the drive's work).
+    const uint64_t start = std::max(span_end, handle->requested_end);
+    if (!sequential || start >= v->size()) return;
+    if (handle->ahead && handle->ahead->end() > start) return;  // already ahead
+    p = std::make_shared<Prefetch>(start, std::min<uint64_t>(start + options_.read_ahead_bytes, v->size()));
     handle->ahead = p;
   }
   // The task holds a lease of its own: the handle may be released first.

@@ -1,14 +1,22 @@
 // Engine: read-ahead for sequential readers that bypass the page cache.
 // Sequential, backward and skipping reads all return the object's bytes,
-// and a handle released while its read-ahead runs leaves nothing behind.
+// a handle released while its read-ahead runs leaves nothing behind, and a
+// reader with reads in flight is not read ahead of over what it asked for.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
+#include <thread>
+#include <utility>
 #include <string>
 #include <vector>
 
 #include "adapters/local_store.h"
+#include "adapters/object_header.h"
+#include "adapters/store_wrapper.h"
 #include "core/engine.h"
 #include "core/read_ahead.h"
 #include "tests/unit/engine_driver.h"
@@ -101,6 +109,115 @@ TEST_F(ReadAheadTest, HandlesReleasedWhileTheirReadAheadRunsAndAnEngineClosedMea
   ExpectRange(r->handle, 0, kMiB);  // a read-ahead in flight at destruction
   engine_->Release(r->handle);
   engine_.reset();
+}
+
+// Records the object-data ranges every read of the store covers, and can
+// hold the read that starts at one data offset until released.
+class RangeRecordingStore final : public StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  Status TransferData(IoExecutor& io, const std::shared_ptr<DataBatch>& batch) override {
+    bool hold = false;
+    {
+      std::unique_lock<std::mutex> lk(mu);
+      for (const IoRequest& r : batch->requests) {
+        if (r.write || r.offset < kHeaderSize || r.offset - kHeaderSize >= data_bytes) continue;
+        uint64_t start = r.offset - kHeaderSize;
+        ranges.emplace_back(start, std::min<uint64_t>(start + r.len, data_bytes));
+        hold = hold || (held_offset && start == *held_offset);
+      }
+      if (hold) {
+        reached = true;
+        cv.notify_all();
+        cv.wait(lk, [&] { return !held_offset; });
+      }
+    }
+    return StoreWrapper::TransferData(io, batch);
+  }
+  void WaitReached() {
+    std::unique_lock<std::mutex> lk(mu);
+    cv.wait(lk, [&] { return reached; });
+  }
+  void ReleaseHeld() {
+    std::lock_guard<std::mutex> g(mu);
+    held_offset.reset();
+    cv.notify_all();
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t data_bytes = 0;                // set before reading: the object's size
+  std::optional<uint64_t> held_offset;    // guarded by mu
+  bool reached = false;                   // guarded by mu
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // guarded by mu
+};
+
+// The way fio (io_uring, several reads in flight) reads: the read of the
+// second MiB is still at the store when the first MiB's read completes.
+// The read-ahead after the first must start past the second, and in the
+// end every byte of the object was read from the store once.
+TEST(ReadAheadInFlightTest, ReadsAlreadyInFlightAreNotReadAgainAhead) {
+  testing::TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  Result<std::unique_ptr<LocalStore>> local = LocalStore::Open(dir.Sub("store"), LocalStoreOptions{});
+  ASSERT_TRUE(local.ok());
+  auto owned = std::make_unique<RangeRecordingStore>(std::move(*local));
+  RangeRecordingStore* store = owned.get();
+  std::vector<std::unique_ptr<Store>> stores;
+  stores.push_back(std::move(owned));
+  EngineOptions o;
+  o.space.capacity_bytes = 1ULL << 30;
+  o.buffer_count = 32;
+  o.page_cache = false;
+  ASSERT_EQ(o.read_ahead_bytes, 2 * kMiB);
+  Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
+  ASSERT_TRUE(e.ok());
+  std::unique_ptr<Engine> engine = std::move(*e);
+  const std::vector<uint8_t> data = testing::Pattern(10, 8 * kMiB);
+  Result<uint64_t> ino = testing::PutFile(*engine, kRootIno, "obj", data, {.piece = testing::kOneWrite});
+  ASSERT_TRUE(ino.ok()) << testing::ErrText(ino.status());
+  Result<OpenResult> r = engine->Open(*ino, O_RDONLY | O_DIRECT);
+  ASSERT_TRUE(r.ok());
+  {
+    std::lock_guard<std::mutex> g(store->mu);
+    store->data_bytes = data.size();
+    store->ranges.clear();
+    store->held_offset = kMiB;
+  }
+  auto expect_range = [&](uint64_t off) -> std::string {
+    Result<std::vector<uint8_t>> got = testing::ReadOnce(*engine, r->handle, off, kMiB);
+    if (!got.ok()) return testing::ErrText(got.status());
+    if (!std::equal(got->begin(), got->end(), data.begin() + off) || got->size() != kMiB) {
+      return "wrong bytes at " + std::to_string(off);
+    }
+    return "";
+  };
+  std::string second;
+  std::thread in_flight([&] { second = expect_range(kMiB); });
+  store->WaitReached();
+  EXPECT_EQ(expect_range(0), "");  // completes while the second MiB's read waits
+  store->ReleaseHeld();
+  in_flight.join();
+  EXPECT_EQ(second, "");
+  for (uint64_t off = 2 * kMiB; off < data.size(); off += kMiB) EXPECT_EQ(expect_range(off), "");
+  engine->Release(r->handle);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  {
+    // Every prefetch was consumed by the reads above: none is left to run.
+    std::lock_guard<std::mutex> g(store->mu);
+    ranges = store->ranges;
+  }
+  engine.reset();  // and the store with it
+  std::sort(ranges.begin(), ranges.end());
+  uint64_t covered = 0;
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    if (i > 0) {
+      EXPECT_GE(ranges[i].first, ranges[i - 1].second)
+          << "bytes " << ranges[i].first << ".." << std::min(ranges[i].second, ranges[i - 1].second)
+          << " were read from the store twice";
+    }
+    covered += ranges[i].second - ranges[i].first;
+  }
+  EXPECT_EQ(covered, data.size()) << "every byte read from the store once";
 }
 
 // A page-cache handle's reads reach the engine only for pages the kernel
