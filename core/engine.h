@@ -199,8 +199,10 @@ class Engine : private SpaceHost, private SharedIndex {
   void Abandon(FileHandle* handle);
 
   // Directories: calls emit for entries with offset > `offset` in listing
-  // order until it returns false. With plus, each emitted entry gains a
-  // lookup reference (only when emit returns true).
+  // order until it returns false. With plus, each emitted entry carries its
+  // full attributes and gains a lookup reference (only when emit returns
+  // true); without, only its inode number and mode are set (all a plain
+  // listing reports).
   Status ReadDir(uint64_t ino, uint64_t offset, bool plus, const std::function<bool(const DirEntry&)>& emit);
 
   // Debugging surface: what the index holds for an inode. ENOENT when the

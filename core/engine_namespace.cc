@@ -643,10 +643,20 @@ Status Engine::ReadDir(uint64_t ino, uint64_t offset, bool plus, const std::func
     DirEntry e{"..", AttrOfLocked(parent, nullptr), 2};
     if (!emit(e)) return Status::Ok();
   }
+  // One entry reused for every child: its name keeps its capacity.
+  DirEntry e;
   dir->dir->ForEachAfter(std::max<uint64_t>(offset, 2), [&](uint64_t seq, Inode* child) {
     mu_.AssertHeld();
     if (!child->visible()) return true;
-    DirEntry e{child->name, AttrOfLocked(child, nullptr), seq};
+    e.name.assign(child->name);
+    if (plus) {
+      e.attr = AttrOfLocked(child, nullptr);
+    } else {
+      e.attr = Attr{};
+      e.attr.ino = child->ino;
+      e.attr.mode = child->attr.mode;
+    }
+    e.next_offset = seq;
     if (!emit(e)) return false;
     if (plus) child->nlookup++;
     return true;

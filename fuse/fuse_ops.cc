@@ -6,7 +6,9 @@
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -348,10 +350,22 @@ void OnRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
+// The kernel (READDIRPLUS_AUTO) asks for the first part of every listing
+// with attributes, whether or not anyone will stat the entries; later parts
+// only after lookups in the directory advised it. With a reader's large
+// buffer (glibc sizes it from st_blksize: 1 MiB here) that first part
+// holds thousands of entries, and the kernel updates a dentry and an inode
+// for each. So a READDIRPLUS at offset 0 is answered with at most this many
+// bytes of entries (about 200); the rest of the listing comes in plain
+// READDIRs, or in full READDIRPLUS replies once lookups ask for them.
+constexpr size_t kSpeculativePlusBytes = 32 << 10;
+
 void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
   // Marked before the engine is asked (see ListingTracker).
   ListingTracker::Serving serving(Ctx(req)->readdir_cache ? Ctx(req)->listings : nullptr, ino);
-  std::vector<char> buf(size);
+  if (plus && off == 0) size = std::min(size, kSpeculativePlusBytes);
+  // Not zeroed: each entry is written whole, padding included.
+  std::unique_ptr<char[]> buf(new char[size]);
   size_t used = 0;
   Status s = Eng(req)->ReadDir(ino, static_cast<uint64_t>(off), plus, [&](const DirEntry& d) {
     size_t need;
@@ -361,11 +375,14 @@ void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool 
         // The kernel does not take references on these.
         e.ino = 0;
       }
-      need = fuse_add_direntry_plus(req, buf.data() + used, size - used, d.name.c_str(), &e,
+      need = fuse_add_direntry_plus(req, buf.get() + used, size - used, d.name.c_str(), &e,
                                     static_cast<off_t>(d.next_offset));
     } else {
-      struct stat st = ToStat(d.attr);
-      need = fuse_add_direntry(req, buf.data() + used, size - used, d.name.c_str(), &st,
+      // A plain entry carries only the inode number and the file type.
+      struct stat st;
+      st.st_ino = d.attr.ino;
+      st.st_mode = d.attr.mode;
+      need = fuse_add_direntry(req, buf.get() + used, size - used, d.name.c_str(), &st,
                                static_cast<off_t>(d.next_offset));
     }
     if (need > size - used) return false;
@@ -373,7 +390,7 @@ void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool 
     return true;
   });
   if (!s.ok()) return ReplyStatus(req, s);
-  fuse_reply_buf(req, buf.data(), used);
+  fuse_reply_buf(req, buf.get(), used);
 }
 
 void OnOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {

@@ -101,6 +101,42 @@ TEST_F(ListingCacheTest, RenameAndUnlinkByAnotherProcessShowInTheNextListing) {
   EXPECT_EQ(CheckFile(dir + "/z", MakeData(4, 8192)), "");
 }
 
+// A listing longer than the first READDIRPLUS reply holds (kvfs answers the
+// kernel's speculative one at offset 0 with about 200 entries; the rest come
+// in plain READDIRs): every name is listed once, and a stat of each entry
+// afterwards (ls -l) gives its own size, in a fresh process and again once
+// a commit dropped the cached listing.
+TEST_F(ListingCacheTest, LongListingIsCompleteAndItsEntriesStatRight) {
+  const std::string dir = P("long");
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0) << ErrnoMessage("mkdir");
+  constexpr int kEntries = 1500;
+  auto name_of = [](int i) { return "page-" + std::to_string(100000 + i); };
+  for (int i = 0; i < kEntries; ++i) ASSERT_EQ(WriteFile(dir + "/" + name_of(i), MakeData(i, i % 97)), "");
+  auto list_and_stat = [&](int entries) {
+    ChildOutcome out = RunInChild([&]() -> std::string {
+      std::vector<std::string> names;
+      std::string err = ListDir(dir, &names);
+      if (!err.empty()) return err;
+      std::sort(names.begin(), names.end());
+      if (names.size() != static_cast<size_t>(entries)) {
+        return "listed " + std::to_string(names.size()) + " names, want " + std::to_string(entries);
+      }
+      for (int i = 0; i < entries; ++i) {
+        if (names[i] != name_of(i)) return "name " + std::to_string(i) + " is " + names[i];
+        struct stat st {};
+        if (stat((dir + "/" + names[i]).c_str(), &st) != 0) return ErrnoMessage("stat " + names[i]);
+        if (st.st_size != i % 97) return names[i] + " has size " + std::to_string(st.st_size);
+      }
+      return "ok";
+    });
+    return out.Summary();
+  };
+  EXPECT_EQ(list_and_stat(kEntries), "ok");
+  EXPECT_EQ(list_and_stat(kEntries), "ok") << "from the cached listing";
+  ASSERT_EQ(WriteFile(dir + "/" + name_of(kEntries), MakeData(kEntries, kEntries % 97)), "");
+  EXPECT_EQ(list_and_stat(kEntries + 1), "ok") << "after a commit";
+}
+
 // A small capacity: writing more than fits evicts older keys, which the
 // kernel learns of only from kvfs.
 class ListingCacheEvictionTest : public ListingCacheTest {

@@ -489,7 +489,7 @@ TEST_F(EngineSharedTest, ReadDirListsKeysWrittenOnTheOtherHost) {
   EXPECT_EQ(StoreStatsOf(*b_).reconcile_failures, 0u);
   // The attributes in the listing are the objects'.
   std::map<std::string, uint64_t> sizes;
-  ASSERT_OK(b_->ReadDir(kRootIno, 0, false, [&](const DirEntry& d) {
+  ASSERT_OK(b_->ReadDir(kRootIno, 0, true, [&](const DirEntry& d) {
     sizes[d.name] = d.attr.size;
     return true;
   }));

@@ -1131,8 +1131,20 @@ TEST_F(EngineTest, ReadDirListsDotEntriesAndAttributes) {
   EXPECT_EQ(entries[0].name, ".");
   EXPECT_EQ(entries[1].name, "..");
   EXPECT_EQ(entries[2].name, "a");
-  EXPECT_EQ(entries[2].attr.size, 4097u);
   EXPECT_TRUE(S_ISREG(entries[2].attr.mode));
+  EXPECT_NE(entries[2].attr.ino, 0u);
+  EXPECT_EQ(entries[2].attr.size, 0u) << "a plain listing reports the type only";
+  // READDIRPLUS carries the attributes.
+  std::vector<DirEntry> plus;
+  ASSERT_OK(E().ReadDir(d->ino, entries[1].next_offset, true, [&](const DirEntry& e) {
+    plus.push_back(e);
+    return true;
+  }));
+  ASSERT_EQ(plus.size(), 1u);
+  EXPECT_EQ(plus[0].name, "a");
+  EXPECT_EQ(plus[0].attr.ino, entries[2].attr.ino);
+  EXPECT_EQ(plus[0].attr.size, 4097u);
+  EXPECT_EQ(plus[0].attr.nlink, 1u);
   EXPECT_LT(entries[0].next_offset, entries[1].next_offset);
   EXPECT_LT(entries[1].next_offset, entries[2].next_offset);
   // Resuming after the last entry gives nothing.
