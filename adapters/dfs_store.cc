@@ -187,17 +187,16 @@ Result<std::unique_ptr<StagingFile>> DfsStore::CreateStaging(uint64_t /*final_by
 }
 
 Status DfsStore::PublishUnsynced(StagingFile& file, const std::string& location) {
-  // Durable on its own: a DFS's servers are not reached by syncfs.
+  // Durable on its own, the rename included: a DFS's servers are reached by
+  // neither syncfs (SyncAll) nor an fsync of the file (SyncPublished), and
+  // a DFS does not promise that a file's fsync carries its rename.
   if (::fdatasync(file.fd()) != 0) return Status::FromErrno("fdatasync " + file.path());
   KVFS_RETURN_IF_ERROR(dir_.RenameIntoPlace(file.path(), location, false));
   file.MarkPublished();
-  return Status::Ok();
-}
-
-Status DfsStore::Publish(StagingFile& file, const std::string& location) {
-  KVFS_RETURN_IF_ERROR(PublishUnsynced(file, location));
   return dir_.SyncParent(location);
 }
+
+Status DfsStore::Publish(StagingFile& file, const std::string& location) { return PublishUnsynced(file, location); }
 
 Result<int> DfsStore::OpenForRead(const std::string& location) {
   return dir_.OpenObject(location, O_RDONLY | (direct_io_ ? O_DIRECT : 0));

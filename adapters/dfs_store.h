@@ -22,9 +22,11 @@
 // Differences from LocalStore: no exclusive lock (many hosts mount the store
 // at once); at open only this host's staging files of processes that are gone
 // are removed (other hosts' are theirs; the evicting host removes staging
-// files abandoned for a long time); PublishUnsynced makes the file durable itself
-// (fdatasync before the rename) because syncfs does not reach a DFS's
-// servers, so SyncAll has nothing left to do; a startup probe writes, reads
+// files abandoned for a long time); PublishUnsynced makes the file and its
+// rename durable itself (fdatasync before the rename, an fsync of the
+// directory after it) because syncfs does not reach a DFS's servers and a
+// file's fsync need not carry its rename there, so SyncAll and
+// SyncPublished have nothing left to do; a startup probe writes, reads
 // back and deletes a uniquely named file, and a store that fails it is not
 // mounted. Publishing is an atomic rename over the object's location, so two
 // hosts writing one key end with one complete version, never a mix.

@@ -655,6 +655,53 @@ TEST_F(DfsStoreTest, PublishMoveAndQuarantine) {
   EXPECT_TRUE(ListAll(*a).empty());
 }
 
+// Records renames and directory syncs, in order.
+class SyncRecordingFs final : public ForwardingFs {
+ public:
+  Status Rename(const std::string& from, const std::string& to) override {
+    calls.push_back("rename " + to);
+    return real_->Rename(from, to);
+  }
+  Status SyncDir(const std::string& path) override {
+    calls.push_back("syncdir " + path);
+    return real_->SyncDir(path);
+  }
+  std::vector<std::string> calls;
+};
+
+// Every mode of commit flush leaves a DFS publish durable, rename included:
+// PublishUnsynced (what `file`, `group` and background durability use; the
+// SyncAll and SyncPublished after it reach no DFS server) syncs the
+// object's directory after the rename, as Publish does.
+TEST_F(DfsStoreTest, PublishedRenameIsMadeDurableByTheStoreItself) {
+  auto recording = std::make_unique<SyncRecordingFs>();
+  SyncRecordingFs* fs = recording.get();
+  Result<std::unique_ptr<DfsStore>> opened = DfsStore::Open(Root(), Options("hostA"), std::move(recording));
+  ASSERT_TRUE(opened.ok()) << ErrText(opened.status());
+  DfsStore& store = **opened;
+  for (bool unsynced : {true, false}) {
+    SCOPED_TRACE(unsynced ? "PublishUnsynced" : "Publish");
+    const std::string key = unsynced ? "u" : "p";
+    Result<std::unique_ptr<StagingFile>> staging = store.CreateStaging(Store::kUnknownSize);
+    ASSERT_TRUE(staging.ok());
+    std::vector<uint8_t> data = testing::Pattern(5, 100);
+    AlignedBuffer buf(kHeaderSize + 4096);
+    ASSERT_TRUE(EncodeHeader(FileHeader(key, data, 1), buf.data()).ok());
+    std::memcpy(buf.data() + kHeaderSize, data.data(), data.size());
+    ASSERT_EQ(::pwrite((*staging)->fd(), buf.data(), buf.size(), 0), static_cast<ssize_t>(buf.size()));
+    const std::string loc = store.LocationFor(HashKey(key));
+    const std::string abs = Root() + "/" + loc;
+    fs->calls.clear();
+    Status published = unsynced ? store.PublishUnsynced(**staging, loc) : store.Publish(**staging, loc);
+    ASSERT_TRUE(published.ok()) << ErrText(published);
+    // (A first rename may fail: a fan-out directory is made on first use.)
+    const std::vector<std::string>& c = fs->calls;
+    ASSERT_GE(c.size(), 2u) << ::testing::PrintToString(c);
+    EXPECT_EQ(c[c.size() - 2], "rename " + abs) << ::testing::PrintToString(c);
+    EXPECT_EQ(c.back(), "syncdir " + abs.substr(0, abs.rfind('/'))) << "the rename's directory is synced after it";
+  }
+}
+
 // ---------------------------------------------------------------------------
 // The sweep of this host's dead staging files, and the probe.
 
