@@ -22,6 +22,7 @@ void DeferredUnlinker::Add(std::string path, uint64_t bytes) {
     if (queue_.size() < max_queued_) {
       queue_.emplace_back(std::move(path), bytes);
       pending_bytes_ += bytes;
+      ++queued_total_;
       work_.notify_one();
       return;
     }
@@ -36,7 +37,10 @@ uint64_t DeferredUnlinker::pending_bytes() const {
 
 bool DeferredUnlinker::Drain(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lk(mu_);
-  return idle_.wait_for(lk, timeout, [this] { return queue_.empty() && !busy_; });
+  // The queue is FIFO: once as many files as were queued by now are done,
+  // every one of them is, whatever was queued after this call.
+  const uint64_t target = queued_total_;
+  return idle_.wait_for(lk, timeout, [&] { return done_total_ >= target; });
 }
 
 void DeferredUnlinker::Run() {
@@ -46,13 +50,12 @@ void DeferredUnlinker::Run() {
     if (queue_.empty()) return;  // stopping, and nothing left
     auto [path, bytes] = std::move(queue_.front());
     queue_.pop_front();
-    busy_ = true;
     lk.unlock();
     UnlinkOne(path);
     lk.lock();
-    busy_ = false;
     pending_bytes_ -= bytes;
-    if (queue_.empty()) idle_.notify_all();
+    ++done_total_;
+    idle_.notify_all();
   }
 }
 

@@ -44,8 +44,8 @@ class DeferredUnlinker {
   void Add(std::string path, uint64_t bytes);
   // Bytes of the files queued and not yet unlinked.
   uint64_t pending_bytes() const;
-  // Blocks until the queue is empty (every file added before the call is
-  // unlinked), or `timeout` passed: false then.
+  // Blocks until every file added before the call is unlinked (files added
+  // meanwhile are not waited for), or `timeout` passed: false then.
   bool Drain(std::chrono::milliseconds timeout);
 
  private:
@@ -56,10 +56,11 @@ class DeferredUnlinker {
   const size_t max_queued_;
   mutable std::mutex mu_;
   std::condition_variable work_;  // something queued, or stopping
-  std::condition_variable idle_;  // the queue emptied
+  std::condition_variable idle_;  // a file was unlinked
   std::deque<std::pair<std::string, uint64_t>> queue_;
   uint64_t pending_bytes_ = 0;
-  bool busy_ = false;  // the thread is unlinking one it took off the queue
+  uint64_t queued_total_ = 0;  // files ever queued
+  uint64_t done_total_ = 0;    // of those, unlinked (or given up on), in queue order
   bool stop_ = false;
   std::thread thread_;
 };

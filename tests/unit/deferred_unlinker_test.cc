@@ -1,12 +1,17 @@
 // DeferredUnlinker: files are unlinked by its thread, counted as pending
 // until then, unlinked inline once the queue is full, and all of them by
-// the time the destructor returns. The FsClient records unlinks and can hold
+// the time the destructor returns; Drain waits for what was queued before
+// it, not for what others keep queueing. The FsClient records unlinks and can hold
 // one path's unlink until the test lets it go.
 #include "adapters/deferred_unlinker.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -41,8 +46,12 @@ class RecordingFs final : public FsClient {
     unlinked_.push_back(path);
     unlinked_by_.push_back(std::this_thread::get_id());
     changed_.notify_all();
+    lk.unlock();
+    if (on_unlink) on_unlink(path);
     return Status::Ok();
   }
+  // Called after each unlink, with no lock held (set before any unlink).
+  std::function<void(const std::string&)> on_unlink;
 
   void Hold(const std::string& path) {
     std::lock_guard<std::mutex> g(mu_);
@@ -89,6 +98,27 @@ TEST(DeferredUnlinkerTest, FilesArePendingUntilTheThreadUnlinksThem) {
   EXPECT_EQ(unlinker.pending_bytes(), 0u);
   EXPECT_EQ(fs.unlinked(), (std::vector<std::string>{"a", "b"}));
   for (std::thread::id by : fs.unlinked_by()) EXPECT_NE(by, std::this_thread::get_id());
+}
+
+// Each unlink queues another file: a stream that never lets the queue
+// empty (removals by other writers, at capacity). Drain still returns once
+// the files queued before it are gone.
+TEST(DeferredUnlinkerTest, DrainWaitsOnlyForWhatWasQueuedBeforeIt) {
+  RecordingFs fs;
+  std::atomic<bool> streaming{true};
+  std::atomic<int> streamed{0};
+  DeferredUnlinker* target = nullptr;
+  fs.on_unlink = [&](const std::string&) {
+    if (streaming) target->Add("s" + std::to_string(streamed++), 1);
+  };
+  DeferredUnlinker unlinker(&fs);
+  target = &unlinker;
+  unlinker.Add("first", 1);
+  unlinker.Add("second", 1);
+  EXPECT_TRUE(unlinker.Drain(std::chrono::seconds(5))) << "Drain waited for files queued after it";
+  const std::vector<std::string> done = fs.unlinked();
+  EXPECT_NE(std::find(done.begin(), done.end(), "second"), done.end());
+  streaming = false;
 }
 
 TEST(DeferredUnlinkerTest, AFullQueueUnlinksInline) {
