@@ -115,14 +115,16 @@ Status DeadlineStore::LandStaging(StagingFile& file, const std::string& location
   if (fd < 0) return Status::FromErrno("dup staging descriptor");
   auto own = std::make_shared<StagingFile>(fd, file.path());
   auto out = std::make_shared<Status>();
+  auto moved = std::make_shared<bool>(false);
   std::string loc = location;
-  if (!RunWithDeadline([t = target(), own, out, loc, link] {
+  if (!RunWithDeadline([t = target(), own, out, moved, loc, link] {
         *out = link ? t->PublishUnsynced(*own, loc) : t->Publish(*own, loc);
-        if (!out->ok()) own->MarkPublished();  // the caller's handle owns cleanup
+        *moved = own->published();  // also when a flush after the rename failed
+        if (!*moved) own->MarkPublished();  // the caller's handle owns cleanup
       })) {
     return CountTimeout(TimedOut((link ? "link " : "publish ") + location, deadline_));
   }
-  if (out->ok()) file.MarkPublished();
+  if (*moved) file.MarkPublished();
   return Counted(*out);
 }
 

@@ -53,6 +53,8 @@ class StagingFile {
   const std::string& path() const { return path_; }
   // Called by the store once the file has been renamed into place.
   void MarkPublished() { published_ = true; }
+  // Whether it was: true also when a flush after the rename then failed.
+  bool published() const { return published_; }
 
  private:
   int fd_;

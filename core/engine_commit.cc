@@ -214,6 +214,9 @@ class Engine::CommitJob final : public PublishJob {
                : store()->Publish(*staging_, location_);
   }
 
+  // The store renamed the file into place, then failed (a flush after it).
+  bool PlacedAnyway() const override { return published_ && staging_->published(); }
+
   // The new file is in place (and durable, unless result() says the flush
   // failed): the index switches to the new version.
   void Complete() override {

@@ -20,7 +20,14 @@ void PublishQueue::LeadGroup() {
     MutexLock g(queue_mu_);
     group.swap(queue_);
   }
-  for (PublishJob* j : group) j->result_ = j->Place();
+  for (PublishJob* j : group) {
+    j->result_ = j->Place();
+    if (!j->result_.ok() && j->PlacedAnyway()) {
+      // In place but maybe not durable: what is on the store wins.
+      j->linked_ = true;
+      j->result_ = Status::Error(EIO, j->result_.message());
+    }
+  }
   for (PublishJob* j : group) {
     if (j->result_.ok() && deferred_(j->store_index())) dirtied_(j->store_index());
   }

@@ -15,7 +15,8 @@
 //
 // A flush that fails leaves its group's files in place but maybe not
 // durable: those jobs are linked, completed, and their result is EIO (as a
-// failed fsync would be).
+// failed fsync would be). So is a job whose Place failed after its file
+// was in place (PlacedAnyway: a store that flushes its own renames).
 //
 // Thread-safety: Run may be called from any thread. The publish lock (given
 // at construction) is also the lock its owner takes for namespace changes
@@ -46,8 +47,13 @@ class PublishJob {
   // flushes, Store::Publish otherwise). Called under the publish lock.
   virtual Status Place() = 0;
   // Called under the publish lock after a successful Place (and the group's
-  // flush, which may have failed: see result()).
+  // flush, which may have failed: see result()), or after a Place that
+  // failed once its file was in place (PlacedAnyway).
   virtual void Complete() = 0;
+  // After a Place that failed: whether its file went into place all the
+  // same (the rename happened, a flush after it failed). Such a job is
+  // linked and completed, its result EIO, as when a group's flush fails.
+  virtual bool PlacedAnyway() const { return false; }
 
   Store* store() const { return store_; }
   uint32_t store_index() const { return store_index_; }

@@ -197,6 +197,65 @@ TEST(CloseModeFileFlushTest, AFailedFlushFailsTheCloseWithEio) {
   EXPECT_EQ((*e)->Stats().commit_failures, 1u);
 }
 
+// A store that renames the file into place and then fails to flush the
+// directory (as a dfs: store does for every publish, and any store with
+// --commit-flush each): the version is live on the store, so it is the one
+// the index shows, the close says EIO, and nothing is left to retry.
+class FailingAfterRenameStore : public StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  Status PublishUnsynced(StagingFile& file, const std::string& location) override {
+    Status s = StoreWrapper::PublishUnsynced(file, location);
+    if (!s.ok()) return s;
+    fails++;
+    return Status::Error(EIO, "injected directory flush failure");
+  }
+  int fails = 0;
+};
+
+TEST(CloseModeFileFlushTest, AFlushThatFailsAfterTheRenameLeavesTheNewVersionIndexed) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(dir.Sub("store"), LocalStoreOptions{});
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  auto failing = std::make_unique<FailingAfterRenameStore>(std::move(*s));
+  FailingAfterRenameStore* store = failing.get();
+  std::vector<std::unique_ptr<Store>> stores;
+  stores.push_back(std::move(failing));
+  EngineOptions o;
+  o.buffer_count = 8;
+  o.space.capacity_bytes = 1ULL << 30;
+  o.durability = Durability::kClose;
+  o.commit_flush = EngineOptions::CommitFlush::kFile;
+  Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  for (const std::vector<uint8_t>& v : {kV1, kV2}) {  // a new key, then a replacement
+    Result<uint64_t> r = testing::PutFile(**e, kRootIno, "k", v, {.piece = testing::kOneWrite});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().err(), EIO);
+    Result<std::vector<uint8_t>> got = testing::GetFile(**e, kRootIno, "k");
+    ASSERT_TRUE(got.ok()) << "the version on the store is not indexed: " << got.status().ToString();
+    EXPECT_EQ(*got, v);
+  }
+  EXPECT_EQ(store->fails, 2) << "each close published once: nothing was retried";
+  Result<std::vector<std::string>> staging = store->ListStaging();
+  ASSERT_TRUE(staging.ok());
+  for (const std::string& n : *staging) {
+    EXPECT_EQ(n.find(".tmp"), std::string::npos) << "staging file left: " << n;
+  }
+  e->reset();
+  // After a restart the store's version is the key's.
+  Result<std::unique_ptr<LocalStore>> again = LocalStore::Open(dir.Sub("store"), LocalStoreOptions{});
+  ASSERT_TRUE(again.ok());
+  std::vector<std::unique_ptr<Store>> reopened;
+  reopened.push_back(std::move(*again));
+  Result<std::unique_ptr<Engine>> e2 = Engine::Start(o, std::move(reopened));
+  ASSERT_TRUE(e2.ok());
+  Result<std::vector<uint8_t>> got = testing::GetFile(**e2, kRootIno, "k");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, kV2);
+}
+
 TEST_F(DurabilityTest, FsyncFailsWhenTheStoreCannotFlush) {
   OpenEngine(Durability::kBackground);
   Put("k", kV1);

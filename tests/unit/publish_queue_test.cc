@@ -42,6 +42,8 @@ class TestJob final : public PublishJob {
     return link_ ? link_() : Status::Ok();
   }
   void Complete() override { completes++; }
+  bool PlacedAnyway() const override { return placed_anyway; }
+  bool placed_anyway = false;
   std::atomic<int> links{0};
   std::atomic<int> completes{0};
 
@@ -125,6 +127,20 @@ TEST_F(PublishQueueTest, FailedPlaceCompletesNothingAndFlushesNothing) {
   EXPECT_FALSE(j.linked());
   EXPECT_EQ(j.completes.load(), 0);
   EXPECT_EQ(stores_[0]->syncs.load(), 0);
+}
+
+// A store that flushes its own renames (dfs:) may fail after the file is
+// in place: linked and completed like a failed group flush, result EIO.
+TEST_F(PublishQueueTest, PlaceThatFailsAfterTheFileWentInPlaceLeavesItLinked) {
+  for (bool group_commit : {true, false}) {
+    SCOPED_TRACE(group_commit ? "group commit" : "no group commit");
+    auto q = Make(group_commit);
+    TestJob j(stores_[0].get(), 0, [] { return Status::Error(EIO, "directory flush failed"); });
+    j.placed_anyway = true;
+    EXPECT_EQ(q->Run(&j).err(), EIO);
+    EXPECT_TRUE(j.linked());
+    EXPECT_EQ(j.completes.load(), 1) << "the index follows what is on the store";
+  }
 }
 
 TEST_F(PublishQueueTest, DeferredStoresAreMarkedDirtyNotFlushed) {
