@@ -53,10 +53,14 @@ class FileHandle {
   std::shared_ptr<const ChunkSpan> cache KVFS_GUARDED_BY(cache_mu);
   std::shared_ptr<Prefetch> ahead KVFS_GUARDED_BY(cache_mu);
   uint64_t next_offset KVFS_GUARDED_BY(cache_mu) = 0;  // where a sequential read goes on
-  // The furthest end of any read of this handle that has arrived: a reader
-  // that keeps several reads in flight (io_uring, AIO) has asked for the
-  // bytes before it already, so read-ahead starts beyond them.
+  // How far the reader has asked already: the furthest end of the reads of
+  // its current pass (a reader that keeps several reads in flight, io_uring
+  // or AIO, has asked for the bytes up to there, so read-ahead starts
+  // beyond it). A read that lands far from it (further than the bytes in
+  // flight and a read-ahead: a seek, a footer read, a new pass from the
+  // start) starts a new pass. bytes_in_flight: of the reads being served.
   uint64_t requested_end KVFS_GUARDED_BY(cache_mu) = 0;
+  uint64_t bytes_in_flight KVFS_GUARDED_BY(cache_mu) = 0;
 };
 
 // Where a draft's chunks spill: the staging file of its version, on the

@@ -156,12 +156,31 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
   uint64_t end = std::min<uint64_t>(offset + size, v->size());
   std::shared_ptr<const ChunkSpan> span;
   std::shared_ptr<Prefetch> ahead;
+  // This read is in flight (for MaybeReadAhead) until it returns.
+  struct InFlight {
+    FileHandle* handle;
+    uint64_t bytes;
+    ~InFlight() {
+      MutexLock g(handle->cache_mu);
+      handle->bytes_in_flight -= bytes;
+    }
+  };
+  {
+    MutexLock g(handle->cache_mu);
+    const uint64_t spread = handle->bytes_in_flight + options_.read_ahead_bytes;
+    if (offset + spread < handle->requested_end || offset > handle->requested_end + spread) {
+      handle->requested_end = end;  // a new pass
+    } else {
+      handle->requested_end = std::max(handle->requested_end, end);
+    }
+    handle->bytes_in_flight += end - offset;
+  }
+  InFlight in_flight{handle, end - offset};
   {
     // Sequential reads smaller than a chunk are served from the chunks the
     // previous read of this handle already fetched and verified, or from
     // what was read ahead of it.
     MutexLock g(handle->cache_mu);
-    handle->requested_end = std::max(handle->requested_end, end);
     if (handle->cache && offset >= handle->cache->start && end <= handle->cache->end) {
       span = handle->cache;
     } else if (handle->ahead && offset >= handle->ahead->start() && end <= handle->ahead->end()) {
@@ -204,8 +223,8 @@ void Engine::MaybeReadAhead(FileHandle* handle, const std::shared_ptr<Version>& 
     bool sequential = offset == handle->next_offset;
     handle->next_offset = end;
     // Past what this read fetched, and past what the reader has asked for
-    // already (its own reads in flight fetch that: reading it again here
-    // would only double the drive's work).
+    // in this pass (its own reads fetch that: reading it again here would
+    // only double the drive's work).
     const uint64_t start = std::max(span_end, handle->requested_end);
     if (!sequential || start >= v->size()) return;
     if (handle->ahead && handle->ahead->end() > start) return;  // already ahead

@@ -120,12 +120,16 @@ class RangeRecordingStore final : public StoreWrapper {
     bool hold = false;
     {
       std::unique_lock<std::mutex> lk(mu);
+      uint64_t batch_start = UINT64_MAX, batch_bytes = 0;
       for (const IoRequest& r : batch->requests) {
         if (r.write || r.offset < kHeaderSize || r.offset - kHeaderSize >= data_bytes) continue;
         uint64_t start = r.offset - kHeaderSize;
         ranges.emplace_back(start, std::min<uint64_t>(start + r.len, data_bytes));
+        batch_start = std::min(batch_start, start);
+        batch_bytes += r.len;
         hold = hold || (held_offset && start == *held_offset);
       }
+      if (batch_bytes > 0) batches.emplace_back(batch_start, batch_bytes);
       if (hold) {
         reached = true;
         cv.notify_all();
@@ -149,6 +153,7 @@ class RangeRecordingStore final : public StoreWrapper {
   std::optional<uint64_t> held_offset;    // guarded by mu
   bool reached = false;                   // guarded by mu
   std::vector<std::pair<uint64_t, uint64_t>> ranges;  // guarded by mu
+  std::vector<std::pair<uint64_t, uint64_t>> batches;  // (first data offset, bytes); guarded by mu
 };
 
 // The way fio (io_uring, several reads in flight) reads: the read of the
@@ -218,6 +223,52 @@ TEST(ReadAheadInFlightTest, ReadsAlreadyInFlightAreNotReadAgainAhead) {
     covered += ranges[i].second - ranges[i].first;
   }
   EXPECT_EQ(covered, data.size()) << "every byte read from the store once";
+}
+
+// A reader that reads the end of an object first (a footer), then the
+// object from its start: the far read left nothing behind, so the
+// sequential reads that follow are read ahead of again.
+TEST(ReadAheadInFlightTest, AFarReadFirstDoesNotStopReadAheadLater) {
+  testing::TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  Result<std::unique_ptr<LocalStore>> local = LocalStore::Open(dir.Sub("store"), LocalStoreOptions{});
+  ASSERT_TRUE(local.ok());
+  auto owned = std::make_unique<RangeRecordingStore>(std::move(*local));
+  RangeRecordingStore* store = owned.get();
+  std::vector<std::unique_ptr<Store>> stores;
+  stores.push_back(std::move(owned));
+  EngineOptions o;
+  o.space.capacity_bytes = 1ULL << 30;
+  o.buffer_count = 32;
+  o.page_cache = false;
+  Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
+  ASSERT_TRUE(e.ok());
+  std::unique_ptr<Engine> engine = std::move(*e);
+  const std::vector<uint8_t> data = testing::Pattern(11, 8 * kMiB);
+  Result<uint64_t> ino = testing::PutFile(*engine, kRootIno, "obj", data, {.piece = testing::kOneWrite});
+  ASSERT_TRUE(ino.ok()) << testing::ErrText(ino.status());
+  Result<OpenResult> r = engine->Open(*ino, O_RDONLY | O_DIRECT);
+  ASSERT_TRUE(r.ok());
+  {
+    std::lock_guard<std::mutex> g(store->mu);
+    store->data_bytes = data.size();
+  }
+  for (uint64_t off : {data.size() - kMiB, uint64_t{0}, kMiB, 2 * kMiB}) {
+    Result<std::vector<uint8_t>> got = testing::ReadOnce(*engine, r->handle, off, kMiB);
+    ASSERT_TRUE(got.ok()) << testing::ErrText(got.status());
+    EXPECT_TRUE(got->size() == kMiB && std::equal(got->begin(), got->end(), data.begin() + off)) << "at " << off;
+  }
+  engine->Release(r->handle);
+  std::vector<std::pair<uint64_t, uint64_t>> batches;
+  {
+    std::lock_guard<std::mutex> g(store->mu);
+    batches = store->batches;
+  }
+  engine.reset();
+  // The read of 1..2 MiB continued the one of 0..1 MiB: the next 2 MiB were
+  // read ahead in one batch, and the read of 2..3 MiB was served from it.
+  EXPECT_NE(std::find(batches.begin(), batches.end(), std::make_pair(2 * kMiB, uint64_t{2 * kMiB})), batches.end())
+      << "no read-ahead of 2..4 MiB after the footer read";
 }
 
 // A page-cache handle's reads reach the engine only for pages the kernel
