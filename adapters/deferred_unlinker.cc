@@ -43,6 +43,11 @@ bool DeferredUnlinker::Drain(std::chrono::milliseconds timeout) {
   return idle_.wait_for(lk, timeout, [&] { return done_total_ >= target; });
 }
 
+bool DeferredUnlinker::WaitPendingAtMost(uint64_t bytes, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lk(mu_);
+  return idle_.wait_for(lk, timeout, [&] { return pending_bytes_ <= bytes; });
+}
+
 void DeferredUnlinker::Run() {
   std::unique_lock<std::mutex> lk(mu_);
   while (true) {

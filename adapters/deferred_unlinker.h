@@ -47,6 +47,9 @@ class DeferredUnlinker {
   // Blocks until every file added before the call is unlinked (files added
   // meanwhile are not waited for), or `timeout` passed: false then.
   bool Drain(std::chrono::milliseconds timeout);
+  // Blocks until pending_bytes() is at most `bytes`, or `timeout` passed:
+  // false then.
+  bool WaitPendingAtMost(uint64_t bytes, std::chrono::milliseconds timeout);
 
  private:
   void Run();

@@ -352,6 +352,10 @@ void LocalStore::SettleRemovals(std::chrono::milliseconds timeout) {
 
 uint64_t LocalStore::PendingRemovalBytes() const { return unlinker_ ? unlinker_->pending_bytes() : 0; }
 
+void LocalStore::WaitForRemovals(uint64_t leave_at_most, std::chrono::milliseconds timeout) {
+  if (unlinker_) unlinker_->WaitPendingAtMost(leave_at_most, timeout);
+}
+
 Result<StoreSpace> LocalStore::Space() const {
   Result<StoreSpace> space = FilesystemSpace(root_);
   // Removed objects still waiting for their unlink are as good as free.

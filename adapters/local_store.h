@@ -94,6 +94,7 @@ class LocalStore final : public Store {
   Result<StoreSpace> Space() const override;
   void SettleRemovals(std::chrono::milliseconds timeout) override;
   uint64_t PendingRemovalBytes() const override;
+  void WaitForRemovals(uint64_t leave_at_most, std::chrono::milliseconds timeout) override;
   Result<std::vector<std::string>> ListStaging() const override;
   Status RemoveStaging(const std::string& name) override;
 

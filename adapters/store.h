@@ -191,8 +191,15 @@ class Store {
   // Bytes of removed objects that the store still holds on its filesystem
   // (freed in the background); 0 for a store that frees them at once. The
   // space manager counts them against the capacity: a commit that would
-  // take the store's bytes over it waits for SettleRemovals first.
+  // take the store's bytes over it waits (WaitForRemovals) until enough of
+  // them are freed.
   virtual uint64_t PendingRemovalBytes() const { return 0; }
+  // Waits (at most `timeout`) until PendingRemovalBytes() is at most
+  // `leave_at_most`.
+  virtual void WaitForRemovals(uint64_t leave_at_most, std::chrono::milliseconds timeout) {
+    (void)leave_at_most;
+    (void)timeout;
+  }
 
   // Staging files present now (names relative to the staging area), and their
   // removal; for offline checks.

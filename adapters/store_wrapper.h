@@ -39,6 +39,9 @@ class StoreWrapper : public Store {
   Result<StoreSpace> Space() const override { return target_->Space(); }
   void SettleRemovals(std::chrono::milliseconds timeout) override { target_->SettleRemovals(timeout); }
   uint64_t PendingRemovalBytes() const override { return target_->PendingRemovalBytes(); }
+  void WaitForRemovals(uint64_t leave_at_most, std::chrono::milliseconds timeout) override {
+    target_->WaitForRemovals(leave_at_most, timeout);
+  }
   Result<std::vector<std::string>> ListStaging() const override { return target_->ListStaging(); }
   Status RemoveStaging(const std::string& name) override { return target_->RemoveStaging(name); }
 

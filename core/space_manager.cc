@@ -109,9 +109,15 @@ Status SpaceManager::Reserve(uint32_t si, uint64_t bytes) {
       // writes (a store may free it in the background; its Space() counts
       // it as free already).
       //
+      if (floor_evicted) s.store->SettleRemovals(kSettleRemovalsTimeout);
       // The capacity is about the store's bytes too: what was removed and is
-      // still being freed in the background counts until it is gone.
-      if (floor_evicted || RemovalsExceedCapacity(s)) s.store->SettleRemovals(kSettleRemovalsTimeout);
+      // still being freed in the background counts until it is gone. Wait
+      // until enough of it is (not for the whole queue).
+      const uint64_t committed = s.account->used_bytes.load() + s.reserved.load();
+      if (s.store->PendingRemovalBytes() > 0 && committed + s.store->PendingRemovalBytes() > s.limits.capacity_bytes) {
+        const uint64_t room = s.limits.capacity_bytes > committed ? s.limits.capacity_bytes - committed : 0;
+        s.store->WaitForRemovals(room, kSettleRemovalsTimeout);
+      }
       return Status::Ok();
     }
     if (!host_->MayEvict(si)) {
@@ -149,11 +155,6 @@ Status SpaceManager::Reserve(uint32_t si, uint64_t bytes) {
     ++batch.evicted;
     floor_evicted = floor_evicted || *why == EvictionCause::kFloor;
   }
-}
-
-bool SpaceManager::RemovalsExceedCapacity(const PerStore& s) {
-  uint64_t pending = s.store->PendingRemovalBytes();
-  return pending > 0 && s.account->used_bytes.load() + s.reserved.load() + pending > s.limits.capacity_bytes;
 }
 
 void SpaceManager::Release(uint32_t si, uint64_t bytes) { stores_[si]->reserved.fetch_sub(bytes); }

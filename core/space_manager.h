@@ -21,8 +21,9 @@
 //    false) it asks that host for room and waits a few of its passes.
 //    Removed objects a store still frees in the background
 //    (Store::PendingRemovalBytes) count against the capacity too: a Reserve
-//    that would take used + reserved + pending over it waits for the store
-//    to free them (Store::SettleRemovals) before it returns, so the store's
+//    that would take used + reserved + pending over it waits until the
+//    store has freed enough of them (Store::WaitForRemovals, at most 5 s)
+//    before it returns, so the store's
 //    bytes on its filesystem stay within the capacity plus what is in
 //    flight.
 //  - Every successful Reserve is matched by one Release of the same bytes.
@@ -198,8 +199,6 @@ class SpaceManager {
   // was removed from it (Store::SettleRemovals).
   static constexpr std::chrono::milliseconds kSettleRemovalsTimeout{5000};
   Status NoSpace(uint32_t store, const char* why);
-  // Whether used + reserved + the store's pending removals exceed its capacity.
-  static bool RemovalsExceedCapacity(const PerStore& s);
   void EvictorLoop();
 
   const Options options_;

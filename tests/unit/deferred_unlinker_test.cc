@@ -121,6 +121,22 @@ TEST(DeferredUnlinkerTest, DrainWaitsOnlyForWhatWasQueuedBeforeIt) {
   streaming = false;
 }
 
+TEST(DeferredUnlinkerTest, WaitPendingAtMostReturnsOnceEnoughIsFreed) {
+  RecordingFs fs;
+  DeferredUnlinker unlinker(&fs);
+  fs.Hold("c");
+  unlinker.Add("a", 100);
+  unlinker.Add("b", 10);
+  unlinker.Add("c", 1000);
+  unlinker.Add("d", 1);
+  fs.WaitUntilHolding();  // a and b are gone, c is held
+  EXPECT_TRUE(unlinker.WaitPendingAtMost(1001, std::chrono::seconds(5)));
+  EXPECT_FALSE(unlinker.WaitPendingAtMost(1000, std::chrono::milliseconds(1))) << "c and d still pending";
+  fs.Let();
+  EXPECT_TRUE(unlinker.WaitPendingAtMost(0, std::chrono::seconds(30)));
+  EXPECT_EQ(unlinker.pending_bytes(), 0u);
+}
+
 TEST(DeferredUnlinkerTest, AFullQueueUnlinksInline) {
   RecordingFs fs;
   DeferredUnlinker unlinker(&fs, /*max_queued=*/1);

@@ -31,17 +31,24 @@ class FixedSpaceStore final : public StoreWrapper {
     space_calls++;
     return StoreSpace{total.load(), free.load()};
   }
-  // Removed objects it frees in the background: SettleRemovals frees them.
+  // Removed objects it frees in the background: WaitForRemovals frees what
+  // is asked (and records what it was asked to leave).
   uint64_t PendingRemovalBytes() const override { return pending.load(); }
-  void SettleRemovals(std::chrono::milliseconds) override {
+  void WaitForRemovals(uint64_t leave_at_most, std::chrono::milliseconds) override {
     settles++;
-    free += pending.exchange(0);
+    left_at_most = leave_at_most;
+    uint64_t now = pending.load();
+    if (now > leave_at_most) {
+      free += now - leave_at_most;
+      pending = leave_at_most;
+    }
   }
   mutable std::atomic<uint64_t> space_calls{0};
   std::atomic<uint64_t> total{1000 * kMiB};
   std::atomic<uint64_t> free{1000 * kMiB};
   std::atomic<uint64_t> pending{0};
   std::atomic<int> settles{0};
+  std::atomic<uint64_t> left_at_most{0};
 };
 
 // Owns the objects of store 0: each has an id and a footprint; evicting one
@@ -165,8 +172,10 @@ TEST_F(SpaceManagerTest, RemovalsStillBeingFreedCountAgainstTheCapacity) {
   EXPECT_EQ(store_->pending.load(), 30 * kMiB);
   ASSERT_TRUE(manager_->Reserve(0, 10 * kMiB).ok());
   EXPECT_EQ(store_->settles.load(), 1) << "60 + 15 + 30 MiB pending exceed 100: waits for the removals";
-  EXPECT_EQ(store_->pending.load(), 0u);
+  EXPECT_EQ(store_->left_at_most.load(), 25 * kMiB) << "only until what is pending fits: 100 - 60 - 15";
+  EXPECT_EQ(store_->pending.load(), 25 * kMiB);
   EXPECT_TRUE(host_.evicted.empty()) << "the logical account had room: nothing evicted";
+  store_->pending = 0;
   ASSERT_TRUE(manager_->Reserve(0, 20 * kMiB).ok());
   EXPECT_EQ(store_->settles.load(), 1) << "nothing pending: no wait";
 }
