@@ -177,19 +177,24 @@ class FailingFileFlushStore : public StoreWrapper {
   Status SyncPublished(StagingFile&) override { return Status::Error(EIO, "injected flush failure"); }
 };
 
-TEST(CloseModeFileFlushTest, AFailedFlushFailsTheCloseWithEio) {
-  TempDir dir;
-  ASSERT_TRUE(dir.ok());
-  Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(dir.Sub("store"), LocalStoreOptions{});
-  ASSERT_TRUE(s.ok()) << s.status().ToString();
+// An engine with --durability close and file flushes over `store`.
+Result<std::unique_ptr<Engine>> StartCloseModeEngine(std::unique_ptr<Store> store) {
   std::vector<std::unique_ptr<Store>> stores;
-  stores.push_back(std::make_unique<FailingFileFlushStore>(std::move(*s)));
+  stores.push_back(std::move(store));
   EngineOptions o;
   o.buffer_count = 8;
   o.space.capacity_bytes = 1ULL << 30;
   o.durability = Durability::kClose;
   o.commit_flush = EngineOptions::CommitFlush::kFile;
-  Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
+  return Engine::Start(o, std::move(stores));
+}
+
+TEST(CloseModeFileFlushTest, AFailedFlushFailsTheCloseWithEio) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  Result<std::unique_ptr<LocalStore>> s = LocalStore::Open(dir.Sub("store"), LocalStoreOptions{});
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  Result<std::unique_ptr<Engine>> e = StartCloseModeEngine(std::make_unique<FailingFileFlushStore>(std::move(*s)));
   ASSERT_TRUE(e.ok()) << e.status().ToString();
   Result<uint64_t> r = testing::PutFile(**e, kRootIno, "k", kV2, {.piece = testing::kOneWrite});
   ASSERT_FALSE(r.ok()) << "close reported success although its version could not be flushed";
@@ -220,14 +225,7 @@ TEST(CloseModeFileFlushTest, AFlushThatFailsAfterTheRenameLeavesTheNewVersionInd
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   auto failing = std::make_unique<FailingAfterRenameStore>(std::move(*s));
   FailingAfterRenameStore* store = failing.get();
-  std::vector<std::unique_ptr<Store>> stores;
-  stores.push_back(std::move(failing));
-  EngineOptions o;
-  o.buffer_count = 8;
-  o.space.capacity_bytes = 1ULL << 30;
-  o.durability = Durability::kClose;
-  o.commit_flush = EngineOptions::CommitFlush::kFile;
-  Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
+  Result<std::unique_ptr<Engine>> e = StartCloseModeEngine(std::move(failing));
   ASSERT_TRUE(e.ok()) << e.status().ToString();
   for (const std::vector<uint8_t>& v : {kV1, kV2}) {  // a new key, then a replacement
     Result<uint64_t> r = testing::PutFile(**e, kRootIno, "k", v, {.piece = testing::kOneWrite});
@@ -247,9 +245,7 @@ TEST(CloseModeFileFlushTest, AFlushThatFailsAfterTheRenameLeavesTheNewVersionInd
   // After a restart the store's version is the key's.
   Result<std::unique_ptr<LocalStore>> again = LocalStore::Open(dir.Sub("store"), LocalStoreOptions{});
   ASSERT_TRUE(again.ok());
-  std::vector<std::unique_ptr<Store>> reopened;
-  reopened.push_back(std::move(*again));
-  Result<std::unique_ptr<Engine>> e2 = Engine::Start(o, std::move(reopened));
+  Result<std::unique_ptr<Engine>> e2 = StartCloseModeEngine(std::move(*again));
   ASSERT_TRUE(e2.ok());
   Result<std::vector<uint8_t>> got = testing::GetFile(**e2, kRootIno, "k");
   ASSERT_TRUE(got.ok());

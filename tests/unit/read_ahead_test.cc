@@ -156,17 +156,14 @@ class RangeRecordingStore final : public StoreWrapper {
   std::vector<std::pair<uint64_t, uint64_t>> batches;  // (first data offset, bytes); guarded by mu
 };
 
-// The way fio (io_uring, several reads in flight) reads: the read of the
-// second MiB is still at the store when the first MiB's read completes.
-// The read-ahead after the first must start past the second, and in the
-// end every byte of the object was read from the store once.
-TEST(ReadAheadInFlightTest, ReadsAlreadyInFlightAreNotReadAgainAhead) {
-  testing::TempDir dir;
+// An engine (every handle read through it, read-ahead of 2 MiB) over a
+// RangeRecordingStore in dir.
+void StartOnRecordingStore(testing::TempDir& dir, RangeRecordingStore** store, std::unique_ptr<Engine>* engine) {
   ASSERT_TRUE(dir.ok());
   Result<std::unique_ptr<LocalStore>> local = LocalStore::Open(dir.Sub("store"), LocalStoreOptions{});
   ASSERT_TRUE(local.ok());
   auto owned = std::make_unique<RangeRecordingStore>(std::move(*local));
-  RangeRecordingStore* store = owned.get();
+  *store = owned.get();
   std::vector<std::unique_ptr<Store>> stores;
   stores.push_back(std::move(owned));
   EngineOptions o;
@@ -176,7 +173,18 @@ TEST(ReadAheadInFlightTest, ReadsAlreadyInFlightAreNotReadAgainAhead) {
   ASSERT_EQ(o.read_ahead_bytes, 2 * kMiB);
   Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
   ASSERT_TRUE(e.ok());
-  std::unique_ptr<Engine> engine = std::move(*e);
+  *engine = std::move(*e);
+}
+
+// The way fio (io_uring, several reads in flight) reads: the read of the
+// second MiB is still at the store when the first MiB's read completes.
+// The read-ahead after the first must start past the second, and in the
+// end every byte of the object was read from the store once.
+TEST(ReadAheadInFlightTest, ReadsAlreadyInFlightAreNotReadAgainAhead) {
+  testing::TempDir dir;
+  RangeRecordingStore* store = nullptr;
+  std::unique_ptr<Engine> engine;
+  ASSERT_NO_FATAL_FAILURE(StartOnRecordingStore(dir, &store, &engine));
   const std::vector<uint8_t> data = testing::Pattern(10, 8 * kMiB);
   Result<uint64_t> ino = testing::PutFile(*engine, kRootIno, "obj", data, {.piece = testing::kOneWrite});
   ASSERT_TRUE(ino.ok()) << testing::ErrText(ino.status());
@@ -230,20 +238,9 @@ TEST(ReadAheadInFlightTest, ReadsAlreadyInFlightAreNotReadAgainAhead) {
 // sequential reads that follow are read ahead of again.
 TEST(ReadAheadInFlightTest, AFarReadFirstDoesNotStopReadAheadLater) {
   testing::TempDir dir;
-  ASSERT_TRUE(dir.ok());
-  Result<std::unique_ptr<LocalStore>> local = LocalStore::Open(dir.Sub("store"), LocalStoreOptions{});
-  ASSERT_TRUE(local.ok());
-  auto owned = std::make_unique<RangeRecordingStore>(std::move(*local));
-  RangeRecordingStore* store = owned.get();
-  std::vector<std::unique_ptr<Store>> stores;
-  stores.push_back(std::move(owned));
-  EngineOptions o;
-  o.space.capacity_bytes = 1ULL << 30;
-  o.buffer_count = 32;
-  o.page_cache = false;
-  Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
-  ASSERT_TRUE(e.ok());
-  std::unique_ptr<Engine> engine = std::move(*e);
+  RangeRecordingStore* store = nullptr;
+  std::unique_ptr<Engine> engine;
+  ASSERT_NO_FATAL_FAILURE(StartOnRecordingStore(dir, &store, &engine));
   const std::vector<uint8_t> data = testing::Pattern(11, 8 * kMiB);
   Result<uint64_t> ino = testing::PutFile(*engine, kRootIno, "obj", data, {.piece = testing::kOneWrite});
   ASSERT_TRUE(ino.ok()) << testing::ErrText(ino.status());
