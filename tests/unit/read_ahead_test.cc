@@ -157,47 +157,58 @@ class RangeRecordingStore final : public StoreWrapper {
 };
 
 // An engine (every handle read through it, read-ahead of 2 MiB) over a
-// RangeRecordingStore in dir.
-void StartOnRecordingStore(testing::TempDir& dir, RangeRecordingStore** store, std::unique_ptr<Engine>* engine) {
-  ASSERT_TRUE(dir.ok());
-  Result<std::unique_ptr<LocalStore>> local = LocalStore::Open(dir.Sub("store"), LocalStoreOptions{});
-  ASSERT_TRUE(local.ok());
-  auto owned = std::make_unique<RangeRecordingStore>(std::move(*local));
-  *store = owned.get();
-  std::vector<std::unique_ptr<Store>> stores;
-  stores.push_back(std::move(owned));
-  EngineOptions o;
-  o.space.capacity_bytes = 1ULL << 30;
-  o.buffer_count = 32;
-  o.page_cache = false;
-  ASSERT_EQ(o.read_ahead_bytes, 2 * kMiB);
-  Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
-  ASSERT_TRUE(e.ok());
-  *engine = std::move(*e);
-}
+// RangeRecordingStore; PutAndOpen writes an object and opens it O_DIRECT.
+class ReadAheadInFlightTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(dir_.ok());
+    Result<std::unique_ptr<LocalStore>> local = LocalStore::Open(dir_.Sub("store"), LocalStoreOptions{});
+    ASSERT_TRUE(local.ok());
+    auto owned = std::make_unique<RangeRecordingStore>(std::move(*local));
+    store_ = owned.get();
+    std::vector<std::unique_ptr<Store>> stores;
+    stores.push_back(std::move(owned));
+    EngineOptions o;
+    o.space.capacity_bytes = 1ULL << 30;
+    o.buffer_count = 32;
+    o.page_cache = false;
+    ASSERT_EQ(o.read_ahead_bytes, 2 * kMiB);
+    Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
+    ASSERT_TRUE(e.ok());
+    engine_ = std::move(*e);
+  }
+  void PutAndOpen(const std::vector<uint8_t>& data, FileHandle** opened) {
+    Result<uint64_t> ino = testing::PutFile(*engine_, kRootIno, "obj", data, {.piece = testing::kOneWrite});
+    ASSERT_TRUE(ino.ok()) << testing::ErrText(ino.status());
+    Result<OpenResult> r = engine_->Open(*ino, O_RDONLY | O_DIRECT);
+    ASSERT_TRUE(r.ok());
+    *opened = r->handle;
+    std::lock_guard<std::mutex> g(store_->mu);
+    store_->data_bytes = data.size();
+    store_->ranges.clear();
+    store_->batches.clear();
+  }
+  testing::TempDir dir_;
+  RangeRecordingStore* store_ = nullptr;
+  std::unique_ptr<Engine> engine_;
+};
 
 // The way fio (io_uring, several reads in flight) reads: the read of the
 // second MiB is still at the store when the first MiB's read completes.
 // The read-ahead after the first must start past the second, and in the
 // end every byte of the object was read from the store once.
-TEST(ReadAheadInFlightTest, ReadsAlreadyInFlightAreNotReadAgainAhead) {
-  testing::TempDir dir;
-  RangeRecordingStore* store = nullptr;
-  std::unique_ptr<Engine> engine;
-  ASSERT_NO_FATAL_FAILURE(StartOnRecordingStore(dir, &store, &engine));
+TEST_F(ReadAheadInFlightTest, ReadsAlreadyInFlightAreNotReadAgainAhead) {
+  RangeRecordingStore* store = store_;
+  std::unique_ptr<Engine>& engine = engine_;
   const std::vector<uint8_t> data = testing::Pattern(10, 8 * kMiB);
-  Result<uint64_t> ino = testing::PutFile(*engine, kRootIno, "obj", data, {.piece = testing::kOneWrite});
-  ASSERT_TRUE(ino.ok()) << testing::ErrText(ino.status());
-  Result<OpenResult> r = engine->Open(*ino, O_RDONLY | O_DIRECT);
-  ASSERT_TRUE(r.ok());
+  FileHandle* handle = nullptr;
+  ASSERT_NO_FATAL_FAILURE(PutAndOpen(data, &handle));
   {
     std::lock_guard<std::mutex> g(store->mu);
-    store->data_bytes = data.size();
-    store->ranges.clear();
     store->held_offset = kMiB;
   }
   auto expect_range = [&](uint64_t off) -> std::string {
-    Result<std::vector<uint8_t>> got = testing::ReadOnce(*engine, r->handle, off, kMiB);
+    Result<std::vector<uint8_t>> got = testing::ReadOnce(*engine, handle, off, kMiB);
     if (!got.ok()) return testing::ErrText(got.status());
     if (!std::equal(got->begin(), got->end(), data.begin() + off) || got->size() != kMiB) {
       return "wrong bytes at " + std::to_string(off);
@@ -212,7 +223,7 @@ TEST(ReadAheadInFlightTest, ReadsAlreadyInFlightAreNotReadAgainAhead) {
   in_flight.join();
   EXPECT_EQ(second, "");
   for (uint64_t off = 2 * kMiB; off < data.size(); off += kMiB) EXPECT_EQ(expect_range(off), "");
-  engine->Release(r->handle);
+  engine->Release(handle);
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   {
     // Every prefetch was consumed by the reads above: none is left to run.
@@ -236,26 +247,18 @@ TEST(ReadAheadInFlightTest, ReadsAlreadyInFlightAreNotReadAgainAhead) {
 // A reader that reads the end of an object first (a footer), then the
 // object from its start: the far read left nothing behind, so the
 // sequential reads that follow are read ahead of again.
-TEST(ReadAheadInFlightTest, AFarReadFirstDoesNotStopReadAheadLater) {
-  testing::TempDir dir;
-  RangeRecordingStore* store = nullptr;
-  std::unique_ptr<Engine> engine;
-  ASSERT_NO_FATAL_FAILURE(StartOnRecordingStore(dir, &store, &engine));
+TEST_F(ReadAheadInFlightTest, AFarReadFirstDoesNotStopReadAheadLater) {
+  RangeRecordingStore* store = store_;
+  std::unique_ptr<Engine>& engine = engine_;
   const std::vector<uint8_t> data = testing::Pattern(11, 8 * kMiB);
-  Result<uint64_t> ino = testing::PutFile(*engine, kRootIno, "obj", data, {.piece = testing::kOneWrite});
-  ASSERT_TRUE(ino.ok()) << testing::ErrText(ino.status());
-  Result<OpenResult> r = engine->Open(*ino, O_RDONLY | O_DIRECT);
-  ASSERT_TRUE(r.ok());
-  {
-    std::lock_guard<std::mutex> g(store->mu);
-    store->data_bytes = data.size();
-  }
+  FileHandle* handle = nullptr;
+  ASSERT_NO_FATAL_FAILURE(PutAndOpen(data, &handle));
   for (uint64_t off : {data.size() - kMiB, uint64_t{0}, kMiB, 2 * kMiB}) {
-    Result<std::vector<uint8_t>> got = testing::ReadOnce(*engine, r->handle, off, kMiB);
+    Result<std::vector<uint8_t>> got = testing::ReadOnce(*engine, handle, off, kMiB);
     ASSERT_TRUE(got.ok()) << testing::ErrText(got.status());
     EXPECT_TRUE(got->size() == kMiB && std::equal(got->begin(), got->end(), data.begin() + off)) << "at " << off;
   }
-  engine->Release(r->handle);
+  engine->Release(handle);
   std::vector<std::pair<uint64_t, uint64_t>> batches;
   {
     std::lock_guard<std::mutex> g(store->mu);
