@@ -343,8 +343,9 @@ class Engine : private SpaceHost, private SharedIndex {
   // After a read of [offset, end) through handle (served from span_end's
   // chunks): when the handle reads sequentially, starts reading the next
   // read_ahead_bytes in the background, from past both span_end and every
-  // read of the handle that has arrived (a reader with several reads in
-  // flight is not read ahead of twice).
+  // read of the handle's current pass that has arrived (a reader with
+  // several reads in flight is not read ahead of twice; see
+  // FileHandle::requested_end).
   void MaybeReadAhead(FileHandle* handle, const std::shared_ptr<Version>& v, uint64_t offset, uint64_t end,
                       uint64_t span_end) KVFS_EXCLUDES(publish_mu_, mu_);
   // Takes a corrupt version out of service: EIO was returned, now the name
