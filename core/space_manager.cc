@@ -108,13 +108,13 @@ Status SpaceManager::Reserve(uint32_t si, uint64_t bytes) {
       // space of what was evicted for it comes back before the commit
       // writes (a store may free it in the background; its Space() counts
       // it as free already).
-      //
       if (floor_evicted) s.store->SettleRemovals(kSettleRemovalsTimeout);
       // The capacity is about the store's bytes too: what was removed and is
       // still being freed in the background counts until it is gone. Wait
       // until enough of it is (not for the whole queue).
       const uint64_t committed = s.account->used_bytes.load() + s.reserved.load();
-      if (s.store->PendingRemovalBytes() > 0 && committed + s.store->PendingRemovalBytes() > s.limits.capacity_bytes) {
+      const uint64_t pending = s.store->PendingRemovalBytes();
+      if (pending > 0 && committed + pending > s.limits.capacity_bytes) {
         const uint64_t room = s.limits.capacity_bytes > committed ? s.limits.capacity_bytes - committed : 0;
         s.store->WaitForRemovals(room, kSettleRemovalsTimeout);
       }

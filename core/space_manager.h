@@ -196,7 +196,7 @@ class SpaceManager {
   static constexpr int64_t kFreeSampleMaxAge = 100'000'000;  // ns
   static constexpr uint64_t kFreeSampleMargin = 1ULL << 30;
   // How long a Reserve or an eviction pass waits for a store to free what
-  // was removed from it (Store::SettleRemovals).
+  // was removed from it (Store::SettleRemovals, Store::WaitForRemovals).
   static constexpr std::chrono::milliseconds kSettleRemovalsTimeout{5000};
   Status NoSpace(uint32_t store, const char* why);
   void EvictorLoop();
