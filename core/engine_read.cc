@@ -238,8 +238,11 @@ void Engine::MaybeReadAhead(FileHandle* handle, const std::shared_ptr<Version>& 
     return;
   }
   auto held = std::make_shared<Lease>(std::move(*lease));
-  bool queued = read_ahead_->Submit([this, p, held] {
+  bool queued = read_ahead_->Submit([this, p, held]() mutable {
     Result<std::shared_ptr<ChunkSpan>> r = ReadChunks(held->version().get(), p->start(), p->end());
+    // The lease ends before the reader goes on: once its reads have
+    // returned and its handle is released, nothing of it holds the version.
+    held.reset();
     p->Finish(r.ok() ? *r : nullptr);  // a failed read ahead is not used; the reader's own read reports it
   });
   if (!queued) p->Finish(nullptr);
