@@ -67,6 +67,15 @@ double SecondsSince(Clock::time_point t) {
 }
 
 using testing::CountFiles;
+using testing::kTimingScale;
+
+// The stuck-store tests: the store's deadline, a stall well past it, the
+// time within which a call meeting the stall must fail, and the time before
+// which it must not (all scaled for sanitizer builds: test_util.h).
+constexpr milliseconds kDeadline{200 * kTimingScale};
+constexpr milliseconds kStall{1500 * kTimingScale};
+constexpr double kWithinDeadline = 1.2 * kTimingScale;
+constexpr double kBeforeDeadline = 0.15 * kTimingScale;
 
 // The store index a key lands on among n stores (the engine's placement rule).
 uint32_t StoreOf(const std::string& key, uint32_t n) { return JumpConsistentHash(HashKey(key).low, n); }
@@ -205,18 +214,18 @@ class FaultInjectionTest : public ::testing::Test {
   // A read stuck in the store past its deadline (see the tests below).
   void StuckDataReadFailsWithinDeadline();
 
-  // The commit of a next_bytes version meets one stuck call of `op` (200 ms
-  // deadline, 1.5 s stall): its Flush fails within about the deadline, the
+  // The commit of a next_bytes version meets one stuck call of `op`
+  // (kDeadline, kStall): its Flush fails within about the deadline, the
   // previous version stays, a retried Flush lands once the store answers,
   // no staging file is left, and the new version survives a reopen.
   void StuckCommitFailsWithinDeadlineAndRetryLands(StoreOp op, size_t next_bytes) {
-    ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+    ASSERT_TRUE(OpenEngine(1, kDeadline).ok());
     const std::vector<uint8_t> prev = Pattern(94, 300 * kKiB);
     const std::vector<uint8_t> next = Pattern(95, next_bytes);
     ASSERT_EQ(ErrText(Put("k", prev)), "OK");
 
     Fault f;
-    f.delay = milliseconds(1500);
+    f.delay = kStall;
     f.count = 1;
     F().Inject(op, f);
     Result<FileHandle*> h = StartWrite("k", next);
@@ -225,7 +234,7 @@ class FaultInjectionTest : public ::testing::Test {
     Status s = E().Flush(*h);
     double elapsed = SecondsSince(start);
     EXPECT_TRUE(s.err() == ETIMEDOUT || s.err() == EIO) << ErrText(s);
-    EXPECT_LT(elapsed, 1.2) << "Flush blocked on a stuck store instead of failing at its deadline";
+    EXPECT_LT(elapsed, kWithinDeadline) << "Flush blocked on a stuck store instead of failing at its deadline";
     EXPECT_GE(F().hits(), 1u) << "the fault was never hit";
     EXPECT_EQ(Check("k", prev), "");
 
@@ -444,17 +453,18 @@ TEST_F(FaultInjectionTest, CorruptionIsCountedInStats) {
 }
 
 // A store that stops answering OpenForRead: with a 200 ms deadline, Open
-// fails with ETIMEDOUT or EIO well before the stuck call returns (2 s), and
+// fails with ETIMEDOUT or EIO well before the stuck call returns (2 s; both
+// scaled in sanitizer builds), and
 // works again once the fault is gone, without reopening the engine.
 TEST_F(FaultInjectionTest, StuckOpenFailsWithinDeadlineAndRecovers) {
-  ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+  ASSERT_TRUE(OpenEngine(1, kDeadline).ok());
   const std::vector<uint8_t> data = Pattern(41, kMiB + 3);
   ASSERT_EQ(ErrText(Put("slow", data)), "OK");
   Result<Attr> a = E().Lookup(kRoot, "slow");
   ASSERT_TRUE(a.ok());
 
   Fault f;
-  f.delay = milliseconds(2000);
+  f.delay = kStall + milliseconds(500 * kTimingScale);
   f.count = 1;
   F().Inject(StoreOp::kOpenForRead, f);
   auto start = Clock::now();
@@ -466,8 +476,8 @@ TEST_F(FaultInjectionTest, StuckOpenFailsWithinDeadlineAndRecovers) {
   } else {
     EXPECT_TRUE(o.err() == ETIMEDOUT || o.err() == EIO) << ErrText(o.status());
   }
-  EXPECT_LT(elapsed, 1.5) << "Open blocked on a stuck store instead of failing at its deadline";
-  EXPECT_GE(elapsed, 0.15) << "Open failed before the deadline passed";
+  EXPECT_LT(elapsed, kWithinDeadline + 0.3 * kTimingScale) << "Open blocked on a stuck store instead of failing at its deadline";
+  EXPECT_GE(elapsed, kBeforeDeadline) << "Open failed before the deadline passed";
 
   // The store answers again (the fault was one call): the engine recovers.
   F().Clear();
@@ -484,13 +494,13 @@ TEST_F(FaultInjectionTest, StuckOpenFailsWithinDeadlineAndRecovers) {
 // A publish that hangs past its deadline: Flush fails within about the
 // deadline; when the store answers again, a retried commit lands.
 TEST_F(FaultInjectionTest, StuckPublishFailsWithinDeadlineAndRecovers) {
-  ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+  ASSERT_TRUE(OpenEngine(1, kDeadline).ok());
   const std::vector<uint8_t> prev = Pattern(51, 300 * kKiB);
   const std::vector<uint8_t> next = Pattern(52, 400 * kKiB);
   ASSERT_EQ(ErrText(Put("k", prev)), "OK");
 
   Fault f;
-  f.delay = milliseconds(1500);
+  f.delay = kStall;
   f.count = 1;
   F().Inject(StoreOp::kPublish, f);
   Result<FileHandle*> h = StartWrite("k", next);
@@ -499,7 +509,7 @@ TEST_F(FaultInjectionTest, StuckPublishFailsWithinDeadlineAndRecovers) {
   Status s = E().Flush(*h);
   double elapsed = SecondsSince(start);
   EXPECT_TRUE(s.err() == ETIMEDOUT || s.err() == EIO) << ErrText(s);
-  EXPECT_LT(elapsed, 1.2) << "Flush blocked on a stuck store instead of failing at its deadline";
+  EXPECT_LT(elapsed, kWithinDeadline) << "Flush blocked on a stuck store instead of failing at its deadline";
 
   // Wait for the stuck publish to land (DeadlineStore's documented caveat:
   // it may still complete), then retry the commit with the store healthy.
@@ -830,7 +840,7 @@ TEST_F(FaultInjectionTest, SmallObjectWriteOrCreationEioKeepsPreviousVersion) {
 
 void FaultInjectionTest::StuckDataReadFailsWithinDeadline() {
   read_ahead_bytes_ = 0;  // so that every pool buffer on loan is this test's
-  ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+  ASSERT_TRUE(OpenEngine(1, kDeadline).ok());
   const std::vector<uint8_t> stuck = Pattern(92, 2 * kMiB + 5);
   const std::vector<uint8_t> other = Pattern(93, 700 * kKiB);
   ASSERT_EQ(ErrText(Put("stuck", stuck)), "OK");
@@ -841,17 +851,17 @@ void FaultInjectionTest::StuckDataReadFailsWithinDeadline() {
   ASSERT_TRUE(o.ok()) << ErrText(o.status());
   ASSERT_EQ(E().Stats().pool_in_use, 0u);
 
-  // The next data read answers only after 1.5 s.
+  // The next data read answers only after kStall.
   Fault f;
-  f.delay = milliseconds(1500);
+  f.delay = kStall;
   f.count = 1;
   F().Inject(StoreOp::kReadData, f);
   auto start = Clock::now();
   Result<std::vector<uint8_t>> r = testing::ReadOnce(E(), o->handle, 0, 2 * kMiB);
   double elapsed = SecondsSince(start);
   EXPECT_TRUE(r.err() == ETIMEDOUT || r.err() == EIO) << (r.ok() ? "the stuck read returned bytes" : ErrText(r.status()));
-  EXPECT_LT(elapsed, 1.2) << "a read blocked on a stuck device instead of failing at its deadline";
-  EXPECT_GE(elapsed, 0.15) << "the read failed before the deadline passed";
+  EXPECT_LT(elapsed, kWithinDeadline) << "a read blocked on a stuck device instead of failing at its deadline";
+  EXPECT_GE(elapsed, kBeforeDeadline) << "the read failed before the deadline passed";
   EXPECT_GE(F().hits(), 1u);
   // The stuck I/O still holds its pool buffers (2 MiB: two of them): none
   // went back to the pool for another read to reuse.
@@ -904,20 +914,20 @@ TEST_F(FaultInjectionTest, StuckSmallObjectStagingFailsWithinDeadlineAndRetryLan
 // its staging file), the previous version stays, and once the device
 // answers the key can be written again.
 TEST_F(FaultInjectionTest, StuckSpillWriteFailsTheVersionAndKeepsPrevious) {
-  ASSERT_TRUE(OpenEngine(1, milliseconds(200)).ok());
+  ASSERT_TRUE(OpenEngine(1, kDeadline).ok());
   const std::vector<uint8_t> prev = Pattern(96, 300 * kKiB);
   const std::vector<uint8_t> big = Pattern(97, 12 * kMiB + 5);  // more than a draft keeps in memory
   ASSERT_EQ(ErrText(Put("k", prev)), "OK");
 
   Fault f;
-  f.delay = milliseconds(1500);
+  f.delay = kStall;
   f.count = 1;
   F().Inject(StoreOp::kWriteData, f);
   auto start = Clock::now();
   Status s = Put("k", big);
   double elapsed = SecondsSince(start);
   EXPECT_EQ(s.err(), EIO) << ErrText(s);
-  EXPECT_LT(elapsed, 1.2) << "a write blocked on a stuck device instead of failing at its deadline";
+  EXPECT_LT(elapsed, kWithinDeadline) << "a write blocked on a stuck device instead of failing at its deadline";
   EXPECT_GE(F().hits(), 1u) << "the spill write never went through the store";
   EXPECT_EQ(Check("k", prev), "");
 
