@@ -39,12 +39,13 @@ SlotResult DecodeSlot(const uint8_t* s, int slot) {
     return r;
   }
   uint32_t format = Get32(s + 8);
-  if (format != kObjectFormatVersion) {
+  if (format < kOldestObjectFormat || format > kObjectFormatVersion) {
     r.too_new = format > kObjectFormatVersion;
     r.reason = "unknown object format " + std::to_string(format);
     return r;
   }
   ObjectHeader& h = r.header;
+  h.format = format;
   uint32_t kind = Get32(s + 12);
   if (kind != static_cast<uint32_t>(ObjectKind::kFile) &&
       kind != static_cast<uint32_t>(ObjectKind::kDirectory) && kind != static_cast<uint32_t>(ObjectKind::kSpecial)) {
@@ -88,10 +89,13 @@ SlotResult DecodeSlot(const uint8_t* s, int slot) {
 Status EncodeHeader(const ObjectHeader& h, uint8_t* block) {
   if (h.key.size() > kMaxKeyLength) return Status::Error(ENAMETOOLONG, "key too long for header");
   if (h.slot != 0 && h.slot != 1) return Status::Error(EINVAL, "bad header slot");
+  if (h.format < kOldestObjectFormat || h.format > kObjectFormatVersion) {
+    return Status::Error(EINVAL, "unknown object format " + std::to_string(h.format));
+  }
   uint8_t* s = block + h.slot * kHeaderSlotSize;
   std::memset(s, 0, kHeaderSlotSize);
   std::memcpy(s, kMagic, sizeof(kMagic));
-  Put32(s + 8, kObjectFormatVersion);
+  Put32(s + 8, h.format);
   Put32(s + 12, static_cast<uint32_t>(h.kind));
   Put64(s + 16, h.generation);
   Put64(s + 24, h.size);
@@ -118,6 +122,10 @@ Result<ObjectHeader> DecodeHeader(const uint8_t* block, size_t len) {
   if (b.valid) return b.header;
   if (a.too_new || b.too_new) return Status::Error(EPROTO, a.too_new ? a.reason : b.reason);
   return Status::Error(EINVAL, a.reason);
+}
+
+uint64_t DataChecksumOfTable(const uint8_t* table, uint64_t chunks) {
+  return XXH3_64bits(table, static_cast<size_t>(chunks * 8));
 }
 
 std::string HeaderProblem(const ObjectHeader& h) {

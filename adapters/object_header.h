@@ -5,8 +5,13 @@
 //   [4 KiB header][data, padded to 4 KiB][chunk checksum table, padded to 4 KiB]
 // The data starts at offset 4096 so O_DIRECT reads of it need no bounce
 // buffer. The table holds one XXH3-64 per 256 KiB chunk of data (little
-// endian), so a read can verify exactly the chunks it touches; the header's
-// checksum is XXH3-64 of all data bytes. Because every header carries the key,
+// endian), so a read can verify exactly the chunks it touches. The header's
+// checksum covers all of the data: in format 2 (what this build writes), a
+// file's is XXH3-64 of its chunk checksum table (DataChecksumOfTable), so a
+// version that changes a few chunks of a large object needs only those
+// chunks hashed again; a symbolic link's is XXH3-64 of its target. In format
+// 1 (written by older builds, still read and rewritten as format 1) it is
+// XXH3-64 of all data bytes. Because every header carries the key,
 // size, checksums and metadata, a store can be rescanned into the index with
 // no separate database.
 //
@@ -29,7 +34,9 @@ namespace kvfs {
 
 inline constexpr size_t kHeaderSize = 4096;
 inline constexpr size_t kHeaderSlotSize = 2048;
-inline constexpr uint32_t kObjectFormatVersion = 1;
+// The format this build writes, and the oldest it reads (see the top).
+inline constexpr uint32_t kObjectFormatVersion = 2;
+inline constexpr uint32_t kOldestObjectFormat = 1;
 // Longest key (path relative to the mount root) a header can hold.
 inline constexpr size_t kMaxKeyLength = 1536;
 
@@ -45,10 +52,14 @@ enum class ObjectKind : uint32_t { kFile = 1, kDirectory = 2, kSpecial = 3 };
 inline constexpr size_t kMaxLinkTargetLength = 4095;
 
 struct ObjectHeader {
+  // Which format the header was decoded from / is written in; it says how
+  // `checksum` was computed (see the top). A header rewritten for an
+  // existing object keeps that object's format.
+  uint32_t format = kObjectFormatVersion;
   ObjectKind kind = ObjectKind::kFile;
   uint64_t generation = 0;    // version number; higher wins
   uint64_t size = 0;          // data bytes (without header or padding)
-  uint64_t checksum = 0;      // XXH3-64 of the data bytes
+  uint64_t checksum = 0;      // of the data (see the top)
   uint32_t chunk_shift = 18;  // log2 of the checksum chunk size
   uint32_t mode = 0;          // full st_mode including type bits
   uint32_t uid = 0;
@@ -65,12 +76,14 @@ struct ObjectHeader {
 };
 
 // Writes header into slot header.slot of block (kHeaderSize bytes), leaving
-// the other slot untouched. Fails with ENAMETOOLONG if the key is too long.
+// the other slot untouched. Fails with ENAMETOOLONG if the key is too long,
+// EINVAL for a format this build does not read.
 Status EncodeHeader(const ObjectHeader& header, uint8_t* block);
 
 // Decodes the current header from a kHeaderSize block: the valid slot with
 // the highest generation. EINVAL (with a reason) when neither slot is valid,
 // EPROTO when the format version is newer than this build understands.
+// Formats kOldestObjectFormat to kObjectFormatVersion are read.
 Result<ObjectHeader> DecodeHeader(const uint8_t* block, size_t len);
 
 // Longest name of one key component, as the engine enforces it.
@@ -96,6 +109,15 @@ inline uint64_t ChunkCount(uint64_t data_size) { return (data_size + kChunkSize 
 // Where the chunk checksum table starts in the object file, and its padded size.
 inline uint64_t ChecksumTableOffset(uint64_t data_size) { return kHeaderSize + RoundUp4K(data_size); }
 inline uint64_t ChecksumTableBytes(uint64_t data_size) { return RoundUp4K(ChunkCount(data_size) * 8); }
+
+// The format-2 checksum of a file's data: XXH3-64 of its chunk checksum
+// table, `chunks` entries of 8 bytes (little endian) as the table holds them.
+uint64_t DataChecksumOfTable(const uint8_t* table, uint64_t chunks);
+// Whether header.checksum is DataChecksumOfTable of the object's table
+// (format 2 and later, files); otherwise it is XXH3-64 of the data bytes.
+inline bool ChecksumIsOfTable(const ObjectHeader& header) {
+  return header.format >= 2 && header.kind == ObjectKind::kFile;
+}
 
 // Bytes an object with `data_size` data bytes occupies on a store: header,
 // data and checksum table, each rounded up to 4 KiB.

@@ -1,5 +1,7 @@
 #include "core/draft.h"
 
+#include <xxhash.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -128,7 +130,6 @@ void Draft::FreeChunk(size_t index) {
 
 Draft::~Draft() {
   for (size_t i = 0; i < chunks_.size(); ++i) FreeChunk(i);
-  if (stream_) XXH3_freeState(stream_);
 }
 
 Result<uint8_t*> Draft::ChunkFor(size_t index) {
@@ -137,14 +138,13 @@ Result<uint8_t*> Draft::ChunkFor(size_t index) {
   uint8_t* c = ChunkCache::Get().Take();
   if (!c) return Status::Error(ENOMEM, "out of staging memory");
   if (spilled_locked(index)) {
-    // Written again: back into memory (the running checksum no longer holds).
+    // Written again: back into memory.
     Status s = spill_->Read(static_cast<uint64_t>(index) * kDraftChunkSize, c, kDraftChunkSize);
     if (!s.ok()) {
       if (!HandOverIfInDoubt(c)) ChunkCache::Get().Give(c, kDraftChunkSize);
       return Status::Error(EIO, "reading a spilled chunk back: " + s.message());
     }
     spilled_[index] = false;
-    if (index < stream_next_) stream_valid_ = false;
   }
   chunks_[index] = c;
   resident_++;
@@ -174,16 +174,6 @@ Status Draft::SpillChunkLocked(size_t index) {
   on_target_[index] = true;
   if (sums_.size() <= index) sums_.resize(index + 1);
   for (size_t u = 0; u < kDraftSumsPerChunk; ++u) sums_[index][u] = XXH3_64bits(c + u * kDraftSumUnit, kDraftSumUnit);
-  if (stream_valid_ && index == stream_next_) {
-    if (!stream_) {
-      stream_ = XXH3_createState();
-      XXH3_64bits_reset(stream_);
-    }
-    XXH3_64bits_update(stream_, c, kDraftChunkSize);
-    stream_next_++;
-  } else {
-    stream_valid_ = false;
-  }
   spilled_[index] = true;
   FreeChunk(index);
   return Status::Ok();
@@ -235,7 +225,6 @@ Status Draft::Truncate(uint64_t size) {
   for (size_t i = keep; i < chunks_.size(); ++i) FreeChunk(i);
   if (chunks_.size() > keep) chunks_.resize(keep);
   if (spilled_.size() > keep) spilled_.resize(keep);
-  if (size < static_cast<uint64_t>(stream_next_) * kDraftChunkSize) stream_valid_ = false;
   // Zero the tail of the last kept chunk so growing again reads zeros.
   if (size % kDraftChunkSize != 0 && keep > 0 && (spilled_locked(keep - 1) || (chunks_.size() == keep && chunks_[keep - 1]))) {
     Result<uint8_t*> last = ChunkFor(keep - 1);
@@ -313,29 +302,6 @@ Status Draft::UnitChecksumsLocked(uint8_t* table, uint8_t* scratch) const {
     std::memcpy(table + u * 8, &*h, 8);
   }
   return Status::Ok();
-}
-
-Result<uint64_t> Draft::ChecksumLocked(uint8_t* scratch) const {
-  uint64_t size = size_.load(std::memory_order_relaxed);
-  XXH3_state_t* st = XXH3_createState();
-  size_t from = 0;
-  if (stream_ && stream_valid_ && static_cast<uint64_t>(stream_next_) * kDraftChunkSize <= size) {
-    XXH3_copyState(st, stream_);
-    from = stream_next_;
-  } else {
-    XXH3_64bits_reset(st);
-  }
-  for (uint64_t pos = static_cast<uint64_t>(from) * kDraftChunkSize; pos < size; pos += kDraftChunkSize) {
-    Result<const uint8_t*> bytes = ChunkBytesLocked(static_cast<size_t>(pos / kDraftChunkSize), scratch);
-    if (!bytes.ok()) {
-      XXH3_freeState(st);
-      return bytes.status();
-    }
-    XXH3_64bits_update(st, *bytes, static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - pos)));
-  }
-  uint64_t h = XXH3_64bits_digest(st);
-  XXH3_freeState(st);
-  return h;
 }
 
 uint64_t Draft::memory_bytes() const {

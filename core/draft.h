@@ -10,9 +10,9 @@
 // more than kDraftMemoryBudget); older chunks are written, whole and
 // aligned, to the spill target (the version's staging file, at the chunk's
 // place in the object) and read back only when written again or read. Each
-// spilled chunk keeps the checksums of its 256 KiB pieces, and a running
-// checksum of the data while chunks spill in order, so a commit writes only
-// what is still in memory. Without a spill target, every chunk stays in
+// spilled chunk keeps the checksums of its 256 KiB pieces (the object's
+// chunk checksums, from which its whole checksum derives), so a commit
+// writes only what is still in memory and reads nothing back. Without a spill target, every chunk stays in
 // memory (the object size limit bounds it).
 //
 // Holes: a chunk never written reads as zeros and takes no memory; a commit
@@ -26,8 +26,6 @@
 // consumed() and `broken` are atomics, readable without it. It is the first
 // lock of the engine's lock order (core/engine.h).
 #pragma once
-
-#include <xxhash.h>
 
 #include <array>
 #include <atomic>
@@ -161,8 +159,6 @@ class Draft {
   // The sums of every unit of the first size_locked() bytes, 8 bytes each
   // into table (the object's chunk checksum table; UnitChecksumLocked).
   Status UnitChecksumsLocked(uint8_t* table, uint8_t* scratch) const KVFS_REQUIRES(mu_);
-  // XXH3-64 of the first size_locked() bytes.
-  Result<uint64_t> ChecksumLocked(uint8_t* scratch) const KVFS_REQUIRES(mu_);
   // For a write of the chunks that was given up on while it may still read
   // them: replaces every chunk in memory with a copy and returns the
   // originals, which go back to the chunk cache when the last owner lets go.
@@ -197,11 +193,6 @@ class Draft {
   std::vector<std::array<uint64_t, kDraftSumsPerChunk>> sums_ KVFS_GUARDED_BY(mu_);
   DraftSpillFactory spill_factory_ KVFS_GUARDED_BY(mu_);
   std::unique_ptr<DraftSpill> spill_ KVFS_GUARDED_BY(mu_);
-  // Running checksum of chunks [0, stream_next_) while they spilled in
-  // order and stayed spilled; stream_valid_ false otherwise.
-  XXH3_state_t* stream_ KVFS_GUARDED_BY(mu_) = nullptr;
-  size_t stream_next_ KVFS_GUARDED_BY(mu_) = 0;
-  bool stream_valid_ KVFS_GUARDED_BY(mu_) = true;
   std::atomic<bool> consumed_{false};
   size_t first_resident_hint_ KVFS_GUARDED_BY(mu_) = 0;  // no chunk below it is in memory
   // Written under mu_ (stored with release), read lock-free by size().

@@ -314,13 +314,16 @@ class Engine : private SpaceHost, private SharedIndex {
   std::shared_ptr<Draft> NewDraftLocked(Inode* inode) KVFS_REQUIRES(mu_);
   // Writes a draft's version (header, bytes, checksum table) into a staging
   // file: the draft's spill file when it has one (out stays empty), a new
-  // staging file in *out otherwise.
-  Status WriteObject(Store* store, const ObjectHeader& header, Draft* draft,
+  // staging file in *out otherwise. The header is written in the current
+  // format (header->format set so), a file's with its checksum derived from
+  // the table written (header->checksum set so); the caller records that
+  // header for the version.
+  Status WriteObject(Store* store, ObjectHeader* header, Draft* draft,
                      std::unique_ptr<StagingFile>* out) KVFS_REQUIRES(draft->mutex());
   // WriteObject's path for a draft that did not spill, has no holes and
   // whose file is at most Store::kBufferedStagingMax: the file is built in
   // memory and handed to Store::CreateStagingWith (one store call).
-  Status WriteSmallObject(Store* store, const ObjectHeader& header, Draft* draft,
+  Status WriteSmallObject(Store* store, ObjectHeader* header, Draft* draft,
                           std::unique_ptr<StagingFile>* out) KVFS_REQUIRES(draft->mutex());
   Result<std::shared_ptr<Version>> PublishRecord(uint32_t store_index, ObjectHeader header) KVFS_REQUIRES(publish_mu_);
   Status RewriteHeader(const std::shared_ptr<Version>& version, ObjectHeader header) KVFS_REQUIRES(publish_mu_);

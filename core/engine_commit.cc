@@ -24,8 +24,9 @@ using namespace engine_detail;
 // ---------------------------------------------------------------------------
 // Store writes.
 
-Status Engine::WriteObject(Store* store, const ObjectHeader& header, Draft* draft,
+Status Engine::WriteObject(Store* store, ObjectHeader* header, Draft* draft,
                            std::unique_ptr<StagingFile>* out) {
+  header->format = kObjectFormatVersion;
   // A draft that spilled already has its staging file, with the spilled
   // chunks in place: only the rest is written into it (out stays empty).
   auto* spill = draft ? static_cast<StagingSpill*>(draft->spill_locked()) : nullptr;
@@ -53,9 +54,7 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, Draft* draf
   auto batch = std::make_shared<DataBatch>();
   auto block = std::make_shared<AlignedBlock>();
   batch->Keep(block);
-  KVFS_RETURN_IF_ERROR(EncodeHeader(header, block->data));
   int fd = file->fd();
-  batch->Write(fd, block->data, kHeaderSize, 0);
   uint64_t size = draft ? draft->size_locked() : 0;
   for (uint64_t start = 0; start < size; start += kDraftChunkSize) {
     size_t i = static_cast<size_t>(start / kDraftChunkSize);
@@ -86,6 +85,9 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, Draft* draf
     batch->Keep(table);
     batch->Write(fd, table.get(), table_bytes, ChecksumTableOffset(size));
   }
+  if (header->kind == ObjectKind::kFile) header->checksum = DataChecksumOfTable(table.get(), ChunkCount(size));
+  KVFS_RETURN_IF_ERROR(EncodeHeader(*header, block->data));
+  batch->Write(fd, block->data, kHeaderSize, 0);
   Status written = store->TransferData(*io_, batch);
   if (!written.ok()) {
     if (batch->abandoned() && draft) {
@@ -106,7 +108,7 @@ Status Engine::WriteObject(Store* store, const ObjectHeader& header, Draft* draf
   return Status::Ok();
 }
 
-Status Engine::WriteSmallObject(Store* store, const ObjectHeader& header, Draft* draft,
+Status Engine::WriteSmallObject(Store* store, ObjectHeader* header, Draft* draft,
                                 std::unique_ptr<StagingFile>* out) {
   // The whole file is built in memory, a copy of the draft's bytes (at most
   // Store::kBufferedStagingMax), and handed over in one call: creating the
@@ -116,14 +118,16 @@ Status Engine::WriteSmallObject(Store* store, const ObjectHeader& header, Draft*
   std::shared_ptr<uint8_t> image(static_cast<uint8_t*>(std::aligned_alloc(4096, bytes)), &std::free);
   if (!image) return Status::Error(ENOMEM, "no memory for a staging image");
   std::memset(image.get(), 0, bytes);
-  KVFS_RETURN_IF_ERROR(EncodeHeader(header, image.get()));
   for (uint64_t start = 0; start < size; start += kDraftChunkSize) {
     // Nothing spilled: a chunk's memory, or zeros.
     Result<const uint8_t*> chunk = draft->ChunkBytesLocked(static_cast<size_t>(start / kDraftChunkSize), nullptr);
     if (!chunk.ok()) return chunk.status();
     std::memcpy(image.get() + kHeaderSize + start, *chunk, static_cast<size_t>(std::min<uint64_t>(kDraftChunkSize, size - start)));
   }
-  if (draft) KVFS_RETURN_IF_ERROR(draft->UnitChecksumsLocked(image.get() + ChecksumTableOffset(size), nullptr));
+  uint8_t* table = image.get() + ChecksumTableOffset(size);
+  if (draft) KVFS_RETURN_IF_ERROR(draft->UnitChecksumsLocked(table, nullptr));
+  if (header->kind == ObjectKind::kFile) header->checksum = DataChecksumOfTable(table, ChunkCount(size));
+  KVFS_RETURN_IF_ERROR(EncodeHeader(*header, image.get()));
   Result<std::unique_ptr<StagingFile>> staging = store->CreateStagingWith(*io_, image, bytes);
   if (!staging.ok()) return staging.status();
   *out = std::move(*staging);
@@ -340,18 +344,7 @@ Status Engine::CommitDraft(Inode* inode, std::shared_ptr<Draft> draft) {
     if (header.size > options_.max_object_bytes) return finish(Status::Error(EFBIG, "object too large"));
     Status reserved = space_->Reserve(store_index, footprint);
     if (!reserved.ok()) return finish(reserved);
-    std::shared_ptr<uint8_t> scratch(spill ? static_cast<uint8_t*>(std::aligned_alloc(4096, kDraftChunkSize)) : nullptr,
-                                     &std::free);
-    Result<uint64_t> sum = draft->ChecksumLocked(scratch.get());
-    if (!sum.ok() && spill && spill->in_doubt()) {
-      spill->KeepUntilTransfersEnd(scratch);  // a read back into it may still run
-      draft->broken = true;
-    }
-    Status s = sum.status();
-    if (sum.ok()) {
-      header.checksum = *sum;
-      s = WriteObject(store, header, draft.get(), &staging);
-    }
+    Status s = WriteObject(store, &header, draft.get(), &staging);
     if (!s.ok()) {
       space_->Release(store_index, footprint);
       spdlog::error("commit of '{}' failed: {}", key, s.message());
@@ -413,6 +406,7 @@ Result<bool> Engine::CommitAsTimesOnly(Inode* inode, Draft* draft) {
     header = HeaderFor(inode, key);  // with the times CommitDraft set
     header.size = 0;
     header.checksum = record->checksum();
+    header.format = record->format();
   }
   KVFS_RETURN_IF_ERROR(RewriteHeader(record, header));
   draft->set_dirty(false);
@@ -425,7 +419,7 @@ Result<std::shared_ptr<Version>> Engine::PublishRecord(uint32_t store_index, Obj
   Draft none;  // a header-only record: no data
   {
     MutexLock dlk(none.mutex());
-    KVFS_RETURN_IF_ERROR(WriteObject(store, header, &none, &staging));
+    KVFS_RETURN_IF_ERROR(WriteObject(store, &header, &none, &staging));
   }
   std::string location = store->LocationFor(HashKey(header.key));
   uint64_t file_id = FileId(store, staging->fd());

@@ -219,6 +219,7 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
         if (record) {
           header.size = record->size();
           header.checksum = record->checksum();
+          header.format = record->format();
         }
       }
     }
@@ -395,7 +396,7 @@ Result<std::shared_ptr<Version>> Engine::CopyToStore(const std::shared_ptr<Versi
   std::unique_ptr<StagingFile> staging;
   {
     MutexLock dlk(draft.mutex());
-    KVFS_RETURN_IF_ERROR(WriteObject(store, header, &draft, &staging));
+    KVFS_RETURN_IF_ERROR(WriteObject(store, &header, &draft, &staging));
   }
   std::string location = store->LocationFor(HashKey(header.key));
   uint64_t file_id = FileId(store, staging->fd());

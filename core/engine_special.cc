@@ -98,7 +98,7 @@ Result<Attr> Engine::MakeSpecial(uint64_t parent, std::string_view name, const A
     {
       MutexLock dlk(draft.mutex());
       written = draft.WriteLocked(0, target.data(), target.size());
-      if (written.ok()) written = WriteObject(store, header, &draft, &staging);
+      if (written.ok()) written = WriteObject(store, &header, &draft, &staging);
     }
     if (written.ok()) {
       std::string location = store->LocationFor(HashKey(header.key));

@@ -64,9 +64,10 @@ std::string VerifyData(Store& store, const std::string& location, const ObjectHe
       uint64_t want;
       std::memcpy(&want, table.data() + c * 8, 8);
       if (XXH3_64bits(chunk.data(), len) != want) why = "checksum mismatch in chunk " + std::to_string(c);
-      XXH3_64bits_update(st, chunk.data(), len);
+      if (!ChecksumIsOfTable(h)) XXH3_64bits_update(st, chunk.data(), len);
     }
-    if (why.empty() && XXH3_64bits_digest(st) != h.checksum) why = "whole-object checksum mismatch";
+    const uint64_t whole = ChecksumIsOfTable(h) ? DataChecksumOfTable(table.data(), chunks) : XXH3_64bits_digest(st);
+    if (why.empty() && whole != h.checksum) why = "whole-object checksum mismatch";
     XXH3_freeState(st);
   }
   ::close(fd);
@@ -101,6 +102,13 @@ Result<FsckReport> CheckStore(Store& store, bool repair, int threads) {
   Status scan = store.Scan(
       [&](const ScannedObject& obj) {
         std::string why;
+        if (!obj.header.ok() && obj.header.err() == EPROTO) {
+          std::lock_guard<std::mutex> g(mu);
+          r.newer_format++;
+          r.problems.push_back("newer format at " + obj.location + ": " + obj.header.status().message() +
+                               " (written by a newer kvfs; left alone)");
+          return;
+        }
         if (!obj.header.ok()) {
           why = "bad header: " + obj.header.status().message();
         } else if (obj.header->kind == ObjectKind::kFile && obj.header->size > kMaxObjectDataBytes) {
@@ -206,6 +214,7 @@ std::string FsckReport::ToText() const {
     << FormatSize(bytes) << "\n";
   o << "corrupt " << corrupt << ", bad keys " << bad_keys << ", duplicates " << duplicates << ", staging leftovers "
     << staging_leftovers;
+  if (newer_format) o << ", newer format (left alone) " << newer_format;
   if (repaired) o << ", repaired " << repaired;
   o << "\n" << (clean() ? "clean" : (repaired ? "problems found and repaired" : "problems found")) << "\n";
   return o.str();
@@ -217,7 +226,8 @@ std::string FsckReport::ToJson() const {
     << ",\"special\":" << special
     << ",\"bytes\":" << bytes << ",\"corrupt\":" << corrupt << ",\"bad_keys\":" << bad_keys
     << ",\"duplicates\":" << duplicates
-    << ",\"staging_leftovers\":" << staging_leftovers << ",\"repaired\":" << repaired
+    << ",\"staging_leftovers\":" << staging_leftovers << ",\"newer_format\":" << newer_format
+    << ",\"repaired\":" << repaired
     << ",\"clean\":" << (clean() ? "true" : "false") << "}";
   return o.str();
 }

@@ -12,7 +12,9 @@
 // read-only (LocalStoreOptions::read_only) can be checked. With repair, it
 // quarantines corrupt objects and bad keys, removes the superseded copy of
 // duplicated keys and deletes staging leftovers; the store is then what a
-// mount would serve.
+// mount would serve. Objects in a format newer than this build reads (a
+// newer kvfs wrote them) are counted and listed, never verified, repaired
+// or counted as damage.
 //
 // The store must not be in use (LocalStore's lock guarantees it).
 // Not thread-safe; runs its own worker threads.
@@ -36,6 +38,7 @@ struct FsckReport {
   uint64_t bad_keys = 0;      // headers whose key the engine cannot have written (see CheckStore)
   uint64_t duplicates = 0;    // superseded copies of a key
   uint64_t staging_leftovers = 0;
+  uint64_t newer_format = 0;  // left alone (see CheckStore)
   uint64_t repaired = 0;      // problems fixed (with repair)
   std::vector<std::string> problems;  // one line each, for humans
   bool clean() const { return corrupt == 0 && bad_keys == 0 && duplicates == 0 && staging_leftovers == 0; }

@@ -44,6 +44,7 @@ ObjectHeader Version::header() const {
   h.mtime_ns = mtime_ns_;
   h.ctime_ns = ctime_ns_;
   h.slot = slot_;
+  h.format = format_;
   return h;
 }
 
@@ -57,6 +58,7 @@ void Version::set_header(const ObjectHeader& h) {
   mtime_ns_ = h.mtime_ns;
   ctime_ns_ = h.ctime_ns;
   slot_ = static_cast<uint8_t>(h.slot);
+  format_ = static_cast<uint8_t>(h.format);
 }
 
 std::string Version::location() const {

@@ -84,6 +84,8 @@ class Version {
   void set_header(const ObjectHeader& h);
   uint64_t generation() const { return generation_; }
   uint64_t checksum() const { return checksum_; }
+  // The object format its header was written in (how checksum() was made).
+  uint32_t format() const { return format_; }
   int64_t mtime_ns() const { return mtime_ns_; }
   // Identity of the object file (st_ino) when known, else 0. A lease that
   // opens the location and finds another file fails with ESTALE.
@@ -132,6 +134,7 @@ class Version {
   uint32_t gid_ = 0;
   uint8_t chunk_shift_ = 0;
   uint8_t slot_ = 0;
+  uint8_t format_ = 0;
   KeyHash location_hash_;                       // when location_path_ is null
   std::unique_ptr<std::string> location_path_;  // a location not derived from a key hash
   std::atomic<LeaseState*> lease_state_{nullptr};

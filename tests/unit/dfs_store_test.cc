@@ -76,7 +76,7 @@ ObjectHeader FileHeader(const std::string& key, const std::vector<uint8_t>& data
   h.kind = ObjectKind::kFile;
   h.generation = generation;
   h.size = data.size();
-  h.checksum = XXH3_64bits(data.data(), data.size());
+  h.checksum = testing::DataChecksum(data);
   h.mode = S_IFREG | 0644;
   h.key = key;
   return h;

@@ -633,7 +633,7 @@ TEST_F(EngineTest, StoresHoldExactlyTheIndexAfterChurn) {
         auto it = live.find(h->key);
         if (it != live.end()) {
           EXPECT_EQ(h->size, it->second.size()) << h->key;
-          EXPECT_EQ(h->checksum, XXH3_64bits(it->second.data(), it->second.size())) << h->key;
+          EXPECT_EQ(h->checksum, testing::DataChecksum(it->second)) << h->key;
         }
         // The object sits where its key says, on the store its key picks.
         std::string hex = HashKey(h->key).Hex();
@@ -1419,7 +1419,7 @@ Status WriteRawObject(Store& store, const std::string& key, const std::vector<ui
   h.kind = ObjectKind::kFile;
   h.generation = generation;
   h.size = data.size();
-  h.checksum = XXH3_64bits(data.data(), data.size());
+  h.checksum = testing::DataChecksum(data);
   h.chunk_shift = kChunkShift;
   h.mode = S_IFREG | 0640;
   h.mtime_ns = h.ctime_ns = 1700000000000000000LL;
@@ -1652,7 +1652,7 @@ TEST_F(EngineTest, XattrsOfACommittedFile) {
 
   Result<std::string> checksum = GetDebugXattr(E(), *ino, "user.kvfs.checksum");
   ASSERT_TRUE(checksum.ok()) << ErrText(checksum.status());
-  uint64_t sum = XXH3_64bits(data.data(), data.size());
+  uint64_t sum = testing::DataChecksum(data);
   char hex[17];
   std::snprintf(hex, sizeof(hex), "%016" PRIx64, sum);
   EXPECT_TRUE(checksum->find(hex) != std::string::npos || checksum->find(std::to_string(sum)) != std::string::npos)
@@ -1694,7 +1694,7 @@ TEST_F(EngineTest, XattrsOfACommittedFile) {
   EXPECT_GT(std::stoull(*version), v1);
   checksum = GetDebugXattr(E(), *ino, "user.kvfs.checksum");
   ASSERT_TRUE(checksum.ok());
-  std::snprintf(hex, sizeof(hex), "%016" PRIx64, XXH3_64bits(data2.data(), data2.size()));
+  std::snprintf(hex, sizeof(hex), "%016" PRIx64, testing::DataChecksum(data2));
   EXPECT_NE(checksum->find(hex), std::string::npos) << *checksum;
 
   // Versions keep growing across a restart (never reused).

@@ -44,7 +44,7 @@ Status PublishObject(Store& store, const std::string& key, const std::vector<uin
   if (!staging.ok()) return staging.status();
   StagingFile& file = **staging;
   AlignedBuffer buf(kHeaderSize + Padded(data.size()));
-  ObjectHeader h = FileHeader(key, data.size(), XXH3_64bits(data.data(), data.size()), generation);
+  ObjectHeader h = FileHeader(key, data.size(), testing::DataChecksum(data), generation);
   KVFS_RETURN_IF_ERROR(EncodeHeader(h, buf.data()));
   if (!data.empty()) std::memcpy(buf.data() + kHeaderSize, data.data(), data.size());
   size_t total = kHeaderSize + Padded(data.size());
@@ -140,7 +140,7 @@ TEST_F(LocalStoreTest, SmallStagingFilesAreBufferedOthersDirect) {
   ASSERT_TRUE(staging.ok());
   std::vector<uint8_t> data(1000, 0x5a);
   AlignedBuffer buf(kHeaderSize + 4096);
-  ASSERT_TRUE(EncodeHeader(FileHeader("small", data.size(), XXH3_64bits(data.data(), data.size())), buf.data()).ok());
+  ASSERT_TRUE(EncodeHeader(FileHeader("small", data.size(), testing::DataChecksum(data)), buf.data()).ok());
   std::memcpy(buf.data() + kHeaderSize, data.data(), data.size());
   ASSERT_EQ(::pwrite((*staging)->fd(), buf.data(), kHeaderSize + 4096, 0), static_cast<ssize_t>(kHeaderSize + 4096));
   std::string location = store->LocationFor(HashKey("small"));
@@ -168,7 +168,7 @@ TEST_F(LocalStoreTest, CreateStagingWithWritesTheWholeImage) {
     const size_t bytes = kHeaderSize + Padded(size);
     std::shared_ptr<uint8_t> image(static_cast<uint8_t*>(std::aligned_alloc(4096, bytes)), &std::free);
     std::memset(image.get(), 0, bytes);
-    ASSERT_TRUE(EncodeHeader(FileHeader(key, size, XXH3_64bits(data.data(), data.size())), image.get()).ok());
+    ASSERT_TRUE(EncodeHeader(FileHeader(key, size, testing::DataChecksum(data)), image.get()).ok());
     if (size > 0) std::memcpy(image.get() + kHeaderSize, data.data(), size);
     Result<std::unique_ptr<StagingFile>> staging = store->CreateStagingWith(io, image, bytes);
     ASSERT_TRUE(staging.ok()) << staging.status().ToString();
@@ -398,7 +398,7 @@ TEST_F(LocalStoreTest, PublishThenOpenForReadReadsSameBytes) {
     ASSERT_TRUE(staging.ok()) << staging.status().ToString();
     std::string staging_path = (*staging)->path();
     AlignedBuffer buf(kHeaderSize + Padded(size));
-    ObjectHeader h = FileHeader(key, size, XXH3_64bits(data.data(), data.size()), 7);
+    ObjectHeader h = FileHeader(key, size, testing::DataChecksum(data), 7);
     ASSERT_TRUE(EncodeHeader(h, buf.data()).ok());
     // The header block and the data as separate aligned writes.
     ASSERT_EQ(::pwrite((*staging)->fd(), buf.data(), kHeaderSize, 0), static_cast<ssize_t>(kHeaderSize));
@@ -714,7 +714,7 @@ TEST_F(LocalStoreTest, ScanFindsEveryObjectWithHeadersUsingThreads) {
       ASSERT_TRUE(o.header.ok()) << loc << ": " << o.header.status().ToString();
       EXPECT_EQ(o.header->key, keys[loc]);
       EXPECT_EQ(o.header->size, data.size());
-      EXPECT_EQ(o.header->checksum, XXH3_64bits(data.data(), data.size()));
+      EXPECT_EQ(o.header->checksum, testing::DataChecksum(data));
       EXPECT_EQ(o.file_bytes, kHeaderSize + Padded(data.size()));
       struct stat st;
       ASSERT_EQ(::stat((Root() + "/" + loc).c_str(), &st), 0);

@@ -208,6 +208,34 @@ TEST(ObjectHeaderTest, FutureFormatVersionIsEproto) {
   EXPECT_EQ(got.err(), EPROTO);
 }
 
+// Format 1 (older builds) is read and written back as format 1; a format
+// this build does not know is never written.
+TEST(ObjectHeaderTest, OlderFormatRoundTripsAndUnknownFormatsAreNotWritten) {
+  std::vector<uint8_t> block(kHeaderSize, 0);
+  ObjectHeader h = SampleHeader();
+  EXPECT_EQ(h.format, kObjectFormatVersion);
+  h.format = kOldestObjectFormat;
+  ASSERT_TRUE(EncodeHeader(h, block.data()).ok());
+  uint32_t format = 0;
+  std::memcpy(&format, block.data() + 8, 4);
+  EXPECT_EQ(format, kOldestObjectFormat);
+  Result<ObjectHeader> got = DecodeHeader(block.data(), block.size());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->format, kOldestObjectFormat);
+  ExpectSameFields(*got, h);
+  for (uint32_t bad : {0u, kObjectFormatVersion + 1}) {
+    h.format = bad;
+    EXPECT_EQ(EncodeHeader(h, block.data()).err(), EINVAL) << "format " << bad;
+  }
+  EXPECT_TRUE(ChecksumIsOfTable(SampleHeader()));
+  ObjectHeader link = SampleHeader();
+  link.kind = ObjectKind::kSpecial;
+  EXPECT_FALSE(ChecksumIsOfTable(link)) << "a link's checksum is of its target";
+  h = SampleHeader();
+  h.format = 1;
+  EXPECT_FALSE(ChecksumIsOfTable(h));
+}
+
 TEST(ObjectHeaderTest, ValidOlderSlotWinsOverFutureFormatSlot) {
   std::vector<uint8_t> block(kHeaderSize, 0);
   ObjectHeader a = SampleHeader();

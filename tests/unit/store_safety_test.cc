@@ -55,7 +55,7 @@ Status PutRaw(Store& store, const std::string& key, const std::vector<uint8_t>& 
   h.kind = ObjectKind::kFile;
   h.generation = generation;
   h.size = size.value_or(data.size());
-  h.checksum = XXH3_64bits(data.data(), data.size());
+  h.checksum = testing::DataChecksum(data);
   h.mode = S_IFREG | 0644;
   h.key = key;
   KVFS_RETURN_IF_ERROR(EncodeHeader(h, buf.data()));

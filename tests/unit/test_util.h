@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +16,9 @@
 #include <string>
 #include <vector>
 
+#include <xxhash.h>
+
+#include "adapters/object_header.h"
 #include "adapters/status.h"
 
 // KVFS_TEST_SANITIZED: this test binary is built with a sanitizer.
@@ -96,6 +100,18 @@ class AlignedBuffer {
 
 // Deterministic, position- and seed-dependent bytes (not a short period, so
 // misplaced ranges are detected).
+// The checksum a format-2 header carries for a file holding `data`: XXH3-64
+// of its chunk checksum table (adapters/object_header.h).
+inline uint64_t DataChecksum(const uint8_t* data, size_t len) {
+  std::vector<uint8_t> table(ChunkCount(len) * 8);
+  for (uint64_t c = 0; c * kChunkSize < len; ++c) {
+    const uint64_t sum = XXH3_64bits(data + c * kChunkSize, static_cast<size_t>(std::min<uint64_t>(kChunkSize, len - c * kChunkSize)));
+    std::memcpy(table.data() + c * 8, &sum, 8);  // little endian host
+  }
+  return DataChecksumOfTable(table.data(), ChunkCount(len));
+}
+inline uint64_t DataChecksum(const std::vector<uint8_t>& data) { return DataChecksum(data.data(), data.size()); }
+
 inline uint8_t PatternByte(uint64_t seed, uint64_t pos) {
   uint64_t x = (pos + 1) * 0x9E3779B97F4A7C15ULL ^ (seed * 0xD1B54A32D192ED03ULL);
   x ^= x >> 29;
