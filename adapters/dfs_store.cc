@@ -109,6 +109,24 @@ Result<int> DfsStore::SetUpManifest(bool create_if_missing) {
   if (!manifest.ok()) return Status::Error(EPROTO, "store " + root_ + ": " + manifest.status().message());
   Status c = manifest->CheckCompatible();
   if (!c.ok()) return Status::Error(c.err(), "store " + root_ + ": " + c.message());
+  if (manifest->NeedsUpgrade() && create_if_missing) {
+    // Under the cluster lock, with the manifest read again there (another
+    // host may be upgrading it too).
+    Status w = WithExclusiveLock(*fs_, root_ + "/" + kClusterDir + "/lock", std::chrono::milliseconds(10000), [&] {
+      Result<std::string> now = ReadSmallFile(*fs_, path, 64 << 10);
+      if (!now.ok()) return now.status();
+      Result<StoreManifest> current = StoreManifest::Parse(*now);
+      if (!current.ok()) return current.status();
+      if (!current->NeedsUpgrade()) return Status::Ok();
+      std::string tmp = path + "." + host_id_ + "." + std::to_string(::getpid()) + ".tmp";
+      Status s = WriteSmallFile(*fs_, tmp, current->Upgraded().Serialize());
+      if (s.ok()) s = fs_->Rename(tmp, path);
+      if (!s.ok()) (void)fs_->Unlink(tmp);
+      if (s.ok()) s = fs_->SyncDir(root_);
+      return s;
+    });
+    if (!w.ok()) return Status::Error(w.err(), "store " + root_ + ": upgrading its manifest: " + w.message());
+  }
   return manifest->FanOutLevels();
 }
 

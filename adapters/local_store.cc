@@ -160,6 +160,10 @@ Result<std::unique_ptr<LocalStore>> LocalStore::Open(const std::string& root_in,
     Status c = manifest->CheckCompatible();
     if (!c.ok()) return Status::Error(c.err(), "store " + root + ": " + c.message());
     fan_out_levels = manifest->FanOutLevels();
+    if (manifest->NeedsUpgrade() && !options.read_only) {
+      Status up = WriteManifest(root, manifest->Upgraded());
+      if (!up.ok()) return Status::Error(up.err(), "store " + root + ": upgrading its manifest: " + up.message());
+    }
   }
   // All 256 fan-out directories at once: a local mkdir or listing is cheap.
   KVFS_RETURN_IF_ERROR(store->dir_.SetUp({}, !options.read_only, fan_out_levels, true));

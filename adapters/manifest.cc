@@ -104,9 +104,10 @@ Result<StoreManifest> StoreManifest::Parse(const std::string& text) {
 
 Status StoreManifest::CheckCompatible() const {
   StoreManifest want = Current();
-  if (format != want.format) {
-    return Status::Error(EPROTO, "store format " + std::to_string(format) + " is not supported (this kvfs reads format " +
-                                     std::to_string(want.format) + ")");
+  if (format < kOldestStoreFormat || format > kStoreFormatVersion) {
+    return Status::Error(EPROTO, "store format " + std::to_string(format) + " is not supported (this kvfs reads formats " +
+                                     std::to_string(kOldestStoreFormat) + " to " + std::to_string(kStoreFormatVersion) +
+                                     ")");
   }
   if (hash != want.hash) return Status::Error(EPROTO, "store uses hash '" + hash + "', this kvfs uses '" + want.hash + "'");
   if (seed != want.seed) return Status::Error(EPROTO, "store uses a different hash seed");

@@ -5,8 +5,9 @@
 // The file is a TOML subset: one `name = value` per line, strings quoted.
 // A store is refused when its manifest names a format, hash algorithm, seed
 // or layout this build does not use. Pure functions plus file I/O; the
-// functions are thread-safe, the file itself is written once at store
-// creation (temporary name, fsync, rename, fsync of the directory).
+// functions are thread-safe, the file itself is written at store creation
+// and at a format upgrade (temporary name, fsync, rename, fsync of the
+// directory).
 #pragma once
 
 #include <cstdint>
@@ -17,7 +18,14 @@
 namespace kvfs {
 
 inline constexpr const char* kManifestFileName = "kvfs-manifest.toml";
-inline constexpr uint32_t kStoreFormatVersion = 1;
+// Store format 2: its objects may be in object format 2 (object_header.h).
+// A format-1 store (made by an older build) is read as it is and upgraded,
+// its manifest rewritten as format 2, when this build opens it for writing,
+// before it writes any object: an older build then refuses the store with
+// a clear error instead of skipping the objects it cannot read (and its
+// fsck --repair quarantining them).
+inline constexpr uint32_t kStoreFormatVersion = 2;
+inline constexpr uint32_t kOldestStoreFormat = 1;
 // The layout new stores get: one level of 256 fan-out directories (a local
 // store makes them all when it is created, so no publish waits for a mkdir;
 // a shared store makes each on first use, see ObjectDirectory::SetUp).
@@ -39,8 +47,15 @@ struct StoreManifest {
   static Result<StoreManifest> Parse(const std::string& text);
   // OK when this build can use a store with this manifest; EPROTO otherwise,
   // with a message naming the field that differs. Both layouts above are
-  // usable.
+  // usable, and store formats kOldestStoreFormat to kStoreFormatVersion.
   Status CheckCompatible() const;
+  // Whether a writable open must rewrite it as Upgraded() first.
+  bool NeedsUpgrade() const { return format < kStoreFormatVersion; }
+  StoreManifest Upgraded() const {
+    StoreManifest m = *this;
+    m.format = kStoreFormatVersion;
+    return m;
+  }
   // How many fan-out directory levels the layout has: 1 for kStoreLayout, 2
   // for kTwoLevelStoreLayout, 0 for a layout this build does not know.
   int FanOutLevels() const;

@@ -178,6 +178,7 @@ Result<InodeInfo> Engine::Inspect(uint64_t ino) const {
     info.footprint = v->footprint();
     info.leases = v->leases();
     info.checksum = v->checksum();
+    info.checksum_of_table = v->format() >= 2 && v->kind() == ObjectKind::kFile;
   }
   return info;
 }

@@ -453,6 +453,10 @@ Status Engine::WriteSpareHeaderSlot(Version* version, const std::string& current
   }
   current.key = current_key;
   current.rdev = header.rdev;  // a record's device number never changes; the version does not keep it
+  // The data, and so its size, checksum and format, are the version's own.
+  header.size = current.size;
+  header.checksum = current.checksum;
+  header.format = current.format;
   header.slot = 1 - current.slot;
   AlignedBlock block;
   KVFS_RETURN_IF_ERROR(EncodeHeader(current, block.data));

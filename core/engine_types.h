@@ -237,7 +237,10 @@ struct InodeInfo {
   uint64_t size = 0;
   uint64_t footprint = 0;
   uint64_t leases = 0;
-  uint64_t checksum = 0;  // XXH3 of the data
+  uint64_t checksum = 0;  // of the data (adapters/object_header.h)
+  // checksum is XXH3-64 of the chunk checksum table (object format 2, a
+  // file), not of the data bytes.
+  bool checksum_of_table = false;
 };
 
 // Receives namespace changes the kernel cannot know about, so that the

@@ -10,7 +10,11 @@ namespace kvfs {
 
 Version::Version(std::shared_ptr<const VersionHome> home, const std::string& location, std::string_view key,
                  const ObjectHeader& hdr)
-    : home_(std::move(home)), size_(hdr.size), kind_(hdr.kind) {
+    : home_(std::move(home)),
+      size_(hdr.size),
+      checksum_(hdr.checksum),
+      format_(static_cast<uint8_t>(hdr.format)),
+      kind_(hdr.kind) {
   SetLocation(location, key);
   set_header(hdr);
   for (SpaceAccount* a : {home_->total.get(), home_->store_account.get()}) {
@@ -50,7 +54,6 @@ ObjectHeader Version::header() const {
 
 void Version::set_header(const ObjectHeader& h) {
   generation_ = h.generation;
-  checksum_ = h.checksum;
   chunk_shift_ = static_cast<uint8_t>(h.chunk_shift);
   mode_ = h.mode;
   uid_ = h.uid;
@@ -58,7 +61,6 @@ void Version::set_header(const ObjectHeader& h) {
   mtime_ns_ = h.mtime_ns;
   ctime_ns_ = h.ctime_ns;
   slot_ = static_cast<uint8_t>(h.slot);
-  format_ = static_cast<uint8_t>(h.format);
 }
 
 std::string Version::location() const {
@@ -151,6 +153,12 @@ Result<std::shared_ptr<const std::vector<uint64_t>>> Version::ChunkChecksums(IoE
     if (!s.ok()) return Status::FromErrno(s.err(), "read checksum table of " + location() + ": " + s.message());
     // A short file is damage, not a device error.
     if (batch->requests[0].done < bytes) return Status::Error(EBADMSG, "read checksum table of " + location() + ": short");
+    ObjectHeader h;
+    h.kind = kind_;
+    h.format = format_;
+    if (ChecksumIsOfTable(h) && DataChecksumOfTable(buf.get(), count) != checksum_) {
+      return Status::Error(EBADMSG, "checksum table of " + location() + " does not match its header");
+    }
     std::memcpy(table->data(), buf.get(), count * 8);
   }
   st.checksums = std::move(table);

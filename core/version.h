@@ -79,10 +79,12 @@ class Version {
   // the key is the path of the inode that holds this version, and `rdev`,
   // which is 0: a device record's number never changes and is kept in its
   // inode (the engine puts it into every header it writes). Kept packed;
-  // set_header ignores the key and the size (a version's size is fixed).
+  // set_header ignores the key, the size, the checksum and the format (a
+  // version's data never changes, so neither do they).
   ObjectHeader header() const;
   void set_header(const ObjectHeader& h);
   uint64_t generation() const { return generation_; }
+  // Fixed at construction: readable without the index mutex.
   uint64_t checksum() const { return checksum_; }
   // The object format its header was written in (how checksum() was made).
   uint32_t format() const { return format_; }
@@ -100,7 +102,8 @@ class Version {
   int fd() const KVFS_NO_THREAD_SAFETY_ANALYSIS;
   // The per-chunk checksums of the data (ObjectHeader), read from the store
   // (its TransferData, on io) on first use and kept while leased. The caller
-  // holds a lease. EBADMSG when the file is too short to hold the table.
+  // holds a lease. EBADMSG when the file is too short to hold the table, or
+  // (format 2) when the table does not match the header's data checksum.
   Result<std::shared_ptr<const std::vector<uint64_t>>> ChunkChecksums(IoExecutor& io);
   // True the first time it is called: so a corruption is logged once.
   bool MarkCorrupt() { return !corrupt_.exchange(true); }
@@ -124,9 +127,10 @@ class Version {
 
   std::shared_ptr<const VersionHome> home_;
   uint64_t size_;
-  // The header, packed (see header()); guarded by the index mutex.
+  const uint64_t checksum_;  // never changes
+  const uint8_t format_;     // never changes
+  // The rest of the header, packed (see header()); guarded by the index mutex.
   uint64_t generation_ = 0;
-  uint64_t checksum_ = 0;
   int64_t mtime_ns_ = 0;
   int64_t ctime_ns_ = 0;
   uint32_t mode_ = 0;
@@ -134,7 +138,6 @@ class Version {
   uint32_t gid_ = 0;
   uint8_t chunk_shift_ = 0;
   uint8_t slot_ = 0;
-  uint8_t format_ = 0;
   KeyHash location_hash_;                       // when location_path_ is null
   std::unique_ptr<std::string> location_path_;  // a location not derived from a key hash
   std::atomic<LeaseState*> lease_state_{nullptr};

@@ -46,7 +46,8 @@ bool Applies(Scope scope, const Subject& s) {
 
 std::string Checksum(const Subject& s) {
   char hex[32];
-  std::snprintf(hex, sizeof(hex), "xxh3:%016" PRIx64, s.info.checksum);
+  // "xxh3-chunks:" when it is the checksum of the chunk checksum table.
+  std::snprintf(hex, sizeof(hex), "%s:%016" PRIx64, s.info.checksum_of_table ? "xxh3-chunks" : "xxh3", s.info.checksum);
   return hex;
 }
 

@@ -96,7 +96,7 @@ TEST_F(DebugXattrsTest, ValuesMatchTheEngine) {
   EXPECT_EQ(*GetDebugXattr(E(), *file, "user.kvfs.location"), info->location);
   EXPECT_EQ(*GetDebugXattr(E(), *file, "user.kvfs.state"), "committed");
   char want[40];
-  std::snprintf(want, sizeof(want), "xxh3:%016" PRIx64, testing::DataChecksum(data));
+  std::snprintf(want, sizeof(want), "xxh3-chunks:%016" PRIx64, testing::DataChecksum(data));
   EXPECT_EQ(*GetDebugXattr(E(), *file, "user.kvfs.checksum"), want);
   EngineStats st = E().Stats();
   EXPECT_EQ(*GetDebugXattr(E(), kRootIno, "user.kvfs.used"), std::to_string(st.used_bytes));

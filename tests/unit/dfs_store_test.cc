@@ -330,6 +330,36 @@ TEST_F(DfsStoreTest, ManifestIsCreatedOnceAndKeptByLaterHosts) {
   EXPECT_EQ(Entries(Root()), want);
 }
 
+// A store an older build made (store format 1) is upgraded to format 2 by
+// the next host that opens it, layout, hash and seed kept, with no
+// temporary name left; later hosts leave it as it is.
+TEST_F(DfsStoreTest, AFormatOneStoreIsUpgradedByTheNextHost) {
+  { ASSERT_TRUE(OpenAs(Root(), "hostA")); }
+  Result<StoreManifest> made = ReadManifest(Root());
+  ASSERT_TRUE(made.ok());
+  StoreManifest old = *made;
+  old.format = 1;
+  ASSERT_TRUE(WriteManifest(Root(), old).ok());
+  auto b = OpenAs(Root(), "hostB");
+  ASSERT_TRUE(b);
+  Result<StoreManifest> now = ReadManifest(Root());
+  ASSERT_TRUE(now.ok()) << ErrText(now.status());
+  EXPECT_EQ(now->format, kStoreFormatVersion);
+  EXPECT_EQ(now->layout, old.layout);
+  EXPECT_EQ(now->hash, old.hash);
+  EXPECT_EQ(now->seed, old.seed);
+  std::string path = Root() + "/" + kManifestFileName;
+  struct stat before, after;
+  ASSERT_EQ(::stat(path.c_str(), &before), 0);
+  EXPECT_EQ(before.st_nlink, 1u);
+  auto c = OpenAs(Root(), "hostC");
+  ASSERT_TRUE(c);
+  ASSERT_EQ(::stat(path.c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino) << "an upgraded manifest was rewritten again";
+  std::set<std::string> want = {kManifestFileName, "objects", "staging", "quarantine", "cluster", "probe"};
+  EXPECT_EQ(Entries(Root()), want);
+}
+
 TEST_F(DfsStoreTest, ConcurrentFirstOpensCreateOneManifest) {
   constexpr int kHosts = 8;
   for (int round = 0; round < 5; ++round) {

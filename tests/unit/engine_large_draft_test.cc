@@ -209,7 +209,7 @@ TEST_F(EngineLargeDraftTest, ALargeObjectIsWrittenWithBoundedMemoryAndReadsBackW
   Result<std::string> sum = GetDebugXattr(*engine_, a->ino, "user.kvfs.checksum");
   ASSERT_TRUE(sum.ok());
   char want[40];
-  std::snprintf(want, sizeof(want), "xxh3:%016" PRIx64, testing::DataChecksum(data));
+  std::snprintf(want, sizeof(want), "xxh3-chunks:%016" PRIx64, testing::DataChecksum(data));
   EXPECT_EQ(*sum, want);
   OpenEngine();  // rebuilt from the store
   EXPECT_EQ(Get("big"), data);

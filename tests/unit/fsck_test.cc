@@ -436,6 +436,25 @@ TEST_F(FsckTest, EachObjectFormatIsVerifiedByItsOwnChecksumRule) {
   }
 }
 
+// A read verifies a format-2 object's chunk checksum table against its
+// header before it trusts the table: a header whose data checksum does not
+// match fails the read (EIO) as damage.
+TEST_F(FsckTest, AReadRefusesATableThatDoesNotMatchItsHeader) {
+  Populate();
+  Result<ObjectHeader> h = ReadHeader(ObjectPath("big"));
+  ASSERT_TRUE(h.ok()) << ErrText(h.status());
+  ObjectHeader wrong = *h;
+  wrong.checksum ^= 1;
+  ASSERT_TRUE(WriteHeader(ObjectPath("big"), wrong));
+  WithEngine([&](Engine& e) {
+    EXPECT_EQ(Get(e, "big").err(), EIO);
+    EXPECT_EQ(e.Stats().quarantined, 1u) << "damage, as a short object is";
+    Result<std::vector<uint8_t>> other = Get(e, "multi-chunk");
+    ASSERT_TRUE(other.ok()) << ErrText(other.status());
+    EXPECT_TRUE(*other == Files().at("multi-chunk"));
+  });
+}
+
 // A format-1 object is served as it is; a change of its attributes or name
 // rewrites its header in format 1 with the checksum it had; a new version
 // of its key is written in format 2.

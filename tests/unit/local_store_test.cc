@@ -272,6 +272,39 @@ TEST_F(LocalStoreTest, NewerFormatManifestIsEproto) {
   EXPECT_EQ(LocalStore::Open(Root(), LocalStoreOptions{}).err(), EPROTO);
 }
 
+// A store an older build made (store format 1) keeps its objects; a
+// read-only open (fsck) leaves its manifest as it is, a writable one
+// upgrades it to format 2, the layout kept.
+TEST_F(LocalStoreTest, AFormatOneStoreIsUpgradedByAWritableOpenOnly) {
+  std::string loc;
+  {
+    auto store = OpenStore(Root());
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(PublishObject(*store, "kept", testing::Pattern(4, 3000), 1, &loc).ok());
+  }
+  StoreManifest old = StoreManifest::Current();
+  old.format = 1;
+  ASSERT_TRUE(WriteManifest(Root(), old).ok());
+  {
+    LocalStoreOptions ro;
+    ro.read_only = true;
+    ro.create_if_missing = false;
+    Result<std::unique_ptr<LocalStore>> store = LocalStore::Open(Root(), ro);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    Result<StoreManifest> m = ReadManifest(Root());
+    ASSERT_TRUE(m.ok());
+    EXPECT_EQ(m->format, 1u) << "a read-only open rewrote the manifest";
+  }
+  auto store = OpenStore(Root());
+  ASSERT_TRUE(store);
+  Result<StoreManifest> m = ReadManifest(Root());
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->format, kStoreFormatVersion);
+  EXPECT_EQ(m->layout, old.layout);
+  EXPECT_TRUE(PathExists(Root() + "/" + loc));
+  EXPECT_FALSE(PathExists(Root() + "/" + kManifestFileName + ".tmp." + std::to_string(::getpid())));
+}
+
 // A new store gets the one-level layout with all 256 fan-out directories,
 // so no publish waits for a mkdir.
 TEST_F(LocalStoreTest, NewStoreHasEveryFanOutDirectory) {

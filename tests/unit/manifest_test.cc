@@ -76,6 +76,25 @@ TEST(ManifestTest, ParseAcceptsCommentsBlankLinesAndSpacing) {
   ExpectSameManifest(*parsed, StoreManifest::Current());
 }
 
+// A store made by an older build (format 1) is usable and wants upgrading;
+// the upgrade changes the format only.
+TEST(ManifestTest, AnOlderStoreFormatIsUsableAndUpgraded) {
+  StoreManifest m = StoreManifest::Current();
+  EXPECT_FALSE(m.NeedsUpgrade());
+  m.format = kOldestStoreFormat;
+  m.layout = kTwoLevelStoreLayout;
+  EXPECT_TRUE(m.CheckCompatible().ok()) << m.CheckCompatible().ToString();
+  EXPECT_TRUE(m.NeedsUpgrade());
+  StoreManifest up = m.Upgraded();
+  EXPECT_EQ(up.format, kStoreFormatVersion);
+  EXPECT_EQ(up.layout, m.layout);
+  EXPECT_EQ(up.hash, m.hash);
+  EXPECT_EQ(up.seed, m.seed);
+  EXPECT_FALSE(up.NeedsUpgrade());
+  m.format = 0;
+  EXPECT_EQ(m.CheckCompatible().err(), EPROTO);
+}
+
 TEST(ManifestTest, CheckCompatibleRejectsEachDifferingField) {
   {
     StoreManifest m = StoreManifest::Current();
