@@ -582,6 +582,47 @@ TEST_F(EngineTest, RenameOfAFileIntoAnotherDirectoryAcrossStores) {
   EXPECT_EQ(E().Stats().objects, 1u);
 }
 
+// An object an older build wrote (object format 1: its checksum is of the
+// data bytes) moved to another store by a rename is copied there in
+// format 2, its checksum that of its chunk table, its bytes unchanged.
+TEST_F(EngineTest, AnOlderFormatObjectMovedToAnotherStoreIsWrittenInTheCurrentFormat) {
+  ASSERT_OK(OpenEngine(2));
+  std::string from;
+  for (int i = 0; i < 1000 && from.empty(); ++i) {
+    std::string f = "old-" + std::to_string(i);
+    if (JumpConsistentHash(HashKey(f).low, 2) != JumpConsistentHash(HashKey(f + "-moved").low, 2)) from = f;
+  }
+  ASSERT_FALSE(from.empty());
+  const std::string to = from + "-moved";
+  std::vector<uint8_t> data = testing::Pattern(45, 2 * 1024 * 1024 + 77);
+  ASSERT_TRUE(PutFile(kRootIno, from, data).ok());
+  auto object_path = [&](const std::string& key) {
+    std::string hex = HashKey(key).Hex();
+    return driver_.root(JumpConsistentHash(HashKey(key).low, 2)) + "/objects/" + hex.substr(0, 2) + "/" + hex;
+  };
+  driver_.Close();  // no engine holds the stores while the header changes
+  Result<ObjectHeader> h = testing::ReadObjectHeader(object_path(from));
+  ASSERT_TRUE(h.ok()) << ErrText(h.status());
+  h->format = 1;
+  h->checksum = XXH3_64bits(data.data(), data.size());
+  ASSERT_TRUE(testing::RewriteObjectHeader(object_path(from), *h));
+
+  ASSERT_OK(OpenEngine(2));
+  ASSERT_OK(E().Rename(kRootIno, from, kRootIno, to, 0));
+  Result<ObjectHeader> moved = testing::ReadObjectHeader(object_path(to));
+  ASSERT_TRUE(moved.ok()) << ErrText(moved.status());
+  EXPECT_EQ(moved->format, kObjectFormatVersion);
+  EXPECT_EQ(moved->checksum, testing::DataChecksum(data));
+  Result<std::vector<uint8_t>> got = GetFile(kRootIno, to);
+  ASSERT_TRUE(got.ok()) << ErrText(got.status());
+  EXPECT_TRUE(*got == data);
+  Result<uint64_t> ino = LookupIno(kRootIno, to);
+  ASSERT_TRUE(ino.ok());
+  Result<std::string> shown = GetDebugXattr(E(), *ino, "user.kvfs.checksum");
+  ASSERT_TRUE(shown.ok());
+  EXPECT_EQ(shown->rfind("xxh3-chunks:", 0), 0u) << *shown;
+}
+
 TEST_F(EngineTest, StoresHoldExactlyTheIndexAfterChurn) {
   // After creates, replacements, renames and unlinks, the object files on
   // the stores are exactly the live keys (plus directory records): nothing

@@ -50,29 +50,6 @@ bool FlipByte(const std::string& path, off_t offset) {
   return ok;
 }
 
-// The header of the object file at path, or an error.
-Result<ObjectHeader> ReadHeader(const std::string& path) {
-  std::vector<uint8_t> block(kHeaderSize);
-  int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return Status::FromErrno("open " + path);
-  const bool ok = ::pread(fd, block.data(), kHeaderSize, 0) == static_cast<ssize_t>(kHeaderSize);
-  ::close(fd);
-  if (!ok) return Status::Error(EIO, "short header");
-  return DecodeHeader(block.data(), block.size());
-}
-
-// Rewrites the current header slot of the object file at path as `h`.
-bool WriteHeader(const std::string& path, const ObjectHeader& h) {
-  std::vector<uint8_t> block(kHeaderSize);
-  int fd = ::open(path.c_str(), O_RDWR);
-  if (fd < 0) return false;
-  bool ok = ::pread(fd, block.data(), kHeaderSize, 0) == static_cast<ssize_t>(kHeaderSize) &&
-            EncodeHeader(h, block.data()).ok() &&
-            ::pwrite(fd, block.data(), kHeaderSize, 0) == static_cast<ssize_t>(kHeaderSize) && ::fsync(fd) == 0;
-  ::close(fd);
-  return ok;
-}
-
 bool CopyFile(const std::string& from, const std::string& to) {
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(to).parent_path(), ec);
@@ -408,7 +385,7 @@ TEST_F(FsckTest, AllProblemsAtOnceThenRepair) {
 TEST_F(FsckTest, EachObjectFormatIsVerifiedByItsOwnChecksumRule) {
   Populate();
   const std::vector<uint8_t>& data = Files().at("multi-chunk");
-  Result<ObjectHeader> h = ReadHeader(ObjectPath("multi-chunk"));
+  Result<ObjectHeader> h = testing::ReadObjectHeader(ObjectPath("multi-chunk"));
   ASSERT_TRUE(h.ok()) << ErrText(h.status());
   EXPECT_EQ(h->format, kObjectFormatVersion);
   EXPECT_EQ(h->checksum, testing::DataChecksum(data)) << "a new object's checksum is not its table's";
@@ -417,7 +394,7 @@ TEST_F(FsckTest, EachObjectFormatIsVerifiedByItsOwnChecksumRule) {
   ObjectHeader old = *h;
   old.format = 1;
   old.checksum = XXH3_64bits(data.data(), data.size());
-  ASSERT_TRUE(WriteHeader(ObjectPath("multi-chunk"), old));
+  ASSERT_TRUE(testing::RewriteObjectHeader(ObjectPath("multi-chunk"), old));
   FsckReport r = Check(false);
   EXPECT_TRUE(r.clean()) << ProblemsText(r);
   EXPECT_EQ(r.files, Files().size());
@@ -428,7 +405,7 @@ TEST_F(FsckTest, EachObjectFormatIsVerifiedByItsOwnChecksumRule) {
     ObjectHeader wrong = *h;
     wrong.format = format;
     wrong.checksum = format == 1 ? testing::DataChecksum(data) : XXH3_64bits(data.data(), data.size());
-    ASSERT_TRUE(WriteHeader(ObjectPath("multi-chunk"), wrong));
+    ASSERT_TRUE(testing::RewriteObjectHeader(ObjectPath("multi-chunk"), wrong));
     FsckReport bad = Check(false);
     EXPECT_EQ(bad.corrupt, 1u) << "format " << format << ": " << ProblemsText(bad);
     ASSERT_EQ(bad.problems.size(), 1u) << ProblemsText(bad);
@@ -441,11 +418,11 @@ TEST_F(FsckTest, EachObjectFormatIsVerifiedByItsOwnChecksumRule) {
 // match fails the read (EIO) as damage.
 TEST_F(FsckTest, AReadRefusesATableThatDoesNotMatchItsHeader) {
   Populate();
-  Result<ObjectHeader> h = ReadHeader(ObjectPath("big"));
+  Result<ObjectHeader> h = testing::ReadObjectHeader(ObjectPath("big"));
   ASSERT_TRUE(h.ok()) << ErrText(h.status());
   ObjectHeader wrong = *h;
   wrong.checksum ^= 1;
-  ASSERT_TRUE(WriteHeader(ObjectPath("big"), wrong));
+  ASSERT_TRUE(testing::RewriteObjectHeader(ObjectPath("big"), wrong));
   WithEngine([&](Engine& e) {
     EXPECT_EQ(Get(e, "big").err(), EIO);
     EXPECT_EQ(e.Stats().quarantined, 1u) << "damage, as a short object is";
@@ -461,12 +438,12 @@ TEST_F(FsckTest, AReadRefusesATableThatDoesNotMatchItsHeader) {
 TEST_F(FsckTest, AnOlderFormatObjectKeepsItsFormatUntilItsKeyIsWrittenAgain) {
   Populate();
   const std::vector<uint8_t>& data = Files().at("big");
-  Result<ObjectHeader> h = ReadHeader(ObjectPath("big"));
+  Result<ObjectHeader> h = testing::ReadObjectHeader(ObjectPath("big"));
   ASSERT_TRUE(h.ok()) << ErrText(h.status());
   ObjectHeader old = *h;
   old.format = 1;
   old.checksum = XXH3_64bits(data.data(), data.size());
-  ASSERT_TRUE(WriteHeader(ObjectPath("big"), old));
+  ASSERT_TRUE(testing::RewriteObjectHeader(ObjectPath("big"), old));
 
   WithEngine([&](Engine& e) {
     Result<std::vector<uint8_t>> got = Get(e, "big");
@@ -480,7 +457,7 @@ TEST_F(FsckTest, AnOlderFormatObjectKeepsItsFormatUntilItsKeyIsWrittenAgain) {
     ASSERT_TRUE(e.Rename(kRoot, "big", kRoot, "moved", 0).ok());
     e.Forget(a->ino, 1);
   });
-  Result<ObjectHeader> moved = ReadHeader(ObjectPath("moved"));
+  Result<ObjectHeader> moved = testing::ReadObjectHeader(ObjectPath("moved"));
   ASSERT_TRUE(moved.ok()) << ErrText(moved.status());
   EXPECT_EQ(moved->format, 1u);
   EXPECT_EQ(moved->checksum, old.checksum);
@@ -490,7 +467,7 @@ TEST_F(FsckTest, AnOlderFormatObjectKeepsItsFormatUntilItsKeyIsWrittenAgain) {
 
   const std::vector<uint8_t> next = Pattern(9, 2 * kMiB + 5);
   WithEngine([&](Engine& e) { ASSERT_EQ(ErrText(Put(e, "moved", next)), "OK"); });
-  Result<ObjectHeader> rewritten = ReadHeader(ObjectPath("moved"));
+  Result<ObjectHeader> rewritten = testing::ReadObjectHeader(ObjectPath("moved"));
   ASSERT_TRUE(rewritten.ok()) << ErrText(rewritten.status());
   EXPECT_EQ(rewritten->format, kObjectFormatVersion);
   EXPECT_EQ(rewritten->checksum, testing::DataChecksum(next));

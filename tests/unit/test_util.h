@@ -112,6 +112,30 @@ inline uint64_t DataChecksum(const uint8_t* data, size_t len) {
 }
 inline uint64_t DataChecksum(const std::vector<uint8_t>& data) { return DataChecksum(data.data(), data.size()); }
 
+// The header of the object file at path, or an error.
+inline Result<ObjectHeader> ReadObjectHeader(const std::string& path) {
+  std::vector<uint8_t> block(kHeaderSize);
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return Status::FromErrno("open " + path);
+  const bool ok = ::pread(fd, block.data(), kHeaderSize, 0) == static_cast<ssize_t>(kHeaderSize);
+  ::close(fd);
+  if (!ok) return Status::Error(EIO, "short header");
+  return DecodeHeader(block.data(), block.size());
+}
+
+// Rewrites the header slot h.slot of the object file at path as h (as an
+// older build or a damaged drive might have left it), durably.
+inline bool RewriteObjectHeader(const std::string& path, const ObjectHeader& h) {
+  std::vector<uint8_t> block(kHeaderSize);
+  int fd = ::open(path.c_str(), O_RDWR);
+  if (fd < 0) return false;
+  bool ok = ::pread(fd, block.data(), kHeaderSize, 0) == static_cast<ssize_t>(kHeaderSize) &&
+            EncodeHeader(h, block.data()).ok() &&
+            ::pwrite(fd, block.data(), kHeaderSize, 0) == static_cast<ssize_t>(kHeaderSize) && ::fsync(fd) == 0;
+  ::close(fd);
+  return ok;
+}
+
 inline uint8_t PatternByte(uint64_t seed, uint64_t pos) {
   uint64_t x = (pos + 1) * 0x9E3779B97F4A7C15ULL ^ (seed * 0xD1B54A32D192ED03ULL);
   x ^= x >> 29;
