@@ -14,6 +14,7 @@
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -158,6 +159,9 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
   std::shared_ptr<Prefetch> ahead;
   // This read is in flight (for MaybeReadAhead) until it returns.
   struct InFlight {
+    InFlight(FileHandle* h, uint64_t b) : handle(h), bytes(b) {}
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
     FileHandle* handle;
     uint64_t bytes;
     ~InFlight() {
@@ -165,6 +169,7 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
       handle->bytes_in_flight -= bytes;
     }
   };
+  std::optional<InFlight> in_flight;
   {
     MutexLock g(handle->cache_mu);
     const uint64_t spread = handle->bytes_in_flight + options_.read_ahead_bytes;
@@ -174,13 +179,10 @@ Status Engine::Read(FileHandle* handle, uint64_t offset, size_t size, ReadReply*
       handle->requested_end = std::max(handle->requested_end, end);
     }
     handle->bytes_in_flight += end - offset;
-  }
-  InFlight in_flight{handle, end - offset};
-  {
+    in_flight.emplace(handle, end - offset);  // its destructor takes cache_mu: made in place
     // Sequential reads smaller than a chunk are served from the chunks the
     // previous read of this handle already fetched and verified, or from
     // what was read ahead of it.
-    MutexLock g(handle->cache_mu);
     if (handle->cache && offset >= handle->cache->start && end <= handle->cache->end) {
       span = handle->cache;
     } else if (handle->ahead && offset >= handle->ahead->start() && end <= handle->ahead->end()) {
