@@ -4,11 +4,14 @@
 #include <xxhash.h>
 
 #include <cstring>
+#include <string_view>
 
 namespace kvfs {
 namespace {
 
 constexpr char kMagic[8] = {'K', 'V', 'F', 'S', 'O', 'B', 'J', '1'};
+// How DecodeHeader's EPROTO begins (IsNewerFormat).
+constexpr std::string_view kNewerFormat = "newer object format ";
 // Fixed fields: magic 8, format 4, kind 4, generation 8, size 8, checksum 8,
 // mode 4, uid 4, gid 4, chunk_shift 4, mtime 8, ctime 8, key_len 4 = 80 bytes.
 constexpr size_t kFixedBytes = 80;
@@ -41,7 +44,7 @@ SlotResult DecodeSlot(const uint8_t* s, int slot) {
   uint32_t format = Get32(s + 8);
   if (format < kOldestObjectFormat || format > kObjectFormatVersion) {
     r.too_new = format > kObjectFormatVersion;
-    r.reason = "unknown object format " + std::to_string(format);
+    r.reason = (r.too_new ? std::string(kNewerFormat) : "unknown object format ") + std::to_string(format);
     return r;
   }
   ObjectHeader& h = r.header;
@@ -122,6 +125,10 @@ Result<ObjectHeader> DecodeHeader(const uint8_t* block, size_t len) {
   if (b.valid) return b.header;
   if (a.too_new || b.too_new) return Status::Error(EPROTO, a.too_new ? a.reason : b.reason);
   return Status::Error(EINVAL, a.reason);
+}
+
+bool IsNewerFormat(const Status& status) {
+  return status.err() == EPROTO && status.message().rfind(kNewerFormat, 0) == 0;
 }
 
 uint64_t DataChecksumOfTable(const uint8_t* table, uint64_t chunks) {

@@ -85,6 +85,9 @@ Status EncodeHeader(const ObjectHeader& header, uint8_t* block);
 // EPROTO when the format version is newer than this build understands.
 // Formats kOldestObjectFormat to kObjectFormatVersion are read.
 Result<ObjectHeader> DecodeHeader(const uint8_t* block, size_t len);
+// Whether status is DecodeHeader's answer to a header of a newer format (not
+// some other EPROTO, such as a read error from a network filesystem).
+bool IsNewerFormat(const Status& status);
 
 // Longest name of one key component, as the engine enforces it.
 inline constexpr size_t kMaxComponentLength = 255;

@@ -102,7 +102,7 @@ Result<FsckReport> CheckStore(Store& store, bool repair, int threads) {
   Status scan = store.Scan(
       [&](const ScannedObject& obj) {
         std::string why;
-        if (!obj.header.ok() && obj.header.err() == EPROTO) {
+        if (!obj.header.ok() && IsNewerFormat(obj.header.status())) {
           std::lock_guard<std::mutex> g(mu);
           r.newer_format++;
           r.problems.push_back("newer format at " + obj.location + ": " + obj.header.status().message() +

@@ -206,6 +206,10 @@ TEST(ObjectHeaderTest, FutureFormatVersionIsEproto) {
   Result<ObjectHeader> got = DecodeHeader(block.data(), block.size());
   EXPECT_FALSE(got.ok());
   EXPECT_EQ(got.err(), EPROTO);
+  EXPECT_TRUE(IsNewerFormat(got.status())) << got.status().ToString();
+  // Any other EPROTO (a read error of a network filesystem) is not one.
+  EXPECT_FALSE(IsNewerFormat(Status::Error(EPROTO, "read header objects/ab/x: Protocol error")));
+  EXPECT_FALSE(IsNewerFormat(Status::Ok()));
 }
 
 // Format 1 (older builds) is read and written back as format 1; a format
