@@ -331,7 +331,9 @@ class Engine : private SpaceHost, private SharedIndex {
   // header block that is not current, keeping the current one, then makes it
   // the version's header: a torn write leaves the old header valid. The
   // index keeps no key in a version's header: current_key is the current
-  // header's key.
+  // header's key. The data fields (size, checksum, format) are the
+  // version's own whatever header says: only names, attributes and times
+  // change in a rewrite.
   Status WriteSpareHeaderSlot(Version* version, const std::string& current_key, ObjectHeader header) KVFS_REQUIRES(publish_mu_);
   Status LoadDraft(const std::shared_ptr<Version>& version, Draft* draft) KVFS_EXCLUDES(mu_) KVFS_REQUIRES(draft->mutex());
   // Whether data bytes [off, end) of a leased version are a hole in its

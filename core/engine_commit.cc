@@ -403,10 +403,7 @@ Result<bool> Engine::CommitAsTimesOnly(Inode* inode, Draft* draft) {
     if (record->store_index() != si || stores_[si]->Shared() || record->location() != stores_[si]->LocationFor(HashKey(key))) {
       return false;
     }
-    header = HeaderFor(inode, key);  // with the times CommitDraft set
-    header.size = 0;
-    header.checksum = record->checksum();
-    header.format = record->format();
+    header = HeaderFor(inode, key);  // with the times CommitDraft set; data fields: RewriteHeader takes the record's
   }
   KVFS_RETURN_IF_ERROR(RewriteHeader(record, header));
   draft->set_dirty(false);

@@ -215,12 +215,7 @@ Result<Attr> Engine::SetAttr(uint64_t ino, const SetAttrRequest& req, FileHandle
       a.ctime_ns = NowNs();
       if (inode->linked()) {
         record = inode->committed;
-        header = HeaderFor(inode, ns_.KeyOf(inode));
-        if (record) {
-          header.size = record->size();
-          header.checksum = record->checksum();
-          header.format = record->format();
-        }
+        header = HeaderFor(inode, ns_.KeyOf(inode));  // data fields: RewriteHeader takes the record's
       }
     }
     if (inode->linked()) {

@@ -454,6 +454,10 @@ TEST_F(FsckTest, AnOlderFormatObjectKeepsItsFormatUntilItsKeyIsWrittenAgain) {
     SetAttrRequest chmod;
     chmod.mode = 0600;
     ASSERT_TRUE(e.SetAttr(a->ino, chmod, nullptr).ok());
+    Result<ObjectHeader> changed = testing::ReadObjectHeader(ObjectPath("big"));
+    ASSERT_TRUE(changed.ok()) << ErrText(changed.status());
+    EXPECT_EQ(changed->format, 1u) << "a chmod rewrote the header in another format";
+    EXPECT_EQ(changed->checksum, old.checksum);
     ASSERT_TRUE(e.Rename(kRoot, "big", kRoot, "moved", 0).ok());
     e.Forget(a->ino, 1);
   });
