@@ -95,6 +95,14 @@ Result<Subject> SubjectOf(const Engine& engine, uint64_t ino) {
 Result<std::string> GetDebugXattr(const Engine& engine, uint64_t ino, const std::string& name) {
   Result<Subject> s = SubjectOf(engine, ino);
   if (!s.ok()) return s.status();
+  if (name.rfind("user.", 0) != 0) {
+    // No attribute is ever kept in another namespace (security.*, system.*,
+    // trusted.*): the answer the kernel gives for a namespace a filesystem
+    // does not serve. Tools take it as "not supported on this device" and
+    // stop asking: `ls -l` otherwise asks every entry for security.selinux
+    // and system.posix_acl_access, a round trip each.
+    return Status::Error(EOPNOTSUPP, "kvfs keeps no attributes outside the user. namespace");
+  }
   for (const DebugXattr& x : kTable) {
     if (name == x.name && Applies(x.scope, *s)) return x.value(*s);
   }

@@ -6,8 +6,9 @@
 //
 // One table backs both calls, so ListDebugXattrs names exactly the
 // attributes that GetDebugXattr answers for the same inode at that moment.
-// Errors: ENOENT for an inode the engine does not know, ENODATA for a name
-// the inode does not have. Thread-safe (reads the engine through its
+// Errors: ENOENT for an inode the engine does not know, ENODATA for a
+// user.* name the inode does not have, EOPNOTSUPP for any name outside the
+// user. namespace (kvfs keeps none there). Thread-safe (reads the engine through its
 // thread-safe Inspect and Stats); includes no FUSE header.
 #pragma once
 

@@ -90,6 +90,28 @@ TEST_F(XattrTest, AllKvfsAttributesAreListedAndReadable) {
   for (const auto& want : KvfsXattrs()) EXPECT_NE(r.out.find(want), std::string::npos) << want << "\n" << r.out;
 }
 
+TEST_F(XattrTest, OtherNamespacesAreNotSupported) {
+  // kvfs keeps attributes only under user.: any other namespace answers as
+  // one the filesystem does not serve, so that `ls -l` (security.selinux,
+  // system.posix_acl_access) asks once per device instead of once per entry.
+  const std::string path = P("plain");
+  ASSERT_EQ(WriteFile(path, MakeData(3, 4096)), "");
+  for (const std::string& p : {path, P("")}) {
+    EXPECT_EQ(GetXattr(p, "security.selinux"), "<EOPNOTSUPP>") << p;
+    EXPECT_EQ(GetXattr(p, "system.posix_acl_access"), "<EOPNOTSUPP>") << p;
+    EXPECT_EQ(GetXattr(p, "system.posix_acl_default"), "<EOPNOTSUPP>") << p;
+    EXPECT_EQ(GetXattr(p, "trusted.kvfs.key"), "<EOPNOTSUPP>") << p;
+    EXPECT_EQ(GetXattr(p, "user.no_such_attribute"), "<ENODATA>") << p;
+  }
+  // The debugging attributes still answer after those refusals (the kernel
+  // did not conclude that the filesystem has no attributes at all).
+  EXPECT_EQ(GetXattr(path, "user.kvfs.key"), "plain");
+  CommandResult r = RunCommand({"/bin/ls", "-l", P("")});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find(" plain"), std::string::npos) << r.out;
+  EXPECT_EQ(r.err, "") << r.Describe();
+}
+
 TEST_F(XattrTest, OpenHandlesCountsOpenFiles) {
   const std::string path = P("held");
   ASSERT_EQ(WriteFile(path, MakeData(2, 8192)), "");

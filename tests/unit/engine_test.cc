@@ -1715,7 +1715,9 @@ TEST_F(EngineTest, XattrsOfACommittedFile) {
 
   EXPECT_EQ(GetDebugXattr(E(), *ino, "user.kvfs.no_such_thing").err(), ENODATA);
   EXPECT_EQ(GetDebugXattr(E(), *ino, "user.other").err(), ENODATA);
-  EXPECT_EQ(GetDebugXattr(E(), *ino, "trusted.kvfs.checksum").err(), ENODATA);
+  EXPECT_EQ(GetDebugXattr(E(), *ino, "trusted.kvfs.checksum").err(), EOPNOTSUPP);
+  EXPECT_EQ(GetDebugXattr(E(), *ino, "security.selinux").err(), EOPNOTSUPP);
+  EXPECT_EQ(GetDebugXattr(E(), *ino, "system.posix_acl_access").err(), EOPNOTSUPP);
 
   Result<std::vector<std::string>> names = ListDebugXattrs(E(), *ino);
   ASSERT_TRUE(names.ok());
