@@ -366,6 +366,18 @@ TEST(ProcProcessTableTest, FindsWritableDescriptorsBelowTheMountpointOnly) {
   EXPECT_TRUE(table.HoldsWritableDescriptor(me, in_st.st_ino));
   EXPECT_FALSE(table.HoldsWritableDescriptor(me, out_st.st_ino)) << "a file outside the mount counted";
   EXPECT_FALSE(table.HoldsWritableDescriptor(me, in_st.st_ino + 1000003));
+  {
+    // A table larger than the bound is not walked: "no", as for one that
+    // cannot be read. (The bound is checked on the kernel's count, or by
+    // the walk itself where the kernel does not report one.)
+    std::vector<int> extra;
+    for (int i = 0; i < 16; i++) extra.push_back(open("/dev/null", O_RDONLY));
+    ProcProcessTable bounded(resolved, "/proc", 8);
+    EXPECT_FALSE(bounded.HoldsWritableDescriptor(me, in_st.st_ino)) << "a table past the bound was walked";
+    ProcProcessTable roomy(resolved, "/proc", 4096);
+    EXPECT_TRUE(roomy.HoldsWritableDescriptor(me, in_st.st_ino));
+    for (int fd : extra) close(fd);
+  }
   close(w);
   EXPECT_FALSE(table.HoldsWritableDescriptor(me, in_st.st_ino)) << "a closed descriptor counted";
   int r = open(inside.c_str(), O_RDONLY);
