@@ -56,13 +56,9 @@ void DeadlineStore::WorkerLoop(std::shared_ptr<Pool> pool) {
     std::function<void()> task = std::move(pool->queue.front());
     pool->queue.pop_front();
     lk.unlock();
-    task();  // runs the call, then wakes the caller
+    task();  // runs the call, drops `running`, then wakes the caller
     task = nullptr;
     lk.lock();
-    // Dropped under the lock this loop takes anyway, after the caller was
-    // woken: a caller that destroys the store at once waits (in the
-    // destructor) only for this.
-    if (--pool->running == 0) pool->drained.notify_all();
   }
 }
 
@@ -76,16 +72,16 @@ bool DeadlineStore::RunWithDeadline(std::function<void()> call) const {
       std::thread([pool = pool_] { WorkerLoop(pool); }).detach();
     }
     ++pool_->running;
-    pool_->queue.push_back([state, call = std::move(call)]() mutable {
+    pool_->queue.push_back([state, pool = pool_, call = std::move(call)]() mutable {
       call();
       call = nullptr;  // its captures (store pointers, files) go before the caller can see the end
       {
-        std::lock_guard<std::mutex> g(state->mu);
-        state->done = true;
+        std::lock_guard<std::mutex> g(pool->mu);
+        if (--pool->running == 0) pool->drained.notify_all();
       }
-      // Signalled after the unlock: a caller woken under the lock would
-      // only block on it again (two more futex calls and a thread switch).
-      state->done_cv.notify_one();
+      std::lock_guard<std::mutex> g(state->mu);
+      state->done = true;
+      state->done_cv.notify_all();
     });
   }
   pool_->wake.notify_one();

@@ -94,8 +94,9 @@ class DeadlineStore final : public StoreWrapper {
     std::deque<std::function<void()>> queue;  // guarded by mu
     size_t workers = 0;                       // guarded by mu
     size_t idle = 0;                          // guarded by mu
-    // Calls queued or taken by a worker and not yet finished (stuck ones
-    // included). Dropped by the worker right after it woke the caller.
+    // Calls taken by a worker whose caller has not yet been told they ended
+    // (stuck ones included). Dropped before the caller is woken, so a caller
+    // that saw its call end never finds it counted here.
     size_t running = 0;  // guarded by mu
     bool stop = false;   // guarded by mu
     // For the workers' own data writes (CreateStagingWith): pread/pwrite.

@@ -17,19 +17,16 @@ DeferredUnlinker::~DeferredUnlinker() {
 }
 
 void DeferredUnlinker::Add(std::string path, uint64_t bytes) {
-  bool queued = false;
   {
     std::lock_guard<std::mutex> g(mu_);
     if (queue_.size() < max_queued_) {
       queue_.emplace_back(std::move(path), bytes);
       pending_bytes_ += bytes;
       ++queued_total_;
-      queued = true;
+      work_.notify_one();
+      return;
     }
   }
-  // Woken after the unlock, so that the unlinking thread does not wake only
-  // to block on the lock this thread still holds.
-  if (queued) return work_.notify_one();
   UnlinkOne(path);
 }
 
