@@ -404,12 +404,15 @@ class Patterns:
         if not shutil.which("fio"):
             log("  cold O_DIRECT reads: fio not found, skipped (apt-get install fio)")
             return
-        dirs = {}
-        for c in self.contenders:
-            d = self.scratch(c, f"cold-{size}")
-            for i in range(count):
-                write_file(os.path.join(d, f"page-{i}"), memoryview(DATA)[:size])
-            dirs[c] = d
+        dirs = {c: self.scratch(c, f"cold-{size}") for c in self.contenders}
+        # Page by page in turn: on a virtual disk, data written later can
+        # read faster (two plain directories of 32 x 16 MiB written one
+        # after the other: fio read the second 1.1-1.25x faster than the
+        # first in three alternated rounds), which favoured whichever
+        # contender was written last.
+        for i in range(count):
+            for c in self.contenders:
+                write_file(os.path.join(dirs[c], f"page-{i}"), memoryview(DATA)[:size])
         os.sync()
 
         def fio(c, readers):
