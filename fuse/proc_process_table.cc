@@ -1,9 +1,9 @@
 // ProcProcessTable: see proc_process_table.h.
 #include "fuse/proc_process_table.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -13,11 +13,6 @@
 
 namespace kvfs {
 namespace {
-
-// getdents64's records (struct linux_dirent64): the record length at byte
-// 16 (two bytes), the NUL-terminated name from byte 19.
-constexpr size_t kDirentReclenOffset = 16;
-constexpr size_t kDirentNameOffset = 19;
 
 // The fdinfo fields kvfs needs: "flags:" (octal) and "ino:" (decimal).
 struct FdInfo {
@@ -79,40 +74,29 @@ bool ProcProcessTable::HoldsWritableDescriptor(uint32_t thread, uint64_t ino) {
     ::close(fd_dir);
     return false;
   }
-  int info_dir = -1;  // opened at the first descriptor on the mount
-  bool found = false, stop = false;
-  uint64_t seen = 0;
-  alignas(8) char entries[16384];
-  char target[4096];
-  while (!found && !stop) {
-    long n = ::syscall(SYS_getdents64, fd_dir, entries, sizeof entries);
-    if (n <= 0) break;
-    for (long off = 0; off < n && !found && !stop;) {
-      const char* record = entries + off;
-      unsigned short reclen;
-      std::memcpy(&reclen, record + kDirentReclenOffset, sizeof reclen);
-      off += reclen;
-      const char* name = record + kDirentNameOffset;
-      if (name[0] == '.') continue;
-      if (++seen > max_descriptors_) {
-        stop = true;
-        break;
-      }
-      ssize_t len = ::readlinkat(fd_dir, name, target, sizeof target);
-      if (len <= 0 || static_cast<size_t>(len) >= sizeof target) continue;
-      if (std::string_view(target, static_cast<size_t>(len)).substr(0, mount_prefix_.size()) != mount_prefix_) continue;
-      if (info_dir < 0) info_dir = ::open((base + "/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (info_dir < 0) {
-        stop = true;
-        break;
-      }
-      FdInfo info = ReadFdInfo(info_dir, name);
-      found = info.ok && info.ino == ino && (info.flags & O_ACCMODE) != O_RDONLY;
-    }
+  DIR* d = ::fdopendir(fd_dir);  // owns fd_dir from here
+  if (!d) {
+    ::close(fd_dir);
+    return false;
   }
-  ::close(fd_dir);
+  int info_dir = -1;  // opened at the first descriptor on the mount
+  bool found = false;
+  uint64_t seen = 0;
+  char target[4096];
+  while (!found) {
+    dirent* e = ::readdir(d);
+    if (!e) break;
+    if (e->d_name[0] == '.') continue;
+    if (++seen > max_descriptors_) break;  // past the bound: "no", as for a table that cannot be read
+    ssize_t n = ::readlinkat(::dirfd(d), e->d_name, target, sizeof target);
+    if (n <= 0 || static_cast<size_t>(n) >= sizeof target) continue;
+    if (std::string_view(target, static_cast<size_t>(n)).substr(0, mount_prefix_.size()) != mount_prefix_) continue;
+    if (info_dir < 0 && (info_dir = ::open((base + "/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) break;
+    FdInfo info = ReadFdInfo(info_dir, e->d_name);
+    found = info.ok && info.ino == ino && (info.flags & O_ACCMODE) != O_RDONLY;
+  }
+  ::closedir(d);
   if (info_dir >= 0) ::close(info_dir);
-  // Past the bound the answer is "no", as for a table that cannot be read.
   return found;
 }
 
