@@ -130,6 +130,9 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
   constexpr int kReadersLeftRetries = 4;
   int readers_left_retries = 0;
   bool lease_retried = false;
+  // Opens repeated because the key was replaced while its lease was taken.
+  constexpr int kSupersededRetries = 8;
+  int superseded_retries = 0;
   while (true) {
     // Take the read lease first, with no engine lock held: opening the object
     // file is store I/O, and a slow store must not stall the whole mount.
@@ -165,6 +168,17 @@ Result<OpenResult> Engine::Open(uint64_t ino, int flags, uint64_t thread) {
     UniqueLock lk(mu_);
     Inode* inode = ns_.Get(ino);
     if (!inode) return Status::Error(ENOENT, "stale inode");
+    if (lease && inode->linked() && lease.version() != inode->committed) {
+      // Replaced while the lease was being taken. Its object file may have
+      // been opened after the replacement, from a location that by then
+      // held a later version whose file reused the old one's inode number
+      // (ext4 and XFS reuse freed inodes at once), which the identity check
+      // cannot tell apart. Take the version that is current now.
+      lk.unlock();
+      lease.Reset();  // may close the object file: store I/O, not under mu_
+      if (++superseded_retries <= kSupersededRetries) continue;
+      return Status::Error(ESTALE, "replaced again and again while opening");
+    }
     if (WritesUnderCacheReaders(inode, flags) || (inode->superseded && (flags & O_ACCMODE) != O_RDONLY)) {
       lk.unlock();
       // Checked again under the publish lock: when the page-cache readers
