@@ -162,15 +162,23 @@ Status Engine::ReadThrough(uint32_t si, const std::string& key) {
     return Status::Error(EIO, "the shared store did not answer: " + obj.status().message());
   }
   if (!obj.ok() || !obj->header.ok() || obj->header->key != key) return Status::Error(ENOENT, "no such key");
-  // No notices: the kernel is looking this very name up, so it caches no
-  // entry to invalidate (and an invalidation now would wait for the
-  // directory lock that lookup holds).
   std::vector<Notice> notices;
   {
     MutexLock publish(publish_mu_);
     ApplyRemote(si, *obj, &notices);
   }
-  if (!notices.empty()) shared_->Count(si, SharedTier::Remote::kReadThrough);
+  if (notices.empty()) return Status::Ok();
+  shared_->Count(si, SharedTier::Remote::kReadThrough);
+  // The kernel is looking this very name up, so it holds no entry to
+  // invalidate (and an entry invalidation now would wait for the directory
+  // lock that lookup holds). A listing of the directory it cached before
+  // lacks the name, though: only that is dropped.
+  EngineObserver* o = observer_.load();
+  if (!o) return Status::Ok();
+  for (const Notice& n : notices) {
+    if (n.kind == Notice::kAppeared) o->ListingChanged(n.parent_ino);
+    if (n.kind == Notice::kReplaced) o->VersionCommitted(n.ino);
+  }
   return Status::Ok();
 }
 

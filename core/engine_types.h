@@ -259,6 +259,13 @@ class EngineObserver {
   virtual void VersionCommitted(uint64_t ino) = 0;
   // A key was evicted: its name is gone.
   virtual void EntryEvicted(uint64_t parent_ino, const std::string& name, uint64_t ino) = 0;
+  // A name was added to directory dir_ino while the kernel was looking that
+  // very name up (a lookup read another host's key through from a shared
+  // store): the kernel's entry will come from that lookup, but a listing of
+  // the directory it cached earlier lacks the name. Called from the thread
+  // serving that LOOKUP, which holds the directory's lock in the kernel: it
+  // must not wait for the kernel.
+  virtual void ListingChanged(uint64_t dir_ino) = 0;
 };
 
 }  // namespace kvfs

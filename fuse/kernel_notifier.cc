@@ -74,6 +74,13 @@ void KernelNotifier::EntryEvicted(uint64_t parent_ino, const std::string& name, 
   wake_.notify_one();
 }
 
+void KernelNotifier::ListingChanged(uint64_t dir_ino) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (stop_ || !thread_.joinable() || !ListingMayBeCached(dir_ino)) return;
+  queue_.push_back(std::make_shared<Job>(Job{dir_ino, std::string(), false, true}));
+  wake_.notify_one();
+}
+
 void KernelNotifier::Loop() {
   std::unique_lock<std::mutex> lk(mu_);
   while (true) {

@@ -16,6 +16,9 @@
 //    changes it made, or when the name was in its dentry cache. Only when
 //    the directory was listed since its last invalidation (ListingTracker):
 //    a commit into a directory nobody lists neither queues nor waits.
+//  - ListingChanged (a name a lookup itself added, read through from a
+//    shared store) drops only the directory's cached listing, also from the
+//    notifier's thread, and never waits: the caller is that lookup.
 //  - VersionCommitted (attributes only, no lock involved) is sent at once.
 //
 // Thread-safety: the observer methods may be called from any thread with no
@@ -46,6 +49,9 @@ class KernelNotifier final : public EngineObserver {
   // Sent at once: the kernel caches file attributes for entry_timeout, and a
   // stat after close() must show the committed version.
   void VersionCommitted(uint64_t ino) override;
+  // Queued for the notifier's thread without waiting (the caller serves a
+  // LOOKUP in that directory), and only when the listing may be cached.
+  void ListingChanged(uint64_t dir_ino) override;
 
  private:
   void Loop();

@@ -117,7 +117,7 @@ void SharedTierTest::SetUp() {
 
 std::vector<std::string> SharedTierTest::MountCommand(size_t host) const {
   char refresh[32], ttl[32];
-  std::snprintf(refresh, sizeof refresh, "%g", kRefreshSeconds);
+  std::snprintf(refresh, sizeof refresh, "%g", RefreshSeconds());
   std::snprintf(ttl, sizeof ttl, "%g", LeaseTtlSeconds());
   std::vector<std::string> argv = {
       kvfs_binary(), "mount",       hosts_.at(host).mnt, "--store", "dfs:" + StoreDir(host) + ":" + Capacity(),

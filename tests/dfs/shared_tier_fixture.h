@@ -14,7 +14,7 @@
 // host1/, ...) and the hosts' log files (never on the DFS). It then mounts
 // HostCount() hosts:
 //   kvfs mount <local>/hostN --store dfs:<client>/kv/<dir>:<Capacity()>
-//        --host-id hostN --dfs-refresh 0.3 --dfs-lease-ttl <LeaseTtlSeconds()>
+//        --host-id hostN --dfs-refresh <RefreshSeconds()> --dfs-lease-ttl <LeaseTtlSeconds()>
 //        --log-file <local>/hostN.log [ExtraMountArgs(N)]
 // where <client> alternates between the two GlusterFS clients (host0: mnt,
 // host1: mnt2, host2: mnt, ...), so hosts really go through different DFS
@@ -58,8 +58,9 @@ class SharedTierTest : public ::testing::Test {
   // Extra `kvfs mount` arguments for host i.
   virtual std::vector<std::string> ExtraMountArgs(size_t host) const { return {}; }
 
-  // --dfs-refresh of every host.
+  // --dfs-refresh of every host (default kRefreshSeconds).
   static constexpr double kRefreshSeconds = 0.3;
+  virtual double RefreshSeconds() const { return kRefreshSeconds; }
   // --dfs-lease-ttl of every host (default 1.5 s).
   virtual double LeaseTtlSeconds() const { return 1.5; }
 

@@ -182,6 +182,50 @@ TEST_F(SharedTierTest, ListingShowsOtherHostsKeys) {
   EXPECT_GE(StoreU64(*st, {"shared", "reconcile_passes"}), 1u);
 }
 
+// A key a lookup read through from the DFS is in its directory's listing at
+// once, even when that listing was cached by the kernel before and no
+// reconcile pass comes (the next is ten minutes away): the lookup itself
+// drops the cached listing. (Without that, host2 of the test above could
+// list the root without "dir" for good, once a listing of dir/ had read the
+// directory through before a pass found it.)
+class SlowReconcileTest : public SharedTierTest {
+ protected:
+  size_t HostCount() const override { return 2; }
+  double RefreshSeconds() const override { return 600; }
+  double LeaseTtlSeconds() const override { return 1800; }
+};
+
+TEST_F(SlowReconcileTest, AListingCachedBeforeAReadThroughShowsTheNameAfterIt) {
+  std::vector<std::string> names;
+  ASSERT_EQ(ListDirInChild(P(1, ""), &names), "");
+  ASSERT_TRUE(names.empty()) << "host1's root lists " << names.size() << " names before anything was written";
+  auto data = MakeData(400, 3 * 4096 + 7);
+  ASSERT_EQ(WriteIn(P(0, "k"), data), "ok");
+  ASSERT_EQ(InChild([&] { return mkdir(P(0, "d").c_str(), 0755) == 0 ? "ok" : ErrnoMessage("mkdir"); }), "ok");
+  // host1 finds both by lookups.
+  ASSERT_EQ(CheckIn(P(1, "k"), data), "ok");
+  ASSERT_EQ(InChild([&]() -> std::string {
+              struct stat st {};
+              if (stat(P(1, "d").c_str(), &st) != 0) return ErrnoMessage("stat");
+              return S_ISDIR(st.st_mode) ? "ok" : "not a directory";
+            }),
+            "ok");
+  std::string last;
+  bool listed = WaitFor(
+      [&] {
+        std::string err = ListDirInChild(P(1, ""), &names);
+        std::sort(names.begin(), names.end());
+        last = err;
+        for (const auto& n : names) last += " " + n;
+        return err.empty() && names == std::vector<std::string>{"d", "k"};
+      },
+      5s);
+  EXPECT_TRUE(listed) << "host1's root lists:" << last;
+  auto st = HostStats(1);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(StoreU64(*st, {"shared", "read_through"}), 2u) << "the lookups did not read the names through";
+}
+
 // ---------------------------------------------------------------------------
 // c. Deletes and replacements on one host are followed by the others, while
 //    a handle opened before keeps reading the version it opened.

@@ -209,9 +209,13 @@ class RecordingObserver : public EngineObserver {
     std::lock_guard<std::mutex> g(mu);
     committed.push_back(ino);
   }
+  void ListingChanged(uint64_t dir_ino) override {
+    std::lock_guard<std::mutex> g(mu);
+    listings_changed.push_back(dir_ino);
+  }
   std::mutex mu;
   std::vector<std::pair<uint64_t, std::string>> appeared, evicted;
-  std::vector<uint64_t> committed;
+  std::vector<uint64_t> committed, listings_changed;
 };
 
 }  // namespace kvfs::testing

@@ -572,6 +572,45 @@ TEST_F(EngineSharedTest, DirectoriesLearnedFromTheirKeysAreAnnounced) {
   EXPECT_TRUE(appeared.count({by->ino, "z"})) << "z appeared in x/y";
 }
 
+// A lookup that reads another host's key through from the store adds the
+// name to its directory while the kernel looks that name up: the kernel gets
+// its entry from the lookup's answer, but a listing of the directory it
+// cached before lacks the name, and no reconcile pass will announce a key
+// that is indexed already. The lookup tells the observer that the listing
+// changed (and nothing that would invalidate the entry being looked up).
+TEST_F(EngineSharedTest, AKeyALookupReadsThroughChangesItsDirectorysListing) {
+  HostConfig cfg;
+  cfg.refresh = milliseconds(3600 * 1000);  // B's first pass only: the lookups find the keys
+  OpenBoth(cfg);
+  auto deadline = Clock::now() + milliseconds(5000);
+  while (StoreStatsOf(*b_).reconcile_passes == 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  ASSERT_GE(StoreStatsOf(*b_).reconcile_passes, 1u) << "B's first reconcile pass did not end";
+  testing::RecordingObserver obs;
+  b_->SetObserver(&obs);
+  Result<Attr> dir = a_->Mkdir(kRootIno, "dir", 0755, 0, 0);
+  ASSERT_TRUE(dir.ok()) << ErrText(dir.status());
+  ASSERT_TRUE(PutFile(*a_, dir->ino, "k", Pattern(12, 5000)).ok());
+  ASSERT_TRUE(PutFile(*a_, kRootIno, "top", Pattern(13, 7000)).ok());
+
+  Result<Attr> top = b_->Lookup(kRootIno, "top");
+  ASSERT_TRUE(top.ok()) << ErrText(top.status());
+  Result<Attr> bdir = b_->Lookup(kRootIno, "dir");
+  ASSERT_TRUE(bdir.ok()) << ErrText(bdir.status());
+  Result<Attr> k = b_->Lookup(bdir->ino, "k");
+  ASSERT_TRUE(k.ok()) << ErrText(k.status());
+  // Indexed now: looking them up again changes no listing.
+  ASSERT_TRUE(b_->Lookup(kRootIno, "top").ok());
+  ASSERT_TRUE(b_->Lookup(bdir->ino, "k").ok());
+  b_->SetObserver(nullptr);
+  EXPECT_EQ(StoreStatsOf(*b_).read_through, 3u);
+  std::lock_guard<std::mutex> g(obs.mu);
+  EXPECT_EQ(obs.listings_changed, (std::vector<uint64_t>{kRootIno, kRootIno, bdir->ino}));
+  EXPECT_TRUE(obs.appeared.empty()) << "an entry invalidation from inside the lookup of that entry";
+  EXPECT_EQ(ListNames(*b_, kRootIno), (std::vector<std::string>{"dir", "top"}));
+}
+
 TEST_F(EngineSharedTest, ConcurrentWritersOfOneKeyEndWithOneCompleteVersion) {
   OpenBoth();
   for (int round = 0; round < 6; ++round) {
