@@ -220,7 +220,7 @@ Result<std::map<std::string, uint64_t>> DfsCluster::CollectAccesses() {
     Result<FsStat> st = fs_->Stat(dir_ + "/" + name);
     if (!st.ok()) continue;
     auto it = read_access_.find(name);
-    if (it != read_access_.end() && it->second.ino == st->ino && it->second.size == st->size &&
+    if (it != read_access_.end() && it->second.file_id() == st->file_id() && it->second.size == st->size &&
         it->second.mtime_ns == st->mtime_ns) {
       continue;  // nothing new since the last read
     }

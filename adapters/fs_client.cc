@@ -14,14 +14,16 @@
 namespace kvfs {
 namespace {
 
-FsStat FromStat(const struct stat& st) {
+Result<FsStat> FromStatus(const Result<FileStatus>& r) {
+  if (!r.ok()) return r.status();
   FsStat s;
-  s.ino = static_cast<uint64_t>(st.st_ino);
-  s.size = static_cast<uint64_t>(st.st_size);
-  s.is_dir = S_ISDIR(st.st_mode);
-  s.is_regular = S_ISREG(st.st_mode);
-  s.is_symlink = S_ISLNK(st.st_mode);
-  s.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+  s.ino = r->ino;
+  s.birth_ns = r->birth_ns;
+  s.size = r->size;
+  s.is_dir = S_ISDIR(r->mode);
+  s.is_regular = S_ISREG(r->mode);
+  s.is_symlink = S_ISLNK(r->mode);
+  s.mtime_ns = r->mtime_ns;
   return s;
 }
 
@@ -34,16 +36,8 @@ class PosixFsClient final : public FsClient {
     if (fd < 0) return Status::FromErrno("open " + path);
     return fd;
   }
-  Result<FsStat> Stat(const std::string& path) override {
-    struct stat st;
-    if (::stat(path.c_str(), &st) != 0) return Status::FromErrno("stat " + path);
-    return FromStat(st);
-  }
-  Result<FsStat> StatFd(int fd) override {
-    struct stat st;
-    if (::fstat(fd, &st) != 0) return Status::FromErrno("fstat");
-    return FromStat(st);
-  }
+  Result<FsStat> Stat(const std::string& path) override { return FromStatus(StatPath(path, true)); }
+  Result<FsStat> StatFd(int fd) override { return FromStatus(StatDescriptor(fd)); }
   Status Mkdir(const std::string& path) override {
     if (::mkdir(path.c_str(), 0700) != 0) return Status::FromErrno("mkdir " + path);
     return Status::Ok();
@@ -102,11 +96,7 @@ class PosixFsClient final : public FsClient {
 
 }  // namespace
 
-Result<FsStat> FsClient::Lstat(const std::string& path) {
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno("lstat " + path);
-  return FromStat(st);
-}
+Result<FsStat> FsClient::Lstat(const std::string& path) { return FromStatus(StatPath(path, false)); }
 
 std::unique_ptr<FsClient> MakePosixFsClient() { return std::make_unique<PosixFsClient>(); }
 

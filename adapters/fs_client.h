@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "adapters/file_identity.h"
 #include "adapters/status.h"
 #include "adapters/store.h"
 
@@ -31,11 +32,15 @@ namespace kvfs {
 
 struct FsStat {
   uint64_t ino = 0;
+  int64_t birth_ns = 0;  // 0 where the file system does not report it
   uint64_t size = 0;
   bool is_dir = false;
   bool is_regular = false;
   bool is_symlink = false;  // only ever true from Lstat
   int64_t mtime_ns = 0;
+  // The file's identity (adapters/file_identity.h): what object identity
+  // checks compare.
+  uint64_t file_id() const { return FileIdentity(ino, birth_ns); }
 };
 
 class FsClient {

@@ -229,7 +229,7 @@ Result<ScannedObject> ObjectDirectory::ReadObject(const std::string& location, b
   Result<FsStat> st = fs_->StatFd(*fd);
   if (st.ok()) {
     obj.file_bytes = st->size;
-    obj.file_id = st->ino;
+    obj.file_id = st->file_id();
   }
   // The descriptor may be O_DIRECT: read into an aligned block.
   AlignedBuffer block(kHeaderSize);
@@ -251,7 +251,7 @@ Result<ListedObject> ObjectDirectory::StatObject(const std::string& location) {
   KVFS_RETURN_IF_ERROR(CheckObjectType(*st, Abs(location)));
   ListedObject o;
   o.location = location;
-  o.file_id = st->ino;
+  o.file_id = st->file_id();
   o.file_bytes = st->size;
   return o;
 }

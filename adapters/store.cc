@@ -1,6 +1,7 @@
 // Default implementations of the Store methods that shared stores refine.
 #include "adapters/store.h"
 
+#include "adapters/file_identity.h"
 #include "adapters/io_ring.h"
 
 #include <sys/stat.h>
@@ -25,15 +26,13 @@ Result<StoreSpace> FilesystemSpace(const std::string& path) {
 Result<ListedObject> Store::StatObject(const std::string& location) {
   Result<int> fd = OpenForRead(location);
   if (!fd.ok()) return fd.status();
-  struct stat st;
-  int rc = ::fstat(*fd, &st);
-  int err = errno;
+  Result<FileStatus> st = StatDescriptor(*fd);
   ::close(*fd);
-  if (rc != 0) return Status::FromErrno(err, "fstat " + location);
+  if (!st.ok()) return Status::Error(st.err(), st.status().message() + " " + location);
   ListedObject o;
   o.location = location;
-  o.file_id = static_cast<uint64_t>(st.st_ino);
-  o.file_bytes = static_cast<uint64_t>(st.st_size);
+  o.file_id = st->file_id();
+  o.file_bytes = st->size;
   return o;
 }
 
@@ -42,10 +41,10 @@ Result<ScannedObject> Store::ReadObject(const std::string& location) {
   if (!fd.ok()) return fd.status();
   ScannedObject obj;
   obj.location = location;
-  struct stat st;
-  if (::fstat(*fd, &st) == 0) {
-    obj.file_bytes = static_cast<uint64_t>(st.st_size);
-    obj.file_id = static_cast<uint64_t>(st.st_ino);
+  Result<FileStatus> st = StatDescriptor(*fd);
+  if (st.ok()) {
+    obj.file_bytes = st->size;
+    obj.file_id = st->file_id();
   }
   // The descriptor may be O_DIRECT: read into an aligned block.
   void* block = std::aligned_alloc(4096, kHeaderSize);
@@ -90,9 +89,9 @@ Result<std::unique_ptr<StagingFile>> Store::CreateStagingWith(IoExecutor& io, st
 }
 
 Result<uint64_t> Store::FileIdOf(int fd) {
-  struct stat st;
-  if (::fstat(fd, &st) != 0) return Status::FromErrno("fstat");
-  return static_cast<uint64_t>(st.st_ino);
+  Result<FileStatus> st = StatDescriptor(fd);
+  if (!st.ok()) return st.status();
+  return st->file_id();
 }
 
 Status Store::TruncateData(int fd, uint64_t length) {

@@ -70,7 +70,7 @@ struct StoreSpace {
 // What a listing says about one object file, without reading it.
 struct ListedObject {
   std::string location;
-  uint64_t file_id = 0;     // st_ino (changes when the file is replaced)
+  uint64_t file_id = 0;     // adapters/file_identity.h (changes when the file is replaced)
   uint64_t file_bytes = 0;  // st_size
 };
 
@@ -93,7 +93,7 @@ Result<StoreSpace> FilesystemSpace(const std::string& path);
 struct ScannedObject {
   std::string location;
   uint64_t file_bytes = 0;     // st_size of the object file
-  uint64_t file_id = 0;        // st_ino of the object file
+  uint64_t file_id = 0;        // identity of the object file (adapters/file_identity.h)
   Result<ObjectHeader> header = Status::Error(EINVAL, "unread");
 };
 
@@ -234,7 +234,7 @@ class Store {
   // batch's memory must outlive it (see data_batch.h). The default runs it
   // on io, honouring batch->deadline where io can.
   virtual Status TransferData(IoExecutor& io, const std::shared_ptr<DataBatch>& batch);
-  // The identity (st_ino) of the file open as fd: what ListedObject::file_id
+  // The identity (adapters/file_identity.h) of the file open as fd: what ListedObject::file_id
   // and Version::file_id compare against.
   virtual Result<uint64_t> FileIdOf(int fd);
   // Sets the length of the staging file open as fd.

@@ -125,7 +125,8 @@ namespace engine_detail {
 
 constexpr size_t kMaxNameLength = 255;
 
-// st_ino of a file the store opened, or 0 (unknown) when the store cannot tell.
+// Identity of a file the store opened (adapters/file_identity.h), or 0
+// (unknown) when the store cannot tell.
 inline uint64_t FileId(Store* store, int fd) {
   Result<uint64_t> id = store->FileIdOf(fd);
   return id.ok() ? *id : 0;

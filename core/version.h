@@ -89,7 +89,7 @@ class Version {
   // The object format its header was written in (how checksum() was made).
   uint32_t format() const { return format_; }
   int64_t mtime_ns() const { return mtime_ns_; }
-  // Identity of the object file (st_ino) when known, else 0. A lease that
+  // Identity of the object file (adapters/file_identity.h) when known, else 0. A lease that
   // opens the location and finds another file fails with ESTALE.
   uint64_t file_id = 0;
 

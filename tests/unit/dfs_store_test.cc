@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "adapters/file_identity.h"
 #include "adapters/key_hash.h"
 #include "adapters/manifest.h"
 #include "adapters/object_header.h"
@@ -537,12 +538,12 @@ TEST_F(DfsStoreTest, ObjectLinkedByOneHostIsVisibleToAnother) {
   EXPECT_EQ(CountFiles(Root() + "/staging"), 0u) << "the staging file was not moved";
   uint64_t footprint_on_disk = kHeaderSize + RoundUp4K(data.size());
 
-  struct stat st;
-  ASSERT_EQ(::stat((Root() + "/" + *loc).c_str(), &st), 0);
+  Result<FileStatus> st = StatPath(Root() + "/" + *loc, false);
+  ASSERT_TRUE(st.ok()) << ErrText(st.status());
   Result<ListedObject> stat_b = b->StatObject(*loc);
   ASSERT_TRUE(stat_b.ok()) << ErrText(stat_b.status());
   EXPECT_EQ(stat_b->location, *loc);
-  EXPECT_EQ(stat_b->file_id, static_cast<uint64_t>(st.st_ino));
+  EXPECT_EQ(stat_b->file_id, st->file_id());
   EXPECT_EQ(stat_b->file_bytes, footprint_on_disk);
 
   Result<ScannedObject> read_b = b->ReadObject(*loc);

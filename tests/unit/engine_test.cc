@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "adapters/file_identity.h"
 #include "adapters/key_hash.h"
 #include "adapters/local_store.h"
 #include "adapters/store_wrapper.h"
@@ -285,12 +286,13 @@ TEST_F(EngineTest, TruncatingAnEmptyKeyAgainRewritesOnlyItsHeader) {
   ASSERT_OK(OpenEngine());
   Result<uint64_t> ino = PutFile(kRootIno, "key", testing::Pattern(3, 5000));
   ASSERT_TRUE(ino.ok()) << ErrText(ino.status());
-  auto object_file = [&]() -> std::pair<uint64_t, int64_t> {  // (st_ino, header mtime) of the key's object
+  auto object_file = [&]() -> std::pair<uint64_t, int64_t> {  // (identity, header mtime) of the key's object
     Result<std::string> loc = GetDebugXattr(E(), *ino, "user.kvfs.location");
-    struct stat st {};
-    if (!loc.ok() || ::stat((driver_.root(0) + "/" + *loc).c_str(), &st) != 0) return {0, 0};
+    if (!loc.ok()) return {0, 0};
+    Result<FileStatus> st = StatPath(driver_.root(0) + "/" + *loc, false);
+    if (!st.ok()) return {0, 0};
     Result<Attr> a = E().GetAttr(*ino, nullptr);
-    return {st.st_ino, a.ok() ? a->mtime_ns : 0};
+    return {st->file_id(), a.ok() ? a->mtime_ns : 0};
   };
   auto truncate_and_close = [&] {
     Result<OpenResult> w = E().Open(*ino, O_WRONLY | O_TRUNC);

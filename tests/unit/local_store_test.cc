@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "adapters/file_identity.h"
 #include "adapters/io_ring.h"
 #include "adapters/manifest.h"
 #include "tests/unit/test_util.h"
@@ -749,9 +750,9 @@ TEST_F(LocalStoreTest, ScanFindsEveryObjectWithHeadersUsingThreads) {
       EXPECT_EQ(o.header->size, data.size());
       EXPECT_EQ(o.header->checksum, testing::DataChecksum(data));
       EXPECT_EQ(o.file_bytes, kHeaderSize + Padded(data.size()));
-      struct stat st;
-      ASSERT_EQ(::stat((Root() + "/" + loc).c_str(), &st), 0);
-      EXPECT_EQ(o.file_id, static_cast<uint64_t>(st.st_ino)) << loc;
+      Result<FileStatus> st = StatPath(Root() + "/" + loc, false);
+      ASSERT_TRUE(st.ok()) << loc;
+      EXPECT_EQ(o.file_id, st->file_id()) << loc;
     }
     for (const std::string& bad : {garbage_loc, short_loc}) {
       auto it = seen.find(bad);
