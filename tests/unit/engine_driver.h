@@ -194,6 +194,22 @@ class EngineDriver {
   std::unique_ptr<Engine> engine_;
 };
 
+// Starts an engine with options o over one LocalStore in directory dir,
+// wrapped in a W (a store wrapper built from the LocalStore, e.g. one that
+// records or alters calls); *wrapper points at it for as long as the engine
+// lives.
+template <class W>
+Result<std::unique_ptr<Engine>> StartOverWrappedLocalStore(const std::string& dir, const EngineOptions& o,
+                                                           W** wrapper) {
+  Result<std::unique_ptr<LocalStore>> local = LocalStore::Open(dir, LocalStoreOptions{});
+  if (!local.ok()) return local.status();
+  auto owned = std::make_unique<W>(std::move(*local));
+  *wrapper = owned.get();
+  std::vector<std::unique_ptr<Store>> stores;
+  stores.push_back(std::move(owned));
+  return Engine::Start(o, std::move(stores));
+}
+
 // Records what an Engine tells its observer (EngineObserver), under mu.
 class RecordingObserver : public EngineObserver {
  public:

@@ -774,18 +774,13 @@ class RecycledIdentityStore final : public StoreWrapper {
 TEST(EngineReplacedWhileOpeningTest, AnOpenNeverTakesALaterFileForTheVersionItLookedUp) {
   testing::TempDir dir;
   ASSERT_TRUE(dir.ok());
-  Result<std::unique_ptr<LocalStore>> local = LocalStore::Open(dir.Sub("store"), LocalStoreOptions{});
-  ASSERT_TRUE(local.ok());
-  auto owned = std::make_unique<RecycledIdentityStore>(std::move(*local));
-  RecycledIdentityStore* store = owned.get();
-  std::vector<std::unique_ptr<Store>> stores;
-  stores.push_back(std::move(owned));
   EngineOptions o;
   o.space.capacity_bytes = 1ULL << 30;
   o.buffer_count = 8;
   o.page_cache = false;
-  Result<std::unique_ptr<Engine>> started = Engine::Start(o, std::move(stores));
-  ASSERT_TRUE(started.ok());
+  RecycledIdentityStore* store = nullptr;
+  Result<std::unique_ptr<Engine>> started = testing::StartOverWrappedLocalStore(dir.Sub("store"), o, &store);
+  ASSERT_TRUE(started.ok()) << ErrText(started.status());
   Engine& e = **started;
   const std::vector<uint8_t> v1 = testing::Pattern(1, 300000), v2 = testing::Pattern(2, 700000),
                              v3 = testing::Pattern(3, 1500000);

@@ -162,18 +162,12 @@ class ReadAheadInFlightTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(dir_.ok());
-    Result<std::unique_ptr<LocalStore>> local = LocalStore::Open(dir_.Sub("store"), LocalStoreOptions{});
-    ASSERT_TRUE(local.ok());
-    auto owned = std::make_unique<RangeRecordingStore>(std::move(*local));
-    store_ = owned.get();
-    std::vector<std::unique_ptr<Store>> stores;
-    stores.push_back(std::move(owned));
     EngineOptions o;
     o.space.capacity_bytes = 1ULL << 30;
     o.buffer_count = 32;
     o.page_cache = false;
     ASSERT_EQ(o.read_ahead_bytes, 2 * kMiB);
-    Result<std::unique_ptr<Engine>> e = Engine::Start(o, std::move(stores));
+    Result<std::unique_ptr<Engine>> e = testing::StartOverWrappedLocalStore(dir_.Sub("store"), o, &store_);
     ASSERT_TRUE(e.ok());
     engine_ = std::move(*e);
   }
