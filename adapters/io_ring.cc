@@ -30,8 +30,10 @@ struct AbandonedBatch {
   size_t in_flight = 0;
 };
 
-// One io_uring per (thread, executor), destroyed at thread exit.
+// One io_uring per (thread, executor), destroyed at thread exit, or once
+// its executor is gone when the thread next sets up a ring.
 struct ThreadRing {
+  std::weak_ptr<const void> executor;  // expires with the executor
   io_uring ring;
   bool initialised = false;
   bool fixed = false;
@@ -71,12 +73,24 @@ void WarnFallbackOnce(const std::string& why) {
 }  // namespace
 
 IoExecutor::IoExecutor(BufferPool* pool, bool use_io_uring, unsigned queue_depth)
-    : pool_(pool), use_io_uring_(use_io_uring), queue_depth_(queue_depth), id_(next_executor_id.fetch_add(1)) {}
+    : pool_(pool),
+      use_io_uring_(use_io_uring),
+      queue_depth_(queue_depth),
+      id_(next_executor_id.fetch_add(1)),
+      alive_(std::make_shared<const bool>(true)) {}
 
 void* IoExecutor::RingForThisThread() {
-  auto it = thread_rings.by_executor.find(id_);
-  if (it != thread_rings.by_executor.end()) return it->second.get();
+  auto& rings = thread_rings.by_executor;
+  auto it = rings.find(id_);
+  if (it != rings.end()) return it->second.get();
+  // A thread that outlives executors (one that made engine after engine)
+  // would keep a ring, and the registration of a freed pool, per executor.
+  for (auto r = rings.begin(); r != rings.end();) {
+    if (r->second->executor.expired()) r = rings.erase(r);
+    else ++r;
+  }
   auto tr = std::make_unique<ThreadRing>();
+  tr->executor = alive_;
   int rc = io_uring_queue_init(queue_depth_, &tr->ring, 0);
   if (rc < 0) {
     WarnFallbackOnce(std::string("io_uring_queue_init: ") + std::strerror(-rc));

@@ -24,8 +24,10 @@
 //
 // If io_uring cannot be set up (kernel, seccomp, memlock limits), the first
 // failure is logged once as a warning and every later batch uses
-// pread/pwrite. IoExecutor is thread-safe; it must outlive the threads that
-// use it only in the sense that rings are torn down at thread exit.
+// pread/pwrite. IoExecutor is thread-safe. A thread's rings are torn down at
+// its exit; a ring whose executor was destroyed goes earlier, when the
+// thread sets up its next ring (so a long-lived thread that uses executor
+// after executor holds one stale ring at most, not one per executor).
 #pragma once
 
 #include <atomic>
@@ -76,6 +78,7 @@ class IoExecutor {
   std::atomic<bool> use_io_uring_;
   unsigned queue_depth_;
   uint64_t id_;
+  std::shared_ptr<const void> alive_;  // the threads' rings hold weak references
   std::atomic<uint64_t> in_flight_{0};
 };
 

@@ -389,6 +389,38 @@ TEST_P(IoExecutorTest, ConcurrentThreadsEachGetTheirOwnRing) {
   EXPECT_EQ(after, before) << "rings outlived their threads";
 }
 
+// A thread that uses executor after executor (as the engine's tests do, one
+// engine each) keeps no ring of an executor that is gone once it sets up its
+// next ring: at most the last destroyed executor's ring is left.
+TEST(IoExecutorRingsTest, ARingOfADestroyedExecutorGoesWhenTheThreadSetsUpItsNext) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  int fd = OpenFile(dir.Sub("f"), false);
+  ASSERT_GE(fd, 0);
+  // One batch through a fresh executor (and pool) that is then destroyed.
+  auto one_executor = [&](int i) -> bool {
+    BufferPool pool(64 << 10, 4);
+    IoExecutor io(&pool, true, 8);
+    PooledBuffer b = pool.Acquire();
+    std::memset(b.data(), i, pool.buffer_size());
+    IoRequest req{fd, b.data(), pool.buffer_size(), 0, true, b.index(), 0};
+    EXPECT_TRUE(io.Run(std::span<IoRequest>(&req, 1)).ok());
+    return io.using_io_uring();
+  };
+  // The first one also sweeps what earlier tests' executors left on this
+  // thread; its own ring stays until the next executor's batch.
+  if (!one_executor(0)) {
+    ::close(fd);
+    GTEST_SKIP() << "io_uring is unavailable here";
+  }
+  const size_t rings = IoUringFds().size();
+  for (int i = 1; i <= 12; ++i) {
+    ASSERT_TRUE(one_executor(i));
+    EXPECT_LE(IoUringFds().size(), rings) << "rings of destroyed executors are still open after executor " << i;
+  }
+  ::close(fd);
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, IoExecutorTest,
                          ::testing::Values(Mode{true, true, true}, Mode{true, false, true}, Mode{true, true, false},
                                            Mode{false, true, true}, Mode{false, false, false}),
