@@ -32,7 +32,11 @@ namespace kvfs {
 
 struct FsStat {
   uint64_t ino = 0;
-  int64_t birth_ns = 0;  // 0 where the file system does not report it
+  // 0 where the file system does not report it. A client reports it for
+  // every call on a file or for none (file_id() must not change between
+  // two calls on one file), and the same as statx(2) on a descriptor
+  // Open gave (Store::FileIdOf takes identities that way).
+  int64_t birth_ns = 0;
   uint64_t size = 0;
   bool is_dir = false;
   bool is_regular = false;

@@ -27,7 +27,8 @@
 // pread/pwrite. IoExecutor is thread-safe. A thread's rings are torn down at
 // its exit; a ring whose executor was destroyed goes earlier, when the
 // thread sets up its next ring (so a long-lived thread that uses executor
-// after executor holds one stale ring at most, not one per executor).
+// after executor holds one stale ring, not one per executor). A ring torn
+// down with abandoned requests still in flight stays open, as above.
 #pragma once
 
 #include <atomic>

@@ -196,6 +196,15 @@ class SlowReconcileTest : public SharedTierTest {
 };
 
 TEST_F(SlowReconcileTest, AListingCachedBeforeAReadThroughShowsTheNameAfterIt) {
+  // host1's first pass (at mount) is over: the names can reach it only by
+  // its lookups.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto st = HostStats(1);
+        return st && StoreU64(*st, {"shared", "reconcile_passes"}) >= 1;
+      },
+      10s))
+      << "host1's first reconcile pass did not end";
   std::vector<std::string> names;
   ASSERT_EQ(ListDirInChild(P(1, ""), &names), "");
   ASSERT_TRUE(names.empty()) << "host1's root lists " << names.size() << " names before anything was written";
