@@ -79,6 +79,8 @@ IoExecutor::IoExecutor(BufferPool* pool, bool use_io_uring, unsigned queue_depth
       id_(next_executor_id.fetch_add(1)),
       alive_(std::make_shared<const bool>(true)) {}
 
+size_t IoExecutor::RingsOfThisThread() { return thread_rings.by_executor.size(); }
+
 void* IoExecutor::RingForThisThread() {
   auto& rings = thread_rings.by_executor;
   auto it = rings.find(id_);

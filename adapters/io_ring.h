@@ -68,6 +68,9 @@ class IoExecutor {
   size_t ReapAbandoned(std::chrono::milliseconds wait);
 
   bool using_io_uring() const { return use_io_uring_.load(std::memory_order_relaxed); }
+  // The rings the calling thread holds, of any executor (for tests and
+  // diagnostics).
+  static size_t RingsOfThisThread();
   uint64_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
 
  private:
