@@ -17,13 +17,10 @@ namespace {
 Result<FsStat> FromStatus(const Result<FileStatus>& r) {
   if (!r.ok()) return r.status();
   FsStat s;
-  s.ino = r->ino;
-  s.birth_ns = r->birth_ns;
-  s.size = r->size;
+  static_cast<FileStatus&>(s) = *r;
   s.is_dir = S_ISDIR(r->mode);
   s.is_regular = S_ISREG(r->mode);
   s.is_symlink = S_ISLNK(r->mode);
-  s.mtime_ns = r->mtime_ns;
   return s;
 }
 

@@ -30,21 +30,15 @@
 
 namespace kvfs {
 
-struct FsStat {
-  uint64_t ino = 0;
-  // 0 where the file system does not report it. A client reports it for
-  // every call on a file or for none (file_id() must not change between
-  // two calls on one file), and the same as statx(2) on a descriptor
-  // Open gave (Store::FileIdOf takes identities that way).
-  int64_t birth_ns = 0;
-  uint64_t size = 0;
+// What a client's stat calls report: FileStatus's fields (ino, birth_ns,
+// size, mode, mtime_ns and the file_id() they give) and the file's type.
+// A client reports birth_ns for every call on a file or for none (file_id()
+// must not change between two calls on one file), and the same as statx(2)
+// on a descriptor Open gave (Store::FileIdOf takes identities that way).
+struct FsStat : FileStatus {
   bool is_dir = false;
   bool is_regular = false;
   bool is_symlink = false;  // only ever true from Lstat
-  int64_t mtime_ns = 0;
-  // The file's identity (adapters/file_identity.h): what object identity
-  // checks compare.
-  uint64_t file_id() const { return FileIdentity(ino, birth_ns); }
 };
 
 class FsClient {
